@@ -1,0 +1,455 @@
+//! In-process storage: for tests, immediate mode, and single-process apps that can lose their
+//! queue on exit. Same semantics as the durable backends (leases, dead-lettering, batches).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::*;
+use crate::clock::{ms, now_ms};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: String,
+    queue: String,
+    priority: i32,
+    payload: Vec<u8>,
+    deliveries: u32,
+}
+
+#[derive(Debug)]
+struct Leased {
+    seq: u64,
+    entry: Entry,
+    token: u64,
+    until_ms: u64,
+}
+
+type ReadyKey = (String, Reverse<i32>, u64);
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    ready: BTreeMap<ReadyKey, Entry>,
+    leased: HashMap<u64, Leased>,
+    schedule: BTreeMap<(u64, u64), Ready>,
+    results: HashMap<String, (Vec<u8>, Option<u64>)>,
+    kv: HashMap<(Ns, String), (Vec<u8>, Option<u64>)>,
+    counters: HashMap<String, i64>,
+    dead: BTreeMap<u64, DeadLetter>,
+}
+
+impl State {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn push_ready(&mut self, r: Ready, deliveries: u32) {
+        let seq = self.next_seq();
+        self.ready.insert(
+            (r.queue.clone(), Reverse(r.priority), seq),
+            Entry {
+                id: r.id,
+                queue: r.queue,
+                priority: r.priority,
+                payload: r.payload,
+                deliveries,
+            },
+        );
+    }
+
+    fn unlease(&mut self, l: Leased) {
+        let key = (l.entry.queue.clone(), Reverse(l.entry.priority), l.seq);
+        self.ready.insert(key, l.entry);
+    }
+
+    fn reclaim_expired(&mut self, now: u64) {
+        let expired: Vec<u64> = self
+            .leased
+            .values()
+            .filter(|l| l.until_ms <= now)
+            .map(|l| l.seq)
+            .collect();
+        for seq in expired {
+            if let Some(l) = self.leased.remove(&seq) {
+                self.unlease(l);
+            }
+        }
+    }
+
+    fn add_dead(&mut self, id: String, queue: String, payload: Vec<u8>, error: String) {
+        let seq = self.next_seq();
+        self.dead.insert(
+            seq,
+            DeadLetter {
+                key: seq.to_string(),
+                id,
+                queue,
+                payload,
+                error,
+                at_ms: now_ms(),
+            },
+        );
+    }
+
+    fn live<'a>(v: Option<&'a (Vec<u8>, Option<u64>)>, now: u64) -> Option<&'a Vec<u8>> {
+        v.filter(|(_, exp)| exp.is_none_or(|e| e > now))
+            .map(|(v, _)| v)
+    }
+}
+
+fn parse_lease(l: &Lease) -> Option<(u64, u64)> {
+    let (a, b) = l.0.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn expiry(ttl: Option<Duration>) -> Option<u64> {
+    ttl.map(|t| now_ms() + ms(t))
+}
+
+/// Storage in this process's memory.
+#[derive(Default)]
+pub struct MemoryStorage {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl MemoryStorage {
+    /// An empty storage.
+    pub fn new() -> MemoryStorage {
+        MemoryStorage::default()
+    }
+
+    fn take_ready(st: &mut State, req: &DequeueRequest, now: u64) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for q in &req.queues {
+            while out.len() < req.max {
+                let lo = (q.clone(), Reverse(i32::MAX), 0);
+                let Some(key) = st.ready.range(lo..).next().map(|(k, _)| k.clone()) else {
+                    break;
+                };
+                if &key.0 != q {
+                    break;
+                }
+                let mut entry = st.ready.remove(&key).expect("key just seen");
+                if entry.deliveries >= req.max_deliveries {
+                    let error = format!(
+                        "delivered {} times without being acknowledged (its worker or consumer was lost each time)",
+                        entry.deliveries
+                    );
+                    st.add_dead(entry.id, entry.queue, entry.payload, error);
+                    continue;
+                }
+                entry.deliveries += 1;
+                let token = st.next_seq();
+                out.push(Delivery {
+                    lease: Lease(format!("{}:{}", key.2, token)),
+                    queue: entry.queue.clone(),
+                    payload: entry.payload.clone(),
+                    deliveries: entry.deliveries,
+                });
+                st.leased.insert(
+                    key.2,
+                    Leased {
+                        seq: key.2,
+                        entry,
+                        token,
+                        until_ms: now + ms(req.lease),
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn apply(&self, batch: Batch) -> Result<()> {
+        let mut st = self.state.lock();
+        for l in &batch.ack {
+            if let Some((seq, token)) = parse_lease(l) {
+                if st.leased.get(&seq).is_some_and(|e| e.token == token) {
+                    st.leased.remove(&seq);
+                }
+            }
+        }
+        for r in batch.enqueue {
+            st.push_ready(r, 0);
+        }
+        for s in batch.schedule {
+            let seq = st.next_seq();
+            st.schedule.insert((s.eta_ms, seq), s.ready);
+        }
+        for r in batch.results {
+            st.results.insert(r.id, (r.value, expiry(r.ttl)));
+        }
+        for d in batch.dead {
+            st.add_dead(d.id, d.queue, d.payload, d.error);
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + req.wait;
+        let mut st = self.state.lock();
+        loop {
+            let now = now_ms();
+            st.reclaim_expired(now);
+            let out = Self::take_ready(&mut st, req, now);
+            if !out.is_empty() || Instant::now() >= deadline {
+                return Ok(out);
+            }
+            // Wake on writes; also re-check leases at least every 50 ms.
+            let step = (deadline - Instant::now()).min(Duration::from_millis(50));
+            self.changed.wait_for(&mut st, step);
+        }
+    }
+
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+        let mut st = self.state.lock();
+        let until = now_ms() + ms(lease);
+        for l in leases {
+            if let Some((seq, token)) = parse_lease(l) {
+                if let Some(e) = st.leased.get_mut(&seq).filter(|e| e.token == token) {
+                    e.until_ms = until;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self, leases: &[Lease]) -> Result<()> {
+        let mut st = self.state.lock();
+        for l in leases {
+            if let Some((seq, token)) = parse_lease(l) {
+                if st.leased.get(&seq).is_some_and(|e| e.token == token) {
+                    let l = st.leased.remove(&seq).expect("checked");
+                    st.unlease(l);
+                }
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize> {
+        let mut st = self.state.lock();
+        let due: Vec<(u64, u64)> = st
+            .schedule
+            .range(..(now_ms + 1, 0))
+            .take(max)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &due {
+            let r = st.schedule.remove(k).expect("key just seen");
+            st.push_ready(r, 0);
+        }
+        drop(st);
+        if !due.is_empty() {
+            self.changed.notify_all();
+        }
+        Ok(due.len())
+    }
+
+    fn next_eta(&self) -> Result<Option<u64>> {
+        Ok(self.state.lock().schedule.keys().next().map(|k| k.0))
+    }
+
+    fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
+        let mut st = self.state.lock();
+        let now = now_ms();
+        let value = State::live(st.results.get(id), now).cloned();
+        if take && st.results.contains_key(id) {
+            st.results.remove(id);
+        }
+        Ok(value)
+    }
+
+    fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state.lock();
+        loop {
+            let now = now_ms();
+            if let Some(v) = State::live(st.results.get(id), now).cloned() {
+                if take {
+                    st.results.remove(id);
+                }
+                return Ok(Some(v));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            let step = deadline - Instant::now();
+            self.changed.wait_for(&mut st, step);
+        }
+    }
+
+    fn delete_result(&self, id: &str) -> Result<bool> {
+        Ok(self.state.lock().results.remove(id).is_some())
+    }
+
+    fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
+        let st = self.state.lock();
+        Ok(State::live(st.kv.get(&(ns, key.to_string())), now_ms()).cloned())
+    }
+
+    fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.state
+            .lock()
+            .kv
+            .insert((ns, key.to_string()), (value.to_vec(), expiry(ttl)));
+        Ok(())
+    }
+
+    fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let mut st = self.state.lock();
+        let k = (ns, key.to_string());
+        if State::live(st.kv.get(&k), now_ms()).is_some() {
+            return Ok(false);
+        }
+        st.kv.insert(k, (value.to_vec(), expiry(ttl)));
+        Ok(true)
+    }
+
+    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut st = self.state.lock();
+        let now = now_ms();
+        Ok(st
+            .kv
+            .remove(&(ns, key.to_string()))
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+            .map(|(v, _)| v))
+    }
+
+    fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
+        let st = self.state.lock();
+        let now = now_ms();
+        let mut out: Vec<_> = st
+            .kv
+            .iter()
+            .filter(|((n, _), (_, exp))| *n == ns && exp.is_none_or(|e| e > now))
+            .map(|((_, k), (v, _))| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        let mut st = self.state.lock();
+        let c = st.counters.entry(key.to_string()).or_insert(0);
+        *c += by;
+        Ok(*c)
+    }
+
+    fn counts(&self) -> Result<Counts> {
+        let st = self.state.lock();
+        let now = now_ms();
+        let expired = st.leased.values().filter(|l| l.until_ms <= now).count() as u64;
+        Ok(Counts {
+            ready: st.ready.len() as u64 + expired,
+            scheduled: st.schedule.len() as u64,
+            in_flight: st.leased.len() as u64 - expired,
+            results: st
+                .results
+                .values()
+                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+                .count() as u64,
+            dead: st.dead.len() as u64,
+        })
+    }
+
+    fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let st = self.state.lock();
+        Ok(st
+            .ready
+            .values()
+            .take(limit)
+            .map(|e| e.payload.clone())
+            .collect())
+    }
+
+    fn scheduled(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let st = self.state.lock();
+        Ok(st
+            .schedule
+            .iter()
+            .take(limit)
+            .map(|((eta, _), r)| (*eta, r.payload.clone()))
+            .collect())
+    }
+
+    fn dead(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self
+            .state
+            .lock()
+            .dead
+            .values()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize> {
+        let mut st = self.state.lock();
+        let chosen: Vec<u64> = match keys {
+            None => st.dead.keys().copied().collect(),
+            Some(keys) => keys.iter().filter_map(|k| k.parse().ok()).collect(),
+        };
+        let mut n = 0;
+        for k in chosen {
+            if let Some(d) = st.dead.remove(&k) {
+                let priority = crate::message::Message::decode(&d.payload)
+                    .map(|m| m.priority())
+                    .unwrap_or(0);
+                st.push_ready(
+                    Ready {
+                        id: d.id,
+                        queue: d.queue,
+                        priority,
+                        payload: d.payload,
+                    },
+                    0,
+                );
+                n += 1;
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(n)
+    }
+
+    fn flush(&self, what: Flush) -> Result<()> {
+        let mut st = self.state.lock();
+        if what.queue {
+            st.ready.clear();
+            st.leased.clear();
+        }
+        if what.schedule {
+            st.schedule.clear();
+        }
+        if what.results {
+            st.results.clear();
+        }
+        if what.locks {
+            st.kv.retain(|(ns, _), _| *ns != Ns::Locks);
+        }
+        if what.kv {
+            st.kv.retain(|(ns, _), _| *ns == Ns::Locks);
+            st.counters.clear();
+        }
+        if what.dead {
+            st.dead.clear();
+        }
+        Ok(())
+    }
+}

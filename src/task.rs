@@ -1,0 +1,4 @@
+//! placeholder
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("task failed")]
+pub struct TaskError;
