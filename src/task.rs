@@ -1,4 +1,512 @@
-//! placeholder
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("task failed")]
-pub struct TaskError;
+//! Typed task handles, task options, and the errors a task can end with.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::app::Huey;
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::message::{Message, MessageOptions, DEFAULT_QUEUE};
+use crate::result::TaskResult;
+
+/// When a task expires: a task not started by then is skipped (and recorded as expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expires {
+    /// This long after it was enqueued.
+    After(Duration),
+    /// At this time.
+    At(SystemTime),
+}
+
+impl From<Duration> for Expires {
+    fn from(d: Duration) -> Self {
+        Expires::After(d)
+    }
+}
+
+impl From<SystemTime> for Expires {
+    fn from(t: SystemTime) -> Self {
+        Expires::At(t)
+    }
+}
+
+/// When a scheduled task becomes ready: after a delay, or at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Delay(Duration),
+    Eta(SystemTime),
+}
+
+impl When {
+    /// The absolute time, in ms since the epoch.
+    pub fn eta_ms(self) -> u64 {
+        match self {
+            When::Delay(d) => clock::now_ms() + clock::ms(d),
+            When::Eta(t) => clock::to_ms(t),
+        }
+    }
+}
+
+impl From<Duration> for When {
+    fn from(d: Duration) -> Self {
+        When::Delay(d)
+    }
+}
+
+impl From<SystemTime> for When {
+    fn from(t: SystemTime) -> Self {
+        When::Eta(t)
+    }
+}
+
+/// A task's defaults; every field can be overridden per call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOptions {
+    /// How many times a failed task is tried again.
+    pub retries: u32,
+    /// Wait before each retry.
+    pub retry_delay: Duration,
+    /// Multiply the retry delay by this after each retry (1.0: fixed delay).
+    pub retry_backoff: f32,
+    /// Higher runs first; FIFO within a priority.
+    pub priority: i32,
+    /// Skip the task if it has not started by then.
+    pub expires: Option<Expires>,
+    /// Longest one attempt may run; past it the attempt fails with `Timeout`.
+    pub timeout: Option<Duration>,
+    /// Store the result. `None`: store it unless it is unit or `None` (as huey).
+    pub store_result: Option<bool>,
+    /// Also store the error of attempts that will be retried.
+    pub store_errors_between_retries: bool,
+    /// The named queue.
+    pub queue: String,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            retries: 0,
+            retry_delay: Duration::ZERO,
+            retry_backoff: 1.0,
+            priority: 0,
+            expires: None,
+            timeout: None,
+            store_result: None,
+            store_errors_between_retries: false,
+            queue: DEFAULT_QUEUE.to_string(),
+        }
+    }
+}
+
+impl TaskOptions {
+    /// The wire options for a message enqueued now.
+    pub(crate) fn to_message_options(&self, now_ms: u64) -> MessageOptions {
+        MessageOptions {
+            retries: self.retries,
+            retry_delay_ms: clock::ms(self.retry_delay),
+            retry_backoff: self.retry_backoff,
+            priority: self.priority,
+            expires_at_ms: self.expires.map(|e| match e {
+                Expires::After(d) => now_ms + clock::ms(d),
+                Expires::At(t) => clock::to_ms(t),
+            }),
+            timeout_ms: self.timeout.map(clock::ms),
+            store_result: self.store_result,
+            store_errors_between_retries: self.store_errors_between_retries,
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+macro_rules! option_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => |$o:ident, $v:ident| $body:expr;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $v: $ty) -> Self {
+                let $o = self.options_mut();
+                $body;
+                self
+            }
+        )*
+    };
+}
+
+/// Setters shared by the registration builder and the per-call builder.
+macro_rules! impl_option_setters {
+    (impl<$($g:ident),*> $t:ty) => {
+        impl<$($g),*> $t {
+            option_setters! {
+                /// Retries after a failure.
+                retries: u32 => |o, v| o.retries = v;
+                /// Delay before each retry.
+                retry_delay: Duration => |o, v| o.retry_delay = v;
+                /// Multiplier on the retry delay after each retry.
+                retry_backoff: f32 => |o, v| o.retry_backoff = v;
+                /// Priority: higher runs first.
+                priority: i32 => |o, v| o.priority = v;
+                /// Skip the task if it has not started within a delay or by a time.
+                expires: impl Into<Expires> => |o, v| o.expires = Some(v.into());
+                /// Longest one attempt may run.
+                timeout: Duration => |o, v| o.timeout = Some(v);
+                /// Store the result (`false`: never; `true`: even unit/`None`).
+                store_result: bool => |o, v| o.store_result = Some(v);
+                /// Store the error of attempts that will be retried too.
+                store_errors_between_retries: bool => |o, v| o.store_errors_between_retries = v;
+                /// Route to a named queue.
+                queue: impl Into<String> => |o, v| o.queue = v.into();
+            }
+        }
+    };
+}
+
+/// Why an attempt or a task failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The task returned an error.
+    Error,
+    /// The task panicked.
+    Panic,
+    /// The attempt ran past its timeout; its worker was replaced.
+    Timeout,
+    /// The worker running it died (killed, aborted, out of memory).
+    WorkerLost,
+    /// Revoked before it ran.
+    Revoked,
+    /// Expired before it ran.
+    Expired,
+    /// Canceled by its own code or a hook; not retried.
+    Canceled,
+    /// A lock it needed was held.
+    Locked,
+    /// The message could not be decoded.
+    Undecodable,
+    /// No task of that name is registered.
+    UnknownTask,
+}
+
+impl FailureKind {
+    /// Whether the retry policy applies to this kind of failure.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Error
+                | FailureKind::Panic
+                | FailureKind::Timeout
+                | FailureKind::WorkerLost
+                | FailureKind::Locked
+        )
+    }
+
+    /// A short lowercase name ("error", "worker-lost", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::Panic => "panic",
+            FailureKind::Timeout => "timeout",
+            FailureKind::WorkerLost => "worker-lost",
+            FailureKind::Revoked => "revoked",
+            FailureKind::Expired => "expired",
+            FailureKind::Canceled => "canceled",
+            FailureKind::Locked => "locked",
+            FailureKind::Undecodable => "undecodable",
+            FailureKind::UnknownTask => "unknown-task",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one attempt failed, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of the given kind.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A task's final failure, as read from its result handle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("task {task} ({id}) failed on attempt {attempt}: {kind}: {message}")]
+pub struct TaskError {
+    /// The task id.
+    pub id: String,
+    /// The task name.
+    pub task: String,
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    /// Why it failed.
+    pub kind: FailureKind,
+    /// The error message (the task's error rendered with `Display`, the panic message, ...).
+    pub message: String,
+}
+
+/// Converts what a task returns as its error into a [`Failure`]. Any `Display` error works.
+pub trait IntoFailure {
+    /// The failure this error stands for.
+    fn into_failure(self) -> Failure;
+}
+
+impl<E: fmt::Display> IntoFailure for E {
+    fn into_failure(self) -> Failure {
+        Failure::new(FailureKind::Error, self.to_string())
+    }
+}
+
+/// What a running task can know about itself.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub(crate) app: Huey,
+    pub(crate) id: String,
+    pub(crate) task: String,
+    pub(crate) attempt: u32,
+    pub(crate) retries_left: u32,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl TaskContext {
+    /// The app running the task: enqueue more tasks from inside one with it.
+    pub fn app(&self) -> &Huey {
+        &self.app
+    }
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The task name.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+    /// This attempt's number, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// Retries left if this attempt fails.
+    pub fn retries_left(&self) -> u32 {
+        self.retries_left
+    }
+    /// Time left before the attempt's timeout, if it has one.
+    pub fn time_remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+    /// True once the attempt is past its timeout (thread workers should stop then).
+    pub fn is_timed_out(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A typed handle on a registered task: enqueue it, schedule it, revoke it.
+pub struct Task<A, R> {
+    pub(crate) app: Huey,
+    pub(crate) name: String,
+    pub(crate) options: TaskOptions,
+    pub(crate) _types: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Clone for Task<A, R> {
+    fn clone(&self) -> Self {
+        Task {
+            app: self.app.clone(),
+            name: self.name.clone(),
+            options: self.options.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<A, R> fmt::Debug for Task<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task").field("name", &self.name).finish()
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
+    /// The registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The task's default options.
+    pub fn options(&self) -> &TaskOptions {
+        &self.options
+    }
+
+    /// Enqueue a call with the task's default options.
+    pub fn enqueue(&self, args: A) -> Result<TaskResult<R>> {
+        self.call(args).enqueue()
+    }
+
+    /// Enqueue a call that becomes ready after a delay (`Duration`) or at a time (`SystemTime`).
+    pub fn schedule(&self, args: A, when: impl Into<When>) -> Result<TaskResult<R>> {
+        self.call(args).when(when).enqueue()
+    }
+
+    /// A call whose options can be overridden before it is enqueued (huey's `task.s()`).
+    pub fn call(&self, args: A) -> Call<A, R> {
+        Call {
+            task: self.clone(),
+            args,
+            options: self.options.clone(),
+            when: None,
+        }
+    }
+
+    /// Same as [`Task::call`], by huey's name.
+    pub fn s(&self, args: A) -> Call<A, R> {
+        self.call(args)
+    }
+
+    /// Enqueue many calls in one storage round trip.
+    pub fn enqueue_many(&self, args: impl IntoIterator<Item = A>) -> Result<Vec<TaskResult<R>>> {
+        let calls: Vec<Call<A, R>> = args.into_iter().map(|a| self.call(a)).collect();
+        self.app.enqueue_calls(calls)
+    }
+
+    /// Revoke every instance of this task (until restored).
+    pub fn revoke(&self) -> Result<()> {
+        self.app.revoke_task(&self.name, crate::app::Revoke::default())
+    }
+
+    /// Revoke every instance of this task, with options (once, until a time).
+    pub fn revoke_with(&self, how: crate::app::Revoke) -> Result<()> {
+        self.app.revoke_task(&self.name, how)
+    }
+
+    /// Undo [`Task::revoke`]; returns whether it was revoked.
+    pub fn restore(&self) -> Result<bool> {
+        self.app.restore_task(&self.name)
+    }
+
+    /// Whether the task type is revoked right now (changes nothing).
+    pub fn is_revoked(&self) -> Result<bool> {
+        self.app.is_task_revoked(&self.name)
+    }
+}
+
+/// One call of a task, with its own options: `task.call(args).priority(9).enqueue()`.
+pub struct Call<A, R> {
+    pub(crate) task: Task<A, R>,
+    pub(crate) args: A,
+    pub(crate) options: TaskOptions,
+    pub(crate) when: Option<When>,
+}
+
+impl<A, R> Call<A, R> {
+    fn options_mut(&mut self) -> &mut TaskOptions {
+        &mut self.options
+    }
+
+    /// Run after this delay.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.when = Some(When::Delay(d));
+        self
+    }
+
+    /// Run at this time.
+    pub fn eta(mut self, t: SystemTime) -> Self {
+        self.when = Some(When::Eta(t));
+        self
+    }
+
+    /// Run after a delay or at a time.
+    pub fn when(mut self, w: impl Into<When>) -> Self {
+        self.when = Some(w.into());
+        self
+    }
+}
+
+impl_option_setters!(impl<A, R> Call<A, R>);
+
+impl<A: Serialize, R: DeserializeOwned> Call<A, R> {
+    /// The message this call enqueues.
+    pub fn to_message(&self) -> Result<Message> {
+        let args = postcard::to_allocvec(&self.args).map_err(|e| Error::Encode {
+            what: "task arguments",
+            message: e.to_string(),
+        })?;
+        let now = clock::now_ms();
+        let mut msg = Message::new(
+            self.task.name.clone(),
+            args,
+            self.options.to_message_options(now),
+        );
+        msg.eta_ms = self.when.map(When::eta_ms);
+        Ok(msg)
+    }
+
+    /// Enqueue this call.
+    pub fn enqueue(self) -> Result<TaskResult<R>> {
+        let app = self.task.app.clone();
+        let mut v = app.enqueue_calls(vec![self])?;
+        Ok(v.remove(0))
+    }
+}
+
+/// Registers a task: `app.task("add").retries(2).register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))`.
+pub struct TaskBuilder {
+    pub(crate) app: Huey,
+    pub(crate) name: String,
+    pub(crate) options: TaskOptions,
+    pub(crate) periodic: Option<crate::crontab::Crontab>,
+}
+
+impl TaskBuilder {
+    fn options_mut(&mut self) -> &mut TaskOptions {
+        &mut self.options
+    }
+
+    /// Run this task periodically on a crontab schedule (it then takes `()` arguments).
+    pub fn periodic(mut self, schedule: crate::crontab::Crontab) -> Self {
+        self.periodic = Some(schedule);
+        self
+    }
+
+    /// Register a function of the arguments.
+    pub fn register<A, R, E, F>(self, f: F) -> Result<Task<A, R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        E: IntoFailure + 'static,
+        F: Fn(A) -> std::result::Result<R, E> + Send + Sync + 'static,
+    {
+        self.register_with_context(move |a, _ctx: &TaskContext| f(a))
+    }
+
+    /// Register a function of the arguments and the [`TaskContext`].
+    pub fn register_with_context<A, R, E, F>(self, f: F) -> Result<Task<A, R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        E: IntoFailure + 'static,
+        F: Fn(A, &TaskContext) -> std::result::Result<R, E> + Send + Sync + 'static,
+    {
+        let handler = crate::registry::typed_handler::<A, R, E, F>(f);
+        self.app
+            .register_handler(&self.name, self.options.clone(), self.periodic, handler)?;
+        Ok(Task {
+            app: self.app,
+            name: self.name,
+            options: self.options,
+            _types: PhantomData,
+        })
+    }
+}
+
+impl_option_setters!(impl<> TaskBuilder);

@@ -1,0 +1,570 @@
+//! The app: its task registry, enqueueing, revocation, and the execute path a consumer runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{self, now_ms};
+use crate::crontab::Crontab;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::message::Message;
+use crate::registry::{Handler, Output, TaskDef};
+use crate::result::{StoredResult, TaskResult};
+use crate::storage::{self, Batch, DeadPut, Delivery, Lease, MemoryStorage, Ns, Ready, ResultPut, Scheduled, Storage};
+use crate::task::{Call, Failure, FailureKind, TaskBuilder, TaskContext, TaskError, TaskOptions};
+
+/// How to revoke: for good (default), for the next run only, or until a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoke {
+    /// Only the next time it would run.
+    pub once: bool,
+    /// Only until this time (ms since the epoch).
+    pub until_ms: Option<u64>,
+}
+
+impl Revoke {
+    /// Revoke for the next run only.
+    pub fn once() -> Revoke {
+        Revoke {
+            once: true,
+            until_ms: None,
+        }
+    }
+    /// Revoke until a time.
+    pub fn until(t: SystemTime) -> Revoke {
+        Revoke {
+            once: false,
+            until_ms: Some(clock::to_ms(t)),
+        }
+    }
+    fn active(&self, now: u64) -> bool {
+        self.until_ms.is_none_or(|u| now < u)
+    }
+}
+
+/// A snapshot of the revocations in storage, taken once per dequeued batch.
+#[derive(Debug, Default, Clone)]
+pub struct Revocations {
+    entries: HashMap<String, Revoke>,
+}
+
+fn id_key(id: &str) -> String {
+    format!("id:{id}")
+}
+
+fn task_key(name: &str) -> String {
+    format!("task:{name}")
+}
+
+struct Inner {
+    name: String,
+    storage: RwLock<Arc<dyn Storage>>,
+    /// The storage to go back to when immediate mode is switched off.
+    saved_storage: RwLock<Option<Arc<dyn Storage>>>,
+    immediate: AtomicBool,
+    tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
+    result_ttl: RwLock<Option<Duration>>,
+}
+
+/// An app: a name, a storage, and its registered tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct Huey {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Huey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Huey")
+            .field("name", &self.inner.name)
+            .field("storage", &self.storage().backend())
+            .finish()
+    }
+}
+
+impl Huey {
+    /// An app on a storage.
+    pub fn new(name: impl Into<String>, storage: Arc<dyn Storage>) -> Huey {
+        Huey {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                storage: RwLock::new(storage),
+                saved_storage: RwLock::new(None),
+                immediate: AtomicBool::new(false),
+                tasks: RwLock::new(HashMap::new()),
+                result_ttl: RwLock::new(None),
+            }),
+        }
+    }
+
+    /// An app on the storage at a URL (`sqlite:PATH`, `memory:`, `redis://…`).
+    pub fn open(name: impl Into<String>, url: &str) -> Result<Huey> {
+        let name = name.into();
+        let storage = storage::open(url, &name)?;
+        Ok(Huey::new(name, storage))
+    }
+
+    /// An app in immediate mode: enqueue runs the task at once in the caller, on memory storage.
+    pub fn immediate(name: impl Into<String>) -> Huey {
+        let app = Huey::new(name, Arc::new(MemoryStorage::new()));
+        app.inner.immediate.store(true, Ordering::SeqCst);
+        app
+    }
+
+    /// Switch immediate mode on (tasks run in the caller, on a fresh memory storage) or off
+    /// (back to the storage the app had).
+    pub fn set_immediate(&self, on: bool) {
+        if on == self.is_immediate() {
+            return;
+        }
+        let mut storage = self.inner.storage.write();
+        if on {
+            let old = std::mem::replace(&mut *storage, Arc::new(MemoryStorage::new()));
+            *self.inner.saved_storage.write() = Some(old);
+        } else if let Some(old) = self.inner.saved_storage.write().take() {
+            *storage = old;
+        }
+        self.inner.immediate.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether enqueue runs tasks at once.
+    pub fn is_immediate(&self) -> bool {
+        self.inner.immediate.load(Ordering::SeqCst)
+    }
+
+    /// Keep stored results for this long only (`None`: until read).
+    pub fn set_result_ttl(&self, ttl: Option<Duration>) {
+        *self.inner.result_ttl.write() = ttl;
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The storage in use.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.inner.storage.read().clone()
+    }
+
+    /// Start registering a task under a name.
+    pub fn task(&self, name: impl Into<String>) -> TaskBuilder {
+        TaskBuilder {
+            app: self.clone(),
+            name: name.into(),
+            options: TaskOptions::default(),
+            periodic: None,
+        }
+    }
+
+    pub(crate) fn register_handler(
+        &self,
+        name: &str,
+        options: TaskOptions,
+        periodic: Option<Crontab>,
+        handler: Arc<dyn Handler>,
+    ) -> Result<()> {
+        let mut tasks = self.inner.tasks.write();
+        if tasks.contains_key(name) {
+            return Err(Error::DuplicateTask(name.to_string()));
+        }
+        tasks.insert(
+            name.to_string(),
+            Arc::new(TaskDef {
+                name: name.to_string(),
+                options,
+                periodic,
+                handler,
+            }),
+        );
+        Ok(())
+    }
+
+    /// A registered task by name.
+    pub fn task_def(&self, name: &str) -> Option<Arc<TaskDef>> {
+        self.inner.tasks.read().get(name).cloned()
+    }
+
+    /// Every registered task, sorted by name.
+    pub fn task_defs(&self) -> Vec<Arc<TaskDef>> {
+        let mut v: Vec<_> = self.inner.tasks.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A result handle for a task id (e.g. one read from a log or `hueyd enqueue`).
+    pub fn result<R: DeserializeOwned>(&self, id: impl Into<String>) -> TaskResult<R> {
+        TaskResult::new(self.clone(), id.into(), None)
+    }
+
+    pub(crate) fn enqueue_calls<A: Serialize, R: DeserializeOwned>(
+        &self,
+        calls: Vec<Call<A, R>>,
+    ) -> Result<Vec<TaskResult<R>>> {
+        let msgs = calls
+            .iter()
+            .map(|c| c.to_message())
+            .collect::<Result<Vec<_>>>()?;
+        self.enqueue_messages(&msgs)?;
+        Ok(msgs
+            .into_iter()
+            .map(|m| TaskResult::new(self.clone(), m.id.clone(), Some(m)))
+            .collect())
+    }
+
+    /// Enqueue (or schedule, when they have an eta) messages in one storage write.
+    pub fn enqueue_messages(&self, msgs: &[Message]) -> Result<()> {
+        let mut batch = Batch::default();
+        let mut run_now = Vec::new();
+        for m in msgs {
+            if self.is_immediate() && m.eta_ms.is_none() {
+                run_now.push(m.clone());
+            } else {
+                push_message(&mut batch, m)?;
+            }
+        }
+        if !batch.is_empty() {
+            self.storage().apply(batch)?;
+        }
+        for m in run_now {
+            self.execute_inline(m)?;
+        }
+        Ok(())
+    }
+
+    /// Run a message in this thread, as immediate mode does: checks, run, completion, and any
+    /// retries or follow-up tasks that are ready at once.
+    fn execute_inline(&self, msg: Message) -> Result<()> {
+        let mut todo = vec![msg];
+        while let Some(msg) = todo.pop() {
+            let storage = self.storage();
+            let revocations = self.revocations()?;
+            let mut batch = Batch::default();
+            let mut events = Vec::new();
+            if let Some(msg) = self.check(None, msg, &revocations, now_ms(), &mut batch, &mut events)? {
+                let outcome = self.run_attempt(&msg);
+                self.complete(None, &msg, outcome, &mut batch, &mut events);
+            }
+            for r in batch.enqueue.drain(..) {
+                todo.push(Message::decode(&r.payload)?);
+            }
+            storage.apply(batch)?;
+        }
+        Ok(())
+    }
+
+    // ----- revocation -------------------------------------------------------------------
+
+    fn revoke_key(&self, key: String, how: Revoke) -> Result<()> {
+        let bytes = postcard::to_allocvec(&how)?;
+        self.storage().put(Ns::Revoked, &key, &bytes, None)
+    }
+
+    /// Revoke one task instance by id.
+    pub fn revoke_id(&self, id: &str, how: Revoke) -> Result<()> {
+        self.revoke_key(id_key(id), how)
+    }
+
+    /// Revoke every instance of a task by name.
+    pub fn revoke_task(&self, name: &str, how: Revoke) -> Result<()> {
+        self.revoke_key(task_key(name), how)
+    }
+
+    /// Undo a revocation by id; returns whether there was one.
+    pub fn restore_id(&self, id: &str) -> Result<bool> {
+        Ok(self.storage().take(Ns::Revoked, &id_key(id))?.is_some())
+    }
+
+    /// Undo a revocation by task name; returns whether there was one.
+    pub fn restore_task(&self, name: &str) -> Result<bool> {
+        Ok(self.storage().take(Ns::Revoked, &task_key(name))?.is_some())
+    }
+
+    fn peek_revoked(&self, key: &str) -> Result<bool> {
+        Ok(match self.storage().get(Ns::Revoked, key)? {
+            Some(b) => postcard::from_bytes::<Revoke>(&b)
+                .map(|r| r.active(now_ms()))
+                .unwrap_or(false),
+            None => false,
+        })
+    }
+
+    /// Whether a task id is revoked (changes nothing, even for revoke-once).
+    pub fn is_id_revoked(&self, id: &str) -> Result<bool> {
+        self.peek_revoked(&id_key(id))
+    }
+
+    /// Whether a task name is revoked (changes nothing).
+    pub fn is_task_revoked(&self, name: &str) -> Result<bool> {
+        self.peek_revoked(&task_key(name))
+    }
+
+    /// Read every revocation in one storage call.
+    pub fn revocations(&self) -> Result<Revocations> {
+        let entries = self
+            .storage()
+            .list(Ns::Revoked)?
+            .into_iter()
+            .filter_map(|(k, v)| postcard::from_bytes::<Revoke>(&v).ok().map(|r| (k, r)))
+            .collect();
+        Ok(Revocations { entries })
+    }
+
+    /// Whether `msg` is revoked now; consumes revoke-once entries that apply.
+    fn consume_revocation(&self, msg: &Message, rev: &Revocations, now: u64) -> Result<bool> {
+        for key in [id_key(&msg.id), task_key(&msg.task)] {
+            if let Some(r) = rev.entries.get(&key) {
+                if r.once {
+                    // Only the consumer that takes the entry skips the task.
+                    if self.storage().take(Ns::Revoked, &key)?.is_some() {
+                        return Ok(true);
+                    }
+                } else if r.active(now) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    // ----- the execute path -------------------------------------------------------------
+
+    /// Decode a delivery and decide whether it runs. Undecodable messages and unknown tasks go
+    /// to the dead-letter place; revoked and expired ones are recorded and acknowledged.
+    pub fn prepare(
+        &self,
+        d: &Delivery,
+        rev: &Revocations,
+        now: u64,
+        batch: &mut Batch,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Message>> {
+        let msg = match Message::decode(&d.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                batch.ack.push(d.lease.clone());
+                batch.dead.push(DeadPut {
+                    id: String::new(),
+                    queue: d.queue.clone(),
+                    payload: d.payload.clone(),
+                    error: e.to_string(),
+                });
+                events.push(Event::new(EventKind::DeadLettered, "", "", 0).with_error(e.to_string()));
+                return Ok(None);
+            }
+        };
+        self.check(Some(&d.lease), msg, rev, now, batch, events)
+    }
+
+    fn check(
+        &self,
+        lease: Option<&Lease>,
+        msg: Message,
+        rev: &Revocations,
+        now: u64,
+        batch: &mut Batch,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Message>> {
+        let ack = |batch: &mut Batch| {
+            if let Some(l) = lease {
+                batch.ack.push(l.clone());
+            }
+        };
+        if self.task_def(&msg.task).is_none() {
+            let err = Error::UnknownTask(msg.task.clone()).to_string();
+            ack(batch);
+            batch.dead.push(DeadPut {
+                id: msg.id.clone(),
+                queue: msg.queue().to_string(),
+                payload: msg.encode()?,
+                error: err.clone(),
+            });
+            self.store_failure(&msg, Failure::new(FailureKind::UnknownTask, &err), batch);
+            events.push(Event::for_message(EventKind::DeadLettered, &msg).with_error(err));
+            return Ok(None);
+        }
+        if msg.eta_ms.is_some_and(|eta| eta > now) {
+            // Made ready early (e.g. a message enqueued straight to the queue): back to the schedule.
+            ack(batch);
+            push_message(batch, &msg)?;
+            events.push(Event::for_message(EventKind::Scheduled, &msg));
+            return Ok(None);
+        }
+        if self.consume_revocation(&msg, rev, now)? {
+            ack(batch);
+            self.store_failure(&msg, Failure::new(FailureKind::Revoked, "revoked"), batch);
+            events.push(Event::for_message(EventKind::Revoked, &msg));
+            return Ok(None);
+        }
+        if msg.options.expires_at_ms.is_some_and(|e| e <= now) {
+            ack(batch);
+            self.store_failure(&msg, Failure::new(FailureKind::Expired, "expired before it ran"), batch);
+            events.push(Event::for_message(EventKind::Expired, &msg));
+            return Ok(None);
+        }
+        Ok(Some(msg))
+    }
+
+    /// Run one attempt of a message in this thread (what a worker does).
+    pub fn run_attempt(&self, msg: &Message) -> std::result::Result<Output, Failure> {
+        let def = self.task_def(&msg.task).ok_or_else(|| {
+            Failure::new(FailureKind::UnknownTask, Error::UnknownTask(msg.task.clone()).to_string())
+        })?;
+        let ctx = TaskContext {
+            app: self.clone(),
+            id: msg.id.clone(),
+            task: msg.task.clone(),
+            attempt: msg.attempt,
+            retries_left: msg.options.retries,
+            deadline: msg
+                .options
+                .timeout_ms
+                .map(|t| Instant::now() + Duration::from_millis(t)),
+        };
+        def.handler.run(&msg.args, &ctx)
+    }
+
+    fn result_ttl(&self) -> Option<Duration> {
+        *self.inner.result_ttl.read()
+    }
+
+    fn store_failure(&self, msg: &Message, f: Failure, batch: &mut Batch) {
+        let err = TaskError {
+            id: msg.id.clone(),
+            task: msg.task.clone(),
+            attempt: msg.attempt,
+            kind: f.kind,
+            message: f.message,
+        };
+        batch.results.push(ResultPut {
+            id: msg.id.clone(),
+            value: StoredResult::Err(err).encode(),
+            ttl: self.result_ttl(),
+        });
+    }
+
+    /// Record an attempt's outcome: the result or error, retries, pipeline continuations, the
+    /// ack. Everything goes into `batch`, written in one step by the caller.
+    pub fn complete(
+        &self,
+        lease: Option<&Lease>,
+        msg: &Message,
+        outcome: std::result::Result<Output, Failure>,
+        batch: &mut Batch,
+        events: &mut Vec<Event>,
+    ) {
+        if let Some(l) = lease {
+            batch.ack.push(l.clone());
+        }
+        match outcome {
+            Ok(out) => {
+                let store = msg.options.store_result.unwrap_or(!out.is_empty);
+                if let Some(next) = &msg.on_complete {
+                    let mut next = (**next).clone();
+                    let mut args = out.value.clone();
+                    args.extend_from_slice(&next.args);
+                    next.args = args;
+                    next.enqueued_ms = now_ms();
+                    push_encoded(batch, &next, events);
+                }
+                if store {
+                    batch.results.push(ResultPut {
+                        id: msg.id.clone(),
+                        value: StoredResult::Ok(out.value).encode(),
+                        ttl: self.result_ttl(),
+                    });
+                }
+                events.push(Event::for_message(EventKind::Complete, msg));
+            }
+            Err(f) if f.kind.is_retryable() && msg.options.retries > 0 => {
+                let mut next = msg.clone();
+                next.attempt += 1;
+                next.options.retries -= 1;
+                let delay = msg.options.retry_delay_ms;
+                next.options.retry_delay_ms =
+                    (delay as f64 * f64::from(msg.options.retry_backoff.max(0.0))) as u64;
+                next.eta_ms = (delay > 0).then(|| now_ms() + delay);
+                if msg.options.store_errors_between_retries {
+                    self.store_failure(msg, f.clone(), batch);
+                }
+                push_encoded(batch, &next, events);
+                events.push(
+                    Event::for_message(EventKind::Retrying, msg)
+                        .with_failure(&f),
+                );
+            }
+            Err(f) => {
+                if f.kind == FailureKind::WorkerLost {
+                    if let Ok(payload) = msg.encode() {
+                        batch.dead.push(DeadPut {
+                            id: msg.id.clone(),
+                            queue: msg.queue().to_string(),
+                            payload,
+                            error: format!("{}: {}", f.kind, f.message),
+                        });
+                        events.push(Event::for_message(EventKind::DeadLettered, msg).with_failure(&f));
+                    }
+                }
+                if let Some(handler) = &msg.on_error {
+                    let mut next = (**handler).clone();
+                    let err = TaskError {
+                        id: msg.id.clone(),
+                        task: msg.task.clone(),
+                        attempt: msg.attempt,
+                        kind: f.kind,
+                        message: f.message.clone(),
+                    };
+                    if let Ok(mut args) = postcard::to_allocvec(&err) {
+                        args.extend_from_slice(&next.args);
+                        next.args = args;
+                        next.enqueued_ms = now_ms();
+                        push_encoded(batch, &next, events);
+                    }
+                }
+                events.push(Event::for_message(f.kind.into(), msg).with_failure(&f));
+                self.store_failure(msg, f, batch);
+            }
+        }
+    }
+
+    /// Dequeue-free execution of one delivery (checks, run, completion, one write). The
+    /// supervisor splits these steps across processes; this is the same path in one thread.
+    pub fn execute(&self, d: &Delivery) -> Result<Vec<Event>> {
+        let rev = self.revocations()?;
+        let mut batch = Batch::default();
+        let mut events = Vec::new();
+        if let Some(msg) = self.prepare(d, &rev, now_ms(), &mut batch, &mut events)? {
+            events.push(Event::for_message(EventKind::Executing, &msg));
+            let outcome = self.run_attempt(&msg);
+            self.complete(Some(&d.lease), &msg, outcome, &mut batch, &mut events);
+        }
+        self.storage().apply(batch)?;
+        Ok(events)
+    }
+}
+
+/// Add a message to a batch: to the schedule if it has a future eta, else the ready queue.
+pub(crate) fn push_message(batch: &mut Batch, m: &Message) -> Result<()> {
+    let ready = Ready {
+        id: m.id.clone(),
+        queue: m.queue().to_string(),
+        priority: m.priority(),
+        payload: m.encode()?,
+    };
+    match m.eta_ms {
+        Some(eta) if eta > now_ms() => batch.schedule.push(Scheduled { eta_ms: eta, ready }),
+        _ => batch.enqueue.push(ready),
+    }
+    Ok(())
+}
+
+fn push_encoded(batch: &mut Batch, m: &Message, events: &mut Vec<Event>) {
+    if let Err(e) = push_message(batch, m) {
+        events.push(Event::for_message(EventKind::Error, m).with_error(e.to_string()));
+    }
+}

@@ -1,0 +1,124 @@
+//! The task registry: type-erased handlers that run a task from its argument bytes.
+//!
+//! The same registration code runs in every process of an app, so a worker process can look a
+//! task up by the name in its message. Each handler also keeps JSON converters for its argument
+//! and result types (used by `hueyd enqueue` and `hueyd result`).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::crontab::Crontab;
+use crate::task::{Failure, FailureKind, IntoFailure, TaskContext, TaskOptions};
+
+/// What a successful attempt produced.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Output {
+    /// The postcard-encoded result.
+    pub value: Vec<u8>,
+    /// Whether the result is unit or `None` (not stored unless the task asks).
+    pub is_empty: bool,
+}
+
+/// A task's code, type-erased.
+pub trait Handler: Send + Sync {
+    /// Run one attempt from argument bytes. Panics are caught and become failures.
+    fn run(&self, args: &[u8], ctx: &TaskContext) -> Result<Output, Failure>;
+    /// JSON arguments to postcard bytes of the argument type.
+    fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, String>;
+    /// Postcard argument bytes to JSON.
+    fn args_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
+    /// Postcard result bytes to JSON.
+    fn result_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
+    /// The Rust type names of the argument and result, for `hueyd tasks`.
+    fn signature(&self) -> (&'static str, &'static str);
+}
+
+/// A registered task.
+pub struct TaskDef {
+    pub name: String,
+    pub options: TaskOptions,
+    pub periodic: Option<Crontab>,
+    pub handler: Arc<dyn Handler>,
+}
+
+struct Typed<A, R, E, F> {
+    f: F,
+    _t: std::marker::PhantomData<fn(A) -> (R, E)>,
+}
+
+pub(crate) fn typed_handler<A, R, E, F>(f: F) -> Arc<dyn Handler>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    E: IntoFailure + 'static,
+    F: Fn(A, &TaskContext) -> Result<R, E> + Send + Sync + 'static,
+{
+    Arc::new(Typed {
+        f,
+        _t: std::marker::PhantomData,
+    })
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+impl<A, R, E, F> Handler for Typed<A, R, E, F>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    E: IntoFailure + 'static,
+    F: Fn(A, &TaskContext) -> Result<R, E> + Send + Sync + 'static,
+{
+    fn run(&self, args: &[u8], ctx: &TaskContext) -> Result<Output, Failure> {
+        let args: A = postcard::from_bytes(args).map_err(|e| {
+            Failure::new(
+                FailureKind::Undecodable,
+                format!("arguments do not decode as {}: {e}", std::any::type_name::<A>()),
+            )
+        })?;
+        let ret = catch_unwind(AssertUnwindSafe(|| (self.f)(args, ctx)))
+            .map_err(|p| Failure::new(FailureKind::Panic, panic_message(&*p)))?;
+        let value = ret.map_err(IntoFailure::into_failure)?;
+        let bytes = postcard::to_allocvec(&value).map_err(|e| {
+            Failure::new(FailureKind::Error, format!("could not encode the result: {e}"))
+        })?;
+        // Unit encodes to nothing and `None` to one zero byte; only then ask serde whether the
+        // value is "nothing" (a zero `u8` also encodes to one zero byte).
+        let is_empty = bytes.len() <= 1
+            && serde_json::to_value(&value).is_ok_and(|v| v.is_null());
+        Ok(Output {
+            value: bytes,
+            is_empty,
+        })
+    }
+
+    fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, String> {
+        let a: A = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        postcard::to_allocvec(&a).map_err(|e| e.to_string())
+    }
+
+    fn args_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String> {
+        let a: A = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        serde_json::to_value(&a).map_err(|e| e.to_string())
+    }
+
+    fn result_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String> {
+        let r: R = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        serde_json::to_value(&r).map_err(|e| e.to_string())
+    }
+
+    fn signature(&self) -> (&'static str, &'static str) {
+        (std::any::type_name::<A>(), std::any::type_name::<R>())
+    }
+}

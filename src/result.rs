@@ -1,0 +1,170 @@
+//! Result handles: read, wait for, preserve, revoke, restore and reschedule one task instance.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::app::{Huey, Revoke};
+use crate::error::{Error, Result};
+use crate::message::{new_id, Message};
+use crate::task::{TaskError, When};
+
+const RESULT_VERSION: u8 = 1;
+
+/// What storage keeps under a task id once the task has finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoredResult {
+    /// The postcard-encoded return value.
+    Ok(Vec<u8>),
+    /// The final failure.
+    Err(TaskError),
+}
+
+impl StoredResult {
+    /// Version byte + postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RESULT_VERSION];
+        // Encoding an enum of bytes and strings into a Vec cannot fail.
+        postcard::to_io(self, &mut out).ok();
+        out
+    }
+
+    /// Decode what [`StoredResult::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<StoredResult> {
+        match bytes.split_first() {
+            Some((&RESULT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            Some((v, _)) => Err(Error::Decode(format!("stored result version {v} is not supported"))),
+            None => Err(Error::Decode("empty stored result".into())),
+        }
+    }
+}
+
+/// A handle on one task instance's result.
+///
+/// Reads are destructive by default, as in huey: the first successful read removes the result
+/// from storage and the handle keeps it, so later reads through the same handle still see it.
+/// Call [`TaskResult::preserve`] to leave it in storage.
+pub struct TaskResult<R> {
+    app: Huey,
+    id: String,
+    message: Option<Message>,
+    preserve: bool,
+    cached: Mutex<Option<StoredResult>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for TaskResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskResult").field("id", &self.id).finish()
+    }
+}
+
+impl<R: DeserializeOwned> TaskResult<R> {
+    pub(crate) fn new(app: Huey, id: String, message: Option<Message>) -> Self {
+        TaskResult {
+            app,
+            id,
+            message,
+            preserve: false,
+            cached: Mutex::new(None),
+            _r: PhantomData,
+        }
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Leave the result in storage when reading it.
+    pub fn preserve(mut self) -> Self {
+        self.preserve = true;
+        self
+    }
+
+    fn finish(stored: StoredResult) -> Result<R> {
+        match stored {
+            StoredResult::Ok(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| Error::Decode(format!("the result does not decode as {}: {e}", std::any::type_name::<R>()))),
+            StoredResult::Err(e) => Err(Error::Task(e)),
+        }
+    }
+
+    fn read(&self, wait: Option<Duration>) -> Result<Option<StoredResult>> {
+        if let Some(c) = self.cached.lock().clone() {
+            return Ok(Some(c));
+        }
+        let storage = self.app.storage();
+        let take = !self.preserve;
+        let bytes = match wait {
+            None => storage.result(&self.id, take)?,
+            Some(t) => storage.wait_result(&self.id, take, t)?,
+        };
+        let Some(bytes) = bytes else { return Ok(None) };
+        let stored = StoredResult::decode(&bytes)?;
+        *self.cached.lock() = Some(stored.clone());
+        Ok(Some(stored))
+    }
+
+    /// The result if the task has finished: `Ok(None)` before that; `Err(Error::Task)` when it
+    /// failed for good.
+    pub fn get(&self) -> Result<Option<R>> {
+        self.read(None)?.map(Self::finish).transpose()
+    }
+
+    /// Wait up to `timeout` for the result; `Err(Error::Timeout)` when it does not come.
+    pub fn wait(&self, timeout: Duration) -> Result<R> {
+        match self.read(Some(timeout))? {
+            Some(s) => Self::finish(s),
+            None => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// Whether a result (or final error) is there, without consuming it.
+    pub fn is_ready(&self) -> Result<bool> {
+        if self.cached.lock().is_some() {
+            return Ok(true);
+        }
+        Ok(self.app.storage().result(&self.id, false)?.is_some())
+    }
+
+    /// Revoke this instance: it is skipped when it would run.
+    pub fn revoke(&self) -> Result<()> {
+        self.app.revoke_id(&self.id, Revoke::default())
+    }
+
+    /// Revoke this instance with options (once, until a time).
+    pub fn revoke_with(&self, how: Revoke) -> Result<()> {
+        self.app.revoke_id(&self.id, how)
+    }
+
+    /// Undo a revocation; returns whether there was one.
+    pub fn restore(&self) -> Result<bool> {
+        self.app.restore_id(&self.id)
+    }
+
+    /// Whether this instance is revoked (changes nothing).
+    pub fn is_revoked(&self) -> Result<bool> {
+        self.app.is_id_revoked(&self.id)
+    }
+
+    /// Run the same call again at another time, as huey does: this instance is revoked once
+    /// and a copy with a new id is scheduled. Returns the new handle.
+    pub fn reschedule(&self, when: impl Into<When>) -> Result<TaskResult<R>> {
+        let Some(orig) = &self.message else {
+            return Err(Error::Config(format!(
+                "task {} cannot be rescheduled from a handle made from its id alone",
+                self.id
+            )));
+        };
+        self.app.revoke_id(&self.id, Revoke::once())?;
+        let mut m = orig.clone();
+        m.id = new_id();
+        m.eta_ms = Some(when.into().eta_ms());
+        self.app.enqueue_messages(std::slice::from_ref(&m))?;
+        Ok(TaskResult::new(self.app.clone(), m.id.clone(), Some(m)))
+    }
+}
