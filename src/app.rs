@@ -70,7 +70,10 @@ struct Inner {
     immediate: AtomicBool,
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
+    handlers: RwLock<Vec<EventHandler>>,
 }
+
+type EventHandler = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// An app: a name, a storage, and its registered tasks. Cheap to clone.
 #[derive(Clone)]
@@ -98,6 +101,7 @@ impl Huey {
                 immediate: AtomicBool::new(false),
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
+                handlers: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -140,6 +144,27 @@ impl Huey {
     /// Keep stored results for this long only (`None`: until read).
     pub fn set_result_ttl(&self, ttl: Option<Duration>) {
         *self.inner.result_ttl.write() = ttl;
+    }
+
+    /// Call `f` with every event in the process that runs the supervisor (or the caller, in
+    /// immediate mode). A handler that panics is logged and kept.
+    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
+        self.inner.handlers.write().push(Arc::new(f));
+    }
+
+    /// Pass an event to the handlers.
+    pub fn emit(&self, e: &Event) {
+        let handlers = self.inner.handlers.read().clone();
+        for h in handlers {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(e))) {
+                tracing::error!(
+                    "event handler panicked on {} of {}: {}",
+                    e.kind,
+                    e.id,
+                    crate::registry::panic_message(&*p)
+                );
+            }
+        }
     }
 
     /// The app's name.

@@ -1,14 +1,19 @@
 //! huey: a small, fast, reliable task queue and multi-process worker supervisor.
+pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod crontab;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod message;
 pub mod registry;
 pub mod result;
 pub mod storage;
+pub mod supervisor;
 pub mod task;
+pub mod worker;
 
 pub use app::{Huey, Revoke};
 pub use crontab::Crontab;

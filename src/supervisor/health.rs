@@ -1,0 +1,315 @@
+//! Health: worker slots, their life cycle, and what happens when a worker dies, runs past a
+//! task's timeout, or is due for recycling.
+//!
+//! A slot holds one worker at a time, tagged with a generation number; events from an older
+//! generation (a worker already replaced) are ignored. A worker that dies mid-task makes its
+//! task fail with `WorkerLost` at once (the retry policy applies); a worker that keeps dying
+//! right after start is respawned with a growing delay instead of in a tight loop.
+
+use std::time::{Duration, Instant};
+
+use super::dispatch::Job;
+use super::{Supervisor, WorkerKind};
+use crate::task::{Failure, FailureKind};
+use crate::worker::process::ProcessWorker;
+use crate::worker::thread::ThreadWorker;
+use crate::worker::{Tagged, WorkerEvent};
+
+enum Worker {
+    Process(ProcessWorker),
+    Thread(ThreadWorker),
+}
+
+enum State {
+    /// Spawned, not ready yet.
+    Starting,
+    Idle,
+    Busy(Job),
+    /// No live worker: respawn at this time (or never, for a removed slot).
+    Down { respawn_at: Option<Instant> },
+}
+
+pub(super) struct Slot {
+    gen: u64,
+    worker: Option<Worker>,
+    state: State,
+    spawned_at: Instant,
+    tasks_run: u32,
+    /// Consecutive deaths soon after start.
+    quick_deaths: u32,
+    /// Restart after the current task (SIGHUP, recycling).
+    recycle: bool,
+    /// Tasks were cut short by a stop.
+    interrupted: bool,
+}
+
+impl Slot {
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle) && !self.recycle
+    }
+
+    pub fn job(&self) -> Option<&Job> {
+        match &self.state {
+            State::Busy(j) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// The worker's pid (process) or number (thread).
+    pub fn worker_id(&self) -> u32 {
+        match &self.worker {
+            Some(Worker::Process(p)) => p.pid(),
+            Some(Worker::Thread(t)) => t.num(),
+            None => 0,
+        }
+    }
+
+    /// Hand a job to an idle worker; gives the job back if the worker is gone.
+    pub fn start(&mut self, job: Job) -> Result<(), Job> {
+        let sent = match &mut self.worker {
+            Some(Worker::Process(p)) => p.send(job.id, job.payload.clone()).is_ok(),
+            Some(Worker::Thread(t)) => t.send(job.id, job.msg.clone()),
+            None => false,
+        };
+        if sent {
+            self.state = State::Busy(job);
+            Ok(())
+        } else {
+            self.state = State::Starting;
+            Err(job)
+        }
+    }
+
+    fn stop_worker(&mut self, kill: bool) {
+        match self.worker.take() {
+            Some(Worker::Process(mut p)) if kill => p.kill(),
+            Some(Worker::Process(mut p)) => p.stop(),
+            Some(Worker::Thread(mut t)) => t.stop(),
+            None => {}
+        }
+    }
+}
+
+impl Supervisor {
+    pub(super) fn add_slot(&mut self) {
+        self.slots.push(Slot {
+            gen: 0,
+            worker: None,
+            state: State::Down { respawn_at: Some(Instant::now()) },
+            spawned_at: Instant::now(),
+            tasks_run: 0,
+            quick_deaths: 0,
+            recycle: false,
+            interrupted: false,
+        });
+        let i = self.slots.len() - 1;
+        self.spawn(i);
+    }
+
+    /// Retire one worker (SIGTTOU); keeps at least one.
+    pub(super) fn remove_slot(&mut self) {
+        let live = self.slots.iter().filter(|s| !matches!(s.state, State::Down { respawn_at: None })).count();
+        if live <= 1 {
+            return;
+        }
+        if let Some(i) = self.slots.iter().rposition(|s| !matches!(s.state, State::Down { respawn_at: None })) {
+            let s = &mut self.slots[i];
+            if let State::Busy(_) = s.state {
+                s.recycle = true;
+            } else {
+                s.stop_worker(false);
+                s.gen += 1;
+                s.state = State::Down { respawn_at: None };
+            }
+            // A busy retiring slot finishes its task, then stays down.
+            s.quick_deaths = u32::MAX;
+        }
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.gen += 1;
+        slot.spawned_at = Instant::now();
+        slot.tasks_run = 0;
+        slot.recycle = false;
+        let gen = slot.gen;
+        let events = self.worker_tx.clone();
+        let started = match self.cfg.kind {
+            WorkerKind::Thread => ThreadWorker::spawn(self.app.clone(), i, gen, i as u32 + 1, events).map(Worker::Thread),
+            WorkerKind::Process => {
+                let exe = match &self.cfg.worker_exe {
+                    Some(p) => Ok(p.clone()),
+                    None => std::env::current_exe(),
+                };
+                let env = vec![("HUEY_STORAGE".to_string(), self.cfg.storage_url.clone())];
+                exe.and_then(|exe| ProcessWorker::spawn(&exe, &env, i, gen, events)).map(Worker::Process)
+            }
+        };
+        match started {
+            Ok(w) => {
+                slot.worker = Some(w);
+                slot.state = State::Starting;
+            }
+            Err(e) => {
+                tracing::error!("could not start worker {}: {e}", i + 1);
+                self.schedule_respawn(i);
+            }
+        }
+    }
+
+    fn schedule_respawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if slot.quick_deaths == u32::MAX {
+            slot.state = State::Down { respawn_at: None };
+            return;
+        }
+        let quick = slot.spawned_at.elapsed() < Duration::from_secs(2) && slot.tasks_run == 0;
+        slot.quick_deaths = if quick { slot.quick_deaths + 1 } else { 0 };
+        let delay = if slot.quick_deaths == 0 {
+            Duration::ZERO
+        } else {
+            (Duration::from_millis(100) * 2u32.pow(slot.quick_deaths.min(8))).min(Duration::from_secs(30))
+        };
+        if slot.quick_deaths >= 3 {
+            tracing::error!("worker {} keeps dying at start; next try in {delay:?}", i + 1);
+        }
+        slot.state = State::Down { respawn_at: Some(Instant::now() + delay) };
+    }
+
+    pub(super) fn on_worker_event(&mut self, t: Tagged) {
+        let Some(slot) = self.slots.get_mut(t.slot) else { return };
+        if slot.gen != t.gen {
+            return; // from a worker already replaced
+        }
+        match t.event {
+            WorkerEvent::Ready { pid } => {
+                if matches!(slot.state, State::Starting) {
+                    slot.state = State::Idle;
+                    tracing::debug!(worker = pid, "worker ready");
+                }
+            }
+            WorkerEvent::Done { job, outcome, rss_kib } => {
+                let State::Busy(j) = &slot.state else { return };
+                if j.id != job {
+                    return;
+                }
+                let State::Busy(j) = std::mem::replace(&mut slot.state, State::Idle) else { unreachable!() };
+                slot.tasks_run += 1;
+                slot.quick_deaths = 0;
+                let worker = slot.worker_id();
+                let over_tasks = self.cfg.max_tasks.is_some_and(|m| slot.tasks_run >= m);
+                let over_memory = self.cfg.max_memory_kib.is_some_and(|m| rss_kib > m) && self.cfg.kind == WorkerKind::Process;
+                let retire = slot.recycle || over_tasks || over_memory;
+                self.complete_job(j, outcome, worker);
+                if retire {
+                    if over_memory {
+                        tracing::info!(worker, rss_kib, "recycling worker over its memory limit");
+                    } else if over_tasks {
+                        tracing::debug!(worker, "recycling worker after its task limit");
+                    }
+                    self.recycle(t.slot);
+                }
+            }
+            WorkerEvent::Exited { status } => {
+                let pid = slot.worker_id();
+                slot.worker = None;
+                let state = std::mem::replace(&mut slot.state, State::Down { respawn_at: None });
+                match state {
+                    State::Busy(job) => {
+                        self.stats.workers_lost += 1;
+                        tracing::error!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker {status} while running a task");
+                        let f = Failure::new(FailureKind::WorkerLost, format!("worker {pid} {status}"));
+                        self.complete_job(job, Err(f), pid);
+                    }
+                    _ if self.stopping.is_none() => tracing::warn!(worker = pid, "worker {status}"),
+                    _ => {}
+                }
+                if self.stopping.is_none() {
+                    self.schedule_respawn(t.slot);
+                }
+            }
+        }
+    }
+
+    /// Replace a slot's worker with a fresh one (after its current task).
+    fn recycle(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        s.stop_worker(false);
+        if s.quick_deaths == u32::MAX {
+            s.gen += 1;
+            s.state = State::Down { respawn_at: None };
+            return;
+        }
+        self.spawn(i);
+    }
+
+    /// SIGHUP: every worker is replaced, idle ones now, busy ones after their task.
+    pub(super) fn restart_workers(&mut self) {
+        for i in 0..self.slots.len() {
+            match self.slots[i].state {
+                State::Busy(_) => self.slots[i].recycle = true,
+                State::Idle | State::Starting => self.recycle(i),
+                State::Down { .. } => {}
+            }
+        }
+    }
+
+    /// Timeouts and respawns.
+    pub(super) fn check_health(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let timed_out = matches!(&self.slots[i].state, State::Busy(j) if j.deadline.is_some_and(|d| d <= now));
+            if timed_out {
+                let slot = &mut self.slots[i];
+                let worker = slot.worker_id();
+                let State::Busy(job) = std::mem::replace(&mut slot.state, State::Starting) else { unreachable!() };
+                slot.stop_worker(true);
+                let limit = Duration::from_millis(job.msg.options.timeout_ms.unwrap_or(0));
+                let f = Failure::new(FailureKind::Timeout, format!("ran past its {limit:?} timeout; worker {worker} was replaced"));
+                self.complete_job(job, Err(f), worker);
+                if self.stopping.is_none() {
+                    self.spawn(i);
+                }
+                continue;
+            }
+            if let State::Down { respawn_at: Some(at) } = self.slots[i].state {
+                if at <= now && self.stopping.is_none() {
+                    self.spawn(i);
+                }
+            }
+        }
+    }
+
+    pub(super) fn busy_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.job().is_some()).count()
+    }
+
+    /// Stop deadline or second signal: kill busy workers and give their tasks back unacked.
+    pub(super) fn interrupt_busy(&mut self) {
+        let mut leases = Vec::new();
+        for s in &mut self.slots {
+            if let State::Busy(job) = std::mem::replace(&mut s.state, State::Down { respawn_at: None }) {
+                tracing::warn!(id = %job.msg.id, task = %job.msg.task, worker = s.worker_id(), "task interrupted; it will be redelivered");
+                self.app.emit(&crate::events::Event::for_message(crate::events::EventKind::Interrupted, &job.msg));
+                leases.push(job.lease);
+                s.interrupted = true;
+                s.stop_worker(true);
+                s.gen += 1;
+            }
+        }
+        self.release(&leases);
+    }
+
+    pub(super) fn interrupted(&self) -> bool {
+        self.slots.iter().any(|s| s.interrupted)
+    }
+
+    /// Close every worker's pipe (process workers exit; thread workers end after their task),
+    /// then give process workers a moment to exit before killing them.
+    pub(super) fn stop_all_workers(&mut self) {
+        for s in &mut self.slots {
+            s.stop_worker(false);
+            s.gen += 1;
+        }
+    }
+}

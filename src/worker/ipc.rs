@@ -1,0 +1,116 @@
+//! Frames between the supervisor and its worker processes: a little-endian `u32` length, then
+//! that many bytes of postcard. The length is checked against [`MAX_FRAME`] before anything is
+//! allocated, and reading is two-phase (the whole frame, then the parse), so a corrupt or
+//! oversized frame is an error value, never a panic or a huge allocation.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Output;
+use crate::task::Failure;
+
+/// The largest frame either side accepts (64 MiB).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run one attempt of this encoded message.
+    Run { job: u64, payload: Vec<u8> },
+}
+
+/// Worker → supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The worker built its app and waits for work.
+    Ready { pid: u32 },
+    /// An attempt finished.
+    Done {
+        job: u64,
+        outcome: Result<Output, Failure>,
+        /// Resident memory after the attempt, in KiB (for `--max-memory`).
+        rss_kib: u64,
+    },
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("pipe error: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("corrupt frame: {0}")]
+    Corrupt(String),
+}
+
+/// Write one frame (length, then body) and flush.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), FrameError> {
+    let mut buf = vec![0u8; 4];
+    postcard::to_io(value, &mut buf).map_err(|e| FrameError::Corrupt(e.to_string()))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Read one frame; `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(|e| FrameError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::FailureKind;
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut buf = Vec::new();
+        let a = ToWorker::Run { job: 7, payload: vec![1, 2, 3] };
+        let b = FromWorker::Done { job: 7, outcome: Err(Failure::new(FailureKind::Panic, "x")), rss_kib: 10 };
+        write_frame(&mut buf, &a).unwrap();
+        write_frame(&mut buf, &b).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(a));
+        assert_eq!(read_frame::<FromWorker>(&mut r).unwrap(), Some(b));
+        assert_eq!(read_frame::<FromWorker>(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_length_is_rejected_before_allocating() {
+        let mut r = &(u32::MAX).to_le_bytes()[..];
+        assert!(matches!(read_frame::<ToWorker>(&mut r), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn corrupt_and_truncated_frames_are_errors() {
+        let mut bytes = 3u32.to_le_bytes().to_vec();
+        bytes.extend([9, 9, 9]);
+        assert!(matches!(read_frame::<FromWorker>(&mut &bytes[..]), Err(FrameError::Corrupt(_))));
+        let mut cut = Vec::new();
+        write_frame(&mut cut, &ToWorker::Run { job: 1, payload: vec![0; 100] }).unwrap();
+        cut.truncate(50);
+        assert!(matches!(read_frame::<ToWorker>(&mut &cut[..]), Err(FrameError::Io(_))));
+    }
+}

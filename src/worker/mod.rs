@@ -1,0 +1,43 @@
+//! Workers: where task code runs. Process workers are separate processes of the app's own
+//! binary, spoken to over pipes ([`ipc`]); thread workers run in the supervisor's process.
+//! Both report to the supervisor on one channel with the same events.
+
+pub mod ipc;
+pub mod process;
+pub mod thread;
+
+use crate::registry::Output;
+use crate::task::Failure;
+
+/// What a worker tells the supervisor.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// Ready for work (process workers: their app is built).
+    Ready { pid: u32 },
+    /// An attempt finished.
+    Done {
+        job: u64,
+        outcome: Result<Output, Failure>,
+        rss_kib: u64,
+    },
+    /// The worker is gone; `status` says how, in words.
+    Exited { status: String },
+}
+
+/// A worker event tagged with the slot and generation of the worker that sent it, so events
+/// from a replaced worker are recognised and ignored.
+#[derive(Debug)]
+pub struct Tagged {
+    pub slot: usize,
+    pub gen: u64,
+    pub event: WorkerEvent,
+}
+
+/// Resident memory of this process in KiB (0 where unknown).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4)
+        .unwrap_or(0)
+}

@@ -1,0 +1,213 @@
+//! Process workers: spawning them (fork + exec of the app's own binary in a hidden worker
+//! mode), the worker's side of the pipe protocol, and describing how a worker died.
+//!
+//! This is the one module with `unsafe`: the `pre_exec` hook that runs in the forked child
+//! before `exec`, and adopting the inherited pipe descriptors in the worker. The supervisor has
+//! threads, so the child of its `fork` only calls async-signal-safe functions before `exec`
+//! replaces it: `fcntl`, `dup2`, `prctl`, `getppid`, `sigaction` and `_exit`. No Rust code that
+//! allocates or takes locks runs between `fork` and `exec`.
+//!
+//! Protocol: the worker reads [`ToWorker`] frames on fd 3 and writes [`FromWorker`] frames on
+//! fd 4. Its stdout and stderr are the supervisor's, so whatever task code prints cannot corrupt
+//! the protocol. It dies with the supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Sender;
+
+use nix::fcntl::OFlag;
+use nix::libc;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{pipe2, Pid};
+
+use super::ipc::{read_frame, write_frame, FrameError, FromWorker, ToWorker};
+use super::{rss_kib, Tagged, WorkerEvent};
+use crate::app::Huey;
+use crate::message::Message;
+use crate::task::{Failure, FailureKind};
+
+/// Set in a worker's environment: the process runs the worker loop instead of its `main`.
+pub const WORKER_ENV: &str = "HUEY_WORKER";
+const FD_IN: i32 = 3;
+const FD_OUT: i32 = 4;
+
+/// The supervisor's handle on one worker process.
+pub struct ProcessWorker {
+    pid: u32,
+    to_worker: Option<BufWriter<File>>,
+}
+
+impl ProcessWorker {
+    /// Start `exe` as a worker for a slot. A reader thread forwards its frames as events and,
+    /// at end of stream, reaps it and reports how it exited.
+    pub fn spawn(
+        exe: &Path,
+        env: &[(String, String)],
+        slot: usize,
+        gen: u64,
+        events: Sender<Tagged>,
+    ) -> std::io::Result<ProcessWorker> {
+        let (task_r, task_w) = pipe2(OFlag::O_CLOEXEC)?;
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
+        let mut cmd = Command::new(exe);
+        cmd.env(WORKER_ENV, "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
+            // decides how its workers stop.
+            .process_group(0);
+        let (in_fd, out_fd) = (task_r.as_raw_fd(), out_w.as_raw_fd());
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe libc calls on integers it captured by value; it allocates nothing
+        // and touches no locks. The descriptors are valid: `task_r` and `out_w` are alive until
+        // after `spawn` returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Move both ends above the target numbers first so neither dup2 clobbers the
+                // other, then place them on 3 and 4 (dup2 clears close-on-exec on the copies).
+                let a = libc::fcntl(in_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let b = libc::fcntl(out_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if a < 0 || b < 0 || libc::dup2(a, FD_IN) < 0 || libc::dup2(b, FD_OUT) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                // Only the supervisor stops workers (by closing their pipe or killing them);
+                // a group-wide SIGTERM from an init system must not cut tasks short. Ignored
+                // dispositions survive exec.
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop((task_r, out_w));
+        let pid = child.id();
+        std::thread::Builder::new()
+            .name(format!("huey-reader-{pid}"))
+            .spawn(move || read_worker(child, out_r, slot, gen, events))?;
+        Ok(ProcessWorker {
+            pid,
+            to_worker: Some(BufWriter::new(File::from(task_w))),
+        })
+    }
+
+    /// The worker's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Hand it an attempt.
+    pub fn send(&mut self, job: u64, payload: Vec<u8>) -> Result<(), FrameError> {
+        match &mut self.to_worker {
+            Some(w) => write_frame(w, &ToWorker::Run { job, payload }),
+            None => Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    /// Close its pipe: it exits after its current attempt.
+    pub fn stop(&mut self) {
+        self.to_worker = None;
+    }
+
+    /// SIGKILL it (its reader thread reaps it and reports the exit).
+    pub fn kill(&mut self) {
+        self.to_worker = None;
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+    }
+}
+
+fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: Sender<Tagged>) {
+    let mut r = BufReader::new(File::from(out_r));
+    let mut problem = None;
+    loop {
+        match read_frame::<FromWorker>(&mut r) {
+            Ok(Some(FromWorker::Ready { pid })) => {
+                let _ = events.send(Tagged { slot, gen, event: WorkerEvent::Ready { pid } });
+            }
+            Ok(Some(FromWorker::Done { job, outcome, rss_kib })) => {
+                let _ = events.send(Tagged {
+                    slot,
+                    gen,
+                    event: WorkerEvent::Done { job, outcome, rss_kib },
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // A worker that breaks the protocol cannot be trusted with another task.
+                let _ = child.kill();
+                problem = Some(format!("protocol error: {e}"));
+                break;
+            }
+        }
+    }
+    let status = match child.wait() {
+        Ok(s) => describe_exit(s),
+        Err(e) => format!("could not be reaped: {e}"),
+    };
+    let status = match problem {
+        Some(p) => format!("{p}; {status}"),
+        None => status,
+    };
+    let _ = events.send(Tagged { slot, gen, event: WorkerEvent::Exited { status } });
+}
+
+/// A child's exit status in words: "exited with status 1", "killed by signal 9 (SIGKILL)".
+pub fn describe_exit(s: ExitStatus) -> String {
+    if let Some(code) = s.code() {
+        return format!("exited with status {code}");
+    }
+    match s.signal() {
+        Some(sig) => {
+            let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
+            let core = if s.core_dumped() { ", core dumped" } else { "" };
+            format!("killed by signal {sig} ({name}{core})")
+        }
+        None => format!("ended ({s})"),
+    }
+}
+
+/// Whether this process was started as a worker.
+pub fn is_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// The worker's side: read attempts on fd 3, run them, answer on fd 4, until end of file.
+/// Returns the process exit code.
+pub fn worker_main(app: &Huey) -> i32 {
+    // SAFETY: the supervisor placed the two pipe ends on fds 3 and 4 before exec (see
+    // `spawn`); nothing else in this process owns them, so adopting them is sound.
+    let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
+    let mut input = BufReader::new(input);
+    let mut output = BufWriter::new(output);
+    let ready = FromWorker::Ready { pid: std::process::id() };
+    if write_frame(&mut output, &ready).is_err() {
+        return 1;
+    }
+    loop {
+        let (job, payload) = match read_frame::<ToWorker>(&mut input) {
+            Ok(Some(ToWorker::Run { job, payload })) => (job, payload),
+            Ok(None) => return 0,
+            Err(e) => {
+                eprintln!("huey worker {}: {e}", std::process::id());
+                return 3;
+            }
+        };
+        let outcome = match Message::decode(&payload) {
+            Ok(msg) => app.run_attempt(&msg),
+            Err(e) => Err(Failure::new(FailureKind::Undecodable, e.to_string())),
+        };
+        let done = FromWorker::Done { job, outcome, rss_kib: rss_kib() };
+        if write_frame(&mut output, &done).is_err() {
+            return 1;
+        }
+    }
+}

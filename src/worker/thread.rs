@@ -1,0 +1,54 @@
+//! Thread workers: task code runs on threads of the supervisor's process, on the same
+//! dispatch and completion path as process workers. Timeouts are cooperative: past its timeout
+//! an attempt is recorded as failed and its thread abandoned (task code can watch
+//! [`crate::TaskContext::is_timed_out`]).
+
+use std::sync::mpsc::{self, Sender};
+
+use super::{rss_kib, Tagged, WorkerEvent};
+use crate::app::Huey;
+use crate::message::Message;
+
+/// A handle on one worker thread.
+pub struct ThreadWorker {
+    tx: Option<Sender<(u64, Message)>>,
+    num: u32,
+}
+
+impl ThreadWorker {
+    /// Start a worker thread numbered `num` for a slot.
+    pub fn spawn(app: Huey, slot: usize, gen: u64, num: u32, events: Sender<Tagged>) -> std::io::Result<ThreadWorker> {
+        let (tx, rx) = mpsc::channel::<(u64, Message)>();
+        std::thread::Builder::new()
+            .name(format!("huey-worker-{num}"))
+            .spawn(move || {
+                let send = |event| events.send(Tagged { slot, gen, event }).is_ok();
+                if !send(WorkerEvent::Ready { pid: num }) {
+                    return;
+                }
+                while let Ok((job, msg)) = rx.recv() {
+                    let outcome = app.run_attempt(&msg);
+                    if !send(WorkerEvent::Done { job, outcome, rss_kib: rss_kib() }) {
+                        return;
+                    }
+                }
+                send(WorkerEvent::Exited { status: "stopped".into() });
+            })?;
+        Ok(ThreadWorker { tx: Some(tx), num })
+    }
+
+    /// Hand it an attempt; false if the thread is gone.
+    pub fn send(&self, job: u64, msg: Message) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send((job, msg)).is_ok())
+    }
+
+    /// Let the thread end after its current attempt.
+    pub fn stop(&mut self) {
+        self.tx = None;
+    }
+
+    /// The worker's number.
+    pub fn num(&self) -> u32 {
+        self.num
+    }
+}
