@@ -345,7 +345,9 @@ return out
 /// dead. ARGV: prefix, limit (-1: all). Returns {key, at ms, info, payload, ...}.
 const DEAD: &str = r#"
 local out = {}
-local entries = redis.call('ZRANGE', K_DEAD, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+local stop = tonumber(ARGV[2]) - 1
+if stop < 0 then stop = -1 end
+local entries = redis.call('ZRANGE', K_DEAD, 0, stop, 'WITHSCORES')
 for j = 1, #entries, 2 do
   out[#out + 1] = entries[j]
   out[#out + 1] = entries[j + 1]
