@@ -704,8 +704,6 @@ fn two_apps_on_one_server_do_not_see_each_other() {
     two.flush(Flush::all()).unwrap();
     assert_eq!(one.counts().unwrap().ready, 1);
     assert_eq!(one.counts().unwrap().results, 1);
-    let keys = server.command("KEYS *");
-    let _ = keys;
 }
 
 #[test]
@@ -737,6 +735,8 @@ fn unreachable_redis_gives_a_clear_error() {
     );
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(text.contains("connection refused"), "{text}");
+    let tls = storage::open(&format!("rediss://127.0.0.1:{port}/0"), "test");
+    assert!(matches!(tls, Err(Error::Storage { .. })), "{:?}", tls.err());
 }
 
 #[test]
@@ -827,4 +827,93 @@ fn a_failed_batch_is_reported_and_can_be_retried_after_a_restart() {
     }
     assert_eq!(s.result("a", false).unwrap().as_deref(), Some(&b"ok"[..]));
     assert_eq!(s.counts().unwrap().in_flight, 0);
+}
+
+/// Rough numbers, printed: `cargo test --release --test storage_redis -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_drain_and_round_trip_latency() {
+    let server = RedisServer::start();
+    let s = open(&server);
+    let n = 20_000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        enqueue(
+            &*s,
+            chunk
+                .iter()
+                .map(|i| Ready {
+                    id: format!("id-{i}"),
+                    queue: "default".into(),
+                    priority: 0,
+                    payload: vec![7u8; 120],
+                })
+                .collect(),
+        );
+    }
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let got = s.dequeue(&req("c", &["default"], 64)).unwrap();
+        done += got.len();
+        s.apply(Batch {
+            ack: got.iter().map(|d| d.lease.clone()).collect(),
+            results: got
+                .iter()
+                .map(|d| ResultPut {
+                    id: format!("r{}", d.lease.0),
+                    value: b"ok".to_vec(),
+                    ttl: Some(Duration::from_secs(60)),
+                })
+                .collect(),
+            ..Batch::default()
+        })
+        .unwrap();
+    }
+    let took = start.elapsed();
+    println!(
+        "drain: {n} messages in {took:?} ({:.0}/s), batches of 64, 2 round trips per batch",
+        n as f64 / took.as_secs_f64()
+    );
+
+    // enqueue -> dequeue -> ack + result -> wait_result, one message at a time.
+    let worker = open(&server);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let w = thread::spawn(move || {
+        let mut r = req("w", &["lat"], 1);
+        r.wait = Duration::from_millis(200);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            for d in worker.dequeue(&r).unwrap() {
+                worker
+                    .apply(Batch {
+                        ack: vec![d.lease.clone()],
+                        results: vec![ResultPut {
+                            id: String::from_utf8(d.payload.clone()).unwrap(),
+                            value: b"ok".to_vec(),
+                            ttl: None,
+                        }],
+                        ..Batch::default()
+                    })
+                    .unwrap();
+            }
+        }
+    });
+    let mut lat = Vec::new();
+    for i in 0..1000 {
+        let id = format!("lat-{i}");
+        let t = Instant::now();
+        enqueue(&*s, vec![ready(&id, "lat", 0)]);
+        s.wait_result(&id, true, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.join().unwrap();
+    lat.sort();
+    println!(
+        "enqueue->result: p50 {:?}, p99 {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100]
+    );
 }

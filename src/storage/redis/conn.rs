@@ -82,13 +82,14 @@ impl Pool {
         }
     }
 
-    /// Run a blocking command that may last up to `block` on the server.
+    /// Run a blocking command that may last up to `block` on the server. Only for waits, which
+    /// are safe to repeat.
     pub fn run_blocking<T>(
         &self,
         block: Duration,
         mut f: impl FnMut(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, Error> {
-        self.run(false, |con| {
+        self.run(true, |con| {
             con.set_read_timeout(Some(block + COMMAND_TIMEOUT))?;
             let out = f(con);
             con.set_read_timeout(Some(COMMAND_TIMEOUT))?;

@@ -508,7 +508,7 @@ impl Storage for RedisStorage {
         // The priority is inside the payload, which only Rust can decode: read, then move.
         let chosen: Vec<(String, i32)> = match keys {
             None => self
-                .dead_entries(-1 + 0)?
+                .dead_entries(-1)?
                 .into_iter()
                 .map(|d| {
                     let p = priority_of(&d.payload);
