@@ -917,3 +917,46 @@ fn measure_drain_and_round_trip_latency() {
         lat[lat.len() * 99 / 100]
     );
 }
+
+#[test]
+fn concurrent_consumers_get_each_message_once() {
+    let server = RedisServer::start();
+    let producer = open(&server);
+    let n = 2000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
+        enqueue(
+            &*producer,
+            chunk
+                .iter()
+                .map(|i| ready(&format!("m{i}"), "default", (i % 3) as i32))
+                .collect(),
+        );
+    }
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let s = open(&server);
+            thread::spawn(move || {
+                let mut r = req(&format!("c{c}"), &["default"], 16);
+                r.wait = Duration::from_millis(100);
+                let mut seen = Vec::new();
+                loop {
+                    let got = s.dequeue(&r).unwrap();
+                    if got.is_empty() {
+                        return seen;
+                    }
+                    ack(&*s, &got);
+                    seen.extend(payloads(&got));
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    assert_eq!(producer.counts().unwrap(), storage::Counts::default());
+}
