@@ -928,7 +928,7 @@ fn concurrent_consumers_get_each_message_once() {
             &*producer,
             chunk
                 .iter()
-                .map(|i| ready(&format!("m{i}"), "default", (i % 3) as i32))
+                .map(|i| ready(&format!("m{i}"), "default", i % 3))
                 .collect(),
         );
     }

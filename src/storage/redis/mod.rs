@@ -41,7 +41,7 @@
 //! index and never scans the keyspace; results are `r:<id>` strings indexed the same way, which
 //! keeps `counts` to a few `ZCARD`/`ZCOUNT`s.
 //!
-//! **Connections.** A small pool; see [`conn`]. A lost connection is an
+//! **Connections.** A small pool (`conn.rs`). A lost connection is an
 //! [`Error::Storage`](crate::Error::Storage) and the next call reconnects. Acks are idempotent by
 //! token, so a caller may retry a batch whose reply was lost.
 //!
