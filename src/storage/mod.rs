@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
+pub use self::redis::RedisStorage;
 pub use memory::MemoryStorage;
 pub use sqlite::{SqliteOptions, SqliteStorage, Synchronous};
 
@@ -288,8 +290,8 @@ pub fn open(url: &str, app: &str) -> Result<Arc<dyn Storage>> {
     ))
 }
 
-fn open_redis(_url: &str, _app: &str) -> Result<Arc<dyn Storage>> {
-    Err(Error::Unsupported("redis"))
+fn open_redis(url: &str, app: &str) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(RedisStorage::open(url, app)?))
 }
 
 /// The storage URL from `HUEY_STORAGE`, or the embedded default `sqlite:huey.db`.

@@ -1,0 +1,564 @@
+//! Redis storage: one Redis shared by many `hueyd` consumers on many hosts.
+//!
+//! # Design
+//!
+//! Each named queue is a sorted set of message sequence numbers scored by `-priority`; members
+//! are zero-padded sequence numbers, so equal scores fall back to their byte order and each
+//! priority level is FIFO. Any `i32` priority is exact. Payloads and metadata live in hashes keyed
+//! by the sequence number.
+//!
+//! Every operation is one Lua script (one round trip, atomic, loaded once and sent by
+//! `EVALSHA`):
+//! - **dequeue** first moves expired leases back to their queue (at their old place), then
+//!   pops up to `max` members with `ZPOPMIN`, dead-letters the ones already delivered
+//!   `max_deliveries` times, and records a lease per message: the sequence number in a `leases`
+//!   sorted set scored by expiry and a fresh token in a `tokens` hash. The lease handed out is
+//!   `seq:token`, so a stale ack (after the lease expired and the message went to someone else)
+//!   no longer matches the token and is ignored.
+//! - **apply** writes a whole [`Batch`] (acks, enqueues, schedule entries, results, dead
+//!   letters) in one script, so an outcome is never half written.
+//! - **promote_due** moves due schedule entries (a sorted set by eta) to their queue.
+//!
+//! Lease and TTL times come from the Redis server's clock (`TIME`), so consumers on hosts with
+//! skewed clocks agree on when a lease expired.
+//!
+//! Streams consumer groups were the alternative: they give delivery counts and `XAUTOCLAIM`,
+//! but no priorities (one stream per level at best), acks by entry id that cannot tell a stale
+//! delivery from the current one, and trimming and dead-lettering would need extra round trips.
+//! The sorted-set design gives exact priorities, token-checked leases and atomic batches.
+//!
+//! **Blocking without polling.** Producers `LPUSH` a token to a per-queue notification list
+//! (`n:<queue>`, trimmed to 64 entries) in the same script that makes messages ready. A consumer
+//! that found nothing `BLPOP`s the lists of its queues, up to its wait or until the earliest lease
+//! expires, and runs the dequeue script again when woken. A stale token only costs one empty
+//! dequeue. Result writers likewise push to `w:<id>` (expiring after 10 s, long enough to cover
+//! the gap between a waiter's first read and its `BLPOP`); `wait_result` blocks on it.
+//!
+//! **Keys.** Every key starts with `huey:{app}:`; the hash tag puts all of one app's keys in
+//! one Redis Cluster slot (scripts build per-queue, per-result and per-kv-key names from that
+//! prefix), and several apps can share one server. Key-value entries are `kv:<ns>:<key>` strings
+//! with Redis TTLs plus a per-namespace index sorted by expiry (`kvi:<ns>`), so `list` reads one
+//! index and never scans the keyspace; results are `r:<id>` strings indexed the same way, which
+//! keeps `counts` to a few `ZCARD`/`ZCOUNT`s.
+//!
+//! **Connections.** A small pool (`conn.rs`). A lost connection is an
+//! [`Error::Storage`](crate::Error::Storage) and the next call reconnects. Acks are idempotent by
+//! token, so a caller may retry a batch whose reply was lost.
+//!
+//! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS, webpki roots) and
+//! `redis+unix:///path/to/socket[?db=N]`.
+
+mod conn;
+mod scripts;
+
+use std::time::{Duration, Instant};
+
+use ::redis::{Commands, Connection, ScriptInvocation, Value};
+use serde::Deserialize;
+
+use self::conn::Pool;
+use self::scripts::{Scripts, KEY_NAMES};
+use super::*;
+use crate::clock::ms;
+
+/// Storage in a Redis server, shared by every consumer of one app.
+pub struct RedisStorage {
+    pool: Pool,
+    prefix: String,
+    keys: Vec<String>,
+    scripts: Scripts,
+}
+
+#[derive(Deserialize)]
+struct DeadInfo {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    error: String,
+}
+
+impl RedisStorage {
+    /// Open the Redis at `url` for the app `app` (its keys are prefixed `huey:{app}:`). Checks
+    /// that the server answers.
+    pub fn open(url: &str, app: &str) -> Result<RedisStorage> {
+        let bad = |reason: String| Error::StorageUrl {
+            url: url.to_string(),
+            reason,
+        };
+        if app.is_empty() {
+            return Err(bad("the app name must not be empty for Redis".into()));
+        }
+        let url_norm = url
+            .strip_prefix("redis+unix://")
+            .map(|rest| format!("unix://{rest}"));
+        let client = ::redis::Client::open(url_norm.as_deref().unwrap_or(url)).map_err(|e| {
+            bad(format!(
+                "{e}; expected redis://host:port/db, rediss://… or redis+unix:///path"
+            ))
+        })?;
+        let storage = RedisStorage::with_client(client, app);
+        storage
+            .pool
+            .run(true, |con| ::redis::cmd("PING").query::<String>(con))?;
+        Ok(storage)
+    }
+
+    fn with_client(client: ::redis::Client, app: &str) -> RedisStorage {
+        let prefix = format!("huey:{{{app}}}:");
+        let keys = KEY_NAMES.iter().map(|k| format!("{prefix}{k}")).collect();
+        RedisStorage {
+            pool: Pool::new(client),
+            prefix,
+            keys,
+            scripts: Scripts::new(),
+        }
+    }
+
+    /// The key prefix of this app (`huey:{app}:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Prepare a script call with the fixed keys and the prefix.
+    fn call<'a>(&'a self, script: &'a ::redis::Script) -> ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for k in &self.keys {
+            inv.key(k);
+        }
+        inv.arg(&self.prefix);
+        inv
+    }
+
+    fn invoke<T: ::redis::FromRedisValue>(
+        &self,
+        idempotent: bool,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        self.pool.run(idempotent, |con| inv.invoke(con))
+    }
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::Storage {
+            backend: "redis",
+            message: format!(
+                "unexpected reply from Redis at {} for {what} (is another program writing under {}?)",
+                self.pool.addr(),
+                self.prefix
+            ),
+        }
+    }
+
+    fn dequeue_once(&self, req: &DequeueRequest) -> Result<(i64, Vec<Delivery>)> {
+        let mut inv = self.call(&self.scripts.dequeue);
+        inv.arg(req.max.min(i64::MAX as usize) as i64)
+            .arg(ms(req.lease).max(1))
+            .arg(req.max_deliveries);
+        for q in &req.queues {
+            inv.arg(q);
+        }
+        let reply: Vec<Value> = self.invoke(false, &inv)?;
+        let mut it = reply.into_iter();
+        let hint = it
+            .next()
+            .and_then(int)
+            .ok_or_else(|| self.corrupt("dequeue"))?;
+        let mut out = Vec::new();
+        while let Some(lease) = it.next() {
+            let (Some(lease), Some(qi), Some(payload), Some(deliveries)) = (
+                string(lease),
+                it.next().and_then(int),
+                it.next().and_then(bytes),
+                it.next().and_then(int),
+            ) else {
+                return Err(self.corrupt("dequeue"));
+            };
+            let queue = usize::try_from(qi - 1)
+                .ok()
+                .and_then(|i| req.queues.get(i))
+                .ok_or_else(|| self.corrupt("dequeue"))?;
+            out.push(Delivery {
+                lease: Lease(lease),
+                queue: queue.clone(),
+                payload,
+                deliveries: deliveries as u32,
+            });
+        }
+        Ok((hint, out))
+    }
+
+    /// Block until a notification list of these queues gets a token, or `block` passes.
+    fn wait_for_queues(&self, queues: &[String], block: Duration) -> Result<()> {
+        let keys: Vec<String> = queues
+            .iter()
+            .map(|q| format!("{}n:{q}", self.prefix))
+            .collect();
+        let secs = block.as_secs_f64().max(0.001);
+        self.pool.run_blocking(block, |con: &mut Connection| {
+            ::redis::cmd("BLPOP")
+                .arg(&keys)
+                .arg(secs)
+                .query::<Option<(String, String)>>(con)
+        })?;
+        Ok(())
+    }
+
+    fn read_result(&self, id: &str, take: bool, pass_on: bool) -> Result<Option<Vec<u8>>> {
+        let mut inv = self.call(&self.scripts.result);
+        inv.arg(id).arg(take as u8).arg(pass_on as u8);
+        self.invoke(!take, &inv)
+    }
+
+    fn kv_put(
+        &self,
+        ns: Ns,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        only_if_empty: bool,
+    ) -> Result<bool> {
+        let mut inv = self.call(&self.scripts.kv_put);
+        inv.arg(ns.as_str())
+            .arg(key)
+            .arg(value)
+            .arg(ttl.map(|t| ms(t).max(1).to_string()).unwrap_or_default())
+            .arg(only_if_empty as u8);
+        let written: i64 = self.invoke(!only_if_empty, &inv)?;
+        Ok(written == 1)
+    }
+
+    fn dead_entries(&self, limit: i64) -> Result<Vec<DeadLetter>> {
+        let mut inv = self.call(&self.scripts.dead);
+        inv.arg(limit);
+        let reply: Vec<Value> = self.invoke(true, &inv)?;
+        let mut out = Vec::new();
+        let mut it = reply.into_iter();
+        while let Some(key) = it.next() {
+            let (Some(key), Some(at), Some(info), Some(payload)) = (
+                string(key),
+                it.next().and_then(string),
+                it.next().and_then(bytes),
+                it.next().and_then(bytes),
+            ) else {
+                return Err(self.corrupt("dead"));
+            };
+            let info: DeadInfo = serde_json::from_slice(&info).map_err(|_| self.corrupt("dead"))?;
+            out.push(DeadLetter {
+                key,
+                id: info.id,
+                queue: info.queue,
+                payload,
+                error: info.error,
+                at_ms: at.parse::<f64>().map(|f| f as u64).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn int(v: Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(i),
+        Value::BulkString(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+fn string(v: Value) -> Option<String> {
+    bytes(v).and_then(|b| String::from_utf8(b).ok())
+}
+
+impl Storage for RedisStorage {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn apply(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.call(&self.scripts.apply);
+        inv.arg(batch.ack.len());
+        for l in &batch.ack {
+            inv.arg(&l.0);
+        }
+        inv.arg(batch.enqueue.len());
+        for r in &batch.enqueue {
+            inv.arg(&r.queue).arg(r.priority).arg(&r.id).arg(&r.payload);
+        }
+        inv.arg(batch.schedule.len());
+        for s in &batch.schedule {
+            let r = &s.ready;
+            inv.arg(s.eta_ms)
+                .arg(&r.queue)
+                .arg(r.priority)
+                .arg(&r.id)
+                .arg(&r.payload);
+        }
+        inv.arg(batch.results.len());
+        for r in &batch.results {
+            let ttl = r.ttl.map(|t| ms(t).max(1).to_string()).unwrap_or_default();
+            inv.arg(&r.id).arg(ttl).arg(&r.value);
+        }
+        inv.arg(batch.dead.len());
+        for d in &batch.dead {
+            inv.arg(&d.id).arg(&d.queue).arg(&d.error).arg(&d.payload);
+        }
+        let _: i64 = self.invoke(false, &inv)?;
+        Ok(())
+    }
+
+    fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        if req.max == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + req.wait;
+        loop {
+            let (hint, out) = self.dequeue_once(req)?;
+            let now = Instant::now();
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            let mut block = deadline - now;
+            if hint >= 0 {
+                block = block.min(Duration::from_millis(hint as u64 + 1));
+            }
+            self.wait_for_queues(&req.queues, block)?;
+        }
+    }
+
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.call(&self.scripts.extend);
+        inv.arg(ms(lease).max(1));
+        for l in leases {
+            inv.arg(&l.0);
+        }
+        let _: i64 = self.invoke(true, &inv)?;
+        Ok(())
+    }
+
+    fn release(&self, leases: &[Lease]) -> Result<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.call(&self.scripts.release);
+        for l in leases {
+            inv.arg(&l.0);
+        }
+        let _: i64 = self.invoke(true, &inv)?;
+        Ok(())
+    }
+
+    fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = self.call(&self.scripts.promote);
+        inv.arg(now_ms).arg(max.min(i64::MAX as usize) as i64);
+        let n: i64 = self.invoke(false, &inv)?;
+        Ok(n.max(0) as usize)
+    }
+
+    fn next_eta(&self) -> Result<Option<u64>> {
+        let key = &self.keys[7];
+        let first: Vec<(String, f64)> = self
+            .pool
+            .run(true, |con| con.zrange_withscores(key, 0, 0))?;
+        Ok(first.first().map(|(_, eta)| *eta as u64))
+    }
+
+    fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
+        self.read_result(id, take, false)
+    }
+
+    fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        if let Some(v) = self.read_result(id, take, false)? {
+            return Ok(Some(v));
+        }
+        let wake = format!("{}w:{id}", self.prefix);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let block = deadline - now;
+            let woken: Option<(String, String)> = self.pool.run_blocking(block, |con| {
+                ::redis::cmd("BLPOP")
+                    .arg(&wake)
+                    .arg(block.as_secs_f64().max(0.001))
+                    .query(con)
+            })?;
+            let v = self.read_result(id, take, woken.is_some())?;
+            if v.is_some() || woken.is_none() {
+                return Ok(v);
+            }
+        }
+    }
+
+    fn delete_result(&self, id: &str) -> Result<bool> {
+        let mut inv = self.call(&self.scripts.delete_result);
+        inv.arg(id);
+        let n: i64 = self.invoke(true, &inv)?;
+        Ok(n > 0)
+    }
+
+    fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
+        let k = format!("{}kv:{}:{key}", self.prefix, ns.as_str());
+        self.pool.run(true, |con| con.get(&k))
+    }
+
+    fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.kv_put(ns, key, value, ttl, false).map(|_| ())
+    }
+
+    fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.kv_put(ns, key, value, ttl, true)
+    }
+
+    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut inv = self.call(&self.scripts.kv_take);
+        inv.arg(ns.as_str()).arg(key);
+        self.invoke(false, &inv)
+    }
+
+    fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut inv = self.call(&self.scripts.kv_list);
+        inv.arg(ns.as_str());
+        let reply: Vec<Vec<u8>> = self.invoke(true, &inv)?;
+        let mut out = Vec::with_capacity(reply.len() / 2);
+        let mut it = reply.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let k = String::from_utf8(k).map_err(|_| self.corrupt("list"))?;
+            out.push((k, v));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        let counters = &self.keys[14];
+        self.pool.run(false, |con| con.hincr(counters, key, by))
+    }
+
+    fn counts(&self) -> Result<Counts> {
+        let inv = self.call(&self.scripts.counts);
+        let c: Vec<i64> = self.invoke(true, &inv)?;
+        let [ready, scheduled, in_flight, results, dead] = c[..] else {
+            return Err(self.corrupt("counts"));
+        };
+        let n = |v: i64| v.max(0) as u64;
+        Ok(Counts {
+            ready: n(ready),
+            scheduled: n(scheduled),
+            in_flight: n(in_flight),
+            results: n(results),
+            dead: n(dead),
+        })
+    }
+
+    fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.call(&self.scripts.pending);
+        inv.arg(limit.min(i64::MAX as usize) as i64);
+        self.invoke(true, &inv)
+    }
+
+    fn scheduled(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.call(&self.scripts.scheduled);
+        inv.arg(limit.min(i64::MAX as usize) as i64);
+        let reply: Vec<Value> = self.invoke(true, &inv)?;
+        let mut out = Vec::new();
+        let mut it = reply.into_iter();
+        while let (Some(eta), Some(payload)) = (it.next(), it.next()) {
+            let eta = string(eta)
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| self.corrupt("scheduled"))?;
+            let payload = bytes(payload).ok_or_else(|| self.corrupt("scheduled"))?;
+            out.push((eta as u64, payload));
+        }
+        Ok(out)
+    }
+
+    fn dead(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.dead_entries(limit.min(i64::MAX as usize) as i64)
+    }
+
+    fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize> {
+        // The priority is inside the payload, which only Rust can decode: read, then move.
+        let chosen: Vec<(String, i32)> = match keys {
+            None => self
+                .dead_entries(-1)?
+                .into_iter()
+                .map(|d| {
+                    let p = priority_of(&d.payload);
+                    (d.key, p)
+                })
+                .collect(),
+            Some(keys) => {
+                if keys.is_empty() {
+                    return Ok(0);
+                }
+                let body = &self.keys[12];
+                let payloads: Vec<Option<Vec<u8>>> = self.pool.run(true, |con| {
+                    ::redis::cmd("HMGET").arg(body).arg(keys).query(con)
+                })?;
+                keys.iter()
+                    .zip(payloads)
+                    .filter_map(|(k, p)| p.map(|p| (k.clone(), priority_of(&p))))
+                    .collect()
+            }
+        };
+        if chosen.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.call(&self.scripts.retry_dead);
+        for (k, p) in &chosen {
+            inv.arg(k).arg(*p);
+        }
+        let n: i64 = self.invoke(false, &inv)?;
+        Ok(n.max(0) as usize)
+    }
+
+    fn flush(&self, what: Flush) -> Result<()> {
+        let mut inv = self.call(&self.scripts.flush);
+        for part in [
+            what.queue,
+            what.schedule,
+            what.results,
+            what.locks,
+            what.dead,
+            what.kv,
+        ] {
+            inv.arg(part as u8);
+        }
+        let _: i64 = self.invoke(true, &inv)?;
+        Ok(())
+    }
+}
+
+fn priority_of(payload: &[u8]) -> i32 {
+    crate::message::Message::decode(payload)
+        .map(|m| m.priority())
+        .unwrap_or(0)
+}
