@@ -4,25 +4,25 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::app::Huey;
 use crate::crontab::Crontab;
 use crate::error::{Error, Result};
 use crate::storage::Ns;
 
-/// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `cpu`, `fail`, `flaky`, `crash`,
-/// and the periodic `heartbeat`.
+/// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `pid` (the pid of the worker
+/// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash`, and the periodic `heartbeat`.
 pub fn register(app: &Huey) -> Result<()> {
     app.task("noop").register(|(): ()| Ok::<_, String>(()))?;
-    app.task("echo").register(|v: Value| Ok::<_, String>(v))?;
+    app.task("echo").register(|v: String| Ok::<_, String>(v))?;
     app.task("add").register(|(a, b): (i64, i64)| a.checked_add(b).ok_or("overflow"))?;
     app.task("sleep").register(|ms: u64| {
         std::thread::sleep(Duration::from_millis(ms));
         Ok::<_, String>(ms)
     })?;
+    app.task("pid").register(|(): ()| Ok::<_, String>(std::process::id()))?;
     app.task("cpu").register(|n: u64| Ok::<_, String>(cpu(n)))?;
     app.task("fail").register(|message: String| Err::<(), _>(message))?;
+    app.task("panic").register(|message: String| -> std::result::Result<(), String> { panic!("{message}") })?;
     app.task("flaky")
         .retries(5)
         .register_with_context(|(key, failures): (String, u32), ctx: &crate::TaskContext| {

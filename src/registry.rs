@@ -34,6 +34,8 @@ pub trait Handler: Send + Sync {
     fn result_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
     /// The Rust type names of the argument and result, for `hueyd tasks`.
     fn signature(&self) -> (&'static str, &'static str);
+    /// The argument and result types, to check typed handles made by name.
+    fn type_ids(&self) -> (std::any::TypeId, std::any::TypeId);
 }
 
 /// A registered task.
@@ -120,5 +122,9 @@ where
 
     fn signature(&self) -> (&'static str, &'static str) {
         (std::any::type_name::<A>(), std::any::type_name::<R>())
+    }
+
+    fn type_ids(&self) -> (std::any::TypeId, std::any::TypeId) {
+        (std::any::TypeId::of::<A>(), std::any::TypeId::of::<R>())
     }
 }

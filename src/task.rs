@@ -337,6 +337,31 @@ impl<A, R> fmt::Debug for Task<A, R> {
     }
 }
 
+impl<A: 'static, R: 'static> Task<A, R> {
+    /// A typed handle on a task already registered on `app` (e.g. by shared registration code
+    /// run elsewhere). The types must be the ones it was registered with.
+    pub fn from_name(app: &Huey, name: &str) -> Result<Task<A, R>> {
+        let def = app
+            .task_def(name)
+            .ok_or_else(|| Error::UnknownTask(name.to_string()))?;
+        let wanted = (std::any::TypeId::of::<A>(), std::any::TypeId::of::<R>());
+        if def.handler.type_ids() != wanted {
+            let (a, r) = def.handler.signature();
+            return Err(Error::Config(format!(
+                "task {name:?} takes {a} and returns {r}, not {} and {}",
+                std::any::type_name::<A>(),
+                std::any::type_name::<R>()
+            )));
+        }
+        Ok(Task {
+            app: app.clone(),
+            name: name.to_string(),
+            options: def.options.clone(),
+            _types: PhantomData,
+        })
+    }
+}
+
 impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
     /// The registered name.
     pub fn name(&self) -> &str {
