@@ -147,7 +147,10 @@ fn describe(path: &str, e: &rusqlite::Error) -> String {
             "{path} stayed locked by another connection for longer than the busy timeout ({e})"
         ),
         Some(ErrorCode::CannotOpen) => {
-            format!("cannot open {path}: {e} (check that its directory exists and is writable)")
+            let detail = e.to_string().replace(&format!(": {path}"), "");
+            format!(
+                "cannot open {path}: {detail} (check that its directory exists and is writable)"
+            )
         }
         Some(ErrorCode::PermissionDenied) => format!("{path}: permission denied ({e})"),
         Some(ErrorCode::DiskFull) => format!("{path}: the disk is full ({e})"),
@@ -438,7 +441,7 @@ impl SqliteStorage {
                 .prepare_cached("DELETE FROM results WHERE id = ?1 RETURNING value, expires")?
                 .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(row.and_then(|(v, exp)| exp.is_none_or(|e| e > now).then_some(v)))
+            Ok(row.and_then(|(v, exp)| exp.map_or(true, |e| e > now).then_some(v)))
         })
     }
 }
@@ -665,7 +668,7 @@ impl Storage for SqliteStorage {
                 )?
                 .query_row(params![ns.as_str(), key], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(row.and_then(|(v, exp)| exp.is_none_or(|e| e > now).then_some(v)))
+            Ok(row.and_then(|(v, exp)| exp.map_or(true, |e| e > now).then_some(v)))
         })
     }
 
