@@ -365,3 +365,26 @@ fn unwritable_directory_is_a_clear_error() {
         assert!(msg.contains("writable"), "{msg}");
     }
 }
+
+#[test]
+fn many_connections_can_create_one_fresh_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("huey.db");
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let db = db.clone();
+            thread::spawn(move || {
+                let s = SqliteStorage::open(db.to_str().unwrap(), SqliteOptions::default())?;
+                s.incr("opened", 1)?;
+                enqueue(&s, vec![ready(&format!("m{i}"), "default", 0)]);
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let s = open(&db);
+    assert_eq!(s.incr("opened", 0).unwrap(), 6);
+    assert_eq!(s.counts().unwrap().ready, 6);
+}

@@ -107,7 +107,15 @@ fn parse_lease(l: &Lease) -> Option<(u64, u64)> {
 }
 
 fn expiry(ttl: Option<Duration>) -> Option<u64> {
-    ttl.map(|t| now_ms() + ms(t))
+    ttl.map(|t| now_ms().saturating_add(ms(t)))
+}
+
+/// When a wait of `wait` from now ends (waits too long to represent end in a century).
+fn deadline(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Storage in this process's memory.
@@ -157,7 +165,7 @@ impl MemoryStorage {
                         seq: key.2,
                         entry,
                         token,
-                        until_ms: now + ms(req.lease),
+                        until_ms: now.saturating_add(ms(req.lease)),
                     },
                 );
             }
@@ -199,7 +207,7 @@ impl Storage for MemoryStorage {
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + req.wait;
+        let deadline = deadline(req.wait);
         let mut st = self.state.lock();
         loop {
             let now = now_ms();
@@ -216,7 +224,7 @@ impl Storage for MemoryStorage {
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
         let mut st = self.state.lock();
-        let until = now_ms() + ms(lease);
+        let until = now_ms().saturating_add(ms(lease));
         for l in leases {
             if let Some((seq, token)) = parse_lease(l) {
                 if let Some(e) = st.leased.get_mut(&seq).filter(|e| e.token == token) {
@@ -276,7 +284,7 @@ impl Storage for MemoryStorage {
     }
 
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(timeout);
         let mut st = self.state.lock();
         loop {
             let now = now_ms();

@@ -120,6 +120,15 @@ impl Default for SqliteOptions {
     }
 }
 
+/// How setting up a freshly opened connection ended.
+enum Setup {
+    Done,
+    /// The journal mode could not be set to WAL; it is this.
+    NotWal(String),
+    /// The file has this schema version, not ours.
+    Version(String),
+}
+
 /// Storage in one SQLite file.
 pub struct SqliteStorage {
     path: String,
@@ -174,6 +183,14 @@ fn parse_lease(l: &Lease) -> Option<(i64, i64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// When a wait of `wait` from now ends (waits too long to represent end in a century).
+fn deadline(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 fn new_token() -> i64 {
     (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
 }
@@ -223,47 +240,69 @@ impl SqliteStorage {
                 "{path} is read-only: the database file and its directory must be writable"
             )));
         }
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(storage_err(format!(
-                "{path}: could not switch to WAL journal mode (it stays {mode:?}); \
-                 is it on a file system without shared memory support?"
-            )));
+        // Two connections setting up a fresh file at once may see SQLITE_BUSY without the busy
+        // handler being called (switching the journal mode): retry within the busy timeout.
+        let started = Instant::now();
+        let setup = loop {
+            match Self::setup(&mut conn, opts.synchronous) {
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    ) && started.elapsed() < opts.busy_timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other.map_err(err)?,
+            }
+        };
+        match setup {
+            Setup::Done => {}
+            Setup::NotWal(mode) => {
+                return Err(storage_err(format!(
+                    "{path}: could not switch to WAL journal mode (it stays {mode:?}); \
+                     is it on a file system without shared memory support?"
+                )))
+            }
+            Setup::Version(version) => {
+                return Err(storage_err(format!(
+                    "{path} has schema version {version}, but this build reads version \
+                     {SCHEMA_VERSION}; use a matching huey build"
+                )))
+            }
         }
-        conn.pragma_update(None, "synchronous", opts.synchronous.pragma())
-            .map_err(err)?;
-        // Create the schema in a write transaction: this also proves the file is writable.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        tx.execute_batch(SCHEMA).map_err(err)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
-            params![SCHEMA_VERSION.to_string()],
-        )
-        .map_err(err)?;
-        let version: String = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if version.parse::<i64>().ok() != Some(SCHEMA_VERSION) {
-            return Err(storage_err(format!(
-                "{path} has schema version {version}, but this build reads version \
-                 {SCHEMA_VERSION}; use a matching huey build"
-            )));
-        }
-        tx.commit().map_err(err)?;
         Ok(SqliteStorage {
             path: path.to_string(),
             conn: Mutex::new(conn),
             generation: Mutex::new(0),
             changed: Condvar::new(),
         })
+    }
+
+    /// Switch to WAL, set the sync level and create the schema in a write transaction (which
+    /// also proves the file is writable).
+    fn setup(conn: &mut Connection, sync: Synchronous) -> rusqlite::Result<Setup> {
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(Setup::NotWal(mode));
+        }
+        conn.pragma_update(None, "synchronous", sync.pragma())?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
+            params![SCHEMA_VERSION.to_string()],
+        )?;
+        let version: String = tx.query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )?;
+        if version.parse::<i64>().ok() != Some(SCHEMA_VERSION) {
+            return Ok(Setup::Version(version));
+        }
+        tx.commit()?;
+        Ok(Setup::Done)
     }
 
     /// The database file's path.
@@ -514,7 +553,7 @@ impl Storage for SqliteStorage {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let deadline = Instant::now() + req.wait;
+        let deadline = deadline(req.wait);
         loop {
             let generation = self.generation();
             let (out, dv) = self.try_dequeue(req)?;
@@ -599,12 +638,18 @@ impl Storage for SqliteStorage {
     }
 
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(timeout);
         loop {
             let generation = self.generation();
             let dv = Self::data_version(&self.conn.lock()).map_err(|e| self.err(e))?;
-            if let Some(v) = self.read_result(id, take)? {
-                return Ok(Some(v));
+            // Look first, so a missing result never takes the write lock.
+            if let Some(v) = self.read_result(id, false)? {
+                if !take {
+                    return Ok(Some(v));
+                }
+                if let Some(v) = self.read_result(id, true)? {
+                    return Ok(Some(v));
+                }
             }
             if Instant::now() >= deadline {
                 return Ok(None);

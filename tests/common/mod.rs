@@ -50,6 +50,7 @@ macro_rules! storage_suite {
             dead_letters_can_be_retried,
             flush_empties_only_the_parts_chosen,
             flush_all_empties_everything,
+            huge_waits_leases_and_ttls_are_accepted,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -963,3 +963,28 @@ pub fn flush_all_empties_everything(s: Factory) {
         .unwrap()
         .is_empty());
 }
+
+pub fn huge_waits_leases_and_ttls_are_accepted(s: Factory) {
+    let s = s();
+    enqueue(&*s, vec![ready("x", "default", 0)]);
+    let ds = s
+        .dequeue(&waiting(
+            request("c", &["default"], 1, Duration::MAX),
+            Duration::MAX,
+        ))
+        .unwrap();
+    assert_eq!(names(&ds), ["x"]);
+    s.extend(std::slice::from_ref(&ds[0].lease), Duration::MAX)
+        .unwrap();
+    assert_eq!(s.counts().unwrap().in_flight, 1);
+    put_result(&*s, "r", b"v", Some(Duration::MAX));
+    assert_eq!(
+        s.wait_result("r", false, Duration::MAX).unwrap(),
+        Some(b"v".to_vec())
+    );
+    s.put(Ns::Data, "k", b"v", Some(Duration::MAX)).unwrap();
+    assert!(!s
+        .put_if_empty(Ns::Data, "k", b"w", Some(Duration::MAX))
+        .unwrap());
+    assert_eq!(s.get(Ns::Data, "k").unwrap(), Some(b"v".to_vec()));
+}
