@@ -378,11 +378,17 @@ impl Storage for MemoryStorage {
 
     fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
         let st = self.state.lock();
-        Ok(st
+        // Across queues: by priority, then FIFO (the ready map is keyed by queue first).
+        let mut order: Vec<_> = st
             .ready
-            .values()
+            .iter()
+            .map(|((_, p, seq), e)| (*p, *seq, e))
+            .collect();
+        order.sort_unstable_by_key(|(p, seq, _)| (*p, *seq));
+        Ok(order
+            .into_iter()
             .take(limit)
-            .map(|e| e.payload.clone())
+            .map(|(_, _, e)| e.payload.clone())
             .collect())
     }
 

@@ -45,6 +45,7 @@ macro_rules! storage_suite {
             counts_reflect_each_part,
             expired_lease_counts_as_ready,
             pending_lists_ready_payloads_in_run_order,
+            pending_orders_across_queues_by_priority_then_age,
             scheduled_lists_payloads_by_eta,
             dead_letters_are_listed_oldest_first,
             dead_letters_can_be_retried,

@@ -988,3 +988,25 @@ pub fn huge_waits_leases_and_ttls_are_accepted(s: Factory) {
         .unwrap());
     assert_eq!(s.get(Ns::Data, "k").unwrap(), Some(b"v".to_vec()));
 }
+
+pub fn pending_orders_across_queues_by_priority_then_age(s: Factory) {
+    let s = s();
+    enqueue(
+        &*s,
+        vec![
+            ready("z-low", "zeta", 0),
+            ready("a-low", "alpha", 0),
+            ready("z-high", "zeta", 2),
+            ready("a-high", "alpha", 2),
+        ],
+    );
+    assert_eq!(
+        s.pending(10).unwrap(),
+        [
+            b"z-high".to_vec(),
+            b"a-high".to_vec(),
+            b"z-low".to_vec(),
+            b"a-low".to_vec()
+        ]
+    );
+}
