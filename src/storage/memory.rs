@@ -95,8 +95,8 @@ impl State {
         );
     }
 
-    fn live<'a>(v: Option<&'a (Vec<u8>, Option<u64>)>, now: u64) -> Option<&'a Vec<u8>> {
-        v.filter(|(_, exp)| exp.is_none_or(|e| e > now))
+    fn live(v: Option<&(Vec<u8>, Option<u64>)>, now: u64) -> Option<&Vec<u8>> {
+        v.filter(|(_, exp)| exp.map_or(true, |e| e > now))
             .map(|(v, _)| v)
     }
 }
@@ -107,7 +107,15 @@ fn parse_lease(l: &Lease) -> Option<(u64, u64)> {
 }
 
 fn expiry(ttl: Option<Duration>) -> Option<u64> {
-    ttl.map(|t| now_ms() + ms(t))
+    ttl.map(|t| now_ms().saturating_add(ms(t)))
+}
+
+/// When a wait of `wait` from now ends (waits too long to represent end in a century).
+fn deadline(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Storage in this process's memory.
@@ -157,7 +165,7 @@ impl MemoryStorage {
                         seq: key.2,
                         entry,
                         token,
-                        until_ms: now + ms(req.lease),
+                        until_ms: now.saturating_add(ms(req.lease)),
                     },
                 );
             }
@@ -199,7 +207,7 @@ impl Storage for MemoryStorage {
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + req.wait;
+        let deadline = deadline(req.wait);
         let mut st = self.state.lock();
         loop {
             let now = now_ms();
@@ -216,7 +224,7 @@ impl Storage for MemoryStorage {
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
         let mut st = self.state.lock();
-        let until = now_ms() + ms(lease);
+        let until = now_ms().saturating_add(ms(lease));
         for l in leases {
             if let Some((seq, token)) = parse_lease(l) {
                 if let Some(e) = st.leased.get_mut(&seq).filter(|e| e.token == token) {
@@ -276,7 +284,7 @@ impl Storage for MemoryStorage {
     }
 
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(timeout);
         let mut st = self.state.lock();
         loop {
             let now = now_ms();
@@ -327,7 +335,7 @@ impl Storage for MemoryStorage {
         Ok(st
             .kv
             .remove(&(ns, key.to_string()))
-            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+            .filter(|(_, exp)| exp.map_or(true, |e| e > now))
             .map(|(v, _)| v))
     }
 
@@ -337,7 +345,7 @@ impl Storage for MemoryStorage {
         let mut out: Vec<_> = st
             .kv
             .iter()
-            .filter(|((n, _), (_, exp))| *n == ns && exp.is_none_or(|e| e > now))
+            .filter(|((n, _), (_, exp))| *n == ns && exp.map_or(true, |e| e > now))
             .map(|((_, k), (v, _))| (k.clone(), v.clone()))
             .collect();
         out.sort();
@@ -362,7 +370,7 @@ impl Storage for MemoryStorage {
             results: st
                 .results
                 .values()
-                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+                .filter(|(_, exp)| exp.map_or(true, |e| e > now))
                 .count() as u64,
             dead: st.dead.len() as u64,
         })
@@ -370,11 +378,17 @@ impl Storage for MemoryStorage {
 
     fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
         let st = self.state.lock();
-        Ok(st
+        // Across queues: by priority, then FIFO (the ready map is keyed by queue first).
+        let mut order: Vec<_> = st
             .ready
-            .values()
+            .iter()
+            .map(|((_, p, seq), e)| (*p, *seq, e))
+            .collect();
+        order.sort_unstable_by_key(|(p, seq, _)| (*p, *seq));
+        Ok(order
+            .into_iter()
             .take(limit)
-            .map(|e| e.payload.clone())
+            .map(|(_, _, e)| e.payload.clone())
             .collect())
     }
 

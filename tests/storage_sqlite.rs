@@ -1,0 +1,390 @@
+//! The storage suite against SQLite files, plus what only a file shared by several processes
+//! can show.
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+
+use huey::storage::{SqliteOptions, SqliteStorage, Storage};
+
+fn open(path: &std::path::Path) -> Arc<dyn Storage> {
+    Arc::new(SqliteStorage::open(path.to_str().unwrap(), SqliteOptions::default()).unwrap())
+}
+
+/// A factory opening a new connection on one database file in a fresh directory.
+fn sqlite_factory() -> impl Fn() -> Arc<dyn Storage> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huey.db");
+    move || {
+        let _keep = &dir;
+        open(&path)
+    }
+}
+
+storage_suite!(sqlite_factory());
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::suite::{enqueue, names, ready, request, waiting};
+use huey::storage::{Batch, Lease, Synchronous};
+use huey::Error;
+
+/// The environment variable that hands a helper process its database path.
+const DB_ENV: &str = "HUEY_TEST_SQLITE_DB";
+
+/// Run one `#[ignore]`d helper test of this binary in a new process.
+fn spawn_helper(name: &str, db: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DB_ENV, db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// The text after `marker` in a helper's output line (libtest may print its own
+/// "test name ... " before it on the same line).
+fn marked(line: &str, marker: &str) -> Option<String> {
+    line.split_once(marker)
+        .map(|(_, rest)| rest.trim().to_string())
+}
+
+/// The database a helper was given, or `None` when run by hand without one.
+fn helper_db() -> Option<PathBuf> {
+    std::env::var_os(DB_ENV).map(PathBuf::from)
+}
+
+fn open_err(path: &str) -> String {
+    match SqliteStorage::open(path, SqliteOptions::default()) {
+        Ok(_) => panic!("opening {path} should fail"),
+        Err(e @ Error::Storage { .. }) => e.to_string(),
+        Err(e) => panic!("unexpected error kind: {e:?}"),
+    }
+}
+
+#[test]
+#[ignore = "helper: run by two_processes_drain_one_queue_delivering_each_item_once"]
+fn helper_drain() {
+    let Some(db) = helper_db() else { return };
+    let s = open(&db);
+    loop {
+        let ds = s
+            .dequeue(&waiting(
+                request("drain", &["default"], 5, Duration::from_secs(60)),
+                Duration::from_millis(300),
+            ))
+            .unwrap();
+        if ds.is_empty() {
+            if s.counts().unwrap().ready == 0 {
+                return;
+            }
+            continue;
+        }
+        for name in names(&ds) {
+            println!("GOT {name}");
+        }
+        s.apply(Batch {
+            ack: ds.into_iter().map(|d| d.lease).collect(),
+            ..Batch::default()
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn two_processes_drain_one_queue_delivering_each_item_once() {
+    const N: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("huey.db");
+    let s = open(&db);
+    enqueue(
+        &*s,
+        (0..N)
+            .map(|i| ready(&format!("item{i}"), "default", 0))
+            .collect(),
+    );
+    let children: Vec<Child> = (0..2).map(|_| spawn_helper("helper_drain", &db)).collect();
+    let mut all = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "helper failed: {:?}", out.status);
+        let got: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| marked(l, "GOT "))
+            .collect();
+        println!("one process took {} items", got.len());
+        all.extend(got);
+    }
+    assert_eq!(all.len(), N, "every item delivered exactly once in total");
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), N, "no item delivered twice");
+    assert_eq!(s.counts().unwrap(), Default::default());
+}
+
+#[test]
+#[ignore = "helper: run by lease_of_a_killed_process_expires_and_another_process_takes_it"]
+fn helper_lease_and_hang() {
+    let Some(db) = helper_db() else { return };
+    let s = open(&db);
+    let ds = s
+        .dequeue(&request("doomed", &["default"], 1, Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(ds.len(), 1);
+    println!("LEASED {}", ds[0].lease.0);
+    thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn lease_of_a_killed_process_expires_and_another_process_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("huey.db");
+    let s = open(&db);
+    enqueue(&*s, vec![ready("precious", "default", 0)]);
+    let mut child = spawn_helper("helper_lease_and_hang", &db);
+    let stdout = child.stdout.take().unwrap();
+    let lease = BufReader::new(stdout)
+        .lines()
+        .map_while(|l| l.ok())
+        .find_map(|l| marked(&l, "LEASED "))
+        .expect("the helper leased the message");
+    let leased_at = Instant::now();
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let now = s
+        .dequeue(&request(
+            "survivor",
+            &["default"],
+            1,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    if leased_at.elapsed() < Duration::from_secs(1) {
+        assert!(now.is_empty(), "taken while the dead process's lease held");
+    }
+    let ds = if now.is_empty() {
+        s.dequeue(&waiting(
+            request("survivor", &["default"], 1, Duration::from_secs(60)),
+            Duration::from_secs(20),
+        ))
+        .unwrap()
+    } else {
+        now
+    };
+    assert_eq!(names(&ds), ["precious"]);
+    assert_eq!(ds[0].deliveries, 2);
+    // The dead process's lease can no longer ack it.
+    s.apply(Batch {
+        ack: vec![Lease(lease)],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(s.counts().unwrap().in_flight, 1);
+}
+
+#[test]
+fn threads_share_one_storage_enqueueing_and_dequeueing() {
+    const PER_PRODUCER: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir.path().join("huey.db"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for p in 0..2 {
+        let s = s.clone();
+        threads.push(thread::spawn(move || {
+            for i in 0..PER_PRODUCER {
+                enqueue(&*s, vec![ready(&format!("p{p}-{i}"), "default", 0)]);
+            }
+        }));
+    }
+    for c in 0..3 {
+        let (s, seen) = (s.clone(), seen.clone());
+        threads.push(thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while seen.lock().unwrap().len() < 2 * PER_PRODUCER && Instant::now() < deadline {
+                let ds = s
+                    .dequeue(&waiting(
+                        request(&format!("c{c}"), &["default"], 4, Duration::from_secs(60)),
+                        Duration::from_millis(50),
+                    ))
+                    .unwrap();
+                seen.lock().unwrap().extend(names(&ds));
+                s.apply(Batch {
+                    ack: ds.into_iter().map(|d| d.lease).collect(),
+                    ..Batch::default()
+                })
+                .unwrap();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2 * PER_PRODUCER);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 2 * PER_PRODUCER);
+    assert_eq!(s.counts().unwrap(), Default::default());
+}
+
+#[test]
+fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("huey.db");
+    for sync in [Synchronous::Off, Synchronous::Normal, Synchronous::Full] {
+        let s = SqliteStorage::open(
+            db.to_str().unwrap(),
+            SqliteOptions {
+                synchronous: sync,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        enqueue(&s, vec![ready(&format!("{sync:?}"), "default", 0)]);
+        s.incr("opened", 1).unwrap();
+    }
+    let s = open(&db);
+    assert_eq!(s.incr("opened", 0).unwrap(), 3);
+    assert_eq!(s.pending(10).unwrap(), [&b"Off"[..], b"Normal", b"Full"]);
+}
+
+#[test]
+fn storage_url_opens_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("via-url.db");
+    let s = huey::storage::open(&format!("sqlite:{}", db.display()), "app").unwrap();
+    assert_eq!(s.backend(), "sqlite");
+    s.put(huey::storage::Ns::Data, "k", b"v", None).unwrap();
+    assert!(db.exists());
+}
+
+#[test]
+fn opening_a_file_that_is_not_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(
+        &path,
+        "these are not the bytes of a SQLite database\n".repeat(100),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let msg = open_err(path);
+    assert!(
+        msg.contains(&format!("{path} is not a SQLite database")),
+        "{msg}"
+    );
+    // The file is left alone.
+    assert!(std::fs::read_to_string(path)
+        .unwrap()
+        .starts_with("these are"));
+}
+
+#[test]
+fn opening_in_a_missing_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("huey.db");
+    let msg = open_err(path.to_str().unwrap());
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(msg.contains("no-such-dir"), "{msg}");
+}
+
+#[test]
+fn opening_a_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = open_err(dir.path().to_str().unwrap());
+    assert!(msg.contains("is a directory"), "{msg}");
+}
+
+/// Make `path` immutable with `chattr +i` (read-only even for root); false where unsupported.
+fn make_immutable(path: &Path) -> bool {
+    Command::new("chattr")
+        .arg("+i")
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn make_mutable(path: &Path) {
+    let _ = Command::new("chattr").arg("-i").arg(path).status();
+}
+
+#[test]
+fn read_only_database_is_a_clear_error() {
+    // On a real file system under the target directory: tmpfs may not support `chattr`.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let db = dir.path().join("huey.db");
+    drop(open(&db));
+    if !make_immutable(&db) {
+        println!("skipped: cannot make a file read-only here (chattr +i unsupported)");
+        return;
+    }
+    let result = SqliteStorage::open(db.to_str().unwrap(), SqliteOptions::default());
+    make_mutable(&db);
+    let msg = match result {
+        Ok(_) => panic!("an immutable database opened for writing"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("read-only"), "{msg}");
+    assert!(msg.contains(db.to_str().unwrap()), "{msg}");
+}
+
+#[test]
+fn unwritable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let sub = dir.path().join("locked");
+    std::fs::create_dir(&sub).unwrap();
+    let existing = sub.join("existing.db");
+    drop(open(&existing));
+    if !make_immutable(&sub) {
+        println!("skipped: cannot make a directory read-only here (chattr +i unsupported)");
+        return;
+    }
+    let fresh = SqliteStorage::open(sub.join("new.db").to_str().unwrap(), Default::default());
+    let old = SqliteStorage::open(existing.to_str().unwrap(), Default::default());
+    make_mutable(&sub);
+    for (what, result) in [("new", fresh), ("existing", old)] {
+        let msg = match result {
+            Ok(_) => panic!("a {what} database opened in an unwritable directory"),
+            Err(e) => e.to_string(),
+        };
+        println!("{what}: {msg}");
+        assert!(msg.contains("locked"), "{msg}");
+        assert!(msg.contains("writable"), "{msg}");
+    }
+}
+
+#[test]
+fn many_connections_can_create_one_fresh_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("huey.db");
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let db = db.clone();
+            thread::spawn(move || {
+                let s = SqliteStorage::open(db.to_str().unwrap(), SqliteOptions::default())?;
+                s.incr("opened", 1)?;
+                enqueue(&s, vec![ready(&format!("m{i}"), "default", 0)]);
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let s = open(&db);
+    assert_eq!(s.incr("opened", 0).unwrap(), 6);
+    assert_eq!(s.counts().unwrap().ready, 6);
+}
