@@ -12,7 +12,7 @@ fn backends() -> Vec<(&'static str, Arc<dyn Storage>, tempfile::TempDir)> {
     let sqlite = format!("sqlite:{}", dir.path().join("app.db").display());
     vec![
         ("memory", storage::open("memory:", "t").unwrap(), tempfile::tempdir().unwrap()),
-        //SQLITE ("sqlite", storage::open(&sqlite, "t").unwrap(), dir),
+        ("sqlite", storage::open(&sqlite, "t").unwrap(), dir),
     ]
 }
 
@@ -365,7 +365,7 @@ fn immediate_mode_runs_tasks_in_the_caller() {
     assert!(matches!(t.fail.enqueue("x".into()).unwrap().get(), Err(Error::Task(_))));
 
     let dir = tempfile::tempdir().unwrap();
-    let durable = Huey::open("t2", "memory:").unwrap(); //SQLITE2 let durable = Huey::open("t2", &format!("sqlite:{}", dir.path().join("x.db").display())).unwrap();
+    let durable = Huey::open("t2", &format!("sqlite:{}", dir.path().join("x.db").display())).unwrap();
     let add = durable.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b)).unwrap();
     durable.set_immediate(true);
     assert_eq!(add.enqueue((1, 1)).unwrap().get().unwrap(), Some(2));

@@ -1,8 +1,7 @@
 //! Behaviour of the Redis storage against real `redis-server` processes started per test.
 
-mod common {
-    pub mod redis_server;
-}
+#[macro_use]
+mod common;
 
 use std::sync::Arc;
 use std::thread;
@@ -14,6 +13,18 @@ use huey::storage::{
     self, Batch, DeadPut, DequeueRequest, Flush, Lease, Ns, Ready, ResultPut, Scheduled, Storage,
 };
 use huey::Error;
+
+/// A factory opening new connections to one private server (started per test).
+fn redis_factory() -> impl Fn() -> Arc<dyn Storage> {
+    let server = RedisServer::start();
+    move || open(&server)
+}
+
+/// The storage behaviours every backend shares.
+mod suite {
+    use super::*;
+    storage_suite!(redis_factory());
+}
 
 fn open(server: &RedisServer) -> Arc<dyn Storage> {
     storage::open(&server.url(), "test").expect("open the test redis")

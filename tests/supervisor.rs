@@ -1,10 +1,8 @@
 //! The consumer as a user runs it: the real `hueyd` binary, real worker processes and threads,
 //! real signals, on SQLite and Redis.
 
-mod common {
-    pub mod hueyd;
-    pub mod redis_server;
-}
+#[macro_use]
+mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -252,7 +250,8 @@ fn bad_command_lines_exit_2_with_a_clear_message() {
         (&["-w", "0"], "workers"),
         (&["-k", "banana"], "banana"),
         (&["--storage", "bogus://x"], "bogus://x"),
-        (&["--lease", "-1"], "lease"),
+        (&["--lease=0"], "positive"),
+        (&["--max-deliveries", "x"], "max-deliveries"),
         (&["-s", "soon"], "soon"),
     ];
     for (args, needle) in cases {

@@ -1,6 +1,9 @@
-//! Shared test code: the storage suite every backend runs.
-#![allow(dead_code)]
+//! Shared test code: the storage suite every backend runs, a private `redis-server`, and the
+//! real `hueyd` binary.
+#![allow(dead_code, unused_macros)]
 
+pub mod hueyd;
+pub mod redis_server;
 pub mod suite;
 
 /// Expand to one `#[test]` per storage behaviour, each calling the suite with a fresh factory.

@@ -153,7 +153,7 @@ impl RedisStorage {
     fn dequeue_once(&self, req: &DequeueRequest) -> Result<(i64, Vec<Delivery>)> {
         let mut inv = self.call(&self.scripts.dequeue);
         inv.arg(req.max.min(i64::MAX as usize) as i64)
-            .arg(ms(req.lease).max(1))
+            .arg(capped_ms(req.lease))
             .arg(req.max_deliveries);
         for q in &req.queues {
             inv.arg(q);
@@ -222,7 +222,7 @@ impl RedisStorage {
         inv.arg(ns.as_str())
             .arg(key)
             .arg(value)
-            .arg(ttl.map(|t| ms(t).max(1).to_string()).unwrap_or_default())
+            .arg(ttl.map(|t| capped_ms(t).to_string()).unwrap_or_default())
             .arg(only_if_empty as u8);
         let written: i64 = self.invoke(!only_if_empty, &inv)?;
         Ok(written == 1)
@@ -306,7 +306,7 @@ impl Storage for RedisStorage {
         }
         inv.arg(batch.results.len());
         for r in &batch.results {
-            let ttl = r.ttl.map(|t| ms(t).max(1).to_string()).unwrap_or_default();
+            let ttl = r.ttl.map(|t| capped_ms(t).to_string()).unwrap_or_default();
             inv.arg(&r.id).arg(ttl).arg(&r.value);
         }
         inv.arg(batch.dead.len());
@@ -321,7 +321,7 @@ impl Storage for RedisStorage {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let deadline = Instant::now() + req.wait;
+        let deadline = far_deadline(req.wait);
         loop {
             let (hint, out) = self.dequeue_once(req)?;
             let now = Instant::now();
@@ -341,7 +341,7 @@ impl Storage for RedisStorage {
             return Ok(());
         }
         let mut inv = self.call(&self.scripts.extend);
-        inv.arg(ms(lease).max(1));
+        inv.arg(capped_ms(lease));
         for l in leases {
             inv.arg(&l.0);
         }
@@ -384,7 +384,7 @@ impl Storage for RedisStorage {
     }
 
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = far_deadline(timeout);
         if let Some(v) = self.read_result(id, take, false)? {
             return Ok(Some(v));
         }
@@ -561,4 +561,17 @@ fn priority_of(payload: &[u8]) -> i32 {
     crate::message::Message::decode(payload)
         .map(|m| m.priority())
         .unwrap_or(0)
+}
+
+/// Now + `wait`, capped far in the future instead of overflowing.
+fn far_deadline(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// A lease or TTL in whole milliseconds for the scripts: at least 1, at most a century (Lua
+/// numbers are doubles and scores are formatted as integers; larger values would wrap).
+fn capped_ms(d: Duration) -> u64 {
+    ms(d).clamp(1, 100 * 365 * 86_400_000)
 }

@@ -317,16 +317,23 @@ return {ready, redis.call('ZCARD', K_SCHED), redis.call('ZCARD', K_LEASES) - exp
 
 /// pending. ARGV: prefix, limit. Payloads by queue name, then priority, then FIFO.
 const PENDING: &str = r#"
-local left = tonumber(ARGV[2])
-local queues = redis.call('SMEMBERS', K_QUEUES)
-table.sort(queues)
-local out = {}
-for _, q in ipairs(queues) do
-  if left <= 0 then break end
-  for _, seq in ipairs(redis.call('ZRANGE', prefix .. 'q:' .. q, 0, left - 1)) do
-    local body = redis.call('HGET', K_BODY, seq)
-    if body then out[#out + 1] = body; left = left - 1 end
+local limit = tonumber(ARGV[2])
+local entries = {}
+for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
+  local got = redis.call('ZRANGE', prefix .. 'q:' .. q, 0, limit - 1, 'WITHSCORES')
+  for j = 1, #got, 2 do
+    entries[#entries + 1] = {tonumber(got[j + 1]), got[j]}
   end
+end
+-- Across queues as within one: by priority (score), then age (the zero-padded seq).
+table.sort(entries, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end)
+local out = {}
+for i = 1, math.min(limit, #entries) do
+  local body = redis.call('HGET', K_BODY, entries[i][2])
+  if body then out[#out + 1] = body end
 end
 return out
 "#;

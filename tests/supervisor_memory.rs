@@ -1,0 +1,61 @@
+//! The supervisor in-process on memory storage (an app's own tests can run a real consumer
+//! without any files), with thread workers and with process workers of the `hueyd` binary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use huey::storage::MemoryStorage;
+use huey::supervisor::{Config, Stopped, Supervisor, WorkerKind};
+use huey::{Error, FailureKind, Huey, Task};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn consumer(kind: WorkerKind) -> (Huey, huey::supervisor::StopHandle, std::thread::JoinHandle<Stopped>) {
+    let app = Huey::new("hueyd", Arc::new(MemoryStorage::new()));
+    huey::demo::register(&app).unwrap();
+    let cfg = Config {
+        workers: 2,
+        kind,
+        storage_url: "memory:".into(),
+        worker_exe: Some(env!("CARGO_BIN_EXE_hueyd").into()),
+        log_tasks: false,
+        ..Config::default()
+    };
+    let sup = Supervisor::new(app.clone(), cfg).unwrap();
+    let stop = sup.stop_handle();
+    let t = std::thread::spawn(move || sup.run().unwrap().0);
+    (app, stop, t)
+}
+
+fn memory_consumer_runs_retries_and_times_out(kind: WorkerKind) {
+    let (app, stop, t) = consumer(kind);
+    let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+    let flaky: Task<(String, u32), u32> = Task::from_name(&app, "flaky").unwrap();
+    let sleep: Task<u64, u64> = Task::from_name(&app, "sleep").unwrap();
+    let sums = add.enqueue_many((0..100).map(|i| (i, i))).unwrap();
+    // `flaky` counts its attempts in storage, which only the supervisor's process can see on
+    // memory storage, so use it with thread workers only.
+    let retried = (kind == WorkerKind::Thread).then(|| flaky.enqueue(("k".into(), 2)).unwrap());
+    let slow = sleep.call(10_000).timeout(Duration::from_millis(200)).enqueue().unwrap();
+    for (i, s) in sums.iter().enumerate() {
+        assert_eq!(s.wait(LONG).unwrap(), 2 * i as i64);
+    }
+    if let Some(r) = retried {
+        assert_eq!(r.wait(LONG).unwrap(), 3);
+    }
+    let Err(Error::Task(e)) = slow.wait(LONG) else { panic!("expected a timeout") };
+    assert_eq!(e.kind, FailureKind::Timeout);
+    assert_eq!(sleep.enqueue(1).unwrap().wait(LONG).unwrap(), 1, "a replacement worker runs");
+    stop.stop();
+    assert_eq!(t.join().unwrap(), Stopped::Graceful);
+}
+
+#[test]
+fn memory_consumer_with_thread_workers() {
+    memory_consumer_runs_retries_and_times_out(WorkerKind::Thread);
+}
+
+#[test]
+fn memory_consumer_with_process_workers() {
+    memory_consumer_runs_retries_and_times_out(WorkerKind::Process);
+}
