@@ -16,7 +16,9 @@ use crate::events::{Event, EventKind};
 use crate::message::Message;
 use crate::registry::{Handler, Output, TaskDef};
 use crate::result::{StoredResult, TaskResult};
-use crate::storage::{self, Batch, DeadPut, Delivery, Lease, MemoryStorage, Ns, Ready, ResultPut, Scheduled, Storage};
+use crate::storage::{
+    self, Batch, DeadPut, Delivery, Lease, MemoryStorage, Ns, Ready, ResultPut, Scheduled, Storage,
+};
 use crate::task::{Call, Failure, FailureKind, TaskBuilder, TaskContext, TaskError, TaskOptions};
 
 /// How to revoke: for good (default), for the next run only, or until a time.
@@ -271,7 +273,9 @@ impl Huey {
             let revocations = self.revocations()?;
             let mut batch = Batch::default();
             let mut events = Vec::new();
-            if let Some(msg) = self.check(None, msg, &revocations, now_ms(), &mut batch, &mut events)? {
+            if let Some(msg) =
+                self.check(None, msg, &revocations, now_ms(), &mut batch, &mut events)?
+            {
                 let outcome = self.run_attempt(&msg);
                 self.complete(None, &msg, outcome, &mut batch, &mut events);
             }
@@ -379,7 +383,8 @@ impl Huey {
                     payload: d.payload.clone(),
                     error: e.to_string(),
                 });
-                events.push(Event::new(EventKind::DeadLettered, "", "", 0).with_error(e.to_string()));
+                events
+                    .push(Event::new(EventKind::DeadLettered, "", "", 0).with_error(e.to_string()));
                 return Ok(None);
             }
         };
@@ -428,7 +433,11 @@ impl Huey {
         }
         if msg.options.expires_at_ms.is_some_and(|e| e <= now) {
             ack(batch);
-            self.store_failure(&msg, Failure::new(FailureKind::Expired, "expired before it ran"), batch);
+            self.store_failure(
+                &msg,
+                Failure::new(FailureKind::Expired, "expired before it ran"),
+                batch,
+            );
             events.push(Event::for_message(EventKind::Expired, &msg));
             return Ok(None);
         }
@@ -438,7 +447,10 @@ impl Huey {
     /// Run one attempt of a message in this thread (what a worker does).
     pub fn run_attempt(&self, msg: &Message) -> std::result::Result<Output, Failure> {
         let def = self.task_def(&msg.task).ok_or_else(|| {
-            Failure::new(FailureKind::UnknownTask, Error::UnknownTask(msg.task.clone()).to_string())
+            Failure::new(
+                FailureKind::UnknownTask,
+                Error::UnknownTask(msg.task.clone()).to_string(),
+            )
         })?;
         let ctx = TaskContext {
             app: self.clone(),
@@ -518,10 +530,7 @@ impl Huey {
                     self.store_failure(msg, f.clone(), batch);
                 }
                 push_encoded(batch, &next, events);
-                events.push(
-                    Event::for_message(EventKind::Retrying, msg)
-                        .with_failure(&f),
-                );
+                events.push(Event::for_message(EventKind::Retrying, msg).with_failure(&f));
             }
             Err(f) => {
                 if f.kind == FailureKind::WorkerLost {
@@ -532,7 +541,9 @@ impl Huey {
                             payload,
                             error: format!("{}: {}", f.kind, f.message),
                         });
-                        events.push(Event::for_message(EventKind::DeadLettered, msg).with_failure(&f));
+                        events.push(
+                            Event::for_message(EventKind::DeadLettered, msg).with_failure(&f),
+                        );
                     }
                 }
                 if let Some(handler) = &msg.on_error {

@@ -22,10 +22,19 @@ use crate::supervisor::{Config, Stopped, Supervisor, WorkerKind};
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Run the task consumer (default) or administer the queue", args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about = "Run the task consumer (default) or administer the queue",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// Storage URL: sqlite:PATH, redis://host:port/db, memory:
-    #[arg(long, env = "HUEY_STORAGE", default_value = "sqlite:huey.db", global = true)]
+    #[arg(
+        long,
+        env = "HUEY_STORAGE",
+        default_value = "sqlite:huey.db",
+        global = true
+    )]
     storage: String,
 
     #[command(flatten)]
@@ -44,7 +53,12 @@ struct ConsumerArgs {
     #[arg(short = 'k', long, value_enum, default_value = "thread")]
     kind: WorkerKind,
     /// Queues to serve, in order (comma-separated).
-    #[arg(short = 'Q', long = "queue", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        short = 'Q',
+        long = "queue",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     queues: Vec<String>,
     /// Do not enqueue periodic tasks from this consumer.
     #[arg(short = 'n', long)]
@@ -95,7 +109,9 @@ struct ConsumerArgs {
 }
 
 fn seconds(s: &str) -> std::result::Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(v > 0.0 && v.is_finite() && v < 1e9) {
         return Err(format!("{s} must be a positive number of seconds"));
     }
@@ -160,7 +176,10 @@ pub fn main(name: &str, register: impl Fn(&Huey) -> Result<()>) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let code = match &e {
-                Error::StorageUrl { .. } | Error::Config(_) | Error::UnknownTask(_) | Error::BadArguments { .. } => EXIT_USAGE,
+                Error::StorageUrl { .. }
+                | Error::Config(_)
+                | Error::UnknownTask(_)
+                | Error::BadArguments { .. } => EXIT_USAGE,
                 _ => 1,
             };
             let _ = writeln!(std::io::stderr(), "error: {e}");
@@ -189,7 +208,9 @@ fn run(name: &str, cli: Cli, register: &dyn Fn(&Huey) -> Result<()>) -> Result<E
             let c = &cli.consumer;
             init_logging(c.logfile.clone(), c.verbose, c.quiet)?;
             if c._delay.is_some() || c._max_delay.is_some() || c._backoff.is_some() {
-                tracing::warn!("-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune");
+                tracing::warn!(
+                    "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"
+                );
             }
             let _pid = match &c.pidfile {
                 Some(p) => Some(Pidfile::create(p)?),
@@ -265,8 +286,15 @@ pub fn init_logging(logfile: Option<PathBuf>, verbose: bool, quiet: bool) -> Res
         None => None,
     };
     let target = LOG.get_or_init(|| LogTarget { file });
-    let level = if verbose { "debug" } else if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUEY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let level = if verbose {
+        "debug"
+    } else if quiet {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let t = target.clone();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -279,7 +307,10 @@ pub fn init_logging(logfile: Option<PathBuf>, verbose: bool, quiet: bool) -> Res
 
 /// Reopen the log file (after logrotate moved it).
 pub fn reopen_log() {
-    if let Some(LogTarget { file: Some((path, f)) }) = LOG.get() {
+    if let Some(LogTarget {
+        file: Some((path, f)),
+    }) = LOG.get()
+    {
         match open_log(path) {
             Ok(new) => {
                 *f.lock() = new;
@@ -301,7 +332,10 @@ impl Pidfile {
             if let Ok(pid) = text.trim().parse::<i32>() {
                 let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
                 if alive && pid != std::process::id() as i32 {
-                    return Err(Error::Config(format!("{} holds pid {pid}, which is running: is another consumer running?", path.display())));
+                    return Err(Error::Config(format!(
+                        "{} holds pid {pid}, which is running: is another consumer running?",
+                        path.display()
+                    )));
                 }
             }
             tracing::info!("removing stale pidfile {}", path.display());

@@ -43,21 +43,22 @@ fn shift_day_of_week(field: &str) -> std::result::Result<String, String> {
     let mut out = String::new();
     let mut num = String::new();
     let mut after_step = false;
-    let flush = |num: &mut String, out: &mut String, after_step: bool| -> std::result::Result<(), String> {
-        if num.is_empty() {
-            return Ok(());
-        }
-        let n: u32 = num.parse().map_err(|_| format!("bad number {num:?}"))?;
-        if after_step {
-            out.push_str(num);
-        } else if n > 7 {
-            return Err(format!("day of week {n} is out of range 0-7"));
-        } else {
-            out.push_str(&((n % 7) + 1).to_string());
-        }
-        num.clear();
-        Ok(())
-    };
+    let flush =
+        |num: &mut String, out: &mut String, after_step: bool| -> std::result::Result<(), String> {
+            if num.is_empty() {
+                return Ok(());
+            }
+            let n: u32 = num.parse().map_err(|_| format!("bad number {num:?}"))?;
+            if after_step {
+                out.push_str(num);
+            } else if n > 7 {
+                return Err(format!("day of week {n} is out of range 0-7"));
+            } else {
+                out.push_str(&((n % 7) + 1).to_string());
+            }
+            num.clear();
+            Ok(())
+        };
     for c in field.chars() {
         if c.is_ascii_digit() {
             num.push(c);
@@ -91,10 +92,17 @@ impl Crontab {
         let (sec, rest) = match fields.len() {
             5 => ("0", &fields[..]),
             6 => (fields[0], &fields[1..]),
-            n => return Err(bad(format!("expected 5 fields (or 6 with seconds), got {n}"))),
+            n => {
+                return Err(bad(format!(
+                    "expected 5 fields (or 6 with seconds), got {n}"
+                )))
+            }
         };
         let dow = shift_day_of_week(rest[4]).map_err(bad)?;
-        let full = format!("{sec} {} {} {} {} {dow}", rest[0], rest[1], rest[2], rest[3]);
+        let full = format!(
+            "{sec} {} {} {} {} {dow}",
+            rest[0], rest[1], rest[2], rest[3]
+        );
         let schedule = cron::Schedule::from_str(&full).map_err(|e| bad(e.to_string()))?;
         Ok(Crontab {
             expr: fields.join(" "),
@@ -172,7 +180,10 @@ mod tests {
         assert!(!weekend.matches(at(9, 0, 0)));
         let weekdays = Crontab::parse("0 9 * * 1-5").unwrap();
         assert!(weekdays.matches(at(9, 0, 0)));
-        assert!(Crontab::parse("0 9 * * 7").unwrap().next_after(at(9, 0, 0)).is_some());
+        assert!(Crontab::parse("0 9 * * 7")
+            .unwrap()
+            .next_after(at(9, 0, 0))
+            .is_some());
     }
 
     #[test]
@@ -180,7 +191,10 @@ mod tests {
         let c = Crontab::parse("*/10 * * * * *").unwrap();
         assert!(c.has_seconds() && c.matches(at(1, 2, 30)) && !c.matches(at(1, 2, 31)));
         let paris = Crontab::parse_in_zone("0 10 * * *", "Europe/Paris").unwrap();
-        assert!(paris.matches(at(9, 0, 0)), "10:00 in Paris is 09:00 UTC in November");
+        assert!(
+            paris.matches(at(9, 0, 0)),
+            "10:00 in Paris is 09:00 UTC in November"
+        );
     }
 
     #[test]

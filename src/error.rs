@@ -67,7 +67,6 @@ pub enum Error {
 }
 
 impl Error {
-    #[allow(dead_code)] // for the supervisor's process and pipe errors
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

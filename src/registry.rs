@@ -86,19 +86,24 @@ where
         let args: A = postcard::from_bytes(args).map_err(|e| {
             Failure::new(
                 FailureKind::Undecodable,
-                format!("arguments do not decode as {}: {e}", std::any::type_name::<A>()),
+                format!(
+                    "arguments do not decode as {}: {e}",
+                    std::any::type_name::<A>()
+                ),
             )
         })?;
         let ret = catch_unwind(AssertUnwindSafe(|| (self.f)(args, ctx)))
             .map_err(|p| Failure::new(FailureKind::Panic, panic_message(&*p)))?;
         let value = ret.map_err(IntoFailure::into_failure)?;
         let bytes = postcard::to_allocvec(&value).map_err(|e| {
-            Failure::new(FailureKind::Error, format!("could not encode the result: {e}"))
+            Failure::new(
+                FailureKind::Error,
+                format!("could not encode the result: {e}"),
+            )
         })?;
         // Unit encodes to nothing and `None` to one zero byte; only then ask serde whether the
         // value is "nothing" (a zero `u8` also encodes to one zero byte).
-        let is_empty = bytes.len() <= 1
-            && serde_json::to_value(&value).is_ok_and(|v| v.is_null());
+        let is_empty = bytes.len() <= 1 && serde_json::to_value(&value).is_ok_and(|v| v.is_null());
         Ok(Output {
             value: bytes,
             is_empty,

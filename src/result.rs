@@ -36,7 +36,9 @@ impl StoredResult {
     pub fn decode(bytes: &[u8]) -> Result<StoredResult> {
         match bytes.split_first() {
             Some((&RESULT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
-            Some((v, _)) => Err(Error::Decode(format!("stored result version {v} is not supported"))),
+            Some((v, _)) => Err(Error::Decode(format!(
+                "stored result version {v} is not supported"
+            ))),
             None => Err(Error::Decode("empty stored result".into())),
         }
     }
@@ -87,8 +89,12 @@ impl<R: DeserializeOwned> TaskResult<R> {
 
     fn finish(stored: StoredResult) -> Result<R> {
         match stored {
-            StoredResult::Ok(bytes) => postcard::from_bytes(&bytes)
-                .map_err(|e| Error::Decode(format!("the result does not decode as {}: {e}", std::any::type_name::<R>()))),
+            StoredResult::Ok(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
+                Error::Decode(format!(
+                    "the result does not decode as {}: {e}",
+                    std::any::type_name::<R>()
+                ))
+            }),
             StoredResult::Err(e) => Err(Error::Task(e)),
         }
     }

@@ -406,7 +406,8 @@ impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
 
     /// Revoke every instance of this task (until restored).
     pub fn revoke(&self) -> Result<()> {
-        self.app.revoke_task(&self.name, crate::app::Revoke::default())
+        self.app
+            .revoke_task(&self.name, crate::app::Revoke::default())
     }
 
     /// Revoke every instance of this task, with options (once, until a time).

@@ -11,7 +11,11 @@ fn backends() -> Vec<(&'static str, Arc<dyn Storage>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite:{}", dir.path().join("app.db").display());
     vec![
-        ("memory", storage::open("memory:", "t").unwrap(), tempfile::tempdir().unwrap()),
+        (
+            "memory",
+            storage::open("memory:", "t").unwrap(),
+            tempfile::tempdir().unwrap(),
+        ),
         ("sqlite", storage::open(&sqlite, "t").unwrap(), dir),
     ]
 }
@@ -31,7 +35,9 @@ fn request(max: usize) -> DequeueRequest {
 fn drain(app: &Huey) -> usize {
     let mut n = 0;
     loop {
-        app.storage().promote_due(huey::clock::now_ms(), 1000).unwrap();
+        app.storage()
+            .promote_due(huey::clock::now_ms(), 1000)
+            .unwrap();
         let batch = app.storage().dequeue(&request(16)).unwrap();
         if batch.is_empty() {
             return n;
@@ -52,9 +58,18 @@ struct Tasks {
 
 fn register(app: &Huey, attempts: Arc<AtomicU32>) -> Tasks {
     Tasks {
-        add: app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b)).unwrap(),
-        fail: app.task("fail").register(|m: String| Err::<(), _>(m)).unwrap(),
-        noop: app.task("noop").register(|(): ()| Ok::<_, String>(())).unwrap(),
+        add: app
+            .task("add")
+            .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+            .unwrap(),
+        fail: app
+            .task("fail")
+            .register(|m: String| Err::<(), _>(m))
+            .unwrap(),
+        noop: app
+            .task("noop")
+            .register(|(): ()| Ok::<_, String>(()))
+            .unwrap(),
         flaky: app
             .task("flaky")
             .retries(3)
@@ -96,14 +111,22 @@ fn enqueued_task_result_is_read_once_unless_preserved() {
         assert_eq!(drain(&app), 1);
         assert!(r.is_ready().unwrap(), "{b}: is_ready does not consume");
         assert_eq!(r.get().unwrap(), Some(5));
-        assert_eq!(r.get().unwrap(), Some(5), "{b}: the handle keeps what it read");
+        assert_eq!(
+            r.get().unwrap(),
+            Some(5),
+            "{b}: the handle keeps what it read"
+        );
         let again = app.result::<i64>(r.id());
         assert_eq!(again.get().unwrap(), None, "{b}: the read was destructive");
 
         let p = t.add.enqueue((1, 1)).unwrap().preserve();
         drain(&app);
         assert_eq!(p.get().unwrap(), Some(2));
-        assert_eq!(app.result::<i64>(p.id()).preserve().get().unwrap(), Some(2), "{b}");
+        assert_eq!(
+            app.result::<i64>(p.id()).preserve().get().unwrap(),
+            Some(2),
+            "{b}"
+        );
     });
 }
 
@@ -158,7 +181,9 @@ fn retries_run_out_and_the_last_error_is_kept() {
     each_backend(|b, app, t, _| {
         let r = t.flaky.call(10).retries(1).enqueue().unwrap();
         assert_eq!(drain(&app), 2, "{b}");
-        let Err(Error::Task(e)) = r.get() else { panic!("{b}: expected failure") };
+        let Err(Error::Task(e)) = r.get() else {
+            panic!("{b}: expected failure")
+        };
         assert_eq!((e.attempt, e.message.as_str()), (2, "attempt 2 fails"));
     });
 }
@@ -166,7 +191,14 @@ fn retries_run_out_and_the_last_error_is_kept() {
 #[test]
 fn retry_delay_goes_through_the_schedule_with_backoff() {
     each_backend(|b, app, t, _| {
-        let r = t.flaky.call(5).retries(2).retry_delay(Duration::from_secs(60)).retry_backoff(2.0).enqueue().unwrap();
+        let r = t
+            .flaky
+            .call(5)
+            .retries(2)
+            .retry_delay(Duration::from_secs(60))
+            .retry_backoff(2.0)
+            .enqueue()
+            .unwrap();
         assert_eq!(drain(&app), 1, "{b}: the retry waits in the schedule");
         let s = app.storage();
         assert_eq!(s.counts().unwrap().scheduled, 1);
@@ -177,7 +209,10 @@ fn retry_delay_goes_through_the_schedule_with_backoff() {
         assert_eq!(m.options.retries, 1);
         assert_eq!(m.options.retry_delay_ms, 120_000, "{b}: next delay doubled");
         let wait = eta.saturating_sub(huey::clock::now_ms());
-        assert!((55_000..=60_000).contains(&wait), "{b}: eta {wait} ms ahead");
+        assert!(
+            (55_000..=60_000).contains(&wait),
+            "{b}: eta {wait} ms ahead"
+        );
     });
 }
 
@@ -207,7 +242,10 @@ fn scheduled_task_waits_for_its_eta() {
         std::thread::sleep(Duration::from_millis(350));
         assert_eq!(drain(&app), 1);
         assert_eq!(r.get().unwrap(), Some(8));
-        let at = t.add.schedule((1, 1), SystemTime::now() + Duration::from_secs(3600)).unwrap();
+        let at = t
+            .add
+            .schedule((1, 1), SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
         assert_eq!(drain(&app), 0);
         assert!(at.get().unwrap().is_none());
     });
@@ -216,13 +254,25 @@ fn scheduled_task_waits_for_its_eta() {
 #[test]
 fn expired_task_is_skipped_not_run() {
     each_backend(|b, app, t, attempts| {
-        let r = t.flaky.call(0).expires(Duration::from_millis(50)).enqueue().unwrap();
+        let r = t
+            .flaky
+            .call(0)
+            .expires(Duration::from_millis(50))
+            .enqueue()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(80));
         drain(&app);
         assert_eq!(attempts.load(Ordering::SeqCst), 0, "{b}: it never ran");
-        let Err(Error::Task(e)) = r.get() else { panic!("{b}") };
+        let Err(Error::Task(e)) = r.get() else {
+            panic!("{b}")
+        };
         assert_eq!(e.kind, FailureKind::Expired);
-        let fresh = t.flaky.call(0).expires(SystemTime::now() + Duration::from_secs(60)).enqueue().unwrap();
+        let fresh = t
+            .flaky
+            .call(0)
+            .expires(SystemTime::now() + Duration::from_secs(60))
+            .enqueue()
+            .unwrap();
         drain(&app);
         assert_eq!(fresh.get().unwrap(), Some(1));
     });
@@ -237,7 +287,10 @@ fn revoke_by_id_and_restore() {
         assert!(r.is_revoked().unwrap(), "{b}: is_revoked changes nothing");
         let kept = t.add.enqueue((2, 2)).unwrap();
         drain(&app);
-        assert!(matches!(r.get(), Err(Error::Task(e)) if e.kind == FailureKind::Revoked), "{b}");
+        assert!(
+            matches!(r.get(), Err(Error::Task(e)) if e.kind == FailureKind::Revoked),
+            "{b}"
+        );
         assert_eq!(kept.get().unwrap(), Some(4));
 
         let r2 = t.add.enqueue((3, 3)).unwrap();
@@ -257,10 +310,17 @@ fn revoke_a_task_type_once_and_until_a_time() {
         let a = t.add.enqueue((1, 0)).unwrap();
         let c = t.add.enqueue((2, 0)).unwrap();
         drain(&app);
-        assert!(matches!(a.get(), Err(Error::Task(_))), "{b}: the first is skipped");
+        assert!(
+            matches!(a.get(), Err(Error::Task(_))),
+            "{b}: the first is skipped"
+        );
         assert_eq!(c.get().unwrap(), Some(2), "{b}: only once");
 
-        t.add.revoke_with(Revoke::until(SystemTime::now() + Duration::from_millis(300))).unwrap();
+        t.add
+            .revoke_with(Revoke::until(
+                SystemTime::now() + Duration::from_millis(300),
+            ))
+            .unwrap();
         let d = t.add.enqueue((3, 0)).unwrap();
         drain(&app);
         assert!(matches!(d.get(), Err(Error::Task(_))), "{b}");
@@ -285,7 +345,10 @@ fn reschedule_revokes_the_original_and_schedules_a_copy() {
         let again = r.reschedule(Duration::from_millis(100)).unwrap();
         assert_ne!(again.id(), r.id());
         drain(&app);
-        assert!(matches!(r.get(), Err(Error::Task(_))), "{b}: original revoked");
+        assert!(
+            matches!(r.get(), Err(Error::Task(_))),
+            "{b}: original revoked"
+        );
         std::thread::sleep(Duration::from_millis(150));
         drain(&app);
         assert_eq!(again.get().unwrap(), Some(14), "{b}");
@@ -302,7 +365,12 @@ fn unit_results_are_not_stored_unless_asked() {
         let kept = t.noop.call(()).store_result(true).enqueue().unwrap();
         drain(&app);
         assert_eq!(kept.get().unwrap(), Some(()), "{b}");
-        let zero = app.task("zero").register(|(): ()| Ok::<u8, String>(0)).unwrap().enqueue(()).unwrap();
+        let zero = app
+            .task("zero")
+            .register(|(): ()| Ok::<u8, String>(0))
+            .unwrap()
+            .enqueue(())
+            .unwrap();
         drain(&app);
         assert_eq!(zero.get().unwrap(), Some(0), "{b}: a zero is a result");
         let dropped = t.add.call((1, 1)).store_result(false).enqueue().unwrap();
@@ -326,10 +394,15 @@ fn batch_enqueue_writes_many_in_one_call() {
 #[test]
 fn panicking_task_fails_with_its_message() {
     each_backend(|b, app, _, _| {
-        let p = app.task("panics").register(|(): ()| -> Result<(), String> { panic!("kaboom") }).unwrap();
+        let p = app
+            .task("panics")
+            .register(|(): ()| -> Result<(), String> { panic!("kaboom") })
+            .unwrap();
         let r = p.enqueue(()).unwrap();
         drain(&app);
-        let Err(Error::Task(e)) = r.get() else { panic!("{b}") };
+        let Err(Error::Task(e)) = r.get() else {
+            panic!("{b}")
+        };
         assert_eq!((e.kind, e.message.as_str()), (FailureKind::Panic, "kaboom"));
     });
 }
@@ -338,20 +411,42 @@ fn panicking_task_fails_with_its_message() {
 fn undecodable_and_unknown_messages_are_dead_lettered_and_the_rest_runs() {
     each_backend(|b, app, t, _| {
         let s = app.storage();
-        let garbage = Ready { id: "x".into(), queue: "default".into(), priority: 0, payload: vec![1, 0xff, 0xfe] };
+        let garbage = Ready {
+            id: "x".into(),
+            queue: "default".into(),
+            priority: 0,
+            payload: vec![1, 0xff, 0xfe],
+        };
         let unknown = Message::new("nope", vec![], Default::default());
-        let unknown_ready = Ready { id: unknown.id.clone(), queue: "default".into(), priority: 0, payload: unknown.encode().unwrap() };
-        s.apply(huey::storage::Batch { enqueue: vec![garbage, unknown_ready], ..Default::default() }).unwrap();
+        let unknown_ready = Ready {
+            id: unknown.id.clone(),
+            queue: "default".into(),
+            priority: 0,
+            payload: unknown.encode().unwrap(),
+        };
+        s.apply(huey::storage::Batch {
+            enqueue: vec![garbage, unknown_ready],
+            ..Default::default()
+        })
+        .unwrap();
         let ok = t.add.enqueue((1, 2)).unwrap();
         assert_eq!(drain(&app), 3);
         assert_eq!(ok.get().unwrap(), Some(3), "{b}");
         let dead = s.dead(10).unwrap();
         assert_eq!(dead.len(), 2, "{b}");
-        assert!(dead[0].error.contains("undecodable"), "{b}: {}", dead[0].error);
+        assert!(
+            dead[0].error.contains("undecodable"),
+            "{b}: {}",
+            dead[0].error
+        );
         assert!(dead[1].error.contains("nope"), "{b}: {}", dead[1].error);
         let r = app.result::<()>(unknown.id.clone());
         assert!(matches!(r.get(), Err(Error::Task(e)) if e.kind == FailureKind::UnknownTask));
-        assert_eq!(s.counts().unwrap().ready + s.counts().unwrap().in_flight, 0, "{b}: all acked");
+        assert_eq!(
+            s.counts().unwrap().ready + s.counts().unwrap().in_flight,
+            0,
+            "{b}: all acked"
+        );
     });
 }
 
@@ -361,17 +456,35 @@ fn immediate_mode_runs_tasks_in_the_caller() {
     let attempts = Arc::new(AtomicU32::new(0));
     let t = register(&app, attempts.clone());
     assert_eq!(t.add.enqueue((20, 22)).unwrap().get().unwrap(), Some(42));
-    assert_eq!(t.flaky.enqueue(2).unwrap().get().unwrap(), Some(3), "retries run at once too");
-    assert!(matches!(t.fail.enqueue("x".into()).unwrap().get(), Err(Error::Task(_))));
+    assert_eq!(
+        t.flaky.enqueue(2).unwrap().get().unwrap(),
+        Some(3),
+        "retries run at once too"
+    );
+    assert!(matches!(
+        t.fail.enqueue("x".into()).unwrap().get(),
+        Err(Error::Task(_))
+    ));
 
     let dir = tempfile::tempdir().unwrap();
-    let durable = Huey::open("t2", &format!("sqlite:{}", dir.path().join("x.db").display())).unwrap();
-    let add = durable.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b)).unwrap();
+    let durable = Huey::open(
+        "t2",
+        &format!("sqlite:{}", dir.path().join("x.db").display()),
+    )
+    .unwrap();
+    let add = durable
+        .task("add")
+        .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .unwrap();
     durable.set_immediate(true);
     assert_eq!(add.enqueue((1, 1)).unwrap().get().unwrap(), Some(2));
     durable.set_immediate(false);
     let later = add.enqueue((2, 2)).unwrap();
-    assert_eq!(later.get().unwrap(), None, "back on the durable storage, nothing ran");
+    assert_eq!(
+        later.get().unwrap(),
+        None,
+        "back on the durable storage, nothing ran"
+    );
     assert_eq!(durable.storage().counts().unwrap().ready, 1);
 }
 
@@ -383,7 +496,9 @@ fn task_code_can_enqueue_through_its_context() {
             .task("spawner")
             .register_with_context(move |n: i64, ctx: &huey::TaskContext| {
                 assert_eq!(ctx.task(), "spawner");
-                add.enqueue((n, n)).map(|r| r.id().to_string()).map_err(|e| e.to_string())
+                add.enqueue((n, n))
+                    .map(|r| r.id().to_string())
+                    .map_err(|e| e.to_string())
             })
             .unwrap();
         let r = spawner.enqueue(21).unwrap();

@@ -49,118 +49,162 @@ each!(tasks_run_and_results_come_back, |b: Backend, kind: &str| {
     }
 });
 
-each!(panicking_task_is_a_task_error_not_a_dead_worker, |b: Backend, kind: &str| {
-    let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
-    let fail: Task<String, ()> = task(&app, "fail");
-    let r = fail.enqueue("bad input".into()).unwrap();
-    let Err(Error::Task(e)) = r.wait(LONG) else { panic!("expected a task error") };
-    assert_eq!((e.kind, e.message.as_str()), (FailureKind::Error, "bad input"));
-    let panics: Task<String, ()> = task(&app, "panic");
-    let pid: Task<(), u32> = task(&app, "pid");
-    let before = pid.enqueue(()).unwrap().wait(LONG).unwrap();
-    let r = panics.enqueue("kaboom".into()).unwrap();
-    let Err(Error::Task(e)) = r.wait(LONG) else { panic!("expected a panic error") };
-    assert_eq!((e.kind, e.message.as_str()), (FailureKind::Panic, "kaboom"));
-    if kind == "process" {
-        let after = pid.enqueue(()).unwrap().wait(LONG).unwrap();
-        assert_eq!(before, after, "the same worker keeps running");
-        assert_eq!(h.workers(), vec![before as i32]);
+each!(
+    panicking_task_is_a_task_error_not_a_dead_worker,
+    |b: Backend, kind: &str| {
+        let app = b.app();
+        let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
+        let fail: Task<String, ()> = task(&app, "fail");
+        let r = fail.enqueue("bad input".into()).unwrap();
+        let Err(Error::Task(e)) = r.wait(LONG) else {
+            panic!("expected a task error")
+        };
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (FailureKind::Error, "bad input")
+        );
+        let panics: Task<String, ()> = task(&app, "panic");
+        let pid: Task<(), u32> = task(&app, "pid");
+        let before = pid.enqueue(()).unwrap().wait(LONG).unwrap();
+        let r = panics.enqueue("kaboom".into()).unwrap();
+        let Err(Error::Task(e)) = r.wait(LONG) else {
+            panic!("expected a panic error")
+        };
+        assert_eq!((e.kind, e.message.as_str()), (FailureKind::Panic, "kaboom"));
+        if kind == "process" {
+            let after = pid.enqueue(()).unwrap().wait(LONG).unwrap();
+            assert_eq!(before, after, "the same worker keeps running");
+            assert_eq!(h.workers(), vec![before as i32]);
+        }
     }
-});
+);
 
-each!(worker_killed_mid_task_is_retried_and_completes, |b: Backend, kind: &str| {
-    if kind != "process" {
-        return;
+each!(
+    worker_killed_mid_task_is_retried_and_completes,
+    |b: Backend, kind: &str| {
+        if kind != "process" {
+            return;
+        }
+        let app = b.app();
+        let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1"]);
+        let w = h.wait_workers(1, LONG);
+        assert_eq!(w.len(), 1);
+        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let r = sleep.call(1500).retries(1).enqueue().unwrap();
+        assert!(h.wait_log("task started", LONG));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(w[0]), Signal::SIGKILL).unwrap();
+        assert_eq!(r.wait(LONG).unwrap(), 1500, "retried on a new worker");
+        let log = h.log();
+        assert!(log.contains("killed by signal 9 (SIGKILL)"), "{log}");
+        let w2 = h.wait_workers(1, LONG);
+        assert_ne!(w2, w, "the dead worker was replaced");
     }
-    let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1"]);
-    let w = h.wait_workers(1, LONG);
-    assert_eq!(w.len(), 1);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
-    let r = sleep.call(1500).retries(1).enqueue().unwrap();
-    assert!(h.wait_log("task started", LONG));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w[0]), Signal::SIGKILL).unwrap();
-    assert_eq!(r.wait(LONG).unwrap(), 1500, "retried on a new worker");
-    let log = h.log();
-    assert!(log.contains("killed by signal 9 (SIGKILL)"), "{log}");
-    let w2 = h.wait_workers(1, LONG);
-    assert_ne!(w2, w, "the dead worker was replaced");
-});
+);
 
-each!(worker_lost_without_retries_fails_and_is_dead_lettered, |b: Backend, kind: &str| {
-    if kind != "process" {
-        return;
+each!(
+    worker_lost_without_retries_fails_and_is_dead_lettered,
+    |b: Backend, kind: &str| {
+        if kind != "process" {
+            return;
+        }
+        let app = b.app();
+        let _h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2"]);
+        let crash: Task<(), ()> = task(&app, "crash");
+        let add: Task<(i64, i64), i64> = task(&app, "add");
+        let r = crash.enqueue(()).unwrap();
+        let others = add.enqueue_many((0..20).map(|i| (i, i))).unwrap();
+        let Err(Error::Task(e)) = r.wait(LONG) else {
+            panic!("expected worker lost")
+        };
+        assert_eq!(e.kind, FailureKind::WorkerLost);
+        assert!(e.message.contains("SIGABRT"), "{}", e.message);
+        for (i, o) in others.iter().enumerate() {
+            assert_eq!(o.wait(LONG).unwrap(), 2 * i as i64);
+        }
+        assert!(wait_until(LONG, || app.storage().counts().unwrap().dead == 1));
+        let dead = app.storage().dead(10).unwrap();
+        assert_eq!(dead[0].id, r.id());
     }
-    let app = b.app();
-    let _h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2"]);
-    let crash: Task<(), ()> = task(&app, "crash");
-    let add: Task<(i64, i64), i64> = task(&app, "add");
-    let r = crash.enqueue(()).unwrap();
-    let others = add.enqueue_many((0..20).map(|i| (i, i))).unwrap();
-    let Err(Error::Task(e)) = r.wait(LONG) else { panic!("expected worker lost") };
-    assert_eq!(e.kind, FailureKind::WorkerLost);
-    assert!(e.message.contains("SIGABRT"), "{}", e.message);
-    for (i, o) in others.iter().enumerate() {
-        assert_eq!(o.wait(LONG).unwrap(), 2 * i as i64);
-    }
-    assert!(wait_until(LONG, || app.storage().counts().unwrap().dead == 1));
-    let dead = app.storage().dead(10).unwrap();
-    assert_eq!(dead[0].id, r.id());
-});
+);
 
-each!(task_past_its_timeout_fails_and_the_worker_is_replaced, |b: Backend, kind: &str| {
-    let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
-    let slow = sleep.call(20_000).timeout(Duration::from_millis(300)).enqueue().unwrap();
-    let next = sleep.enqueue(1).unwrap();
-    let Err(Error::Task(e)) = slow.wait(LONG) else { panic!("expected a timeout") };
-    assert_eq!(e.kind, FailureKind::Timeout);
-    assert_eq!(next.wait(LONG).unwrap(), 1, "the next task runs on the new worker");
-    if kind == "process" {
-        assert_eq!(h.wait_workers(1, LONG).len(), 1);
+each!(
+    task_past_its_timeout_fails_and_the_worker_is_replaced,
+    |b: Backend, kind: &str| {
+        let app = b.app();
+        let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
+        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let slow = sleep
+            .call(20_000)
+            .timeout(Duration::from_millis(300))
+            .enqueue()
+            .unwrap();
+        let next = sleep.enqueue(1).unwrap();
+        let Err(Error::Task(e)) = slow.wait(LONG) else {
+            panic!("expected a timeout")
+        };
+        assert_eq!(e.kind, FailureKind::Timeout);
+        assert_eq!(
+            next.wait(LONG).unwrap(),
+            1,
+            "the next task runs on the new worker"
+        );
+        if kind == "process" {
+            assert_eq!(h.wait_workers(1, LONG).len(), 1);
+        }
     }
-});
+);
 
-each!(sigterm_lets_running_tasks_finish_and_leaves_the_rest_queued, |b: Backend, kind: &str| {
-    let app = b.app();
-    let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
-    let running = sleep.enqueue_many([700, 700]).unwrap();
-    assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
-    let queued = sleep.enqueue_many([10, 10, 10]).unwrap();
-    h.signal(Signal::SIGTERM);
-    let status = h.wait_exit(LONG).expect("exits");
-    assert!(status.success(), "{status:?}: {}", h.log());
-    for r in &running {
-        assert_eq!(r.get().unwrap(), Some(700), "running tasks finished");
+each!(
+    sigterm_lets_running_tasks_finish_and_leaves_the_rest_queued,
+    |b: Backend, kind: &str| {
+        let app = b.app();
+        let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
+        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let running = sleep.enqueue_many([700, 700]).unwrap();
+        assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
+        let queued = sleep.enqueue_many([10, 10, 10]).unwrap();
+        h.signal(Signal::SIGTERM);
+        let status = h.wait_exit(LONG).expect("exits");
+        assert!(status.success(), "{status:?}: {}", h.log());
+        for r in &running {
+            assert_eq!(r.get().unwrap(), Some(700), "running tasks finished");
+        }
+        let c = app.storage().counts().unwrap();
+        assert_eq!(
+            (c.ready, c.in_flight),
+            (3, 0),
+            "the rest is still queued, nothing leased"
+        );
+        let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
+        for r in &queued {
+            assert_eq!(r.wait(LONG).unwrap(), 10);
+        }
     }
-    let c = app.storage().counts().unwrap();
-    assert_eq!((c.ready, c.in_flight), (3, 0), "the rest is still queued, nothing leased");
-    let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
-    for r in &queued {
-        assert_eq!(r.wait(LONG).unwrap(), 10);
-    }
-});
+);
 
-each!(stop_deadline_kills_running_tasks_and_they_are_redelivered, |b: Backend, kind: &str| {
-    let app = b.app();
-    let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--stop-timeout", "0.3"]);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
-    let long = sleep.enqueue_many([3000, 3000]).unwrap();
-    assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
-    h.signal(Signal::SIGTERM);
-    let status = h.wait_exit(LONG).expect("exits");
-    assert!(status.success());
-    assert!(long.iter().all(|r| !r.is_ready().unwrap()), "not acknowledged");
-    let c = app.storage().counts().unwrap();
-    assert_eq!(c.ready, 2, "released for redelivery: {c:?}");
-    let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
-    for r in &long {
-        assert_eq!(r.wait(LONG).unwrap(), 3000);
+each!(
+    stop_deadline_kills_running_tasks_and_they_are_redelivered,
+    |b: Backend, kind: &str| {
+        let app = b.app();
+        let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--stop-timeout", "0.3"]);
+        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let long = sleep.enqueue_many([3000, 3000]).unwrap();
+        assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
+        h.signal(Signal::SIGTERM);
+        let status = h.wait_exit(LONG).expect("exits");
+        assert!(status.success());
+        assert!(
+            long.iter().all(|r| !r.is_ready().unwrap()),
+            "not acknowledged"
+        );
+        let c = app.storage().counts().unwrap();
+        assert_eq!(c.ready, 2, "released for redelivery: {c:?}");
+        let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
+        for r in &long {
+            assert_eq!(r.wait(LONG).unwrap(), 3000);
+        }
     }
-});
+);
 
 each!(second_signal_stops_at_once, |b: Backend, kind: &str| {
     let app = b.app();
@@ -171,29 +215,40 @@ each!(second_signal_stops_at_once, |b: Backend, kind: &str| {
     h.signal(Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
     h.signal(Signal::SIGINT);
-    assert!(h.wait_exit(Duration::from_secs(5)).is_some(), "stopped without waiting for the task");
+    assert!(
+        h.wait_exit(Duration::from_secs(5)).is_some(),
+        "stopped without waiting for the task"
+    );
     assert!(!r.is_ready().unwrap());
     assert_eq!(app.storage().counts().unwrap().ready, 1);
 });
 
-each!(killed_supervisor_leases_expire_and_another_consumer_finishes, |b: Backend, kind: &str| {
-    let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--lease", "1"]);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
-    let rs = sleep.enqueue_many([5000, 5000, 1, 1]).unwrap();
-    assert!(wait_until(LONG, || h.log().matches("task started").count() >= 2));
-    let workers = h.workers();
-    h.signal(Signal::SIGKILL);
-    drop(h);
-    for w in workers {
-        // Workers die with their parent.
-        assert!(wait_until(LONG, || !std::path::Path::new(&format!("/proc/{w}")).exists()
-            || std::fs::read_to_string(format!("/proc/{w}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)));
+each!(
+    killed_supervisor_leases_expire_and_another_consumer_finishes,
+    |b: Backend, kind: &str| {
+        let app = b.app();
+        let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--lease", "1"]);
+        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let rs = sleep.enqueue_many([5000, 5000, 1, 1]).unwrap();
+        assert!(wait_until(LONG, || h.log().matches("task started").count() >= 2));
+        let workers = h.workers();
+        h.signal(Signal::SIGKILL);
+        drop(h);
+        for w in workers {
+            // Workers die with their parent.
+            assert!(wait_until(LONG, || !std::path::Path::new(&format!(
+                "/proc/{w}"
+            ))
+            .exists()
+                || std::fs::read_to_string(format!("/proc/{w}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)));
+        }
+        let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--lease", "1"]);
+        let got: Vec<u64> = rs.iter().map(|r| r.wait(LONG).unwrap()).collect();
+        assert_eq!(got, vec![5000, 5000, 1, 1]);
     }
-    let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--lease", "1"]);
-    let got: Vec<u64> = rs.iter().map(|r| r.wait(LONG).unwrap()).collect();
-    assert_eq!(got, vec![5000, 5000, 1, 1]);
-});
+);
 
 each!(max_tasks_recycles_workers, |b: Backend, kind: &str| {
     if kind != "process" {
@@ -224,25 +279,31 @@ each!(delayed_task_runs_about_on_time, |b: Backend, kind: &str| {
     assert!(took < Duration::from_secs(6), "ran late: {took:?}");
 });
 
-each!(sighup_restarts_workers_without_losing_tasks, |b: Backend, kind: &str| {
-    if kind != "process" {
-        return;
+each!(
+    sighup_restarts_workers_without_losing_tasks,
+    |b: Backend, kind: &str| {
+        if kind != "process" {
+            return;
+        }
+        let app = b.app();
+        let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2"]);
+        let before = h.wait_workers(2, LONG);
+        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let rs = sleep.enqueue_many(std::iter::repeat_n(50, 40)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        h.signal(Signal::SIGHUP);
+        for r in &rs {
+            assert_eq!(r.wait(LONG).unwrap(), 50);
+        }
+        assert!(
+            wait_until(LONG, || {
+                let now = h.workers();
+                now.len() == 2 && now.iter().all(|p| !before.contains(p))
+            }),
+            "all workers replaced"
+        );
     }
-    let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2"]);
-    let before = h.wait_workers(2, LONG);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
-    let rs = sleep.enqueue_many(std::iter::repeat_n(50, 40)).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    h.signal(Signal::SIGHUP);
-    for r in &rs {
-        assert_eq!(r.wait(LONG).unwrap(), 50);
-    }
-    assert!(wait_until(LONG, || {
-        let now = h.workers();
-        now.len() == 2 && now.iter().all(|p| !before.contains(p))
-    }), "all workers replaced");
-});
+);
 
 #[test]
 fn bad_command_lines_exit_2_with_a_clear_message() {

@@ -10,7 +10,13 @@ use huey::{Error, FailureKind, Huey, Task};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn consumer(kind: WorkerKind) -> (Huey, huey::supervisor::StopHandle, std::thread::JoinHandle<Stopped>) {
+fn consumer(
+    kind: WorkerKind,
+) -> (
+    Huey,
+    huey::supervisor::StopHandle,
+    std::thread::JoinHandle<Stopped>,
+) {
     let app = Huey::new("hueyd", Arc::new(MemoryStorage::new()));
     huey::demo::register(&app).unwrap();
     let cfg = Config {
@@ -36,16 +42,26 @@ fn memory_consumer_runs_retries_and_times_out(kind: WorkerKind) {
     // `flaky` counts its attempts in storage, which only the supervisor's process can see on
     // memory storage, so use it with thread workers only.
     let retried = (kind == WorkerKind::Thread).then(|| flaky.enqueue(("k".into(), 2)).unwrap());
-    let slow = sleep.call(10_000).timeout(Duration::from_millis(200)).enqueue().unwrap();
+    let slow = sleep
+        .call(10_000)
+        .timeout(Duration::from_millis(200))
+        .enqueue()
+        .unwrap();
     for (i, s) in sums.iter().enumerate() {
         assert_eq!(s.wait(LONG).unwrap(), 2 * i as i64);
     }
     if let Some(r) = retried {
         assert_eq!(r.wait(LONG).unwrap(), 3);
     }
-    let Err(Error::Task(e)) = slow.wait(LONG) else { panic!("expected a timeout") };
+    let Err(Error::Task(e)) = slow.wait(LONG) else {
+        panic!("expected a timeout")
+    };
     assert_eq!(e.kind, FailureKind::Timeout);
-    assert_eq!(sleep.enqueue(1).unwrap().wait(LONG).unwrap(), 1, "a replacement worker runs");
+    assert_eq!(
+        sleep.enqueue(1).unwrap().wait(LONG).unwrap(),
+        1,
+        "a replacement worker runs"
+    );
     stop.stop();
     assert_eq!(t.join().unwrap(), Stopped::Graceful);
 }

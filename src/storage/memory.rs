@@ -96,7 +96,7 @@ impl State {
     }
 
     fn live(v: Option<&(Vec<u8>, Option<u64>)>, now: u64) -> Option<&Vec<u8>> {
-        v.filter(|(_, exp)| exp.map_or(true, |e| e > now))
+        v.filter(|(_, exp)| exp.is_none_or(|e| e > now))
             .map(|(v, _)| v)
     }
 }
@@ -335,7 +335,7 @@ impl Storage for MemoryStorage {
         Ok(st
             .kv
             .remove(&(ns, key.to_string()))
-            .filter(|(_, exp)| exp.map_or(true, |e| e > now))
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
             .map(|(v, _)| v))
     }
 
@@ -345,7 +345,7 @@ impl Storage for MemoryStorage {
         let mut out: Vec<_> = st
             .kv
             .iter()
-            .filter(|((n, _), (_, exp))| *n == ns && exp.map_or(true, |e| e > now))
+            .filter(|((n, _), (_, exp))| *n == ns && exp.is_none_or(|e| e > now))
             .map(|((_, k), (v, _))| (k.clone(), v.clone()))
             .collect();
         out.sort();
@@ -370,7 +370,7 @@ impl Storage for MemoryStorage {
             results: st
                 .results
                 .values()
-                .filter(|(_, exp)| exp.map_or(true, |e| e > now))
+                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
                 .count() as u64,
             dead: st.dead.len() as u64,
         })

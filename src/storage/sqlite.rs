@@ -480,7 +480,7 @@ impl SqliteStorage {
                 .prepare_cached("DELETE FROM results WHERE id = ?1 RETURNING value, expires")?
                 .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(row.and_then(|(v, exp)| exp.map_or(true, |e| e > now).then_some(v)))
+            Ok(row.and_then(|(v, exp)| exp.is_none_or(|e| e > now).then_some(v)))
         })
     }
 }
@@ -713,7 +713,7 @@ impl Storage for SqliteStorage {
                 )?
                 .query_row(params![ns.as_str(), key], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(row.and_then(|(v, exp)| exp.map_or(true, |e| e > now).then_some(v)))
+            Ok(row.and_then(|(v, exp)| exp.is_none_or(|e| e > now).then_some(v)))
         })
     }
 

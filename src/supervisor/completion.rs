@@ -20,10 +20,18 @@ impl Supervisor {
         let mut events = Vec::new();
         match &outcome {
             Ok(_) => self.stats.completed += 1,
-            Err(f) if f.kind.is_retryable() && job.msg.options.retries > 0 => self.stats.retried += 1,
+            Err(f) if f.kind.is_retryable() && job.msg.options.retries > 0 => {
+                self.stats.retried += 1
+            }
             Err(_) => self.stats.failed += 1,
         }
-        self.app.complete(Some(&job.lease), &job.msg, outcome, &mut self.batch, &mut events);
+        self.app.complete(
+            Some(&job.lease),
+            &job.msg,
+            outcome,
+            &mut self.batch,
+            &mut events,
+        );
         if self.cfg.log_tasks {
             match &events.last() {
                 Some(e) if e.kind == EventKind::Complete => tracing::info!(
@@ -44,13 +52,25 @@ impl Supervisor {
         for e in events {
             let err = e.error.as_deref().unwrap_or("");
             match e.kind {
-                EventKind::Complete | EventKind::Executing | EventKind::Enqueued | EventKind::Scheduled => {}
-                EventKind::Retrying => tracing::warn!(id = %e.id, task = %e.task, attempt = e.attempt, "task failed, will retry: {err}"),
-                EventKind::Revoked | EventKind::Expired | EventKind::Canceled | EventKind::Interrupted => {
+                EventKind::Complete
+                | EventKind::Executing
+                | EventKind::Enqueued
+                | EventKind::Scheduled => {}
+                EventKind::Retrying => {
+                    tracing::warn!(id = %e.id, task = %e.task, attempt = e.attempt, "task failed, will retry: {err}")
+                }
+                EventKind::Revoked
+                | EventKind::Expired
+                | EventKind::Canceled
+                | EventKind::Interrupted => {
                     tracing::info!(id = %e.id, task = %e.task, "task {}", e.kind)
                 }
-                EventKind::DeadLettered => tracing::error!(id = %e.id, task = %e.task, "moved to the dead-letter place: {err}"),
-                _ => tracing::error!(id = %e.id, task = %e.task, attempt = e.attempt, worker = e.worker, "task failed ({}): {err}", e.kind),
+                EventKind::DeadLettered => {
+                    tracing::error!(id = %e.id, task = %e.task, "moved to the dead-letter place: {err}")
+                }
+                _ => {
+                    tracing::error!(id = %e.id, task = %e.task, attempt = e.attempt, worker = e.worker, "task failed ({}): {err}", e.kind)
+                }
             }
             self.app.emit(&e);
         }
@@ -72,7 +92,10 @@ impl Supervisor {
             Err(e) => {
                 self.batch_failures += 1;
                 let wait = Duration::from_millis(100 << self.batch_failures.min(6));
-                tracing::error!("could not write {} outcomes, retrying in {wait:?}: {e}", batch.ack.len());
+                tracing::error!(
+                    "could not write {} outcomes, retrying in {wait:?}: {e}",
+                    batch.ack.len()
+                );
                 self.next_flush_retry = Instant::now() + wait;
                 let newer = std::mem::replace(&mut self.batch, batch);
                 merge(&mut self.batch, newer);

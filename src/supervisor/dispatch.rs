@@ -88,7 +88,10 @@ fn fetch(app: &Huey, req: &DequeueRequest) -> Result<Fetched> {
     } else {
         app.revocations()?
     };
-    Ok(Fetched { deliveries, revocations })
+    Ok(Fetched {
+        deliveries,
+        revocations,
+    })
 }
 
 /// `host:pid`, naming this consumer's leases.
@@ -111,18 +114,21 @@ impl Supervisor {
         let now = now_ms();
         let mut events = Vec::new();
         for d in f.deliveries {
-            match self.app.prepare(&d, &f.revocations, now, &mut self.batch, &mut events) {
+            match self
+                .app
+                .prepare(&d, &f.revocations, now, &mut self.batch, &mut events)
+            {
                 Ok(Some(msg)) => {
                     let id = self.next_job;
                     self.next_job += 1;
-                    self.waiting.push_back(Job {
+                    self.waiting.push_back(Box::new(Job {
                         id,
                         lease: d.lease,
                         deadline: None,
                         started: Instant::now(),
                         msg,
                         payload: d.payload,
-                    });
+                    }));
                 }
                 Ok(None) => {}
                 // A storage error while checking revocations: leave the lease to expire.
@@ -134,14 +140,21 @@ impl Supervisor {
 
     pub(super) fn dispatch_waiting(&mut self) {
         while !self.waiting.is_empty() {
-            let Some(slot) = self.slots.iter().position(|s| s.is_idle()) else { break };
+            let Some(slot) = self.slots.iter().position(|s| s.is_idle()) else {
+                break;
+            };
             let mut job = self.waiting.pop_front().expect("not empty");
             job.started = Instant::now();
-            job.deadline = job.msg.options.timeout_ms.map(|t| job.started + Duration::from_millis(t));
+            job.deadline = job
+                .msg
+                .options
+                .timeout_ms
+                .map(|t| job.started + Duration::from_millis(t));
             if self.cfg.log_tasks {
                 tracing::info!(id = %job.msg.id, task = %job.msg.task, attempt = job.msg.attempt, worker = self.slots[slot].worker_id(), "task started");
             }
-            self.app.emit(&Event::for_message(EventKind::Executing, &job.msg));
+            self.app
+                .emit(&Event::for_message(EventKind::Executing, &job.msg));
             if let Err(job) = self.slots[slot].start(job) {
                 // The worker is gone; its exit event will come. Try the job elsewhere.
                 self.waiting.push_front(job);
@@ -181,7 +194,10 @@ impl Supervisor {
             return;
         }
         if let Err(e) = self.app.storage().release(leases) {
-            tracing::warn!("could not release {} leases (they will expire): {e}", leases.len());
+            tracing::warn!(
+                "could not release {} leases (they will expire): {e}",
+                leases.len()
+            );
         }
     }
 

@@ -24,9 +24,11 @@ enum State {
     /// Spawned, not ready yet.
     Starting,
     Idle,
-    Busy(Job),
+    Busy(Box<Job>),
     /// No live worker: respawn at this time (or never, for a removed slot).
-    Down { respawn_at: Option<Instant> },
+    Down {
+        respawn_at: Option<Instant>,
+    },
 }
 
 pub(super) struct Slot {
@@ -65,7 +67,7 @@ impl Slot {
     }
 
     /// Hand a job to an idle worker; gives the job back if the worker is gone.
-    pub fn start(&mut self, job: Job) -> Result<(), Job> {
+    pub fn start(&mut self, job: Box<Job>) -> Result<(), Box<Job>> {
         let sent = match &mut self.worker {
             Some(Worker::Process(p)) => p.send(job.id, job.payload.clone()).is_ok(),
             Some(Worker::Thread(t)) => t.send(job.id, job.msg.clone()),
@@ -95,7 +97,9 @@ impl Supervisor {
         self.slots.push(Slot {
             gen: 0,
             worker: None,
-            state: State::Down { respawn_at: Some(Instant::now()) },
+            state: State::Down {
+                respawn_at: Some(Instant::now()),
+            },
             spawned_at: Instant::now(),
             tasks_run: 0,
             quick_deaths: 0,
@@ -108,11 +112,19 @@ impl Supervisor {
 
     /// Retire one worker (SIGTTOU); keeps at least one.
     pub(super) fn remove_slot(&mut self) {
-        let live = self.slots.iter().filter(|s| !matches!(s.state, State::Down { respawn_at: None })).count();
+        let live = self
+            .slots
+            .iter()
+            .filter(|s| !matches!(s.state, State::Down { respawn_at: None }))
+            .count();
         if live <= 1 {
             return;
         }
-        if let Some(i) = self.slots.iter().rposition(|s| !matches!(s.state, State::Down { respawn_at: None })) {
+        if let Some(i) = self
+            .slots
+            .iter()
+            .rposition(|s| !matches!(s.state, State::Down { respawn_at: None }))
+        {
             let s = &mut self.slots[i];
             if let State::Busy(_) = s.state {
                 s.recycle = true;
@@ -135,14 +147,18 @@ impl Supervisor {
         let gen = slot.gen;
         let events = self.worker_tx.clone();
         let started = match self.cfg.kind {
-            WorkerKind::Thread => ThreadWorker::spawn(self.app.clone(), i, gen, i as u32 + 1, events).map(Worker::Thread),
+            WorkerKind::Thread => {
+                ThreadWorker::spawn(self.app.clone(), i, gen, i as u32 + 1, events)
+                    .map(Worker::Thread)
+            }
             WorkerKind::Process => {
                 let exe = match &self.cfg.worker_exe {
                     Some(p) => Ok(p.clone()),
                     None => std::env::current_exe(),
                 };
                 let env = vec![("HUEY_STORAGE".to_string(), self.cfg.storage_url.clone())];
-                exe.and_then(|exe| ProcessWorker::spawn(&exe, &env, i, gen, events)).map(Worker::Process)
+                exe.and_then(|exe| ProcessWorker::spawn(&exe, &env, i, gen, events))
+                    .map(Worker::Process)
             }
         };
         match started {
@@ -168,16 +184,24 @@ impl Supervisor {
         let delay = if slot.quick_deaths == 0 {
             Duration::ZERO
         } else {
-            (Duration::from_millis(100) * 2u32.pow(slot.quick_deaths.min(8))).min(Duration::from_secs(30))
+            (Duration::from_millis(100) * 2u32.pow(slot.quick_deaths.min(8)))
+                .min(Duration::from_secs(30))
         };
         if slot.quick_deaths >= 3 {
-            tracing::error!("worker {} keeps dying at start; next try in {delay:?}", i + 1);
+            tracing::error!(
+                "worker {} keeps dying at start; next try in {delay:?}",
+                i + 1
+            );
         }
-        slot.state = State::Down { respawn_at: Some(Instant::now() + delay) };
+        slot.state = State::Down {
+            respawn_at: Some(Instant::now() + delay),
+        };
     }
 
     pub(super) fn on_worker_event(&mut self, t: Tagged) {
-        let Some(slot) = self.slots.get_mut(t.slot) else { return };
+        let Some(slot) = self.slots.get_mut(t.slot) else {
+            return;
+        };
         if slot.gen != t.gen {
             return; // from a worker already replaced
         }
@@ -188,19 +212,26 @@ impl Supervisor {
                     tracing::debug!(worker = pid, "worker ready");
                 }
             }
-            WorkerEvent::Done { job, outcome, rss_kib } => {
+            WorkerEvent::Done {
+                job,
+                outcome,
+                rss_kib,
+            } => {
                 let State::Busy(j) = &slot.state else { return };
                 if j.id != job {
                     return;
                 }
-                let State::Busy(j) = std::mem::replace(&mut slot.state, State::Idle) else { unreachable!() };
+                let State::Busy(j) = std::mem::replace(&mut slot.state, State::Idle) else {
+                    unreachable!()
+                };
                 slot.tasks_run += 1;
                 slot.quick_deaths = 0;
                 let worker = slot.worker_id();
                 let over_tasks = self.cfg.max_tasks.is_some_and(|m| slot.tasks_run >= m);
-                let over_memory = self.cfg.max_memory_kib.is_some_and(|m| rss_kib > m) && self.cfg.kind == WorkerKind::Process;
+                let over_memory = self.cfg.max_memory_kib.is_some_and(|m| rss_kib > m)
+                    && self.cfg.kind == WorkerKind::Process;
                 let retire = slot.recycle || over_tasks || over_memory;
-                self.complete_job(j, outcome, worker);
+                self.complete_job(*j, outcome, worker);
                 if retire {
                     if over_memory {
                         tracing::info!(worker, rss_kib, "recycling worker over its memory limit");
@@ -218,8 +249,9 @@ impl Supervisor {
                     State::Busy(job) => {
                         self.stats.workers_lost += 1;
                         tracing::error!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker {status} while running a task");
-                        let f = Failure::new(FailureKind::WorkerLost, format!("worker {pid} {status}"));
-                        self.complete_job(job, Err(f), pid);
+                        let f =
+                            Failure::new(FailureKind::WorkerLost, format!("worker {pid} {status}"));
+                        self.complete_job(*job, Err(f), pid);
                     }
                     _ if self.stopping.is_none() => tracing::warn!(worker = pid, "worker {status}"),
                     _ => {}
@@ -262,17 +294,25 @@ impl Supervisor {
             if timed_out {
                 let slot = &mut self.slots[i];
                 let worker = slot.worker_id();
-                let State::Busy(job) = std::mem::replace(&mut slot.state, State::Starting) else { unreachable!() };
+                let State::Busy(job) = std::mem::replace(&mut slot.state, State::Starting) else {
+                    unreachable!()
+                };
                 slot.stop_worker(true);
                 let limit = Duration::from_millis(job.msg.options.timeout_ms.unwrap_or(0));
-                let f = Failure::new(FailureKind::Timeout, format!("ran past its {limit:?} timeout; worker {worker} was replaced"));
-                self.complete_job(job, Err(f), worker);
+                let f = Failure::new(
+                    FailureKind::Timeout,
+                    format!("ran past its {limit:?} timeout; worker {worker} was replaced"),
+                );
+                self.complete_job(*job, Err(f), worker);
                 if self.stopping.is_none() {
                     self.spawn(i);
                 }
                 continue;
             }
-            if let State::Down { respawn_at: Some(at) } = self.slots[i].state {
+            if let State::Down {
+                respawn_at: Some(at),
+            } = self.slots[i].state
+            {
                 if at <= now && self.stopping.is_none() {
                     self.spawn(i);
                 }
@@ -288,9 +328,14 @@ impl Supervisor {
     pub(super) fn interrupt_busy(&mut self) {
         let mut leases = Vec::new();
         for s in &mut self.slots {
-            if let State::Busy(job) = std::mem::replace(&mut s.state, State::Down { respawn_at: None }) {
+            if let State::Busy(job) =
+                std::mem::replace(&mut s.state, State::Down { respawn_at: None })
+            {
                 tracing::warn!(id = %job.msg.id, task = %job.msg.task, worker = s.worker_id(), "task interrupted; it will be redelivered");
-                self.app.emit(&crate::events::Event::for_message(crate::events::EventKind::Interrupted, &job.msg));
+                self.app.emit(&crate::events::Event::for_message(
+                    crate::events::EventKind::Interrupted,
+                    &job.msg,
+                ));
                 leases.push(job.lease);
                 s.interrupted = true;
                 s.stop_worker(true);

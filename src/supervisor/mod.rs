@@ -127,7 +127,7 @@ pub struct Supervisor {
     rx: Receiver<Input>,
     worker_tx: Sender<Tagged>,
     slots: Vec<Slot>,
-    waiting: VecDeque<Job>,
+    waiting: VecDeque<Box<Job>>,
     next_job: u64,
     fetcher: Fetcher,
     fetch_outstanding: bool,
@@ -197,9 +197,13 @@ impl Supervisor {
 
     /// Run until stopped by a signal or a [`StopHandle`].
     pub fn run(mut self) -> Result<(Stopped, Stats)> {
-        let mut signals = Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
+        let mut signals =
+            Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
         if self.cfg.flush_locks {
-            self.app.storage().flush(Flush { locks: true, ..Flush::default() })?;
+            self.app.storage().flush(Flush {
+                locks: true,
+                ..Flush::default()
+            })?;
             tracing::info!("flushed all locks");
         }
         for _ in 0..self.cfg.workers {
@@ -241,7 +245,11 @@ impl Supervisor {
                 self.extend_leases();
             }
             if timers.health <= now {
-                timers.health = now + self.cfg.health_check_interval.min(Duration::from_millis(250));
+                timers.health = now
+                    + self
+                        .cfg
+                        .health_check_interval
+                        .min(Duration::from_millis(250));
                 self.check_health();
             }
 
@@ -283,7 +291,11 @@ impl Supervisor {
                 }
             }
         }
-        let outcome = if self.interrupted() { Stopped::Interrupted } else { Stopped::Graceful };
+        let outcome = if self.interrupted() {
+            Stopped::Interrupted
+        } else {
+            Stopped::Graceful
+        };
         self.shutdown();
         Ok((outcome, self.stats))
     }

@@ -31,7 +31,10 @@ pub struct Ticker {
 impl Ticker {
     /// A ticker for an app's periodic tasks.
     pub fn new(app: &Huey) -> Ticker {
-        Ticker { app: app.clone(), last_second: None }
+        Ticker {
+            app: app.clone(),
+            last_second: None,
+        }
     }
 
     /// The periodic runs due at `now`: `(task name, the time it is for)`. Each second is
@@ -55,7 +58,9 @@ impl Ticker {
                 if !cron.has_seconds() && s % 60 != 0 {
                     continue;
                 }
-                let Some(at) = DateTime::from_timestamp(s, 0) else { continue };
+                let Some(at) = DateTime::from_timestamp(s, 0) else {
+                    continue;
+                };
                 if cron.matches(at) {
                     out.push((def.name.clone(), at));
                 }
@@ -73,11 +78,14 @@ impl Ticker {
             if !storage.put_if_empty(Ns::Claims, &key, b"1", Some(CLAIM_TTL))? {
                 continue; // another consumer (or this one before a restart) has it
             }
-            let Some(def) = self.app.task_def(&name) else { continue };
+            let Some(def) = self.app.task_def(&name) else {
+                continue;
+            };
             let args = postcard::to_allocvec(&()).unwrap_or_default();
             let msg = Message::new(name.clone(), args, def.options.to_message_options(now_ms()));
             self.app.enqueue_messages(std::slice::from_ref(&msg))?;
-            self.app.emit(&Event::for_message(EventKind::Enqueued, &msg));
+            self.app
+                .emit(&Event::for_message(EventKind::Enqueued, &msg));
             enqueued.push(name);
         }
         Ok(enqueued)
@@ -88,7 +96,7 @@ impl Supervisor {
     pub(super) fn promote_due(&mut self) {
         loop {
             match self.app.storage().promote_due(now_ms(), 1000) {
-                Ok(n) if n == 1000 => continue,
+                Ok(1000) => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::error!("could not move due scheduled tasks: {e}");

@@ -45,7 +45,11 @@ impl Signals {
                     }
                 }
             })?;
-        Ok(Signals { counts, seen: [0; 6], handle })
+        Ok(Signals {
+            counts,
+            seen: [0; 6],
+            handle,
+        })
     }
 
     /// Signals since the last call.

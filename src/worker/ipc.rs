@@ -87,8 +87,15 @@ mod tests {
     #[test]
     fn frames_round_trip_back_to_back() {
         let mut buf = Vec::new();
-        let a = ToWorker::Run { job: 7, payload: vec![1, 2, 3] };
-        let b = FromWorker::Done { job: 7, outcome: Err(Failure::new(FailureKind::Panic, "x")), rss_kib: 10 };
+        let a = ToWorker::Run {
+            job: 7,
+            payload: vec![1, 2, 3],
+        };
+        let b = FromWorker::Done {
+            job: 7,
+            outcome: Err(Failure::new(FailureKind::Panic, "x")),
+            rss_kib: 10,
+        };
         write_frame(&mut buf, &a).unwrap();
         write_frame(&mut buf, &b).unwrap();
         let mut r = &buf[..];
@@ -100,17 +107,33 @@ mod tests {
     #[test]
     fn oversized_length_is_rejected_before_allocating() {
         let mut r = &(u32::MAX).to_le_bytes()[..];
-        assert!(matches!(read_frame::<ToWorker>(&mut r), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            read_frame::<ToWorker>(&mut r),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn corrupt_and_truncated_frames_are_errors() {
         let mut bytes = 3u32.to_le_bytes().to_vec();
         bytes.extend([9, 9, 9]);
-        assert!(matches!(read_frame::<FromWorker>(&mut &bytes[..]), Err(FrameError::Corrupt(_))));
+        assert!(matches!(
+            read_frame::<FromWorker>(&mut &bytes[..]),
+            Err(FrameError::Corrupt(_))
+        ));
         let mut cut = Vec::new();
-        write_frame(&mut cut, &ToWorker::Run { job: 1, payload: vec![0; 100] }).unwrap();
+        write_frame(
+            &mut cut,
+            &ToWorker::Run {
+                job: 1,
+                payload: vec![0; 100],
+            },
+        )
+        .unwrap();
         cut.truncate(50);
-        assert!(matches!(read_frame::<ToWorker>(&mut &cut[..]), Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame::<ToWorker>(&mut &cut[..]),
+            Err(FrameError::Io(_))
+        ));
     }
 }

@@ -131,13 +131,25 @@ fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: 
     loop {
         match read_frame::<FromWorker>(&mut r) {
             Ok(Some(FromWorker::Ready { pid })) => {
-                let _ = events.send(Tagged { slot, gen, event: WorkerEvent::Ready { pid } });
-            }
-            Ok(Some(FromWorker::Done { job, outcome, rss_kib })) => {
                 let _ = events.send(Tagged {
                     slot,
                     gen,
-                    event: WorkerEvent::Done { job, outcome, rss_kib },
+                    event: WorkerEvent::Ready { pid },
+                });
+            }
+            Ok(Some(FromWorker::Done {
+                job,
+                outcome,
+                rss_kib,
+            })) => {
+                let _ = events.send(Tagged {
+                    slot,
+                    gen,
+                    event: WorkerEvent::Done {
+                        job,
+                        outcome,
+                        rss_kib,
+                    },
                 });
             }
             Ok(None) => break,
@@ -157,7 +169,11 @@ fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: 
         Some(p) => format!("{p}; {status}"),
         None => status,
     };
-    let _ = events.send(Tagged { slot, gen, event: WorkerEvent::Exited { status } });
+    let _ = events.send(Tagged {
+        slot,
+        gen,
+        event: WorkerEvent::Exited { status },
+    });
 }
 
 /// A child's exit status in words: "exited with status 1", "killed by signal 9 (SIGKILL)".
@@ -167,7 +183,9 @@ pub fn describe_exit(s: ExitStatus) -> String {
     }
     match s.signal() {
         Some(sig) => {
-            let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
+            let name = Signal::try_from(sig)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown");
             let core = if s.core_dumped() { ", core dumped" } else { "" };
             format!("killed by signal {sig} ({name}{core})")
         }
@@ -188,7 +206,9 @@ pub fn worker_main(app: &Huey) -> i32 {
     let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
-    let ready = FromWorker::Ready { pid: std::process::id() };
+    let ready = FromWorker::Ready {
+        pid: std::process::id(),
+    };
     if write_frame(&mut output, &ready).is_err() {
         return 1;
     }
@@ -205,7 +225,11 @@ pub fn worker_main(app: &Huey) -> i32 {
             Ok(msg) => app.run_attempt(&msg),
             Err(e) => Err(Failure::new(FailureKind::Undecodable, e.to_string())),
         };
-        let done = FromWorker::Done { job, outcome, rss_kib: rss_kib() };
+        let done = FromWorker::Done {
+            job,
+            outcome,
+            rss_kib: rss_kib(),
+        };
         if write_frame(&mut output, &done).is_err() {
             return 1;
         }

@@ -17,7 +17,13 @@ pub struct ThreadWorker {
 
 impl ThreadWorker {
     /// Start a worker thread numbered `num` for a slot.
-    pub fn spawn(app: Huey, slot: usize, gen: u64, num: u32, events: Sender<Tagged>) -> std::io::Result<ThreadWorker> {
+    pub fn spawn(
+        app: Huey,
+        slot: usize,
+        gen: u64,
+        num: u32,
+        events: Sender<Tagged>,
+    ) -> std::io::Result<ThreadWorker> {
         let (tx, rx) = mpsc::channel::<(u64, Message)>();
         std::thread::Builder::new()
             .name(format!("huey-worker-{num}"))
@@ -28,18 +34,26 @@ impl ThreadWorker {
                 }
                 while let Ok((job, msg)) = rx.recv() {
                     let outcome = app.run_attempt(&msg);
-                    if !send(WorkerEvent::Done { job, outcome, rss_kib: rss_kib() }) {
+                    if !send(WorkerEvent::Done {
+                        job,
+                        outcome,
+                        rss_kib: rss_kib(),
+                    }) {
                         return;
                     }
                 }
-                send(WorkerEvent::Exited { status: "stopped".into() });
+                send(WorkerEvent::Exited {
+                    status: "stopped".into(),
+                });
             })?;
         Ok(ThreadWorker { tx: Some(tx), num })
     }
 
     /// Hand it an attempt; false if the thread is gone.
     pub fn send(&self, job: u64, msg: Message) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.send((job, msg)).is_ok())
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send((job, msg)).is_ok())
     }
 
     /// Let the thread end after its current attempt.

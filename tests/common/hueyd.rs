@@ -63,7 +63,11 @@ impl Hueyd {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start hueyd");
-        Hueyd { child, log, _dir: dir }
+        Hueyd {
+            child,
+            log,
+            _dir: dir,
+        }
     }
 
     pub fn pid(&self) -> i32 {
