@@ -256,7 +256,7 @@ impl Huey {
             }
         }
         if !batch.is_empty() {
-            self.storage().apply(batch)?;
+            self.storage().apply(&batch)?;
         }
         for m in run_now {
             self.execute_inline(m)?;
@@ -282,7 +282,7 @@ impl Huey {
             for r in batch.enqueue.drain(..) {
                 todo.push(Message::decode(&r.payload)?);
             }
-            storage.apply(batch)?;
+            storage.apply(&batch)?;
         }
         Ok(())
     }
@@ -579,7 +579,7 @@ impl Huey {
             let outcome = self.run_attempt(&msg);
             self.complete(Some(&d.lease), &msg, outcome, &mut batch, &mut events);
         }
-        self.storage().apply(batch)?;
+        self.storage().apply(&batch)?;
         Ok(events)
     }
 }

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use parking_lot::Mutex;
 
 use crate::app::Huey;
@@ -24,8 +25,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Run the task consumer (default) or administer the queue",
-    args_conflicts_with_subcommands = true
+    about = "Run the task consumer (default) or administer the queue"
 )]
 struct Cli {
     /// Storage URL: sqlite:PATH, redis://host:port/db, memory:
@@ -165,14 +165,19 @@ pub fn main(name: &str, register: impl Fn(&Huey) -> Result<()>) -> ExitCode {
     if crate::worker::process::is_worker() {
         return worker(name, &register);
     }
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    match run(name, cli, &register) {
+    // The demo uses a temporary database unless a storage was chosen explicitly.
+    let storage_chosen = matches.value_source("storage") != Some(ValueSource::DefaultValue);
+    match run(name, cli, storage_chosen, &register) {
         Ok(code) => code,
         Err(e) => {
             let code = match &e {
@@ -194,11 +199,18 @@ fn open_app(name: &str, url: &str, register: &dyn Fn(&Huey) -> Result<()>) -> Re
     Ok(app)
 }
 
-fn run(name: &str, cli: Cli, register: &dyn Fn(&Huey) -> Result<()>) -> Result<ExitCode> {
+fn run(
+    name: &str,
+    cli: Cli,
+    storage_chosen: bool,
+    register: &dyn Fn(&Huey) -> Result<()>,
+) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Demo(args)) => {
-            init_logging(None, false, false)?;
-            crate::demo::run(name, args, register)
+            // The demo prints its own lines; logs only when asked for with HUEY_LOG.
+            init_logging(None, "off")?;
+            let url = storage_chosen.then_some(cli.storage);
+            crate::demo::run(name, url, args, register)
         }
         Some(Command::Admin(cmd)) => {
             let app = open_app(name, &cli.storage, register)?;
@@ -206,7 +218,12 @@ fn run(name: &str, cli: Cli, register: &dyn Fn(&Huey) -> Result<()>) -> Result<E
         }
         None => {
             let c = &cli.consumer;
-            init_logging(c.logfile.clone(), c.verbose, c.quiet)?;
+            let level = match (c.verbose, c.quiet) {
+                (true, _) => "debug",
+                (_, true) => "warn",
+                _ => "info",
+            };
+            init_logging(c.logfile.clone(), level)?;
             if c._delay.is_some() || c._max_delay.is_some() || c._backoff.is_some() {
                 tracing::warn!(
                     "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"
@@ -277,7 +294,8 @@ fn open_log(path: &PathBuf) -> Result<std::fs::File> {
 }
 
 /// Send log lines to stderr or a file. Idempotent: the first call wins.
-pub fn init_logging(logfile: Option<PathBuf>, verbose: bool, quiet: bool) -> Result<()> {
+/// `level` is a default filter ("info", "warn", "off"...); `HUEY_LOG` overrides it.
+pub fn init_logging(logfile: Option<PathBuf>, level: &str) -> Result<()> {
     let file = match logfile {
         Some(p) => {
             let f = open_log(&p)?;
@@ -286,13 +304,6 @@ pub fn init_logging(logfile: Option<PathBuf>, verbose: bool, quiet: bool) -> Res
         None => None,
     };
     let target = LOG.get_or_init(|| LogTarget { file });
-    let level = if verbose {
-        "debug"
-    } else if quiet {
-        "warn"
-    } else {
-        "info"
-    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let t = target.clone();

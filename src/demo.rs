@@ -1,13 +1,21 @@
 //! The reference binary's demo tasks, and `hueyd demo`: a few seconds that show what the
 //! product does, on the embedded default storage.
 
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::app::Huey;
 use crate::crontab::Crontab;
 use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::result::StoredResult;
 use crate::storage::Ns;
+use crate::supervisor::{Config, Supervisor, WorkerKind};
+use crate::task::Task;
 
 /// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `pid` (the pid of the worker
 /// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash`, and the periodic `heartbeat`.
@@ -71,15 +79,161 @@ pub fn cpu(n: u64) -> u64 {
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Process workers to start.
-    #[arg(short = 'w', long, default_value_t = 4)]
+    #[arg(short = 'w', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
+    /// CPU tasks in the batch.
+    #[arg(long, default_value_t = 16)]
+    pub cpu_tasks: u32,
 }
 
-/// Run the demo.
+/// What the demo waits for: a label to print and whether it is expected to fail.
+struct Pending {
+    label: String,
+    expect_failure: bool,
+}
+
+/// Run the demo on `url` (a temporary SQLite file when `None`): start a supervisor with process
+/// workers in this process, enqueue a mix of tasks, print each result as it arrives with the
+/// worker that ran it, print a summary, and stop gracefully.
 pub fn run(
-    _name: &str,
-    _args: DemoArgs,
-    _register: &dyn Fn(&Huey) -> Result<()>,
+    name: &str,
+    url: Option<String>,
+    args: DemoArgs,
+    register: &dyn Fn(&Huey) -> Result<()>,
 ) -> Result<ExitCode> {
-    Err(Error::Config("demo: not ready".into()))
+    let tmp = match url {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?),
+    };
+    let url = match (&url, &tmp) {
+        (Some(u), _) => u.clone(),
+        (None, Some(dir)) => format!("sqlite:{}", dir.path().join("demo.db").display()),
+        (None, None) => unreachable!("a temporary directory exists when no URL is given"),
+    };
+    let app = Huey::open(name, &url)?;
+    register(&app)?;
+    let add: Task<(i64, i64), i64> = demo_task(&app, "add")?;
+    let echo: Task<String, String> = demo_task(&app, "echo")?;
+    let sleep: Task<u64, u64> = demo_task(&app, "sleep")?;
+    let flaky: Task<(String, u32), u32> = demo_task(&app, "flaky")?;
+    let fail: Task<String, ()> = demo_task(&app, "fail")?;
+    let cpu: Task<u64, u64> = demo_task(&app, "cpu")?;
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let tx = Mutex::new(tx);
+    app.on_event(move |e| {
+        if matches!(e.kind, EventKind::Complete | EventKind::Error | EventKind::Retrying | EventKind::WorkerLost | EventKind::Timeout) {
+            let _ = tx.lock().send(e.clone());
+        }
+    });
+    let cfg = Config {
+        workers: args.workers as usize,
+        kind: WorkerKind::Process,
+        storage_url: url.clone(),
+        scheduler_interval: Duration::from_millis(100),
+        log_tasks: false,
+        periodic: false,
+        ..Config::default()
+    };
+    println!("huey demo: {} process workers on {url}", args.workers);
+    let started = Instant::now();
+    let supervisor = Supervisor::new(app.clone(), cfg)?;
+    let stop = supervisor.stop_handle();
+    let consumer = std::thread::spawn(move || supervisor.run());
+
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut expect = |id: &str, label: String, expect_failure: bool| {
+        pending.insert(id.to_string(), Pending { label, expect_failure });
+    };
+    expect(add.enqueue((2, 3))?.id(), "add(2, 3)".into(), false);
+    expect(echo.enqueue("hello from huey".into())?.id(), "echo(\"hello from huey\")".into(), false);
+    expect(sleep.enqueue(300)?.id(), "sleep(300 ms)".into(), false);
+    expect(add.schedule((40, 2), Duration::from_millis(1500))?.id(), "add(40, 2), delayed 1.5 s".into(), false);
+    let key = crate::message::new_id();
+    expect(
+        flaky.call((key, 2)).retry_delay(Duration::from_millis(200)).enqueue()?.id(),
+        "flaky(fails twice, then succeeds)".into(),
+        false,
+    );
+    expect(fail.enqueue("this one fails on purpose".into())?.id(), "fail(\"...\"), fails on purpose".into(), true);
+    let iterations = 20_000_000;
+    for h in cpu.enqueue_many((0..args.cpu_tasks).map(|_| iterations))? {
+        expect(h.id(), format!("cpu({iterations})"), false);
+    }
+
+    let total = pending.len();
+    let mut workers = HashSet::new();
+    let (mut ok, mut failed, mut retries) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() && Instant::now() < deadline {
+        let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
+        let worker = e.worker.map(|w| w.to_string()).unwrap_or_else(|| "?".into());
+        let took = e.duration.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)).unwrap_or_default();
+        if e.kind == EventKind::Retrying {
+            retries += 1;
+            let label = pending.get(&e.id).map(|p| p.label.as_str()).unwrap_or(&e.task);
+            println!("  retry   {label:<38} attempt {} failed: {}", e.attempt, e.error.as_deref().unwrap_or(""));
+            continue;
+        }
+        let Some(p) = pending.remove(&e.id) else { continue };
+        if let Some(w) = e.worker {
+            workers.insert(w);
+        }
+        let shown = match app.result::<serde_json::Value>(e.id.clone()).preserve().get() {
+            Err(Error::Task(err)) => format!("error: {}", err.message),
+            _ => show_result(&app, &e.task, &e.id),
+        };
+        if e.kind == EventKind::Complete {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+        let mark = match (e.kind == EventKind::Complete, p.expect_failure) {
+            (true, _) => "ok     ",
+            (false, true) => "failed ",
+            (false, false) => "FAILED ",
+        };
+        println!("  {mark} {:<38} -> {shown:<24} [worker {worker}, {took}]", p.label);
+    }
+    stop.stop();
+    let stopped = consumer
+        .join()
+        .map_err(|_| Error::Config("the demo's consumer thread panicked".into()))??;
+    let elapsed = started.elapsed();
+    println!(
+        "summary: {total} tasks, {ok} succeeded, {failed} failed, {retries} retries, {} worker processes, {:.2} s; consumer stopped {}",
+        workers.len(),
+        elapsed.as_secs_f64(),
+        match stopped.0 {
+            crate::supervisor::Stopped::Graceful => "gracefully",
+            crate::supervisor::Stopped::Interrupted => "with tasks interrupted",
+        }
+    );
+    if !pending.is_empty() {
+        return Err(Error::Config(format!("{} demo tasks did not finish in time", pending.len())));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_task<A: 'static, R: 'static>(app: &Huey, name: &str) -> Result<Task<A, R>> {
+    Task::from_name(app, name).map_err(|e| {
+        Error::Config(format!("the demo needs the demo tasks (huey::demo::register): {e}"))
+    })
+}
+
+/// A stored result as JSON text, through the task's own decoder.
+fn show_result(app: &Huey, task: &str, id: &str) -> String {
+    let bytes = match app.storage().result(id, false) {
+        Ok(Some(b)) => b,
+        _ => return "(no result stored)".into(),
+    };
+    match (StoredResult::decode(&bytes), app.task_def(task)) {
+        (Ok(StoredResult::Ok(v)), Some(def)) => def
+            .handler
+            .result_to_json(&v)
+            .map(|j| j.to_string())
+            .unwrap_or_else(|e| format!("(undecodable: {e})")),
+        (Ok(StoredResult::Err(e)), _) => format!("error: {}", e.message),
+        _ => "(undecodable)".into(),
+    }
 }

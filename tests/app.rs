@@ -424,7 +424,7 @@ fn undecodable_and_unknown_messages_are_dead_lettered_and_the_rest_runs() {
             priority: 0,
             payload: unknown.encode().unwrap(),
         };
-        s.apply(huey::storage::Batch {
+        s.apply(&huey::storage::Batch {
             enqueue: vec![garbage, unknown_ready],
             ..Default::default()
         })

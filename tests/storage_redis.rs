@@ -40,7 +40,7 @@ fn ready(id: &str, queue: &str, priority: i32) -> Ready {
 }
 
 fn enqueue(s: &dyn Storage, items: Vec<Ready>) {
-    s.apply(Batch {
+    s.apply(&Batch {
         enqueue: items,
         ..Batch::default()
     })
@@ -65,7 +65,7 @@ fn payloads(ds: &[storage::Delivery]) -> Vec<String> {
 }
 
 fn ack(s: &dyn Storage, ds: &[storage::Delivery]) {
-    s.apply(Batch {
+    s.apply(&Batch {
         ack: ds.iter().map(|d| d.lease.clone()).collect(),
         ..Batch::default()
     })
@@ -205,7 +205,7 @@ fn dead_letters_retried_come_back_with_a_fresh_delivery_count() {
         payload,
         error: "boom".into(),
     };
-    s.apply(Batch {
+    s.apply(&Batch {
         dead: vec![
             dead(&msg.id, msg.encode().unwrap()),
             dead("x", b"x".to_vec()),
@@ -235,7 +235,7 @@ fn batch_writes_acks_results_enqueues_schedule_and_dead_letters_together() {
     let s = open(&server);
     enqueue(&*s, vec![ready("job", "default", 0)]);
     let got = s.dequeue(&req("c", &["default"], 1)).unwrap();
-    s.apply(Batch {
+    s.apply(&Batch {
         ack: vec![
             got[0].lease.clone(),
             Lease("garbage".into()),
@@ -269,7 +269,7 @@ fn batch_writes_acks_results_enqueues_schedule_and_dead_letters_together() {
         s.scheduled(10).unwrap(),
         vec![(c_eta(&*s), b"later".to_vec())]
     );
-    s.apply(Batch::default()).unwrap();
+    s.apply(&Batch::default()).unwrap();
 }
 
 fn c_eta(s: &dyn Storage) -> u64 {
@@ -284,7 +284,7 @@ fn promote_due_moves_due_entries_in_eta_order() {
         eta_ms,
         ready: ready(id, "default", 0),
     };
-    s.apply(Batch {
+    s.apply(&Batch {
         schedule: vec![
             at(3000, "third"),
             at(1000, "first"),
@@ -424,7 +424,7 @@ fn wait_result_wakes_when_the_result_is_written_from_another_connection() {
     });
     thread::sleep(Duration::from_millis(200));
     writer
-        .apply(Batch {
+        .apply(&Batch {
             results: vec![ResultPut {
                 id: "job".into(),
                 value: b"done".to_vec(),
@@ -439,7 +439,7 @@ fn wait_result_wakes_when_the_result_is_written_from_another_connection() {
     assert_eq!(waiter.result("job", false).unwrap(), None, "taken");
     // Written before the wait started: returned at once.
     writer
-        .apply(Batch {
+        .apply(&Batch {
             results: vec![ResultPut {
                 id: "early".into(),
                 value: b"e".to_vec(),
@@ -481,7 +481,7 @@ fn two_waiters_on_one_result_both_wake() {
         .collect();
     thread::sleep(Duration::from_millis(200));
     writer
-        .apply(Batch {
+        .apply(&Batch {
             results: vec![ResultPut {
                 id: "job".into(),
                 value: b"v".to_vec(),
@@ -506,7 +506,7 @@ fn result_take_deletes_and_preserve_keeps_and_ttl_expires() {
         value: id.as_bytes().to_vec(),
         ttl,
     };
-    s.apply(Batch {
+    s.apply(&Batch {
         results: vec![
             put("keep", None),
             put("take", None),
@@ -545,7 +545,7 @@ fn counts_report_each_part() {
         &*s,
         vec![ready("1", "a", 0), ready("2", "a", 0), ready("3", "b", 0)],
     );
-    s.apply(Batch {
+    s.apply(&Batch {
         schedule: vec![Scheduled {
             eta_ms: u64::MAX / 4,
             ready: ready("s", "a", 0),
@@ -566,7 +566,7 @@ fn flush_empties_only_the_parts_chosen() {
     let server = RedisServer::start();
     let s = open(&server);
     let fill = || {
-        s.apply(Batch {
+        s.apply(&Batch {
             enqueue: vec![ready("r", "default", 0), ready("r2", "other", 0)],
             schedule: vec![Scheduled {
                 eta_ms: 5,
@@ -697,7 +697,7 @@ fn two_apps_on_one_server_do_not_see_each_other() {
     let two = storage::open(&server.url(), "two").unwrap();
     enqueue(&*one, vec![ready("m", "default", 0)]);
     one.put(Ns::Locks, "l", b"1", None).unwrap();
-    one.apply(Batch {
+    one.apply(&Batch {
         results: vec![ResultPut {
             id: "r".into(),
             value: b"v".to_vec(),
@@ -819,7 +819,7 @@ fn a_failed_batch_is_reported_and_can_be_retried_after_a_restart() {
         }],
         ..Batch::default()
     };
-    let err = s.apply(batch.clone()).unwrap_err();
+    let err = s.apply(&batch.clone()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -832,7 +832,7 @@ fn a_failed_batch_is_reported_and_can_be_retried_after_a_restart() {
     );
     server.restart();
     let mut tries = 0;
-    while let Err(e) = s.apply(batch.clone()) {
+    while let Err(e) = s.apply(&batch.clone()) {
         tries += 1;
         assert!(tries < 5, "{e}");
     }
@@ -866,7 +866,7 @@ fn measure_drain_and_round_trip_latency() {
     while done < n {
         let got = s.dequeue(&req("c", &["default"], 64)).unwrap();
         done += got.len();
-        s.apply(Batch {
+        s.apply(&Batch {
             ack: got.iter().map(|d| d.lease.clone()).collect(),
             results: got
                 .iter()
@@ -896,7 +896,7 @@ fn measure_drain_and_round_trip_latency() {
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             for d in worker.dequeue(&r).unwrap() {
                 worker
-                    .apply(Batch {
+                    .apply(&Batch {
                         ack: vec![d.lease.clone()],
                         results: vec![ResultPut {
                             id: String::from_utf8(d.payload.clone()).unwrap(),

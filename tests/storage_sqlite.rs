@@ -96,7 +96,7 @@ fn helper_drain() {
         for name in names(&ds) {
             println!("GOT {name}");
         }
-        s.apply(Batch {
+        s.apply(&Batch {
             ack: ds.into_iter().map(|d| d.lease).collect(),
             ..Batch::default()
         })
@@ -187,7 +187,7 @@ fn lease_of_a_killed_process_expires_and_another_process_takes_it() {
     assert_eq!(names(&ds), ["precious"]);
     assert_eq!(ds[0].deliveries, 2);
     // The dead process's lease can no longer ack it.
-    s.apply(Batch {
+    s.apply(&Batch {
         ack: vec![Lease(lease)],
         ..Batch::default()
     })
@@ -222,7 +222,7 @@ fn threads_share_one_storage_enqueueing_and_dequeueing() {
                     ))
                     .unwrap();
                 seen.lock().unwrap().extend(names(&ds));
-                s.apply(Batch {
+                s.apply(&Batch {
                     ack: ds.into_iter().map(|d| d.lease).collect(),
                     ..Batch::default()
                 })

@@ -179,7 +179,7 @@ impl Storage for MemoryStorage {
         "memory"
     }
 
-    fn apply(&self, batch: Batch) -> Result<()> {
+    fn apply(&self, batch: &Batch) -> Result<()> {
         let mut st = self.state.lock();
         for l in &batch.ack {
             if let Some((seq, token)) = parse_lease(l) {
@@ -188,18 +188,19 @@ impl Storage for MemoryStorage {
                 }
             }
         }
-        for r in batch.enqueue {
-            st.push_ready(r, 0);
+        for r in &batch.enqueue {
+            st.push_ready(r.clone(), 0);
         }
-        for s in batch.schedule {
+        for s in &batch.schedule {
             let seq = st.next_seq();
-            st.schedule.insert((s.eta_ms, seq), s.ready);
+            st.schedule.insert((s.eta_ms, seq), s.ready.clone());
         }
-        for r in batch.results {
-            st.results.insert(r.id, (r.value, expiry(r.ttl)));
+        for r in &batch.results {
+            st.results
+                .insert(r.id.clone(), (r.value.clone(), expiry(r.ttl)));
         }
-        for d in batch.dead {
-            st.add_dead(d.id, d.queue, d.payload, d.error);
+        for d in &batch.dead {
+            st.add_dead(d.id.clone(), d.queue.clone(), d.payload.clone(), d.error.clone());
         }
         drop(st);
         self.changed.notify_all();

@@ -204,7 +204,7 @@ pub trait Storage: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Write one batch atomically.
-    fn apply(&self, batch: Batch) -> Result<()>;
+    fn apply(&self, batch: &Batch) -> Result<()>;
 
     /// Lease up to `req.max` ready messages, blocking up to `req.wait` when there are none.
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;

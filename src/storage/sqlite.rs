@@ -490,7 +490,7 @@ impl Storage for SqliteStorage {
         "sqlite"
     }
 
-    fn apply(&self, batch: Batch) -> Result<()> {
+    fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }

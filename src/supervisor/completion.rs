@@ -47,8 +47,9 @@ impl Supervisor {
         self.log_events(events);
     }
 
-    /// Log events that need attention and pass every event to the app's handlers.
-    pub(super) fn log_events(&self, events: Vec<Event>) {
+    /// Log events that need attention; pass them to the app's handlers once the outcomes they
+    /// describe are written (a handler that reads a result finds it).
+    pub(super) fn log_events(&mut self, events: Vec<Event>) {
         for e in events {
             let err = e.error.as_deref().unwrap_or("");
             match e.kind {
@@ -72,6 +73,15 @@ impl Supervisor {
                     tracing::error!(id = %e.id, task = %e.task, attempt = e.attempt, worker = e.worker, "task failed ({}): {err}", e.kind)
                 }
             }
+            self.unsent_events.push(e);
+        }
+        if self.batch.is_empty() {
+            self.send_events();
+        }
+    }
+
+    fn send_events(&mut self) {
+        for e in std::mem::take(&mut self.unsent_events) {
             self.app.emit(&e);
         }
     }
@@ -82,8 +92,9 @@ impl Supervisor {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        match self.app.storage().apply(batch.clone()) {
+        match self.app.storage().apply(&batch) {
             Ok(()) => {
+                self.send_events();
                 if self.batch_failures > 0 {
                     tracing::info!("storage is back: pending outcomes written");
                 }

@@ -132,6 +132,8 @@ pub struct Supervisor {
     fetcher: Fetcher,
     fetch_outstanding: bool,
     batch: Batch,
+    /// Events about outcomes not yet written.
+    unsent_events: Vec<crate::events::Event>,
     batch_failures: u32,
     next_flush_retry: Instant,
     ticker: Ticker,
@@ -182,6 +184,7 @@ impl Supervisor {
             fetcher,
             fetch_outstanding: false,
             batch: Batch::default(),
+            unsent_events: Vec::new(),
             batch_failures: 0,
             next_flush_retry: Instant::now(),
             ticker,

@@ -32,7 +32,7 @@ pub fn ready(id: &str, queue: &str, priority: i32) -> Ready {
 }
 
 pub fn enqueue(s: &dyn Storage, items: Vec<Ready>) {
-    s.apply(Batch {
+    s.apply(&Batch {
         enqueue: items,
         ..Batch::default()
     })
@@ -62,7 +62,7 @@ pub fn names(ds: &[Delivery]) -> Vec<String> {
 }
 
 pub fn ack(s: &dyn Storage, leases: Vec<Lease>) {
-    s.apply(Batch {
+    s.apply(&Batch {
         ack: leases,
         ..Batch::default()
     })
@@ -70,7 +70,7 @@ pub fn ack(s: &dyn Storage, leases: Vec<Lease>) {
 }
 
 pub fn put_result(s: &dyn Storage, id: &str, value: &[u8], ttl: Option<Duration>) {
-    s.apply(Batch {
+    s.apply(&Batch {
         results: vec![ResultPut {
             id: id.to_string(),
             value: value.to_vec(),
@@ -82,7 +82,7 @@ pub fn put_result(s: &dyn Storage, id: &str, value: &[u8], ttl: Option<Duration>
 }
 
 pub fn schedule(s: &dyn Storage, id: &str, eta_ms: u64) {
-    s.apply(Batch {
+    s.apply(&Batch {
         schedule: vec![Scheduled {
             eta_ms,
             ready: ready(id, "default", 0),
@@ -93,7 +93,7 @@ pub fn schedule(s: &dyn Storage, id: &str, eta_ms: u64) {
 }
 
 pub fn bury(s: &dyn Storage, id: &str, error: &str) {
-    s.apply(Batch {
+    s.apply(&Batch {
         dead: vec![DeadPut {
             id: id.to_string(),
             queue: "default".to_string(),
@@ -347,7 +347,7 @@ pub fn batch_writes_every_part(s: Factory) {
     let s = s();
     enqueue(&*s, vec![ready("done", "default", 0)]);
     let d = one(&*s, "c", LONG_LEASE);
-    s.apply(Batch {
+    s.apply(&Batch {
         ack: vec![d.lease],
         enqueue: vec![ready("next", "default", 0)],
         schedule: vec![Scheduled {
@@ -374,7 +374,7 @@ pub fn batch_writes_every_part(s: Factory) {
     );
     assert_eq!(s.result("done", false).unwrap().unwrap(), b"42");
     assert_eq!(s.dead(10).unwrap()[0].error, "boom");
-    s.apply(Batch::default()).unwrap();
+    s.apply(&Batch::default()).unwrap();
     assert_eq!(s.counts().unwrap(), c);
 }
 
@@ -384,7 +384,7 @@ pub fn batch_is_atomic_to_concurrent_readers(s: Factory) {
         for i in 0..40 {
             let id = format!("t{i}");
             writer
-                .apply(Batch {
+                .apply(&Batch {
                     enqueue: vec![ready(&id, "default", 0)],
                     schedule: vec![Scheduled {
                         eta_ms: now_ms() + 600_000,
@@ -815,7 +815,7 @@ pub fn dead_letters_can_be_retried(s: Factory) {
     assert_eq!(s.dequeue(&req).unwrap().len(), 1);
     sleep_past(SHORT_LEASE);
     assert!(s.dequeue(&req).unwrap().is_empty());
-    s.apply(Batch {
+    s.apply(&Batch {
         dead: vec![
             DeadPut {
                 id: urgent.id.clone(),

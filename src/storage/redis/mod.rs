@@ -282,7 +282,7 @@ impl Storage for RedisStorage {
         "redis"
     }
 
-    fn apply(&self, batch: Batch) -> Result<()> {
+    fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,32 @@
+//! `hueyd demo`, the README's first command, works and shows what it promises.
+
+#[test]
+fn demo_runs_a_mix_of_tasks_and_stops_gracefully() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
+        .args(["demo", "--workers", "2", "--cpu-tasks", "4"])
+        .env_remove("HUEY_STORAGE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["add(2, 3)", "-> 5", "-> 42", "retry", "-> 3", "fails on purpose", "consumer stopped gracefully"] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(text.contains("summary: 10 tasks, 9 succeeded, 1 failed, 2 retries"), "{text}");
+}
+
+#[test]
+fn demo_runs_on_redis_when_asked() {
+    #[allow(dead_code)]
+    #[path = "common/redis_server.rs"]
+    mod redis_server;
+    let server = redis_server::RedisServer::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
+        .args(["--storage", &server.url(), "demo", "--workers", "2", "--cpu-tasks", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("on {}", server.url())), "{text}");
+    assert!(text.contains("summary: 8 tasks, 7 succeeded"), "{text}");
+}
