@@ -1,0 +1,135 @@
+//! Periodic tasks, driven by an injected clock: start-of-minute alignment, no bursts after a
+//! stall, no repeat after a restart, once cluster-wide on a shared storage.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::hueyd::Backend;
+use huey::supervisor::scheduler::Ticker;
+use huey::{Crontab, Huey};
+
+fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, h, m, s).unwrap()
+}
+
+fn app_on(url: &str) -> Huey {
+    let app = Huey::open("periodic", url).unwrap();
+    app.task("every_minute")
+        .periodic(Crontab::parse("* * * * *").unwrap())
+        .register(|(): ()| Ok::<_, String>(()))
+        .unwrap();
+    app.task("every_10s")
+        .periodic(Crontab::parse("*/10 * * * * *").unwrap())
+        .register(|(): ()| Ok::<_, String>(()))
+        .unwrap();
+    app.task("at_noon")
+        .periodic(Crontab::parse("0 12 * * *").unwrap())
+        .register(|(): ()| Ok::<_, String>(()))
+        .unwrap();
+    app.task("plain").register(|(): ()| Ok::<_, String>(())).unwrap();
+    app
+}
+
+fn names(due: Vec<(String, DateTime<Utc>)>) -> Vec<String> {
+    due.into_iter().map(|(n, _)| n).collect()
+}
+
+#[test]
+fn runs_at_the_start_of_the_minute_not_at_the_start_offset() {
+    let app = app_on("memory:");
+    let mut t = Ticker::new(&app);
+    assert!(names(t.due(at(10, 5, 31))).is_empty(), "started mid-minute: nothing yet");
+    for s in 32..60 {
+        assert!(!names(t.due(at(10, 5, s))).contains(&"every_minute".to_string()));
+    }
+    let due = t.due(at(10, 6, 0));
+    assert!(due.contains(&("every_minute".to_string(), at(10, 6, 0))), "{due:?}");
+    assert!(names(t.due(at(10, 6, 0))).is_empty(), "a second is looked at once");
+    assert!(!names(t.due(at(10, 6, 1))).contains(&"every_minute".to_string()));
+    assert!(names(t.due(at(12, 0, 0))).contains(&"at_noon".to_string()));
+}
+
+#[test]
+fn a_skipped_second_is_caught_up_but_a_stall_is_not_replayed() {
+    let app = app_on("memory:");
+    let mut t = Ticker::new(&app);
+    t.due(at(10, 0, 58));
+    let due = t.due(at(10, 1, 2));
+    assert!(due.contains(&("every_minute".to_string(), at(10, 1, 0))), "a short gap: {due:?}");
+    let after_stall = names(t.due(at(10, 9, 31)));
+    assert!(after_stall.is_empty(), "no burst of the missed minutes: {after_stall:?}");
+    assert_eq!(names(t.due(at(10, 10, 0))), ["every_10s", "every_minute"]);
+}
+
+#[test]
+fn six_field_schedules_fire_on_their_seconds() {
+    let app = app_on("memory:");
+    let mut t = Ticker::new(&app);
+    let mut fired = Vec::new();
+    for s in 0..30 {
+        for (n, when) in t.due(at(10, 0, s)) {
+            if n == "every_10s" {
+                fired.push(when);
+            }
+        }
+    }
+    assert_eq!(fired, [at(10, 0, 0), at(10, 0, 10), at(10, 0, 20)]);
+}
+
+fn restart_within_the_minute_does_not_enqueue_again(b: Backend) {
+    let url = b.url();
+    let app = app_on(&url);
+    assert_eq!(Ticker::new(&app).enqueue_due(at(10, 6, 0)).unwrap(), ["every_10s", "every_minute"]);
+    let restarted = app_on(&url);
+    assert!(Ticker::new(&restarted).enqueue_due(at(10, 6, 0)).unwrap().is_empty());
+    assert_eq!(app.storage().counts().unwrap().ready, 2);
+    assert_eq!(Ticker::new(&restarted).enqueue_due(at(10, 7, 0)).unwrap().len(), 2, "the next minute runs");
+}
+
+fn several_consumers_enqueue_each_run_once(b: Backend) {
+    let url = b.url();
+    let apps: Vec<Huey> = (0..4).map(|_| app_on(&url)).collect();
+    let barrier = Arc::new(std::sync::Barrier::new(apps.len()));
+    let handles: Vec<_> = apps
+        .iter()
+        .cloned()
+        .map(|app| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut t = Ticker::new(&app);
+                let mut n = 0;
+                for m in 0..5 {
+                    barrier.wait();
+                    n += t.enqueue_due(at(11, m, 0)).unwrap().len();
+                }
+                n
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, 10, "two periodic tasks, five minutes, once each across four consumers");
+    assert_eq!(apps[0].storage().counts().unwrap().ready, 10);
+}
+
+#[test]
+fn restart_within_the_minute_does_not_enqueue_again_on_sqlite() {
+    restart_within_the_minute_does_not_enqueue_again(Backend::sqlite());
+}
+
+#[test]
+fn restart_within_the_minute_does_not_enqueue_again_on_redis() {
+    restart_within_the_minute_does_not_enqueue_again(Backend::redis());
+}
+
+#[test]
+fn several_consumers_enqueue_each_run_once_on_sqlite() {
+    several_consumers_enqueue_each_run_once(Backend::sqlite());
+}
+
+#[test]
+fn several_consumers_enqueue_each_run_once_on_redis() {
+    several_consumers_enqueue_each_run_once(Backend::redis());
+}
