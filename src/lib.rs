@@ -1,4 +1,37 @@
 //! huey: a small, fast, reliable task queue and multi-process worker supervisor.
+//!
+//! An app registers typed tasks (serde arguments and results, postcard on the wire), enqueues
+//! and schedules them, and reads their results. A consumer — the app's own binary calling
+//! [`cli::main`] — leases tasks from storage, runs them on worker processes or threads, and
+//! writes each outcome before acknowledging the task, so none is silently lost.
+//!
+//! ```
+//! use std::time::Duration;
+//! use huey::{Error, Huey};
+//!
+//! # fn main() -> huey::Result<()> {
+//! // Immediate mode runs tasks in the caller, on memory storage: handy in an app's tests.
+//! let app = Huey::immediate("docs");
+//! let add = app
+//!     .task("add")
+//!     .retries(2)
+//!     .register(|(a, b): (i64, i64)| a.checked_add(b).ok_or("overflow"))?;
+//!
+//! let sum = add.enqueue((2, 3))?;
+//! assert_eq!(sum.get()?, Some(5));
+//!
+//! // A task that fails for good comes back as a typed error.
+//! let overflow = add.enqueue((i64::MAX, 1))?;
+//! match overflow.wait(Duration::from_secs(1)) {
+//!     Err(Error::Task(e)) => assert_eq!((e.message.as_str(), e.attempt), ("overflow", 3)),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With a durable storage the same calls enqueue for a consumer instead:
+//! `Huey::open("my-app", "sqlite:my-app.db")` or `"redis://127.0.0.1:6379/0"`.
 pub mod admin;
 pub mod app;
 pub mod cli;

@@ -29,7 +29,9 @@ fn app_on(url: &str) -> Huey {
         .periodic(Crontab::parse("0 12 * * *").unwrap())
         .register(|(): ()| Ok::<_, String>(()))
         .unwrap();
-    app.task("plain").register(|(): ()| Ok::<_, String>(())).unwrap();
+    app.task("plain")
+        .register(|(): ()| Ok::<_, String>(()))
+        .unwrap();
     app
 }
 
@@ -41,13 +43,22 @@ fn names(due: Vec<(String, DateTime<Utc>)>) -> Vec<String> {
 fn runs_at_the_start_of_the_minute_not_at_the_start_offset() {
     let app = app_on("memory:");
     let mut t = Ticker::new(&app);
-    assert!(names(t.due(at(10, 5, 31))).is_empty(), "started mid-minute: nothing yet");
+    assert!(
+        names(t.due(at(10, 5, 31))).is_empty(),
+        "started mid-minute: nothing yet"
+    );
     for s in 32..60 {
         assert!(!names(t.due(at(10, 5, s))).contains(&"every_minute".to_string()));
     }
     let due = t.due(at(10, 6, 0));
-    assert!(due.contains(&("every_minute".to_string(), at(10, 6, 0))), "{due:?}");
-    assert!(names(t.due(at(10, 6, 0))).is_empty(), "a second is looked at once");
+    assert!(
+        due.contains(&("every_minute".to_string(), at(10, 6, 0))),
+        "{due:?}"
+    );
+    assert!(
+        names(t.due(at(10, 6, 0))).is_empty(),
+        "a second is looked at once"
+    );
     assert!(!names(t.due(at(10, 6, 1))).contains(&"every_minute".to_string()));
     assert!(names(t.due(at(12, 0, 0))).contains(&"at_noon".to_string()));
 }
@@ -58,9 +69,15 @@ fn a_skipped_second_is_caught_up_but_a_stall_is_not_replayed() {
     let mut t = Ticker::new(&app);
     t.due(at(10, 0, 58));
     let due = t.due(at(10, 1, 2));
-    assert!(due.contains(&("every_minute".to_string(), at(10, 1, 0))), "a short gap: {due:?}");
+    assert!(
+        due.contains(&("every_minute".to_string(), at(10, 1, 0))),
+        "a short gap: {due:?}"
+    );
     let after_stall = names(t.due(at(10, 9, 31)));
-    assert!(after_stall.is_empty(), "no burst of the missed minutes: {after_stall:?}");
+    assert!(
+        after_stall.is_empty(),
+        "no burst of the missed minutes: {after_stall:?}"
+    );
     assert_eq!(names(t.due(at(10, 10, 0))), ["every_10s", "every_minute"]);
 }
 
@@ -82,11 +99,24 @@ fn six_field_schedules_fire_on_their_seconds() {
 fn restart_within_the_minute_does_not_enqueue_again(b: Backend) {
     let url = b.url();
     let app = app_on(&url);
-    assert_eq!(Ticker::new(&app).enqueue_due(at(10, 6, 0)).unwrap(), ["every_10s", "every_minute"]);
+    assert_eq!(
+        Ticker::new(&app).enqueue_due(at(10, 6, 0)).unwrap(),
+        ["every_10s", "every_minute"]
+    );
     let restarted = app_on(&url);
-    assert!(Ticker::new(&restarted).enqueue_due(at(10, 6, 0)).unwrap().is_empty());
+    assert!(Ticker::new(&restarted)
+        .enqueue_due(at(10, 6, 0))
+        .unwrap()
+        .is_empty());
     assert_eq!(app.storage().counts().unwrap().ready, 2);
-    assert_eq!(Ticker::new(&restarted).enqueue_due(at(10, 7, 0)).unwrap().len(), 2, "the next minute runs");
+    assert_eq!(
+        Ticker::new(&restarted)
+            .enqueue_due(at(10, 7, 0))
+            .unwrap()
+            .len(),
+        2,
+        "the next minute runs"
+    );
 }
 
 fn several_consumers_enqueue_each_run_once(b: Backend) {
@@ -110,7 +140,10 @@ fn several_consumers_enqueue_each_run_once(b: Backend) {
         })
         .collect();
     let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(total, 10, "two periodic tasks, five minutes, once each across four consumers");
+    assert_eq!(
+        total, 10,
+        "two periodic tasks, five minutes, once each across four consumers"
+    );
     assert_eq!(apps[0].storage().counts().unwrap().ready, 10);
 }
 

@@ -200,7 +200,12 @@ impl Storage for MemoryStorage {
                 .insert(r.id.clone(), (r.value.clone(), expiry(r.ttl)));
         }
         for d in &batch.dead {
-            st.add_dead(d.id.clone(), d.queue.clone(), d.payload.clone(), d.error.clone());
+            st.add_dead(
+                d.id.clone(),
+                d.queue.clone(),
+                d.payload.clone(),
+                d.error.clone(),
+            );
         }
         drop(st);
         self.changed.notify_all();
