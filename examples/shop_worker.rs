@@ -2,6 +2,8 @@
 //! `hueyd` flag and admin command (`shop_worker --storage sqlite:shop.db -w 4 -k process`,
 //! `shop_worker status --json`, ...), and its process workers run these same tasks.
 
+// The worker only registers the tasks; the handles are the producer's.
+#[allow(dead_code)]
 #[path = "shop/tasks.rs"]
 mod tasks;
 
