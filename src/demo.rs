@@ -18,7 +18,10 @@ use crate::supervisor::{Config, Supervisor, WorkerKind};
 use crate::task::Task;
 
 /// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `pid` (the pid of the worker
-/// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash`, and the periodic `heartbeat`.
+/// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash` (aborts its worker), the
+/// periodic `heartbeat`, and two for fault injection: `record(ms)` (counts its runs per task
+/// id in storage under `runs:ID`, sleeps, returns the count) and `garble(len)` (writes a
+/// corrupt frame onto its worker's result pipe; process workers only).
 pub fn register(app: &Huey) -> Result<()> {
     app.task("noop").register(|(): ()| Ok::<_, String>(()))?;
     app.task("echo").register(|v: String| Ok::<_, String>(v))?;
@@ -51,6 +54,33 @@ pub fn register(app: &Huey) -> Result<()> {
     )?;
     app.task("crash")
         .register(|(): ()| -> std::result::Result<(), String> { std::process::abort() })?;
+    // Fault injection, for the reliability tests and soak runs.
+    app.task("record")
+        .retries(5)
+        .register_with_context(|ms: u64, ctx: &crate::TaskContext| {
+            let runs = ctx
+                .app()
+                .storage()
+                .incr(&format!("runs:{}", ctx.id()), 1)
+                .map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok::<_, String>(runs as u32)
+        })?;
+    app.task("garble")
+        .register(|len: u32| -> std::result::Result<(), String> {
+            use std::io::Write;
+            // Write a frame header announcing `len` bytes onto this worker's result pipe, then junk.
+            let mut pipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/proc/self/fd/4")
+                .map_err(|e| e.to_string())?;
+            let mut junk = len.to_le_bytes().to_vec();
+            junk.extend([0xff; 16]);
+            pipe.write_all(&junk).map_err(|e| e.to_string())?;
+            drop(pipe);
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        })?;
     app.task("heartbeat")
         .periodic(Crontab::parse("* * * * *")?)
         .register_with_context(|(): (), ctx: &crate::TaskContext| {
