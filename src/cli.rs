@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use parking_lot::Mutex;
 
 use crate::app::Huey;
@@ -24,8 +25,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Run the task consumer (default) or administer the queue",
-    args_conflicts_with_subcommands = true
+    about = "Run the task consumer (default) or administer the queue"
 )]
 struct Cli {
     /// Storage URL: sqlite:PATH, redis://host:port/db, memory:
@@ -165,7 +165,7 @@ pub fn main(name: &str, register: impl Fn(&Huey) -> Result<()>) -> ExitCode {
     if crate::worker::process::is_worker() {
         return worker(name, &register);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -186,6 +186,35 @@ pub fn main(name: &str, register: impl Fn(&Huey) -> Result<()>) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Parse the command line. Consumer flags and subcommands exclude each other, except the global
+/// `--storage`, which may come before or after the subcommand.
+fn parse() -> std::result::Result<Cli, clap::Error> {
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if let Some((sub, _)) = matches.subcommand() {
+        if let Some(flag) = consumer_flag_given(&cmd, &matches) {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{flag} runs the consumer; it cannot be used with the subcommand '{sub}'"),
+            ));
+        }
+    }
+    Ok(cli)
+}
+
+/// The first consumer flag given on the command line, as the user would write it.
+fn consumer_flag_given(cmd: &clap::Command, m: &ArgMatches) -> Option<String> {
+    cmd.get_arguments()
+        .filter(|a| !a.is_global_set() && a.get_id() != "help" && a.get_id() != "version")
+        .find(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|a| match (a.get_long(), a.get_short()) {
+            (Some(l), _) => format!("--{l}"),
+            (None, Some(s)) => format!("-{s}"),
+            (None, None) => a.get_id().to_string(),
+        })
 }
 
 fn open_app(name: &str, url: &str, register: &dyn Fn(&Huey) -> Result<()>) -> Result<Huey> {
