@@ -9,6 +9,15 @@
 //! The `status --json` object is stable: `app` (string), `storage` (backend name), the integer
 //! counts `ready`, `scheduled`, `in_flight`, `results`, `dead`, `revoked`, `locks`, and
 //! `tasks` (the registered task names, sorted).
+//!
+//! `result` prints the value as JSON (decoded with the task's result type); for a task that
+//! failed it prints `{"id", "task", "attempt", "kind", "message"}` and exits 1. With `--json`
+//! it prints `{"id", "status": "ok", "task", "value"}`, `{"id", "status": "error", "task",
+//! "error": {...}}` or `{"id", "status": "pending"}`. The stored result does not name its task:
+//! without `--task` every registered result type is tried, and when they disagree the command
+//! prints `{"status": "ambiguous", "candidates": {task: value}, "bytes": [...]}`, exits 2 and
+//! leaves the result in storage. Results are read first and deleted only once printed (unless
+//! `--preserve`), so a result that cannot be shown is never lost.
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
@@ -146,6 +155,7 @@ pub struct RevokeArgs {
     /// Only until this time: RFC 3339 or unix seconds.
     #[arg(long, value_parser = parse_time)]
     pub until: Option<u64>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -158,6 +168,7 @@ pub struct RestoreArgs {
     /// Restore a task revoked by name instead.
     #[arg(long)]
     pub task: Option<String>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -189,12 +200,14 @@ pub struct FlushArgs {
 
 #[derive(Args, Debug)]
 pub struct JsonArgs {
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     /// At most this many entries.
@@ -206,6 +219,7 @@ pub struct ListArgs {
 pub struct DeadArgs {
     #[command(subcommand)]
     pub action: Option<DeadAction>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     /// At most this many entries, oldest first.
@@ -227,6 +241,7 @@ pub struct DeadRetryArgs {
     /// Every dead-letter entry.
     #[arg(long)]
     pub all: bool,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
