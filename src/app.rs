@@ -512,7 +512,11 @@ impl Huey {
                 if store {
                     batch.results.push(ResultPut {
                         id: msg.id.clone(),
-                        value: StoredResult::Ok(out.value).encode(),
+                        value: StoredResult::Ok {
+                            task: msg.task.clone(),
+                            value: out.value,
+                        }
+                        .encode(),
                         ttl: self.result_ttl(),
                     });
                 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use parking_lot::Mutex;
 
 use crate::app::Huey;
@@ -165,18 +165,13 @@ pub fn main(name: &str, register: impl Fn(&Huey) -> Result<()>) -> ExitCode {
     if crate::worker::process::is_worker() {
         return worker(name, &register);
     }
-    let parsed = Cli::command()
-        .try_get_matches()
-        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
-    let (cli, matches) = match parsed {
+    let (cli, storage_chosen) = match parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    // The demo uses a temporary database unless a storage was chosen explicitly.
-    let storage_chosen = matches.value_source("storage") != Some(ValueSource::DefaultValue);
     match run(name, cli, storage_chosen, &register) {
         Ok(code) => code,
         Err(e) => {
@@ -191,6 +186,38 @@ pub fn main(name: &str, register: impl Fn(&Huey) -> Result<()>) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Parse the command line. Consumer flags and subcommands exclude each other, except the global
+/// `--storage`, which may come before or after the subcommand.
+/// Parse the command line; also says whether `--storage` (or `HUEY_STORAGE`) was given, since
+/// the demo uses a temporary database otherwise.
+fn parse() -> std::result::Result<(Cli, bool), clap::Error> {
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if let Some((sub, _)) = matches.subcommand() {
+        if let Some(flag) = consumer_flag_given(&cmd, &matches) {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{flag} runs the consumer; it cannot be used with the subcommand '{sub}'"),
+            ));
+        }
+    }
+    let storage_chosen = matches.value_source("storage") != Some(ValueSource::DefaultValue);
+    Ok((cli, storage_chosen))
+}
+
+/// The first consumer flag given on the command line, as the user would write it.
+fn consumer_flag_given(cmd: &clap::Command, m: &ArgMatches) -> Option<String> {
+    cmd.get_arguments()
+        .filter(|a| !a.is_global_set() && a.get_id() != "help" && a.get_id() != "version")
+        .find(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|a| match (a.get_long(), a.get_short()) {
+            (Some(l), _) => format!("--{l}"),
+            (None, Some(s)) => format!("-{s}"),
+            (None, None) => a.get_id().to_string(),
+        })
 }
 
 fn open_app(name: &str, url: &str, register: &dyn Fn(&Huey) -> Result<()>) -> Result<Huey> {

@@ -318,7 +318,7 @@ fn show_result(app: &Huey, task: &str, id: &str) -> String {
         _ => return "(no result stored)".into(),
     };
     match (StoredResult::decode(&bytes), app.task_def(task)) {
-        (Ok(StoredResult::Ok(v)), Some(def)) => def
+        (Ok(StoredResult::Ok { value: v, .. }), Some(def)) => def
             .handler
             .result_to_json(&v)
             .map(|j| j.to_string())

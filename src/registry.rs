@@ -28,9 +28,9 @@ pub trait Handler: Send + Sync {
     fn run(&self, args: &[u8], ctx: &TaskContext) -> Result<Output, Failure>;
     /// JSON arguments to postcard bytes of the argument type.
     fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, String>;
-    /// Postcard argument bytes to JSON.
+    /// Postcard argument bytes to JSON (all the bytes must be one value).
     fn args_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
-    /// Postcard result bytes to JSON.
+    /// Postcard result bytes to JSON (all the bytes must be one value).
     fn result_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
     /// The Rust type names of the argument and result, for `hueyd tasks`.
     fn signature(&self) -> (&'static str, &'static str);
@@ -62,6 +62,21 @@ where
         f,
         _t: std::marker::PhantomData,
     })
+}
+
+/// Decode postcard bytes that must hold exactly one value (no trailing bytes), so that a
+/// decoder of the wrong type is less likely to accept them.
+fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (v, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| e.to_string())?;
+    if rest.is_empty() {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{} trailing bytes after a {}",
+            rest.len(),
+            std::any::type_name::<T>()
+        ))
+    }
 }
 
 /// The text of a panic payload.
@@ -116,12 +131,12 @@ where
     }
 
     fn args_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String> {
-        let a: A = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let a: A = decode_exact(bytes)?;
         serde_json::to_value(&a).map_err(|e| e.to_string())
     }
 
     fn result_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String> {
-        let r: R = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let r: R = decode_exact(bytes)?;
         serde_json::to_value(&r).map_err(|e| e.to_string())
     }
 

@@ -17,8 +17,9 @@ const RESULT_VERSION: u8 = 1;
 /// What storage keeps under a task id once the task has finished.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoredResult {
-    /// The postcard-encoded return value.
-    Ok(Vec<u8>),
+    /// The postcard-encoded return value, and the task that returned it (so tools can decode
+    /// it without being told the task).
+    Ok { task: String, value: Vec<u8> },
     /// The final failure.
     Err(TaskError),
 }
@@ -89,7 +90,7 @@ impl<R: DeserializeOwned> TaskResult<R> {
 
     fn finish(stored: StoredResult) -> Result<R> {
         match stored {
-            StoredResult::Ok(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
+            StoredResult::Ok { value: bytes, .. } => postcard::from_bytes(&bytes).map_err(|e| {
                 Error::Decode(format!(
                     "the result does not decode as {}: {e}",
                     std::any::type_name::<R>()
