@@ -17,6 +17,7 @@ impl Supervisor {
     /// Record a finished (or failed, timed out, lost) attempt.
     pub(super) fn complete_job(&mut self, job: Job, outcome: Result<Output, Failure>, worker: u32) {
         let elapsed = job.started.elapsed();
+        self.pace.record(elapsed);
         let mut events = Vec::new();
         match &outcome {
             Ok(_) => self.stats.completed += 1,

@@ -16,6 +16,33 @@ use crate::events::{Event, EventKind};
 use crate::message::Message;
 use crate::storage::{Delivery, DequeueRequest, Lease};
 
+/// Messages may wait in the parent only as long as the workers take to start them at the recent
+/// pace: far below any lease, which is renewed for them anyway.
+const SOON: Duration = Duration::from_millis(50);
+/// The most messages buffered per worker, however fast tasks run.
+const MAX_BUFFER_PER_WORKER: usize = 64;
+
+/// The recent average time a worker spends per task (an exponentially weighted mean), for
+/// sizing the buffer. Starts pessimistic: no buffer until tasks show they are fast.
+pub(super) struct Pace {
+    mean_ns: f64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace { mean_ns: 1e9 }
+    }
+}
+
+impl Pace {
+    pub fn record(&mut self, took: Duration) {
+        self.mean_ns = 0.9 * self.mean_ns + 0.1 * took.as_nanos() as f64;
+    }
+    pub fn average(&self) -> Duration {
+        Duration::from_nanos(self.mean_ns as u64)
+    }
+}
+
 /// A message on its way to (or running on) a worker.
 pub(super) struct Job {
     pub id: u64,
@@ -162,16 +189,28 @@ impl Supervisor {
         }
     }
 
-    /// Ask the fetcher for work when workers are idle and nothing is on its way.
+    /// Ask the fetcher for work when there is room and nothing is on its way: one message per
+    /// idle worker, plus a buffer of what the workers will start within [`SOON`] at the
+    /// recent pace (none for slow tasks; up to [`MAX_BUFFER_PER_WORKER`] each for fast ones).
+    /// Batches of many messages make one storage round trip each way, where the speed comes from.
     pub(super) fn request_more(&mut self) {
         if self.stopping.is_some() || self.fetch_outstanding {
             return;
         }
         let idle = self.slots.iter().filter(|s| s.is_idle()).count();
-        if idle > self.waiting.len() {
-            self.fetcher.request(idle - self.waiting.len());
+        let want = idle + self.buffer_target();
+        if want > self.waiting.len() && (idle > 0 || self.waiting.len() * 2 < want) {
+            self.fetcher.request(want - self.waiting.len());
             self.fetch_outstanding = true;
         }
+    }
+
+    /// How many dequeued messages may wait in the parent beyond the idle workers.
+    fn buffer_target(&self) -> usize {
+        let workers = self.slots.len();
+        let per_task = self.pace.average().max(Duration::from_micros(1));
+        let soon = (SOON.as_nanos() / per_task.as_nanos()) as usize;
+        (workers * soon).min(workers * MAX_BUFFER_PER_WORKER)
     }
 
     pub(super) fn extend_leases(&mut self) {
