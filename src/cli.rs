@@ -256,11 +256,13 @@ fn run(
                     "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"
                 );
             }
+            let app = open_app(name, &cli.storage, register)?;
+            // Written once the storage is open and the flags are valid, so an init script
+            // that waits for it knows the consumer really started.
             let _pid = match &c.pidfile {
                 Some(p) => Some(Pidfile::create(p)?),
                 None => None,
             };
-            let app = open_app(name, &cli.storage, register)?;
             let cfg = c.config(&cli.storage);
             if cfg.kind == WorkerKind::Process && cli.storage.starts_with("memory:") {
                 tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");

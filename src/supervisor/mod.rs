@@ -214,6 +214,7 @@ impl Supervisor {
         for _ in 0..self.cfg.workers {
             self.add_slot();
         }
+        notify_systemd("READY=1");
         tracing::info!(
             workers = self.cfg.workers,
             kind = ?self.cfg.kind,
@@ -318,6 +319,7 @@ impl Supervisor {
     }
 
     fn begin_stop(&mut self) {
+        notify_systemd("STOPPING=1");
         self.stopping = Some(Instant::now() + self.cfg.stop_deadline);
         self.release_waiting();
     }
@@ -363,5 +365,21 @@ impl Timers {
             leases: now + cfg.lease / 3,
             health: now + cfg.health_check_interval,
         }
+    }
+}
+
+/// Tell systemd (a `Type=notify` unit) about a state change, if it is listening.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::warn!("could not notify systemd ({state}): {e}");
     }
 }
