@@ -1,0 +1,171 @@
+//! Soak: the fault tests at scale. Consumers drain tens of thousands of tasks while workers,
+//! supervisors and (on Redis) the Redis server itself are killed at random; at the end every
+//! task must have its result or a recorded final failure. Prints one line of figures.
+//!
+//! Run through `scripts/soak [SECONDS] [sqlite|redis]`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use huey::{Error, Huey, Task};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn hueyd(exe: &PathBuf, url: &str) -> Child {
+    Command::new(exe)
+        .args(["--storage", url, "-k", "process", "-w", "4", "-q", "--lease", "2", "-n"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hueyd")
+}
+
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start(port: u16, dir: tempfile::TempDir) -> Redis {
+        let child = Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let r = Redis { child, port, dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+    fn restart(self) -> Redis {
+        let Redis { mut child, port, dir } = self;
+        let _ = child.kill();
+        let _ = child.wait();
+        Redis::start(port, dir)
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let backend = args.next().unwrap_or_else(|| "sqlite".into());
+    let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("hueyd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = None;
+    let url = if backend == "redis" {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let r = Redis::start(port, tempfile::tempdir().unwrap());
+        let url = format!("redis://127.0.0.1:{}/0", r.port);
+        redis = Some(r);
+        url
+    } else {
+        format!("sqlite:{}", dir.path().join("soak.db").display())
+    };
+    let app = Huey::open("hueyd", &url).expect("open storage");
+    huey::demo::register(&app).unwrap();
+    let record: Task<u64, u32> = Task::from_name(&app, "record").unwrap();
+
+    let mut consumers = vec![hueyd(&exe, &url), hueyd(&exe, &url)];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
+    let mut handles = Vec::new();
+    let (mut worker_kills, mut supervisor_kills, mut redis_restarts) = (0u64, 0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut last_supervisor_kill = Instant::now();
+    let mut last_redis_restart = Instant::now();
+    while Instant::now() < end {
+        if handles.len() < 200_000 {
+            match record.enqueue_many(std::iter::repeat_n(1 + rng.below(3), 500)) {
+                Ok(hs) => handles.extend(hs),
+                Err(e) => eprintln!("enqueue failed (retrying): {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let c = rng.below(consumers.len() as u64) as usize;
+        let ws = children(consumers[c].id());
+        if !ws.is_empty() && kill(Pid::from_raw(ws[rng.below(ws.len() as u64) as usize]), Signal::SIGKILL).is_ok() {
+            worker_kills += 1;
+        }
+        if last_supervisor_kill.elapsed() > Duration::from_secs(7) {
+            let _ = consumers[c].kill();
+            let _ = consumers[c].wait();
+            consumers[c] = hueyd(&exe, &url);
+            supervisor_kills += 1;
+            last_supervisor_kill = Instant::now();
+        }
+        if last_redis_restart.elapsed() > Duration::from_secs(17) {
+            if let Some(r) = redis.take() {
+                redis = Some(r.restart());
+                redis_restarts += 1;
+            }
+            last_redis_restart = Instant::now();
+        }
+    }
+    // Let the consumers finish in peace.
+    let (mut ok, mut failed, mut lost, mut twice) = (0u64, 0u64, 0u64, 0u64);
+    let settle_end = Instant::now() + Duration::from_secs(120);
+    for h in &handles {
+        loop {
+            let left = settle_end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                lost += 1;
+                break;
+            }
+            match h.wait(left.min(Duration::from_secs(2))) {
+                Ok(n) => {
+                    ok += 1;
+                    twice += u64::from(n > 1);
+                    break;
+                }
+                Err(Error::Task(_)) => {
+                    failed += 1;
+                    break;
+                }
+                Err(Error::Timeout(_)) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    let dead = app.storage().counts().map(|c| c.dead).unwrap_or(0);
+    for mut c in consumers {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let _ = c.wait();
+    }
+    if let Some(mut r) = redis {
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+    }
+    println!(
+        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, redis {redis_restarts}), lost {lost}, ran twice {twice}, dead-lettered {dead}",
+        handles.len(),
+        worker_kills + supervisor_kills + redis_restarts
+    );
+    if lost > 0 {
+        std::process::exit(1);
+    }
+}
