@@ -103,7 +103,9 @@ pub fn run(
 ) -> Result<ExitCode> {
     let tmp = match url {
         Some(_) => None,
-        None => Some(tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?),
+        None => {
+            Some(tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?)
+        }
     };
     let url = match (&url, &tmp) {
         (Some(u), _) => u.clone(),
@@ -122,7 +124,14 @@ pub fn run(
     let (tx, rx) = mpsc::channel::<Event>();
     let tx = Mutex::new(tx);
     app.on_event(move |e| {
-        if matches!(e.kind, EventKind::Complete | EventKind::Error | EventKind::Retrying | EventKind::WorkerLost | EventKind::Timeout) {
+        if matches!(
+            e.kind,
+            EventKind::Complete
+                | EventKind::Error
+                | EventKind::Retrying
+                | EventKind::WorkerLost
+                | EventKind::Timeout
+        ) {
             let _ = tx.lock().send(e.clone());
         }
     });
@@ -143,19 +152,41 @@ pub fn run(
 
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut expect = |id: &str, label: String, expect_failure: bool| {
-        pending.insert(id.to_string(), Pending { label, expect_failure });
+        pending.insert(
+            id.to_string(),
+            Pending {
+                label,
+                expect_failure,
+            },
+        );
     };
     expect(add.enqueue((2, 3))?.id(), "add(2, 3)".into(), false);
-    expect(echo.enqueue("hello from huey".into())?.id(), "echo(\"hello from huey\")".into(), false);
+    expect(
+        echo.enqueue("hello from huey".into())?.id(),
+        "echo(\"hello from huey\")".into(),
+        false,
+    );
     expect(sleep.enqueue(300)?.id(), "sleep(300 ms)".into(), false);
-    expect(add.schedule((40, 2), Duration::from_millis(1500))?.id(), "add(40, 2), delayed 1.5 s".into(), false);
+    expect(
+        add.schedule((40, 2), Duration::from_millis(1500))?.id(),
+        "add(40, 2), delayed 1.5 s".into(),
+        false,
+    );
     let key = crate::message::new_id();
     expect(
-        flaky.call((key, 2)).retry_delay(Duration::from_millis(200)).enqueue()?.id(),
+        flaky
+            .call((key, 2))
+            .retry_delay(Duration::from_millis(200))
+            .enqueue()?
+            .id(),
         "flaky(fails twice, then succeeds)".into(),
         false,
     );
-    expect(fail.enqueue("this one fails on purpose".into())?.id(), "fail(\"...\"), fails on purpose".into(), true);
+    expect(
+        fail.enqueue("this one fails on purpose".into())?.id(),
+        "fail(\"...\"), fails on purpose".into(),
+        true,
+    );
     let iterations = 20_000_000;
     for h in cpu.enqueue_many((0..args.cpu_tasks).map(|_| iterations))? {
         expect(h.id(), format!("cpu({iterations})"), false);
@@ -166,20 +197,41 @@ pub fn run(
     let (mut ok, mut failed, mut retries) = (0, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() && Instant::now() < deadline {
-        let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
-        let worker = e.worker.map(|w| w.to_string()).unwrap_or_else(|| "?".into());
-        let took = e.duration.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)).unwrap_or_default();
+        let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let worker = e
+            .worker
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "?".into());
+        let took = e
+            .duration
+            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+            .unwrap_or_default();
         if e.kind == EventKind::Retrying {
             retries += 1;
-            let label = pending.get(&e.id).map(|p| p.label.as_str()).unwrap_or(&e.task);
-            println!("  retry   {label:<38} attempt {} failed: {}", e.attempt, e.error.as_deref().unwrap_or(""));
+            let label = pending
+                .get(&e.id)
+                .map(|p| p.label.as_str())
+                .unwrap_or(&e.task);
+            println!(
+                "  retry   {label:<38} attempt {} failed: {}",
+                e.attempt,
+                e.error.as_deref().unwrap_or("")
+            );
             continue;
         }
-        let Some(p) = pending.remove(&e.id) else { continue };
+        let Some(p) = pending.remove(&e.id) else {
+            continue;
+        };
         if let Some(w) = e.worker {
             workers.insert(w);
         }
-        let shown = match app.result::<serde_json::Value>(e.id.clone()).preserve().get() {
+        let shown = match app
+            .result::<serde_json::Value>(e.id.clone())
+            .preserve()
+            .get()
+        {
             Err(Error::Task(err)) => format!("error: {}", err.message),
             _ => show_result(&app, &e.task, &e.id),
         };
@@ -193,7 +245,10 @@ pub fn run(
             (false, true) => "failed ",
             (false, false) => "FAILED ",
         };
-        println!("  {mark} {:<38} -> {shown:<24} [worker {worker}, {took}]", p.label);
+        println!(
+            "  {mark} {:<38} -> {shown:<24} [worker {worker}, {took}]",
+            p.label
+        );
     }
     stop.stop();
     let stopped = consumer
@@ -210,14 +265,19 @@ pub fn run(
         }
     );
     if !pending.is_empty() {
-        return Err(Error::Config(format!("{} demo tasks did not finish in time", pending.len())));
+        return Err(Error::Config(format!(
+            "{} demo tasks did not finish in time",
+            pending.len()
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn demo_task<A: 'static, R: 'static>(app: &Huey, name: &str) -> Result<Task<A, R>> {
     Task::from_name(app, name).map_err(|e| {
-        Error::Config(format!("the demo needs the demo tasks (huey::demo::register): {e}"))
+        Error::Config(format!(
+            "the demo needs the demo tasks (huey::demo::register): {e}"
+        ))
     })
 }
 

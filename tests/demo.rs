@@ -8,11 +8,26 @@ fn demo_runs_a_mix_of_tasks_and_stops_gracefully() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["add(2, 3)", "-> 5", "-> 42", "retry", "-> 3", "fails on purpose", "consumer stopped gracefully"] {
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "add(2, 3)",
+        "-> 5",
+        "-> 42",
+        "retry",
+        "-> 3",
+        "fails on purpose",
+        "consumer stopped gracefully",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
-    assert!(text.contains("summary: 10 tasks, 9 succeeded, 1 failed, 2 retries"), "{text}");
+    assert!(
+        text.contains("summary: 10 tasks, 9 succeeded, 1 failed, 2 retries"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -22,11 +37,23 @@ fn demo_runs_on_redis_when_asked() {
     mod redis_server;
     let server = redis_server::RedisServer::start();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
-        .args(["--storage", &server.url(), "demo", "--workers", "2", "--cpu-tasks", "2"])
+        .args([
+            "--storage",
+            &server.url(),
+            "demo",
+            "--workers",
+            "2",
+            "--cpu-tasks",
+            "2",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(&format!("on {}", server.url())), "{text}");
     assert!(text.contains("summary: 8 tasks, 7 succeeded"), "{text}");
 }
