@@ -73,9 +73,32 @@ struct Inner {
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
     handlers: RwLock<Vec<EventHandler>>,
+    hooks: RwLock<Hooks>,
 }
 
 type EventHandler = Arc<dyn Fn(&Event) + Send + Sync>;
+type PreHook = Arc<dyn Fn(&TaskContext) -> std::result::Result<(), String> + Send + Sync>;
+type PostHook = Arc<dyn Fn(&TaskContext, Option<&Failure>) + Send + Sync>;
+type WorkerHook = Arc<dyn Fn(&Huey) + Send + Sync>;
+
+#[derive(Default, Clone)]
+struct Hooks {
+    pre: Vec<PreHook>,
+    post: Vec<PostHook>,
+    startup: Vec<WorkerHook>,
+    shutdown: Vec<WorkerHook>,
+}
+
+/// Run a hook, logging (never propagating) a panic; `None` when it panicked.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(p) => {
+            tracing::error!("{what} panicked: {}", crate::registry::panic_message(&*p));
+            None
+        }
+    }
+}
 
 /// An app: a name, a storage, and its registered tasks. Cheap to clone.
 #[derive(Clone)]
@@ -104,6 +127,7 @@ impl Huey {
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
                 handlers: RwLock::new(Vec::new()),
+                hooks: RwLock::new(Hooks::default()),
             }),
         }
     }
@@ -167,6 +191,68 @@ impl Huey {
                 );
             }
         }
+    }
+
+    /// Run `f` in the worker before each task; `Err(reason)` cancels the task (no retry; event
+    /// `Canceled`). A hook that panics is logged and skipped.
+    pub fn pre_execute(
+        &self,
+        f: impl Fn(&TaskContext) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.inner.hooks.write().pre.push(Arc::new(f));
+    }
+
+    /// Run `f` in the worker after each task with its failure (`None`: it succeeded).
+    pub fn post_execute(&self, f: impl Fn(&TaskContext, Option<&Failure>) + Send + Sync + 'static) {
+        self.inner.hooks.write().post.push(Arc::new(f));
+    }
+
+    /// Run `f` when each worker (process or thread) starts, before its first task. Process
+    /// workers run the app's registration code, so hooks registered there run in them.
+    pub fn on_startup(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
+        self.inner.hooks.write().startup.push(Arc::new(f));
+    }
+
+    /// Run `f` when each worker stops normally.
+    pub fn on_shutdown(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
+        self.inner.hooks.write().shutdown.push(Arc::new(f));
+    }
+
+    /// Run the startup hooks (workers call this once as they start).
+    pub fn run_startup_hooks(&self) {
+        let hooks = self.inner.hooks.read().startup.clone();
+        for h in hooks {
+            guarded("a startup hook", || h(self));
+        }
+    }
+
+    /// Run the shutdown hooks (workers call this once as they stop).
+    pub fn run_shutdown_hooks(&self) {
+        let hooks = self.inner.hooks.read().shutdown.clone();
+        for h in hooks {
+            guarded("a shutdown hook", || h(self));
+        }
+    }
+
+    /// A named lock shared by every consumer of this storage (see [`crate::lock`]).
+    pub fn lock_task(&self, name: impl Into<String>) -> crate::lock::TaskLock {
+        crate::lock::TaskLock::new(self.clone(), name.into())
+    }
+
+    /// Break every lock (as `hueyd --flush-locks` does at start).
+    pub fn flush_locks(&self) -> Result<()> {
+        self.storage().flush(crate::storage::Flush {
+            locks: true,
+            ..Default::default()
+        })
+    }
+
+    /// Count one use of the rate limit `name`: at most `limit` per `period` (fixed windows,
+    /// shared by every consumer of this storage). Over the limit: `Err(Error::RateLimited)`,
+    /// which, returned from a task with `?`, reschedules it for the next window without using
+    /// up a retry.
+    pub fn rate_limit(&self, name: &str, limit: u64, period: Duration) -> Result<()> {
+        crate::lock::rate_limit(self, name, limit, period)
     }
 
     /// The app's name.
@@ -257,6 +343,14 @@ impl Huey {
         }
         if !batch.is_empty() {
             self.storage().apply(&batch)?;
+        }
+        for m in msgs {
+            let kind = if m.eta_ms.is_some_and(|eta| eta > now_ms()) {
+                EventKind::Scheduled
+            } else {
+                EventKind::Enqueued
+            };
+            self.emit(&Event::for_message(kind, m));
         }
         for m in run_now {
             self.execute_inline(m)?;
@@ -463,7 +557,46 @@ impl Huey {
                 .timeout_ms
                 .map(|t| Instant::now() + Duration::from_millis(t)),
         };
-        def.handler.run(&msg.args, &ctx)
+        let hooks = self.inner.hooks.read().clone();
+        for h in &hooks.pre {
+            if let Some(Err(reason)) = guarded("a pre-execute hook", || h(&ctx)) {
+                let f = Failure::new(FailureKind::Canceled, reason);
+                for h in &hooks.post {
+                    guarded("a post-execute hook", || h(&ctx, Some(&f)));
+                }
+                return Err(f);
+            }
+        }
+        let outcome = self.run_guarded(&def, msg, &ctx);
+        for h in &hooks.post {
+            guarded("a post-execute hook", || h(&ctx, outcome.as_ref().err()));
+        }
+        outcome
+    }
+
+    /// The task's rate limit and lock options around its code.
+    fn run_guarded(
+        &self,
+        def: &TaskDef,
+        msg: &Message,
+        ctx: &TaskContext,
+    ) -> std::result::Result<Output, Failure> {
+        let as_failure = |e: Error| crate::task::IntoFailure::into_failure(e);
+        if let Some(r) = &def.options.rate_limit {
+            self.rate_limit(&r.name, r.limit, r.period)
+                .map_err(as_failure)?;
+        }
+        let _guard = match &def.options.lock {
+            Some(l) => {
+                let mut lock = self.lock_task(l.name.clone());
+                if let Some(ttl) = l.ttl {
+                    lock = lock.ttl(ttl);
+                }
+                Some(lock.acquire().map_err(as_failure)?)
+            }
+            None => None,
+        };
+        def.handler.run(&msg.args, ctx)
     }
 
     fn result_ttl(&self) -> Option<Duration> {
@@ -518,7 +651,27 @@ impl Huey {
                 }
                 events.push(Event::for_message(EventKind::Complete, msg));
             }
+            Err(f) if f.retry_delay_ms.is_some() && f.kind != FailureKind::Canceled => {
+                // Rate limited, or asked for by the task: again later, no retry used up.
+                let mut next = msg.clone();
+                next.attempt += 1;
+                let delay = f.retry_delay_ms.unwrap_or(0);
+                next.eta_ms = (delay > 0).then(|| now_ms() + delay);
+                if msg.options.store_errors_between_retries {
+                    self.store_failure(msg, f.clone(), batch);
+                }
+                push_encoded(batch, &next, events);
+                let kind = if f.kind == FailureKind::RateLimited {
+                    EventKind::RateLimited
+                } else {
+                    EventKind::Retrying
+                };
+                events.push(Event::for_message(kind, msg).with_failure(&f));
+            }
             Err(f) if f.kind.is_retryable() && msg.options.retries > 0 => {
+                if f.kind == FailureKind::Locked {
+                    events.push(Event::for_message(EventKind::Locked, msg).with_failure(&f));
+                }
                 let mut next = msg.clone();
                 next.attempt += 1;
                 next.options.retries -= 1;

@@ -7,6 +7,7 @@ pub mod crontab;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod lock;
 pub mod message;
 pub mod registry;
 pub mod result;
@@ -19,7 +20,10 @@ pub use app::{Huey, Revoke};
 pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
+pub use lock::{LockGuard, TaskLock};
 pub use message::Message;
 pub use result::TaskResult;
 pub use storage::Storage;
-pub use task::{Expires, Failure, FailureKind, Task, TaskContext, TaskError, TaskOptions, When};
+pub use task::{
+    Control, Expires, Failure, FailureKind, Task, TaskContext, TaskError, TaskOptions, When,
+};
