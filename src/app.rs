@@ -508,7 +508,12 @@ impl Huey {
                 payload: msg.encode()?,
                 error: err.clone(),
             });
-            self.store_failure(&msg, Failure::new(FailureKind::UnknownTask, &err), batch);
+            self.finish_failure(
+                &msg,
+                Failure::new(FailureKind::UnknownTask, &err),
+                batch,
+                events,
+            );
             events.push(Event::for_message(EventKind::DeadLettered, &msg).with_error(err));
             return Ok(None);
         }
@@ -521,16 +526,22 @@ impl Huey {
         }
         if self.consume_revocation(&msg, rev, now)? {
             ack(batch);
-            self.store_failure(&msg, Failure::new(FailureKind::Revoked, "revoked"), batch);
+            self.finish_failure(
+                &msg,
+                Failure::new(FailureKind::Revoked, "revoked"),
+                batch,
+                events,
+            );
             events.push(Event::for_message(EventKind::Revoked, &msg));
             return Ok(None);
         }
         if msg.options.expires_at_ms.is_some_and(|e| e <= now) {
             ack(batch);
-            self.store_failure(
+            self.finish_failure(
                 &msg,
                 Failure::new(FailureKind::Expired, "expired before it ran"),
                 batch,
+                events,
             );
             events.push(Event::for_message(EventKind::Expired, &msg));
             return Ok(None);
@@ -603,7 +614,7 @@ impl Huey {
         *self.inner.result_ttl.read()
     }
 
-    fn store_failure(&self, msg: &Message, f: Failure, batch: &mut Batch) {
+    fn store_failure(&self, msg: &Message, f: Failure, batch: &mut Batch) -> StoredResult {
         let err = TaskError {
             id: msg.id.clone(),
             task: msg.task.clone(),
@@ -611,11 +622,25 @@ impl Huey {
             kind: f.kind,
             message: f.message,
         };
+        let stored = StoredResult::Err(err);
         batch.results.push(ResultPut {
             id: msg.id.clone(),
-            value: StoredResult::Err(err).encode(),
+            value: stored.encode(),
             ttl: self.result_ttl(),
         });
+        stored
+    }
+
+    /// Store a task's final failure and count it in its chord, if it is in one.
+    fn finish_failure(
+        &self,
+        msg: &Message,
+        f: Failure,
+        batch: &mut Batch,
+        events: &mut Vec<Event>,
+    ) {
+        let stored = self.store_failure(msg, f, batch);
+        crate::flow::member_finished(self, msg, &stored, batch, events);
     }
 
     /// Record an attempt's outcome: the result or error, retries, pipeline continuations, the
@@ -642,13 +667,15 @@ impl Huey {
                     next.enqueued_ms = now_ms();
                     push_encoded(batch, &next, events);
                 }
+                let stored = StoredResult::Ok(out.value);
                 if store {
                     batch.results.push(ResultPut {
                         id: msg.id.clone(),
-                        value: StoredResult::Ok(out.value).encode(),
+                        value: stored.encode(),
                         ttl: self.result_ttl(),
                     });
                 }
+                crate::flow::member_finished(self, msg, &stored, batch, events);
                 events.push(Event::for_message(EventKind::Complete, msg));
             }
             Err(f) if f.retry_delay_ms.is_some() && f.kind != FailureKind::Canceled => {
@@ -658,7 +685,7 @@ impl Huey {
                 let delay = f.retry_delay_ms.unwrap_or(0);
                 next.eta_ms = (delay > 0).then(|| now_ms() + delay);
                 if msg.options.store_errors_between_retries {
-                    self.store_failure(msg, f.clone(), batch);
+                    let _ = self.store_failure(msg, f.clone(), batch);
                 }
                 push_encoded(batch, &next, events);
                 let kind = if f.kind == FailureKind::RateLimited {
@@ -680,7 +707,7 @@ impl Huey {
                     (delay as f64 * f64::from(msg.options.retry_backoff.max(0.0))) as u64;
                 next.eta_ms = (delay > 0).then(|| now_ms() + delay);
                 if msg.options.store_errors_between_retries {
-                    self.store_failure(msg, f.clone(), batch);
+                    let _ = self.store_failure(msg, f.clone(), batch);
                 }
                 push_encoded(batch, &next, events);
                 events.push(Event::for_message(EventKind::Retrying, msg).with_failure(&f));
@@ -716,7 +743,7 @@ impl Huey {
                     }
                 }
                 events.push(Event::for_message(f.kind.into(), msg).with_failure(&f));
-                self.store_failure(msg, f, batch);
+                self.finish_failure(msg, f, batch, events);
             }
         }
     }
