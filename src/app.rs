@@ -30,6 +30,13 @@ pub struct Revoke {
     pub until_ms: Option<u64>,
 }
 
+impl Revocations {
+    /// Whether there is no revocation at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 impl Revoke {
     /// Revoke for the next run only.
     pub fn once() -> Revoke {
@@ -370,6 +377,7 @@ impl Huey {
             if let Some(msg) =
                 self.check(None, msg, &revocations, now_ms(), &mut batch, &mut events)?
             {
+                events.push(Event::for_message(EventKind::Executing, &msg));
                 let outcome = self.run_attempt(&msg);
                 self.complete(None, &msg, outcome, &mut batch, &mut events);
             }
@@ -377,6 +385,9 @@ impl Huey {
                 todo.push(Message::decode(&r.payload)?);
             }
             storage.apply(&batch)?;
+            for e in &events {
+                self.emit(e);
+            }
         }
         Ok(())
     }
@@ -436,6 +447,11 @@ impl Huey {
             .filter_map(|(k, v)| postcard::from_bytes::<Revoke>(&v).ok().map(|r| (k, r)))
             .collect();
         Ok(Revocations { entries })
+    }
+
+    /// Whether `msg` is revoked now by id or task name (consumes revoke-once entries).
+    pub fn is_revoked(&self, msg: &Message, rev: &Revocations) -> Result<bool> {
+        self.consume_revocation(msg, rev, now_ms())
     }
 
     /// Whether `msg` is revoked now; consumes revoke-once entries that apply.
@@ -748,8 +764,9 @@ impl Huey {
         }
     }
 
-    /// Dequeue-free execution of one delivery (checks, run, completion, one write). The
-    /// supervisor splits these steps across processes; this is the same path in one thread.
+    /// Dequeue-free execution of one delivery (checks, run, completion, one write), then the
+    /// events to the app's handlers. The supervisor splits these steps across processes; this
+    /// is the same path in one thread.
     pub fn execute(&self, d: &Delivery) -> Result<Vec<Event>> {
         let rev = self.revocations()?;
         let mut batch = Batch::default();
@@ -760,6 +777,9 @@ impl Huey {
             self.complete(Some(&d.lease), &msg, outcome, &mut batch, &mut events);
         }
         self.storage().apply(&batch)?;
+        for e in &events {
+            self.emit(e);
+        }
         Ok(events)
     }
 }
