@@ -37,6 +37,12 @@ use crate::result::{StoredResult, TaskResult};
 use crate::storage::{Batch, Ns};
 use crate::task::{Call, FailureKind, Task, TaskError};
 
+/// One member's outcome: its result, or how it failed (also revoked, expired, canceled).
+pub type Outcome<R> = std::result::Result<R, TaskError>;
+
+/// What a chord callback receives: every member's outcome, in member order.
+pub type Outcomes<R> = Vec<Outcome<R>>;
+
 /// How long chord bookkeeping (counter, member outcomes, claims) is kept at most.
 const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
 
@@ -328,7 +334,7 @@ impl Huey {
         &self,
         calls: impl IntoIterator<Item = Call<A, R>>,
     ) -> Group<R> {
-        calls.into_iter().fold(Group::new(self), Group::add)
+        calls.into_iter().fold(Group::new(self), Group::push)
     }
 }
 
@@ -351,7 +357,7 @@ impl<R: DeserializeOwned> Group<R> {
     }
 
     /// Add a call (of any task returning `R`).
-    pub fn add<A: Serialize>(mut self, call: Call<A, R>) -> Group<R> {
+    pub fn push<A: Serialize>(mut self, call: Call<A, R>) -> Group<R> {
         match call.to_message() {
             Ok(m) => self.msgs.push(m),
             Err(e) => self.broken = self.broken.or(Some(e)),
@@ -387,7 +393,7 @@ impl<R: DeserializeOwned> Group<R> {
     /// when all members have finished, whether they succeeded or not.
     pub fn then<E: Serialize, R2: DeserializeOwned>(
         self,
-        callback: &Task<(Vec<std::result::Result<R, TaskError>>, E), R2>,
+        callback: &Task<(Outcomes<R>, E), R2>,
         extra: E,
     ) -> Chord<R, R2> {
         let cb = encode("task arguments", &extra).map(|b| follow_up(callback, b));
@@ -395,10 +401,7 @@ impl<R: DeserializeOwned> Group<R> {
     }
 
     /// A chord whose callback takes the member outcomes alone.
-    pub fn then_with<R2: DeserializeOwned>(
-        self,
-        callback: &Task<Vec<std::result::Result<R, TaskError>>, R2>,
-    ) -> Chord<R, R2> {
+    pub fn then_with<R2: DeserializeOwned>(self, callback: &Task<Outcomes<R>, R2>) -> Chord<R, R2> {
         Chord::new(self, Ok(follow_up(callback, Vec::new())))
     }
 }
@@ -530,10 +533,7 @@ impl<R: DeserializeOwned> ResultGroup<R> {
     }
 
     /// Wait up to `timeout` in all for every member's outcome, failures included.
-    pub fn wait_outcomes(
-        &self,
-        timeout: Duration,
-    ) -> Result<Vec<std::result::Result<R, TaskError>>> {
+    pub fn wait_outcomes(&self, timeout: Duration) -> Result<Outcomes<R>> {
         let end = Instant::now() + timeout;
         let mut out = Vec::with_capacity(self.handles.len());
         for h in &self.handles {
@@ -571,7 +571,7 @@ pub struct AsCompleted<'a, R> {
 }
 
 impl<R: DeserializeOwned> Iterator for AsCompleted<'_, R> {
-    type Item = Result<(usize, std::result::Result<R, TaskError>)>;
+    type Item = Result<(usize, Outcome<R>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.left.is_empty() {

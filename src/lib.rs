@@ -21,7 +21,9 @@ pub use app::{Huey, Revoke};
 pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
-pub use flow::{Chord, ChordResult, Group, Pipeline, PipelineResult, ResultGroup};
+pub use flow::{
+    Chord, ChordResult, Group, Outcome, Outcomes, Pipeline, PipelineResult, ResultGroup,
+};
 pub use lock::{LockGuard, TaskLock};
 pub use message::Message;
 pub use result::TaskResult;

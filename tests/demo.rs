@@ -32,7 +32,6 @@ fn demo_runs_a_mix_of_tasks_and_stops_gracefully() {
 
 #[test]
 fn demo_runs_on_redis_when_asked() {
-    #[allow(dead_code)]
     #[path = "common/redis_server.rs"]
     mod redis_server;
     let server = redis_server::RedisServer::start();
