@@ -32,7 +32,18 @@ fn children(pid: u32) -> Vec<i32> {
 
 fn hueyd(exe: &PathBuf, url: &str) -> Child {
     Command::new(exe)
-        .args(["--storage", url, "-k", "process", "-w", "4", "-q", "--lease", "2", "-n"])
+        .args([
+            "--storage",
+            url,
+            "-k",
+            "process",
+            "-w",
+            "4",
+            "-q",
+            "--lease",
+            "2",
+            "-n",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -47,13 +58,25 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16, dir: tempfile::TempDir) -> Redis {
-        let child = Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let child =
+            Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
         let r = Redis { child, port, dir };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -64,7 +87,11 @@ impl Redis {
         r
     }
     fn restart(self) -> Redis {
-        let Redis { mut child, port, dir } = self;
+        let Redis {
+            mut child,
+            port,
+            dir,
+        } = self;
         let _ = child.kill();
         let _ = child.wait();
         Redis::start(port, dir)
@@ -75,11 +102,21 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
     let backend = args.next().unwrap_or_else(|| "sqlite".into());
-    let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("hueyd");
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("hueyd");
     let dir = tempfile::tempdir().unwrap();
     let mut redis = None;
     let url = if backend == "redis" {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let r = Redis::start(port, tempfile::tempdir().unwrap());
         let url = format!("redis://127.0.0.1:{}/0", r.port);
         redis = Some(r);
@@ -108,7 +145,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
         let c = rng.below(consumers.len() as u64) as usize;
         let ws = children(consumers[c].id());
-        if !ws.is_empty() && kill(Pid::from_raw(ws[rng.below(ws.len() as u64) as usize]), Signal::SIGKILL).is_ok() {
+        if !ws.is_empty()
+            && kill(
+                Pid::from_raw(ws[rng.below(ws.len() as u64) as usize]),
+                Signal::SIGKILL,
+            )
+            .is_ok()
+        {
             worker_kills += 1;
         }
         if last_supervisor_kill.elapsed() > Duration::from_secs(7) {

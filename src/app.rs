@@ -30,6 +30,13 @@ pub struct Revoke {
     pub until_ms: Option<u64>,
 }
 
+impl Revocations {
+    /// Whether there is no revocation at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 impl Revoke {
     /// Revoke for the next run only.
     pub fn once() -> Revoke {
@@ -73,9 +80,32 @@ struct Inner {
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
     handlers: RwLock<Vec<EventHandler>>,
+    hooks: RwLock<Hooks>,
 }
 
 type EventHandler = Arc<dyn Fn(&Event) + Send + Sync>;
+type PreHook = Arc<dyn Fn(&TaskContext) -> std::result::Result<(), String> + Send + Sync>;
+type PostHook = Arc<dyn Fn(&TaskContext, Option<&Failure>) + Send + Sync>;
+type WorkerHook = Arc<dyn Fn(&Huey) + Send + Sync>;
+
+#[derive(Default, Clone)]
+struct Hooks {
+    pre: Vec<PreHook>,
+    post: Vec<PostHook>,
+    startup: Vec<WorkerHook>,
+    shutdown: Vec<WorkerHook>,
+}
+
+/// Run a hook, logging (never propagating) a panic; `None` when it panicked.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(p) => {
+            tracing::error!("{what} panicked: {}", crate::registry::panic_message(&*p));
+            None
+        }
+    }
+}
 
 /// An app: a name, a storage, and its registered tasks. Cheap to clone.
 #[derive(Clone)]
@@ -104,6 +134,7 @@ impl Huey {
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
                 handlers: RwLock::new(Vec::new()),
+                hooks: RwLock::new(Hooks::default()),
             }),
         }
     }
@@ -167,6 +198,68 @@ impl Huey {
                 );
             }
         }
+    }
+
+    /// Run `f` in the worker before each task; `Err(reason)` cancels the task (no retry; event
+    /// `Canceled`). A hook that panics is logged and skipped.
+    pub fn pre_execute(
+        &self,
+        f: impl Fn(&TaskContext) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.inner.hooks.write().pre.push(Arc::new(f));
+    }
+
+    /// Run `f` in the worker after each task with its failure (`None`: it succeeded).
+    pub fn post_execute(&self, f: impl Fn(&TaskContext, Option<&Failure>) + Send + Sync + 'static) {
+        self.inner.hooks.write().post.push(Arc::new(f));
+    }
+
+    /// Run `f` when each worker (process or thread) starts, before its first task. Process
+    /// workers run the app's registration code, so hooks registered there run in them.
+    pub fn on_startup(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
+        self.inner.hooks.write().startup.push(Arc::new(f));
+    }
+
+    /// Run `f` when each worker stops normally.
+    pub fn on_shutdown(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
+        self.inner.hooks.write().shutdown.push(Arc::new(f));
+    }
+
+    /// Run the startup hooks (workers call this once as they start).
+    pub fn run_startup_hooks(&self) {
+        let hooks = self.inner.hooks.read().startup.clone();
+        for h in hooks {
+            guarded("a startup hook", || h(self));
+        }
+    }
+
+    /// Run the shutdown hooks (workers call this once as they stop).
+    pub fn run_shutdown_hooks(&self) {
+        let hooks = self.inner.hooks.read().shutdown.clone();
+        for h in hooks {
+            guarded("a shutdown hook", || h(self));
+        }
+    }
+
+    /// A named lock shared by every consumer of this storage (see [`crate::lock`]).
+    pub fn lock_task(&self, name: impl Into<String>) -> crate::lock::TaskLock {
+        crate::lock::TaskLock::new(self.clone(), name.into())
+    }
+
+    /// Break every lock (as `hueyd --flush-locks` does at start).
+    pub fn flush_locks(&self) -> Result<()> {
+        self.storage().flush(crate::storage::Flush {
+            locks: true,
+            ..Default::default()
+        })
+    }
+
+    /// Count one use of the rate limit `name`: at most `limit` per `period` (fixed windows,
+    /// shared by every consumer of this storage). Over the limit: `Err(Error::RateLimited)`,
+    /// which, returned from a task with `?`, reschedules it for the next window without using
+    /// up a retry.
+    pub fn rate_limit(&self, name: &str, limit: u64, period: Duration) -> Result<()> {
+        crate::lock::rate_limit(self, name, limit, period)
     }
 
     /// The app's name.
@@ -258,6 +351,14 @@ impl Huey {
         if !batch.is_empty() {
             self.storage().apply(&batch)?;
         }
+        for m in msgs {
+            let kind = if m.eta_ms.is_some_and(|eta| eta > now_ms()) {
+                EventKind::Scheduled
+            } else {
+                EventKind::Enqueued
+            };
+            self.emit(&Event::for_message(kind, m));
+        }
         for m in run_now {
             self.execute_inline(m)?;
         }
@@ -276,6 +377,7 @@ impl Huey {
             if let Some(msg) =
                 self.check(None, msg, &revocations, now_ms(), &mut batch, &mut events)?
             {
+                events.push(Event::for_message(EventKind::Executing, &msg));
                 let outcome = self.run_attempt(&msg);
                 self.complete(None, &msg, outcome, &mut batch, &mut events);
             }
@@ -283,6 +385,9 @@ impl Huey {
                 todo.push(Message::decode(&r.payload)?);
             }
             storage.apply(&batch)?;
+            for e in &events {
+                self.emit(e);
+            }
         }
         Ok(())
     }
@@ -342,6 +447,11 @@ impl Huey {
             .filter_map(|(k, v)| postcard::from_bytes::<Revoke>(&v).ok().map(|r| (k, r)))
             .collect();
         Ok(Revocations { entries })
+    }
+
+    /// Whether `msg` is revoked now by id or task name (consumes revoke-once entries).
+    pub fn is_revoked(&self, msg: &Message, rev: &Revocations) -> Result<bool> {
+        self.consume_revocation(msg, rev, now_ms())
     }
 
     /// Whether `msg` is revoked now; consumes revoke-once entries that apply.
@@ -414,7 +524,12 @@ impl Huey {
                 payload: msg.encode()?,
                 error: err.clone(),
             });
-            self.store_failure(&msg, Failure::new(FailureKind::UnknownTask, &err), batch);
+            self.finish_failure(
+                &msg,
+                Failure::new(FailureKind::UnknownTask, &err),
+                batch,
+                events,
+            );
             events.push(Event::for_message(EventKind::DeadLettered, &msg).with_error(err));
             return Ok(None);
         }
@@ -427,16 +542,22 @@ impl Huey {
         }
         if self.consume_revocation(&msg, rev, now)? {
             ack(batch);
-            self.store_failure(&msg, Failure::new(FailureKind::Revoked, "revoked"), batch);
+            self.finish_failure(
+                &msg,
+                Failure::new(FailureKind::Revoked, "revoked"),
+                batch,
+                events,
+            );
             events.push(Event::for_message(EventKind::Revoked, &msg));
             return Ok(None);
         }
         if msg.options.expires_at_ms.is_some_and(|e| e <= now) {
             ack(batch);
-            self.store_failure(
+            self.finish_failure(
                 &msg,
                 Failure::new(FailureKind::Expired, "expired before it ran"),
                 batch,
+                events,
             );
             events.push(Event::for_message(EventKind::Expired, &msg));
             return Ok(None);
@@ -463,14 +584,53 @@ impl Huey {
                 .timeout_ms
                 .map(|t| Instant::now() + Duration::from_millis(t)),
         };
-        def.handler.run(&msg.args, &ctx)
+        let hooks = self.inner.hooks.read().clone();
+        for h in &hooks.pre {
+            if let Some(Err(reason)) = guarded("a pre-execute hook", || h(&ctx)) {
+                let f = Failure::new(FailureKind::Canceled, reason);
+                for h in &hooks.post {
+                    guarded("a post-execute hook", || h(&ctx, Some(&f)));
+                }
+                return Err(f);
+            }
+        }
+        let outcome = self.run_guarded(&def, msg, &ctx);
+        for h in &hooks.post {
+            guarded("a post-execute hook", || h(&ctx, outcome.as_ref().err()));
+        }
+        outcome
+    }
+
+    /// The task's rate limit and lock options around its code.
+    fn run_guarded(
+        &self,
+        def: &TaskDef,
+        msg: &Message,
+        ctx: &TaskContext,
+    ) -> std::result::Result<Output, Failure> {
+        let as_failure = |e: Error| crate::task::IntoFailure::into_failure(e);
+        if let Some(r) = &def.options.rate_limit {
+            self.rate_limit(&r.name, r.limit, r.period)
+                .map_err(as_failure)?;
+        }
+        let _guard = match &def.options.lock {
+            Some(l) => {
+                let mut lock = self.lock_task(l.name.clone());
+                if let Some(ttl) = l.ttl {
+                    lock = lock.ttl(ttl);
+                }
+                Some(lock.acquire().map_err(as_failure)?)
+            }
+            None => None,
+        };
+        def.handler.run(&msg.args, ctx)
     }
 
     fn result_ttl(&self) -> Option<Duration> {
         *self.inner.result_ttl.read()
     }
 
-    fn store_failure(&self, msg: &Message, f: Failure, batch: &mut Batch) {
+    fn store_failure(&self, msg: &Message, f: Failure, batch: &mut Batch) -> StoredResult {
         let err = TaskError {
             id: msg.id.clone(),
             task: msg.task.clone(),
@@ -478,11 +638,25 @@ impl Huey {
             kind: f.kind,
             message: f.message,
         };
+        let stored = StoredResult::Err(err);
         batch.results.push(ResultPut {
             id: msg.id.clone(),
-            value: StoredResult::Err(err).encode(),
+            value: stored.encode(),
             ttl: self.result_ttl(),
         });
+        stored
+    }
+
+    /// Store a task's final failure and count it in its chord, if it is in one.
+    fn finish_failure(
+        &self,
+        msg: &Message,
+        f: Failure,
+        batch: &mut Batch,
+        events: &mut Vec<Event>,
+    ) {
+        let stored = self.store_failure(msg, f, batch);
+        crate::flow::member_finished(self, msg, &stored, batch, events);
     }
 
     /// Record an attempt's outcome: the result or error, retries, pipeline continuations, the
@@ -509,20 +683,41 @@ impl Huey {
                     next.enqueued_ms = now_ms();
                     push_encoded(batch, &next, events);
                 }
+                let stored = StoredResult::Ok {
+                    task: msg.task.clone(),
+                    value: out.value,
+                };
                 if store {
                     batch.results.push(ResultPut {
                         id: msg.id.clone(),
-                        value: StoredResult::Ok {
-                            task: msg.task.clone(),
-                            value: out.value,
-                        }
-                        .encode(),
+                        value: stored.encode(),
                         ttl: self.result_ttl(),
                     });
                 }
+                crate::flow::member_finished(self, msg, &stored, batch, events);
                 events.push(Event::for_message(EventKind::Complete, msg));
             }
+            Err(f) if f.retry_delay_ms.is_some() && f.kind != FailureKind::Canceled => {
+                // Rate limited, or asked for by the task: again later, no retry used up.
+                let mut next = msg.clone();
+                next.attempt += 1;
+                let delay = f.retry_delay_ms.unwrap_or(0);
+                next.eta_ms = (delay > 0).then(|| now_ms() + delay);
+                if msg.options.store_errors_between_retries {
+                    let _ = self.store_failure(msg, f.clone(), batch);
+                }
+                push_encoded(batch, &next, events);
+                let kind = if f.kind == FailureKind::RateLimited {
+                    EventKind::RateLimited
+                } else {
+                    EventKind::Retrying
+                };
+                events.push(Event::for_message(kind, msg).with_failure(&f));
+            }
             Err(f) if f.kind.is_retryable() && msg.options.retries > 0 => {
+                if f.kind == FailureKind::Locked {
+                    events.push(Event::for_message(EventKind::Locked, msg).with_failure(&f));
+                }
                 let mut next = msg.clone();
                 next.attempt += 1;
                 next.options.retries -= 1;
@@ -531,7 +726,7 @@ impl Huey {
                     (delay as f64 * f64::from(msg.options.retry_backoff.max(0.0))) as u64;
                 next.eta_ms = (delay > 0).then(|| now_ms() + delay);
                 if msg.options.store_errors_between_retries {
-                    self.store_failure(msg, f.clone(), batch);
+                    let _ = self.store_failure(msg, f.clone(), batch);
                 }
                 push_encoded(batch, &next, events);
                 events.push(Event::for_message(EventKind::Retrying, msg).with_failure(&f));
@@ -567,13 +762,14 @@ impl Huey {
                     }
                 }
                 events.push(Event::for_message(f.kind.into(), msg).with_failure(&f));
-                self.store_failure(msg, f, batch);
+                self.finish_failure(msg, f, batch, events);
             }
         }
     }
 
-    /// Dequeue-free execution of one delivery (checks, run, completion, one write). The
-    /// supervisor splits these steps across processes; this is the same path in one thread.
+    /// Dequeue-free execution of one delivery (checks, run, completion, one write), then the
+    /// events to the app's handlers. The supervisor splits these steps across processes; this
+    /// is the same path in one thread.
     pub fn execute(&self, d: &Delivery) -> Result<Vec<Event>> {
         let rev = self.revocations()?;
         let mut batch = Batch::default();
@@ -584,6 +780,9 @@ impl Huey {
             self.complete(Some(&d.lease), &msg, outcome, &mut batch, &mut events);
         }
         self.storage().apply(&batch)?;
+        for e in &events {
+            self.emit(e);
+        }
         Ok(events)
     }
 }

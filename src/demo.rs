@@ -19,10 +19,34 @@ use crate::task::Task;
 
 /// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `pid` (the pid of the worker
 /// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash` (aborts its worker), the
-/// periodic `heartbeat`, and two for fault injection: `record(ms)` (counts its runs per task
-/// id in storage under `runs:ID`, sleeps, returns the count) and `garble(len)` (writes a
-/// corrupt frame onto its worker's result pipe; process workers only).
+/// periodic `heartbeat`; `collect` (a chord callback: the sum of the members that succeeded;
+/// each run adds 1 to the counter `collect-runs`) and `locked_sleep` (sleeps holding the lock
+/// `demo-lock`, whose TTL is 3 s); and two for fault injection: `record(ms)` (counts its runs
+/// per task id in storage under `runs:ID`, sleeps, returns the count) and `garble(len)` (writes
+/// a corrupt frame onto its worker's result pipe; process workers only). A startup hook adds 1
+/// to the counter `worker-starts` in every worker.
 pub fn register(app: &Huey) -> Result<()> {
+    app.on_startup(|app| {
+        if let Err(e) = app.storage().incr("worker-starts", 1) {
+            tracing::warn!("could not count a worker start: {e}");
+        }
+    });
+    app.task("collect").register_with_context(
+        |outcomes: Vec<std::result::Result<i64, crate::TaskError>>, ctx: &crate::TaskContext| {
+            ctx.app()
+                .storage()
+                .incr("collect-runs", 1)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(outcomes.iter().flatten().sum::<i64>())
+        },
+    )?;
+    app.task("locked_sleep")
+        .lock("demo-lock")
+        .lock_ttl(Duration::from_secs(3))
+        .register(|ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok::<_, String>(ms)
+        })?;
     app.task("noop").register(|(): ()| Ok::<_, String>(()))?;
     app.task("echo").register(|v: String| Ok::<_, String>(v))?;
     app.task("add")

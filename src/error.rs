@@ -53,6 +53,14 @@ pub enum Error {
     #[error("no result after waiting {0:?}")]
     Timeout(Duration),
 
+    /// A lock is held by someone else.
+    #[error("lock {0:?} is held")]
+    Locked(String),
+
+    /// A rate limit is used up for the current window.
+    #[error("rate limit {name:?} reached; the next window starts in {retry_in:?}")]
+    RateLimited { name: String, retry_in: Duration },
+
     /// Invalid configuration (CLI flags, options).
     #[error("{0}")]
     Config(String),

@@ -67,6 +67,7 @@ impl From<FailureKind> for EventKind {
             FailureKind::Expired => EventKind::Expired,
             FailureKind::Canceled => EventKind::Canceled,
             FailureKind::Locked => EventKind::Locked,
+            FailureKind::RateLimited => EventKind::RateLimited,
             FailureKind::Undecodable | FailureKind::UnknownTask => EventKind::DeadLettered,
         }
     }

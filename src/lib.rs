@@ -40,6 +40,8 @@ pub mod crontab;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod flow;
+pub mod lock;
 pub mod message;
 pub mod registry;
 pub mod result;
@@ -52,7 +54,13 @@ pub use app::{Huey, Revoke};
 pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
+pub use flow::{
+    Chord, ChordResult, Group, Outcome, Outcomes, Pipeline, PipelineResult, ResultGroup,
+};
+pub use lock::{LockGuard, TaskLock};
 pub use message::Message;
 pub use result::TaskResult;
 pub use storage::Storage;
-pub use task::{Expires, Failure, FailureKind, Task, TaskContext, TaskError, TaskOptions, When};
+pub use task::{
+    Control, Expires, Failure, FailureKind, Task, TaskContext, TaskError, TaskOptions, When,
+};

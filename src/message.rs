@@ -73,6 +73,21 @@ pub struct Message {
     pub on_complete: Option<Box<Message>>,
     /// Pipeline error handler: enqueued with the error when this task fails for good.
     pub on_error: Option<Box<Message>>,
+    /// Membership of a chord: when every member has finished, the callback runs once.
+    pub chord: Option<Box<ChordMember>>,
+}
+
+/// A chord member's place in its chord (see [`crate::flow`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChordMember {
+    /// The chord's id (keys of its counter and member outcomes).
+    pub chord: String,
+    /// This member's position, from 0.
+    pub index: u32,
+    /// How many members the chord has.
+    pub size: u32,
+    /// The callback, enqueued with every member's outcome prepended to its arguments.
+    pub callback: Message,
 }
 
 impl Message {
@@ -88,6 +103,7 @@ impl Message {
             enqueued_ms: crate::clock::now_ms(),
             on_complete: None,
             on_error: None,
+            chord: None,
         }
     }
 

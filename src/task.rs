@@ -84,6 +84,26 @@ pub struct TaskOptions {
     pub store_errors_between_retries: bool,
     /// The named queue.
     pub queue: String,
+    /// Hold this lock while running; when it is held the attempt fails with `Locked`.
+    pub lock: Option<LockOption>,
+    /// Run at most this often; over the limit the task is rescheduled for the next window.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A lock a task holds while it runs (see [`TaskBuilder::lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOption {
+    pub name: String,
+    /// Let the lock go after this long even if its holder never releases it (crashed).
+    pub ttl: Option<Duration>,
+}
+
+/// A named limit of `limit` runs per `period` (see [`TaskBuilder::rate_limit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub name: String,
+    pub limit: u64,
+    pub period: Duration,
 }
 
 impl Default for TaskOptions {
@@ -98,6 +118,8 @@ impl Default for TaskOptions {
             store_result: None,
             store_errors_between_retries: false,
             queue: DEFAULT_QUEUE.to_string(),
+            lock: None,
+            rate_limit: None,
         }
     }
 }
@@ -182,6 +204,8 @@ pub enum FailureKind {
     Canceled,
     /// A lock it needed was held.
     Locked,
+    /// A rate limit was used up; rescheduled for the next window without using a retry.
+    RateLimited,
     /// The message could not be decoded.
     Undecodable,
     /// No task of that name is registered.
@@ -212,6 +236,7 @@ impl FailureKind {
             FailureKind::Expired => "expired",
             FailureKind::Canceled => "canceled",
             FailureKind::Locked => "locked",
+            FailureKind::RateLimited => "rate-limited",
             FailureKind::Undecodable => "undecodable",
             FailureKind::UnknownTask => "unknown-task",
         }
@@ -229,6 +254,9 @@ impl fmt::Display for FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
+    /// Run the task again after this many ms without using up a retry (rate limits,
+    /// [`Control::Retry`]). `None`: the retry policy decides.
+    pub retry_delay_ms: Option<u64>,
 }
 
 impl Failure {
@@ -237,6 +265,15 @@ impl Failure {
         Failure {
             kind,
             message: message.into(),
+            retry_delay_ms: None,
+        }
+    }
+
+    /// A failure after which the task runs again after `delay`, without using up a retry.
+    pub fn reschedule(kind: FailureKind, message: impl Into<String>, delay: Duration) -> Failure {
+        Failure {
+            retry_delay_ms: Some(clock::ms(delay)),
+            ..Failure::new(kind, message)
         }
     }
 }
@@ -257,15 +294,91 @@ pub struct TaskError {
     pub message: String,
 }
 
-/// Converts what a task returns as its error into a [`Failure`]. Any `Display` error works.
+/// Converts what a task returns as its error into a [`Failure`]. Any `Display` error works;
+/// a [`crate::Error::Locked`] or [`crate::Error::RateLimited`] returned by the task (e.g. with
+/// `?` from [`crate::Huey::lock_task`] or [`crate::Huey::rate_limit`]) keeps its meaning, and
+/// [`Control`] cancels or retries.
 pub trait IntoFailure {
     /// The failure this error stands for.
     fn into_failure(self) -> Failure;
 }
 
-impl<E: fmt::Display> IntoFailure for E {
+impl<E: fmt::Display + 'static> IntoFailure for E {
     fn into_failure(self) -> Failure {
+        if let Some(e) = (&self as &dyn std::any::Any).downcast_ref::<Error>() {
+            if let Some(f) = failure_of_error(e) {
+                return f;
+            }
+        }
         Failure::new(FailureKind::Error, self.to_string())
+    }
+}
+
+/// The failures the library's own errors stand for inside a task.
+fn failure_of_error(e: &Error) -> Option<Failure> {
+    match e {
+        Error::Locked(_) => Some(Failure::new(FailureKind::Locked, e.to_string())),
+        Error::RateLimited { retry_in, .. } => Some(Failure::reschedule(
+            FailureKind::RateLimited,
+            e.to_string(),
+            *retry_in,
+        )),
+        _ => None,
+    }
+}
+
+/// What a task can return as its error to steer its own execution:
+/// `Err(Control::Cancel(..))` ends it without a retry, `Err(Control::Retry { .. })` runs it
+/// again after a delay without using up a retry, and any other error converts (with `?`) into
+/// [`Control::Fail`], an ordinary failure under the retry policy.
+///
+/// ```
+/// use huey::task::Control;
+/// use std::time::Duration;
+///
+/// fn step(n: u32) -> Result<u32, Control> {
+///     if n == 0 {
+///         return Err(Control::Cancel("nothing to do".into()));
+///     }
+///     if n > 100 {
+///         return Err(Control::Retry { delay: Duration::from_secs(5), reason: "busy".into() });
+///     }
+///     let parsed: u32 = "7".parse()?; // any Display error becomes Control::Fail
+///     Ok(n + parsed)
+/// }
+/// assert!(matches!(step(0), Err(Control::Cancel(_))));
+/// assert_eq!(step(1).ok(), Some(8));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Stop now, with no retry (event `Canceled`; the result is a `Canceled` error).
+    Cancel(String),
+    /// Run again after `delay` without using up a retry (event `Retrying`).
+    Retry { delay: Duration, reason: String },
+    /// An ordinary failure: the retry policy applies.
+    Fail(String),
+    /// A failure of another kind (e.g. a lock or rate limit hit inside the task).
+    Failure(Failure),
+}
+
+// `Control` is deliberately not `Display`: that keeps this conversion (and the `IntoFailure`
+// impl below) apart from the blanket ones for `Display` errors.
+impl<E: fmt::Display + 'static> From<E> for Control {
+    fn from(e: E) -> Control {
+        Control::Failure(e.into_failure())
+    }
+}
+
+impl IntoFailure for Control {
+    fn into_failure(self) -> Failure {
+        match self {
+            Control::Cancel(m) => Failure::new(FailureKind::Canceled, m),
+            Control::Retry { delay, reason } => {
+                Failure::reschedule(FailureKind::Error, reason, delay)
+            }
+            Control::Fail(m) => Failure::new(FailureKind::Error, m),
+            Control::Failure(f) => f,
+        }
     }
 }
 
@@ -496,6 +609,45 @@ pub struct TaskBuilder {
 impl TaskBuilder {
     fn options_mut(&mut self) -> &mut TaskOptions {
         &mut self.options
+    }
+
+    /// Hold the lock `name` while the task runs: when another holder has it, the attempt fails
+    /// with [`FailureKind::Locked`] and the retry policy applies.
+    pub fn lock(mut self, name: impl Into<String>) -> Self {
+        let ttl = self.options.lock.as_ref().and_then(|l| l.ttl);
+        self.options.lock = Some(LockOption {
+            name: name.into(),
+            ttl,
+        });
+        self
+    }
+
+    /// Let the task's lock (see [`TaskBuilder::lock`]; the task's name when none was given)
+    /// expire after `ttl`, so a holder that crashed cannot block it for ever.
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        let name = self
+            .options
+            .lock
+            .as_ref()
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| self.name.clone());
+        self.options.lock = Some(LockOption {
+            name,
+            ttl: Some(ttl),
+        });
+        self
+    }
+
+    /// Run at most `limit` times per `period` under the limit `name` (shared by every task and
+    /// consumer using that name). Over the limit, the task is rescheduled for the next window
+    /// without using up a retry.
+    pub fn rate_limit(mut self, name: impl Into<String>, limit: u64, period: Duration) -> Self {
+        self.options.rate_limit = Some(RateLimit {
+            name: name.into(),
+            limit,
+            period,
+        });
+        self
     }
 
     /// Run this task periodically on a crontab schedule (it then takes `()` arguments).

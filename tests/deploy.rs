@@ -63,10 +63,13 @@ fn init_script_starts_reports_reloads_and_stops() {
     let before = children(pid);
     let out = init(dir.path(), &b, "reload");
     assert!(out.status.success(), "{out:?}");
-    assert!(wait_until(LONG, || {
-        let now = children(pid);
-        now.len() == 2 && now.iter().all(|p| !before.contains(p))
-    }), "workers restarted");
+    assert!(
+        wait_until(LONG, || {
+            let now = children(pid);
+            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+        }),
+        "workers restarted"
+    );
     assert!(std::fs::read_to_string(&log).unwrap().contains("SIGHUP"));
 
     let out = init(dir.path(), &b, "stop");
@@ -74,7 +77,9 @@ fn init_script_starts_reports_reloads_and_stops() {
     assert!(!alive(pid), "stopped");
     assert!(!pidfile.exists(), "pidfile removed");
     assert_eq!(init(dir.path(), &b, "status").status.code(), Some(3));
-    assert!(std::fs::read_to_string(&log).unwrap().contains("consumer stopped"));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("consumer stopped"));
 }
 
 #[test]
@@ -86,15 +91,24 @@ fn pidfile_refuses_a_live_holder_and_replaces_a_stale_one() {
 
     let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
     std::fs::write(&pidfile, format!("{}\n", holder.id())).unwrap();
-    let out = Command::new(common::hueyd::exe()).args(["--storage", &b.url(), "--pidfile", pf]).output().unwrap();
+    let out = Command::new(common::hueyd::exe())
+        .args(["--storage", &b.url(), "--pidfile", pf])
+        .output()
+        .unwrap();
     let _ = holder.kill();
     let _ = holder.wait();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another consumer"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another consumer"),
+        "{out:?}"
+    );
 
     // The holder is gone now: its pid is stale.
     let mut h = Hueyd::start(&b.url(), &["--pidfile", pf]);
-    assert!(wait_until(LONG, || pid_in(&pidfile) == Some(h.pid())), "stale pidfile replaced");
+    assert!(
+        wait_until(LONG, || pid_in(&pidfile) == Some(h.pid())),
+        "stale pidfile replaced"
+    );
     h.signal(Signal::SIGTERM);
     assert!(h.wait_exit(LONG).unwrap().success());
     assert!(!pidfile.exists(), "removed at exit");
@@ -106,15 +120,21 @@ fn sigusr1_reopens_the_log_file() {
     let b = Backend::sqlite();
     let log = dir.path().join("hueyd.log");
     let h = Hueyd::start(&b.url(), &["--logfile", log.to_str().unwrap()]);
-    assert!(wait_until(LONG, || std::fs::read_to_string(&log).is_ok_and(|s| s.contains("consumer started"))));
+    assert!(wait_until(LONG, || std::fs::read_to_string(&log)
+        .is_ok_and(|s| s.contains("consumer started"))));
     std::fs::rename(&log, dir.path().join("hueyd.log.1")).unwrap();
     h.signal(Signal::SIGUSR1);
-    assert!(wait_until(LONG, || std::fs::read_to_string(&log).is_ok_and(|s| s.contains("log file reopened"))));
+    assert!(wait_until(LONG, || std::fs::read_to_string(&log)
+        .is_ok_and(|s| s.contains("log file reopened"))));
     let app = b.app();
     let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
     let r = add.enqueue((2, 2)).unwrap();
     assert_eq!(r.wait(LONG).unwrap(), 4);
-    assert!(wait_until(LONG, || std::fs::read_to_string(&log).is_ok_and(|s| s.contains(r.id()))), "new lines go to the new file");
+    assert!(
+        wait_until(LONG, || std::fs::read_to_string(&log)
+            .is_ok_and(|s| s.contains(r.id()))),
+        "new lines go to the new file"
+    );
 }
 
 #[test]
@@ -152,7 +172,11 @@ fn systemd_is_told_when_the_consumer_is_ready_and_stopping() {
     let mut buf = [0u8; 64];
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"READY=1");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().unwrap().success());

@@ -38,6 +38,7 @@ struct State {
     results: HashMap<String, (Vec<u8>, Option<u64>)>,
     kv: HashMap<(Ns, String), (Vec<u8>, Option<u64>)>,
     counters: HashMap<String, i64>,
+    expiring: HashMap<String, (i64, u64)>,
     dead: BTreeMap<u64, DeadLetter>,
 }
 
@@ -345,6 +346,16 @@ impl Storage for MemoryStorage {
             .map(|(v, _)| v))
     }
 
+    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool> {
+        let mut st = self.state.lock();
+        let k = (ns, key.to_string());
+        if State::live(st.kv.get(&k), now_ms()).is_some_and(|v| v == value) {
+            st.kv.remove(&k);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
         let st = self.state.lock();
         let now = now_ms();
@@ -363,6 +374,16 @@ impl Storage for MemoryStorage {
         let c = st.counters.entry(key.to_string()).or_insert(0);
         *c += by;
         Ok(*c)
+    }
+
+    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        let mut st = self.state.lock();
+        let now = now_ms();
+        st.expiring.retain(|_, (_, exp)| *exp > now);
+        let until = expiry(Some(ttl)).unwrap_or(u64::MAX);
+        let c = st.expiring.entry(key.to_string()).or_insert((0, until));
+        c.0 += by;
+        Ok(c.0)
     }
 
     fn counts(&self) -> Result<Counts> {
@@ -466,6 +487,7 @@ impl Storage for MemoryStorage {
         if what.kv {
             st.kv.retain(|(ns, _), _| *ns == Ns::Locks);
             st.counters.clear();
+            st.expiring.clear();
         }
         if what.dead {
             st.dead.clear();

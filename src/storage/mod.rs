@@ -238,11 +238,18 @@ pub trait Storage: Send + Sync + 'static {
     fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
     /// Delete a key and return its value.
     fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Delete a key only if it holds `value` (compare-and-delete, e.g. releasing a lock only
+    /// while still its holder); returns whether it was deleted.
+    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;
     /// Every live key of a namespace (meant for small ones: revocations, locks).
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>>;
 
     /// Add `by` to a counter (missing counts as 0) and return the new value.
     fn incr(&self, key: &str, by: i64) -> Result<i64>;
+
+    /// Add `by` to a counter that disappears `ttl` after it was created (a later call starts
+    /// again from 0) and return the new value. Meant for windows: rate limits, chord counts.
+    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
 
     /// Sizes of each part.
     fn counts(&self) -> Result<Counts>;

@@ -717,6 +717,18 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool> {
+        let now = sql_ms(now_ms());
+        self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM kv WHERE ns = ?1 AND key = ?2 AND value = ?3
+                 AND (expires IS NULL OR expires > ?4)",
+            )?
+            .execute(params![ns.as_str(), key, value, now])
+            .map(|n| n > 0)
+        })
+    }
+
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
         let now = sql_ms(now_ms());
         let conn = self.conn.lock();
@@ -739,6 +751,23 @@ impl Storage for SqliteStorage {
                  RETURNING value",
             )?
             .query_row(params![key, by], |r| r.get(0))
+        })
+    }
+
+    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        // Kept in the kv table under a namespace of its own, so expiry and flushing come free.
+        let now = sql_ms(now_ms());
+        self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM kv WHERE ns = 'counter' AND key = ?1 AND expires <= ?2",
+            )?
+            .execute(params![key, now])?;
+            tx.prepare_cached(
+                "INSERT INTO kv(ns, key, value, expires) VALUES('counter', ?1, ?2, ?3)
+                 ON CONFLICT(ns, key) DO UPDATE SET value = CAST(kv.value AS INTEGER) + ?2
+                 RETURNING CAST(value AS INTEGER)",
+            )?
+            .query_row(params![key, by, expiry(Some(ttl))], |r| r.get(0))
         })
     }
 

@@ -286,8 +286,51 @@ impl Supervisor {
         }
     }
 
-    /// Timeouts and respawns.
+    /// Process workers running a task revoked since it started are killed (and replaced); the
+    /// task is recorded as revoked. One read of the revocations per check, only while busy.
+    fn cancel_revoked(&mut self) {
+        if self.cfg.kind != WorkerKind::Process || self.busy_count() == 0 {
+            return;
+        }
+        let rev = match self.app.revocations() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("could not read revocations: {e}");
+                return;
+            }
+        };
+        if rev.is_empty() {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let revoked = match &self.slots[i].state {
+                State::Busy(j) => self.app.is_revoked(&j.msg, &rev).unwrap_or(false),
+                _ => false,
+            };
+            if !revoked {
+                continue;
+            }
+            let slot = &mut self.slots[i];
+            let worker = slot.worker_id();
+            let State::Busy(job) = std::mem::replace(&mut slot.state, State::Starting) else {
+                unreachable!()
+            };
+            slot.stop_worker(true);
+            tracing::info!(id = %job.msg.id, task = %job.msg.task, worker, "revoked while running: worker killed");
+            let f = Failure::new(
+                FailureKind::Revoked,
+                format!("revoked while running; worker {worker} was killed"),
+            );
+            self.complete_job(*job, Err(f), worker);
+            if self.stopping.is_none() {
+                self.spawn(i);
+            }
+        }
+    }
+
+    /// Timeouts, revoked running tasks and respawns.
     pub(super) fn check_health(&mut self) {
+        self.cancel_revoked();
         let now = Instant::now();
         for i in 0..self.slots.len() {
             let timed_out = matches!(&self.slots[i].state, State::Busy(j) if j.deadline.is_some_and(|d| d <= now));

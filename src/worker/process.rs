@@ -206,6 +206,7 @@ pub fn worker_main(app: &Huey) -> i32 {
     let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
+    app.run_startup_hooks();
     let ready = FromWorker::Ready {
         pid: std::process::id(),
     };
@@ -215,7 +216,10 @@ pub fn worker_main(app: &Huey) -> i32 {
     loop {
         let (job, payload) = match read_frame::<ToWorker>(&mut input) {
             Ok(Some(ToWorker::Run { job, payload })) => (job, payload),
-            Ok(None) => return 0,
+            Ok(None) => {
+                app.run_shutdown_hooks();
+                return 0;
+            }
             Err(e) => {
                 eprintln!("huey worker {}: {e}", std::process::id());
                 return 3;

@@ -29,6 +29,7 @@ impl ThreadWorker {
             .name(format!("huey-worker-{num}"))
             .spawn(move || {
                 let send = |event| events.send(Tagged { slot, gen, event }).is_ok();
+                app.run_startup_hooks();
                 if !send(WorkerEvent::Ready { pid: num }) {
                     return;
                 }
@@ -42,6 +43,7 @@ impl ThreadWorker {
                         return;
                     }
                 }
+                app.run_shutdown_hooks();
                 send(WorkerEvent::Exited {
                     status: "stopped".into(),
                 });

@@ -45,6 +45,8 @@ macro_rules! storage_suite {
             namespaces_are_separate,
             list_returns_sorted_live_keys,
             counters_add_atomically,
+            delete_if_deletes_only_the_matching_value,
+            expiring_counters_add_atomically_and_start_over_after_their_ttl,
             counts_reflect_each_part,
             expired_lease_counts_as_ready,
             pending_lists_ready_payloads_in_run_order,

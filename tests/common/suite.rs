@@ -709,6 +709,45 @@ pub fn counters_add_atomically(s: Factory) {
     assert_eq!(first.incr("n", 0).unwrap(), 203);
 }
 
+pub fn delete_if_deletes_only_the_matching_value(s: Factory) {
+    let (a, b) = (s(), s());
+    assert!(a.put_if_empty(Ns::Locks, "l", b"holder-1", None).unwrap());
+    assert!(!b.delete_if(Ns::Locks, "l", b"holder-2").unwrap());
+    assert_eq!(a.get(Ns::Locks, "l").unwrap(), Some(b"holder-1".to_vec()));
+    assert!(b.delete_if(Ns::Locks, "l", b"holder-1").unwrap());
+    assert_eq!(a.get(Ns::Locks, "l").unwrap(), None);
+    assert!(!a.delete_if(Ns::Locks, "l", b"holder-1").unwrap());
+    assert!(!a.delete_if(Ns::Data, "missing", b"x").unwrap());
+}
+
+pub fn expiring_counters_add_atomically_and_start_over_after_their_ttl(s: Factory) {
+    let first = s();
+    let ttl = Duration::from_millis(1500);
+    assert_eq!(first.incr_expiring("w", 2, ttl).unwrap(), 2);
+    assert_eq!(first.incr_expiring("w", 1, ttl).unwrap(), 3);
+    assert_eq!(
+        first.incr("w", 0).unwrap(),
+        0,
+        "separate from plain counters"
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let h = s();
+            thread::spawn(move || {
+                for _ in 0..25 {
+                    h.incr_expiring("w", 1, ttl).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(first.incr_expiring("w", 0, ttl).unwrap(), 103);
+    sleep_past(ttl);
+    assert_eq!(first.incr_expiring("w", 1, ttl).unwrap(), 1);
+}
+
 pub fn counts_reflect_each_part(s: Factory) {
     let s = s();
     assert_eq!(s.counts().unwrap(), Default::default());

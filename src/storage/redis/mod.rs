@@ -434,6 +434,13 @@ impl Storage for RedisStorage {
         self.invoke(false, &inv)
     }
 
+    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool> {
+        let mut inv = self.call(&self.scripts.kv_delete_if);
+        inv.arg(ns.as_str()).arg(key).arg(value);
+        let n: i64 = self.invoke(false, &inv)?;
+        Ok(n > 0)
+    }
+
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
         let mut inv = self.call(&self.scripts.kv_list);
         inv.arg(ns.as_str());
@@ -451,6 +458,12 @@ impl Storage for RedisStorage {
     fn incr(&self, key: &str, by: i64) -> Result<i64> {
         let counters = &self.keys[14];
         self.pool.run(false, |con| con.hincr(counters, key, by))
+    }
+
+    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        let mut inv = self.call(&self.scripts.incr_expiring);
+        inv.arg(key).arg(by).arg(capped_ms(ttl).max(1));
+        self.invoke(false, &inv)
     }
 
     fn counts(&self) -> Result<Counts> {

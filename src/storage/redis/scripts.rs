@@ -290,6 +290,23 @@ redis.call('ZREM', prefix .. 'kvi:' .. ARGV[2], ARGV[3])
 return v
 "#;
 
+/// delete_if. ARGV: prefix, ns, key, value. Returns 1 when it held the value and was deleted.
+const KV_DELETE_IF: &str = r#"
+local key = prefix .. 'kv:' .. ARGV[2] .. ':' .. ARGV[3]
+if redis.call('GET', key) ~= ARGV[4] then return 0 end
+redis.call('DEL', key)
+redis.call('ZREM', prefix .. 'kvi:' .. ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// incr_expiring. ARGV: prefix, key, by, ttl ms. Returns the new value.
+const INCR_EXPIRING: &str = r#"
+local key = prefix .. 'ctr:' .. ARGV[2]
+local v = redis.call('INCRBY', key, ARGV[3])
+if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[4]) end
+return v
+"#;
+
 /// list. ARGV: prefix, ns. Returns {key, value, ...} (unsorted).
 const KV_LIST: &str = r#"
 local now = now_ms()
@@ -416,6 +433,8 @@ pub struct Scripts {
     pub kv_put: Script,
     pub kv_take: Script,
     pub kv_list: Script,
+    pub kv_delete_if: Script,
+    pub incr_expiring: Script,
     pub counts: Script,
     pub pending: Script,
     pub scheduled: Script,
@@ -441,6 +460,8 @@ impl Scripts {
             kv_put: script(KV_PUT),
             kv_take: script(KV_TAKE),
             kv_list: script(KV_LIST),
+            kv_delete_if: script(KV_DELETE_IF),
+            incr_expiring: script(INCR_EXPIRING),
             counts: script(COUNTS),
             pending: script(PENDING),
             scheduled: script(SCHEDULED),

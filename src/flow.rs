@@ -1,0 +1,690 @@
+//! Workflows: pipelines (each stage gets the previous stage's result), groups (many calls in
+//! one write, results gathered in order), chords (a group plus a callback that runs once with
+//! every member's outcome) and map (a group of calls of one task).
+//!
+//! # Chords: where member outcomes live, and exactly-once
+//!
+//! Every member message carries its chord's id, its index, the chord's size and the callback.
+//! When a member finishes for good (success, final failure, revoked, expired, dead-lettered),
+//! the consumer that records it
+//! 1. writes the member's outcome to `Ns::Data` under `chord:{id}:{index}` (a key of the
+//!    chord's own, so reading or losing the member's ordinary result does not matter),
+//! 2. marks the member counted with `put_if_empty(Ns::Claims, "chord:{id}:{index}")` (a
+//!    member that runs twice, e.g. after its lease ran out, is counted once),
+//! 3. adds 1 to the chord's counter with `incr_expiring` (atomic on every backend),
+//! 4. when the counter reaches the size, claims `chord:{id}:fired` with `put_if_empty`, reads
+//!    the member outcomes in member order and puts the callback in the same batch as the
+//!    member's own outcome.
+//!
+//! Outcomes are written before the counter moves, so the consumer that sees the last count
+//! sees every outcome, whichever consumer recorded it. The fired claim makes the callback
+//! fire once even when two consumers record the last members at the same moment. The one
+//! window left: a consumer that dies between claiming and writing its batch loses the
+//! callback (it never runs twice). huey's chords count in one process; these count in
+//! storage, across consumers.
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::app::Huey;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::message::{ChordMember, Message};
+use crate::result::{StoredResult, TaskResult};
+use crate::storage::{Batch, Ns};
+use crate::task::{Call, FailureKind, Task, TaskError};
+
+/// One member's outcome: its result, or how it failed (also revoked, expired, canceled).
+pub type Outcome<R> = std::result::Result<R, TaskError>;
+
+/// What a chord callback receives: every member's outcome, in member order.
+pub type Outcomes<R> = Vec<Outcome<R>>;
+
+/// How long chord bookkeeping (counter, member outcomes, claims) is kept at most.
+const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::Encode {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// The message of a later stage or callback: its task's defaults, its own arguments only (the
+/// previous result is prepended when it is enqueued).
+fn follow_up<A, R>(task: &Task<A, R>, extra: Vec<u8>) -> Message {
+    Message::new(
+        task.name.clone(),
+        extra,
+        task.options.to_message_options(crate::clock::now_ms()),
+    )
+}
+
+// ----- pipelines -----------------------------------------------------------------------------
+
+/// A chain of calls, each enqueued with the previous one's result when it succeeds. `R` is
+/// the last stage's result type. A stage that fails for good, is revoked or expires stops the
+/// chain (and runs the error handler, if any).
+pub struct Pipeline<R> {
+    app: Huey,
+    stages: Vec<Message>,
+    on_error: Option<Message>,
+    broken: Option<Error>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Pipeline<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.stages.iter().map(|m| m.task.as_str()).collect();
+        f.debug_struct("Pipeline").field("stages", &names).finish()
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned> Call<A, R> {
+    /// A pipeline of this call alone (add stages with [`Pipeline::then`]).
+    pub fn pipeline(self) -> Pipeline<R> {
+        let app = self.task.app.clone();
+        let (stages, broken) = match self.to_message() {
+            Ok(m) => (vec![m], None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        Pipeline {
+            app,
+            stages,
+            on_error: None,
+            broken,
+            _r: PhantomData,
+        }
+    }
+
+    /// Then run `next` with this call's result and `extra` (`next` takes `(R, E)`).
+    pub fn then<E: Serialize, R2: DeserializeOwned>(
+        self,
+        next: &Task<(R, E), R2>,
+        extra: E,
+    ) -> Pipeline<R2> {
+        self.pipeline().then(next, extra)
+    }
+
+    /// Then run `next` with this call's result alone (`next` takes `R`).
+    pub fn then_with<R2: DeserializeOwned>(self, next: &Task<R, R2>) -> Pipeline<R2> {
+        self.pipeline().then_with(next)
+    }
+
+    /// Run `handler` with the [`TaskError`] if this call fails for good.
+    pub fn error<H>(self, handler: &Task<TaskError, H>) -> Pipeline<R> {
+        self.pipeline().error(handler)
+    }
+}
+
+impl<R> Pipeline<R> {
+    fn push<R2>(mut self, msg: Result<Message>) -> Pipeline<R2> {
+        match msg {
+            Ok(m) => self.stages.push(m),
+            Err(e) => self.broken = self.broken.or(Some(e)),
+        }
+        Pipeline {
+            app: self.app,
+            stages: self.stages,
+            on_error: self.on_error,
+            broken: self.broken,
+            _r: PhantomData,
+        }
+    }
+
+    /// Then run `next` with the last stage's result and `extra` (`next` takes `(R, E)`).
+    pub fn then<E: Serialize, R2>(self, next: &Task<(R, E), R2>, extra: E) -> Pipeline<R2> {
+        let msg = encode("task arguments", &extra).map(|b| follow_up(next, b));
+        self.push(msg)
+    }
+
+    /// Then run `next` with the last stage's result alone (`next` takes `R`).
+    pub fn then_with<R2>(self, next: &Task<R, R2>) -> Pipeline<R2> {
+        self.push(Ok(follow_up(next, Vec::new())))
+    }
+
+    /// Run `handler` with the [`TaskError`] of whichever stage fails for good (once: the
+    /// chain stops there). Replaces an earlier handler.
+    pub fn error<H>(mut self, handler: &Task<TaskError, H>) -> Pipeline<R> {
+        self.on_error = Some(follow_up(handler, Vec::new()));
+        self
+    }
+
+    /// How many stages.
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether it has no stage (only when the first call's arguments could not be encoded).
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// The first stage's message, with every later stage nested as its continuation.
+    pub fn to_message(&self) -> Result<Message> {
+        if let Some(e) = &self.broken {
+            return Err(Error::Encode {
+                what: "pipeline",
+                message: e.to_string(),
+            });
+        }
+        let mut next: Option<Box<Message>> = None;
+        for stage in self.stages.iter().rev() {
+            let mut m = stage.clone();
+            m.on_complete = next.take();
+            if let Some(h) = &self.on_error {
+                m.on_error = Some(Box::new(h.clone()));
+            }
+            next = Some(Box::new(m));
+        }
+        next.map(|m| *m)
+            .ok_or_else(|| Error::Config("a pipeline needs at least one stage".into()))
+    }
+}
+
+impl<R: DeserializeOwned> Pipeline<R> {
+    /// Enqueue the first stage (the rest follow as each one succeeds).
+    pub fn enqueue(self) -> Result<PipelineResult<R>> {
+        let app = self.app.clone();
+        app.enqueue_pipeline(self)
+    }
+}
+
+impl Huey {
+    /// Enqueue a pipeline; returns a handle on every stage's result.
+    pub fn enqueue_pipeline<R: DeserializeOwned>(
+        &self,
+        p: Pipeline<R>,
+    ) -> Result<PipelineResult<R>> {
+        let first = p.to_message()?;
+        let stages: Vec<(String, String)> = p
+            .stages
+            .iter()
+            .map(|m| (m.id.clone(), m.task.clone()))
+            .collect();
+        self.enqueue_messages(std::slice::from_ref(&first))?;
+        let (last_id, _) = stages.last().cloned().expect("a pipeline has a stage");
+        Ok(PipelineResult {
+            app: self.clone(),
+            stages,
+            error_id: p.on_error.map(|m| m.id),
+            last: TaskResult::new(self.clone(), last_id, None),
+        })
+    }
+}
+
+/// Handles on an enqueued pipeline's stages.
+#[derive(Debug)]
+pub struct PipelineResult<R> {
+    app: Huey,
+    stages: Vec<(String, String)>,
+    error_id: Option<String>,
+    last: TaskResult<R>,
+}
+
+impl<R: DeserializeOwned> PipelineResult<R> {
+    /// The stage ids, in order.
+    pub fn ids(&self) -> Vec<&str> {
+        self.stages.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// How many stages.
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether there is no stage (never, for an enqueued pipeline).
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// The last stage's result handle.
+    pub fn last(&self) -> &TaskResult<R> {
+        &self.last
+    }
+
+    /// A typed handle on stage `i` (from 0); `T` must be that stage's result type.
+    pub fn stage<T: DeserializeOwned>(&self, i: usize) -> Option<TaskResult<T>> {
+        self.stages
+            .get(i)
+            .map(|(id, _)| TaskResult::new(self.app.clone(), id.clone(), None))
+    }
+
+    /// The error handler's result handle, if the pipeline has one.
+    pub fn error_handler<T: DeserializeOwned>(&self) -> Option<TaskResult<T>> {
+        self.error_id
+            .as_ref()
+            .map(|id| TaskResult::new(self.app.clone(), id.clone(), None))
+    }
+
+    /// Wait for the last stage's result; the first stage that failed for good (or was
+    /// revoked, expired) ends the wait early with its error.
+    pub fn wait(&self, timeout: Duration) -> Result<R> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.last.get()? {
+                return Ok(v);
+            }
+            for (id, _) in &self.stages[..self.stages.len() - 1] {
+                if let Some(b) = self.app.storage().result(id, false)? {
+                    if let StoredResult::Err(e) = StoredResult::decode(&b)? {
+                        return Err(Error::Task(e));
+                    }
+                }
+            }
+            if Instant::now() >= end {
+                return Err(Error::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every stage's stored outcome so far as JSON (through each task's result type), in
+    /// stage order, without consuming them: `None` for a stage with nothing stored (not run
+    /// yet, or a unit result), `Some(Err)` for a stage that failed.
+    pub fn get_all(
+        &self,
+    ) -> Result<Vec<Option<std::result::Result<serde_json::Value, TaskError>>>> {
+        let mut out = Vec::with_capacity(self.stages.len());
+        for (id, task) in &self.stages {
+            let stored = match self.app.storage().result(id, false)? {
+                Some(b) => Some(StoredResult::decode(&b)?),
+                None => None,
+            };
+            out.push(match stored {
+                None => None,
+                Some(StoredResult::Err(e)) => Some(Err(e)),
+                Some(StoredResult::Ok { value: v, .. }) => {
+                    let def = self
+                        .app
+                        .task_def(task)
+                        .ok_or_else(|| Error::UnknownTask(task.clone()))?;
+                    Some(Ok(def.handler.result_to_json(&v).map_err(Error::Decode)?))
+                }
+            });
+        }
+        Ok(out)
+    }
+}
+
+// ----- groups, chords, map ---------------------------------------------------------------------
+
+/// Many calls whose results have one type, enqueued in one storage write.
+pub struct Group<R> {
+    app: Huey,
+    msgs: Vec<Message>,
+    broken: Option<Error>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Group<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("len", &self.msgs.len())
+            .finish()
+    }
+}
+
+impl Huey {
+    /// A group of calls (of one task or several with one result type).
+    pub fn group<A: Serialize, R: DeserializeOwned>(
+        &self,
+        calls: impl IntoIterator<Item = Call<A, R>>,
+    ) -> Group<R> {
+        calls.into_iter().fold(Group::new(self), Group::push)
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
+    /// A group of calls of this task, one per argument (huey's `task.map`).
+    pub fn map(&self, args: impl IntoIterator<Item = A>) -> Group<R> {
+        self.app.group(args.into_iter().map(|a| self.call(a)))
+    }
+}
+
+impl<R: DeserializeOwned> Group<R> {
+    /// An empty group.
+    pub fn new(app: &Huey) -> Group<R> {
+        Group {
+            app: app.clone(),
+            msgs: Vec::new(),
+            broken: None,
+            _r: PhantomData,
+        }
+    }
+
+    /// Add a call (of any task returning `R`).
+    pub fn push<A: Serialize>(mut self, call: Call<A, R>) -> Group<R> {
+        match call.to_message() {
+            Ok(m) => self.msgs.push(m),
+            Err(e) => self.broken = self.broken.or(Some(e)),
+        }
+        self
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Whether it has no member.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    fn check(&mut self) -> Result<()> {
+        match self.broken.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Enqueue every member in one write.
+    pub fn enqueue(mut self) -> Result<ResultGroup<R>> {
+        self.check()?;
+        self.app.enqueue_messages(&self.msgs)?;
+        Ok(ResultGroup::of(&self.app, &self.msgs))
+    }
+
+    /// A chord: run `callback` once with every member's outcome (in member order) and `extra`,
+    /// when all members have finished, whether they succeeded or not.
+    pub fn then<E: Serialize, R2: DeserializeOwned>(
+        self,
+        callback: &Task<(Outcomes<R>, E), R2>,
+        extra: E,
+    ) -> Chord<R, R2> {
+        let cb = encode("task arguments", &extra).map(|b| follow_up(callback, b));
+        Chord::new(self, cb)
+    }
+
+    /// A chord whose callback takes the member outcomes alone.
+    pub fn then_with<R2: DeserializeOwned>(self, callback: &Task<Outcomes<R>, R2>) -> Chord<R, R2> {
+        Chord::new(self, Ok(follow_up(callback, Vec::new())))
+    }
+}
+
+/// A group with a callback (see [`Group::then`]).
+pub struct Chord<R, R2> {
+    group: Group<R>,
+    callback: Result<Message>,
+    _r: PhantomData<fn() -> R2>,
+}
+
+impl<R, R2> std::fmt::Debug for Chord<R, R2> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chord")
+            .field("members", &self.group.msgs.len())
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned, R2: DeserializeOwned> Chord<R, R2> {
+    fn new(group: Group<R>, callback: Result<Message>) -> Chord<R, R2> {
+        Chord {
+            group,
+            callback,
+            _r: PhantomData,
+        }
+    }
+
+    /// Enqueue the members in one write; the callback follows when the last one finishes.
+    pub fn enqueue(self) -> Result<ChordResult<R, R2>> {
+        let Chord {
+            mut group,
+            callback,
+            ..
+        } = self;
+        group.check()?;
+        let callback = callback?;
+        let app = group.app.clone();
+        let size = u32::try_from(group.msgs.len())
+            .map_err(|_| Error::Config("a chord has at most 2^32 - 1 members".into()))?;
+        if size == 0 {
+            // Nothing to wait for: the callback runs at once with no outcomes.
+            let mut cb = callback.clone();
+            let mut args = encode("chord outcomes", &0usize)?;
+            args.extend_from_slice(&cb.args);
+            cb.args = args;
+            app.enqueue_messages(std::slice::from_ref(&cb))?;
+        } else {
+            let chord = crate::message::new_id();
+            for (i, m) in group.msgs.iter_mut().enumerate() {
+                m.chord = Some(Box::new(ChordMember {
+                    chord: chord.clone(),
+                    index: i as u32,
+                    size,
+                    callback: callback.clone(),
+                }));
+            }
+            app.enqueue_messages(&group.msgs)?;
+        }
+        Ok(ChordResult {
+            members: ResultGroup::of(&app, &group.msgs),
+            callback: TaskResult::new(app, callback.id, None),
+        })
+    }
+}
+
+/// Handles on an enqueued chord: its members and its callback.
+#[derive(Debug)]
+pub struct ChordResult<R, R2> {
+    pub members: ResultGroup<R>,
+    pub callback: TaskResult<R2>,
+}
+
+/// Result handles of a group, in member order.
+#[derive(Debug)]
+pub struct ResultGroup<R> {
+    handles: Vec<TaskResult<R>>,
+}
+
+impl<R: DeserializeOwned> ResultGroup<R> {
+    fn of(app: &Huey, msgs: &[Message]) -> ResultGroup<R> {
+        ResultGroup {
+            handles: msgs
+                .iter()
+                .map(|m| TaskResult::new(app.clone(), m.id.clone(), Some(m.clone())))
+                .collect(),
+        }
+    }
+
+    /// The member handles.
+    pub fn handles(&self) -> &[TaskResult<R>] {
+        &self.handles
+    }
+
+    /// The member ids.
+    pub fn ids(&self) -> Vec<&str> {
+        self.handles.iter().map(|h| h.id()).collect()
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether there is no member.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Every result in member order once all are there (`Ok(None)` before); the first member
+    /// that failed for good makes it `Err(Error::Task)`.
+    pub fn get(&self) -> Result<Option<Vec<R>>> {
+        let mut out = Vec::with_capacity(self.handles.len());
+        for h in &self.handles {
+            match h.get()? {
+                Some(v) => out.push(v),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Wait up to `timeout` in all for every result, in member order.
+    pub fn wait(&self, timeout: Duration) -> Result<Vec<R>> {
+        self.wait_outcomes(timeout)?
+            .into_iter()
+            .map(|r| r.map_err(Error::Task))
+            .collect()
+    }
+
+    /// Wait up to `timeout` in all for every member's outcome, failures included.
+    pub fn wait_outcomes(&self, timeout: Duration) -> Result<Outcomes<R>> {
+        let end = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(self.handles.len());
+        for h in &self.handles {
+            let left = end.saturating_duration_since(Instant::now());
+            match h.wait(left) {
+                Ok(v) => out.push(Ok(v)),
+                Err(Error::Task(e)) => out.push(Err(e)),
+                Err(Error::Timeout(_)) => return Err(Error::Timeout(timeout)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outcomes as members finish, in finishing order, as `(member index, outcome)`; gives up
+    /// with one `Err(Error::Timeout)` item when `timeout` passes first.
+    pub fn as_completed(&self, timeout: Duration) -> AsCompleted<'_, R> {
+        AsCompleted {
+            group: self,
+            left: (0..self.handles.len()).collect(),
+            end: Instant::now() + timeout,
+            timeout,
+            done: false,
+        }
+    }
+}
+
+/// See [`ResultGroup::as_completed`].
+pub struct AsCompleted<'a, R> {
+    group: &'a ResultGroup<R>,
+    left: Vec<usize>,
+    end: Instant,
+    timeout: Duration,
+    done: bool,
+}
+
+impl<R: DeserializeOwned> Iterator for AsCompleted<'_, R> {
+    type Item = Result<(usize, Outcome<R>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.left.is_empty() {
+            return None;
+        }
+        loop {
+            for pos in 0..self.left.len() {
+                let i = self.left[pos];
+                match self.group.handles[i].get() {
+                    Ok(None) => continue,
+                    Ok(Some(v)) => {
+                        self.left.remove(pos);
+                        return Some(Ok((i, Ok(v))));
+                    }
+                    Err(Error::Task(e)) => {
+                        self.left.remove(pos);
+                        return Some(Ok((i, Err(e))));
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            if Instant::now() >= self.end {
+                self.done = true;
+                return Some(Err(Error::Timeout(self.timeout)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+// ----- chord bookkeeping on the consumer -----------------------------------------------------
+
+fn outcome_key(chord: &str, index: u32) -> String {
+    format!("chord:{chord}:{index}")
+}
+
+/// Record a chord member's final outcome; when it is the last one, put the callback in `batch`
+/// (see the module docs). Storage errors are reported as events, never fatal.
+pub(crate) fn member_finished(
+    app: &Huey,
+    msg: &Message,
+    outcome: &StoredResult,
+    batch: &mut Batch,
+    events: &mut Vec<Event>,
+) {
+    let Some(c) = &msg.chord else { return };
+    match count_member(app, c, outcome) {
+        Ok(Some(cb)) => {
+            if let Err(e) = crate::app::push_message(batch, &cb) {
+                events.push(Event::for_message(EventKind::Error, &cb).with_error(e.to_string()));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(id = %msg.id, chord = %c.chord, "could not record a chord member: {e}");
+            events.push(
+                Event::for_message(EventKind::Error, msg)
+                    .with_error(format!("chord {}: {e}", c.chord)),
+            );
+        }
+    }
+}
+
+fn count_member(app: &Huey, c: &ChordMember, outcome: &StoredResult) -> Result<Option<Message>> {
+    let st = app.storage();
+    let key = outcome_key(&c.chord, c.index);
+    st.put(Ns::Data, &key, &outcome.encode(), Some(CHORD_TTL))?;
+    if !st.put_if_empty(Ns::Claims, &key, b"1", Some(CHORD_TTL))? {
+        return Ok(None); // this member was counted before (it ran twice)
+    }
+    let n = st.incr_expiring(&format!("chord:{}", c.chord), 1, CHORD_TTL)?;
+    if n < i64::from(c.size) {
+        return Ok(None);
+    }
+    let fired = format!("chord:{}:fired", c.chord);
+    if !st.put_if_empty(Ns::Claims, &fired, b"1", Some(CHORD_TTL))? {
+        return Ok(None);
+    }
+    // Vec<Result<R, TaskError>> in postcard: the length, then per item the variant (0 Ok,
+    // 1 Err) and its value. `R` is already encoded, so the bytes are spliced together.
+    let mut args = encode("chord outcomes", &(c.size as usize))?;
+    for i in 0..c.size {
+        let k = outcome_key(&c.chord, i);
+        let stored = match st.get(Ns::Data, &k)? {
+            Some(b) => StoredResult::decode(&b)?,
+            None => StoredResult::Err(TaskError {
+                id: String::new(),
+                task: String::new(),
+                attempt: 0,
+                kind: FailureKind::Expired,
+                message: format!("chord member {i} left no outcome"),
+            }),
+        };
+        match stored {
+            StoredResult::Ok { value: v, .. } => {
+                args.push(0);
+                args.extend_from_slice(&v);
+            }
+            StoredResult::Err(e) => {
+                args.push(1);
+                args.extend(encode("task error", &e)?);
+            }
+        }
+    }
+    for i in 0..c.size {
+        st.take(Ns::Data, &outcome_key(&c.chord, i))?;
+    }
+    let mut cb = c.callback.clone();
+    args.extend_from_slice(&cb.args);
+    cb.args = args;
+    cb.enqueued_ms = crate::clock::now_ms();
+    Ok(Some(cb))
+}
