@@ -29,7 +29,9 @@ fn bench_message(c: &mut Criterion) {
     let mut m = message(16);
     m.on_complete = Some(Box::new(message(16)));
     let bytes = m.encode().unwrap();
-    g.bench_function("encode/pipeline", |b| b.iter(|| black_box(&m).encode().unwrap()));
+    g.bench_function("encode/pipeline", |b| {
+        b.iter(|| black_box(&m).encode().unwrap())
+    });
     g.bench_function("decode/pipeline", |b| {
         b.iter(|| Message::decode(black_box(&bytes)).unwrap())
     });
@@ -48,7 +50,9 @@ fn bench_result(c: &mut Criterion) {
     });
     for (name, r) in [("ok", ok), ("err", err)] {
         let bytes = r.encode();
-        g.bench_function(format!("encode/{name}"), |b| b.iter(|| black_box(&r).encode()));
+        g.bench_function(format!("encode/{name}"), |b| {
+            b.iter(|| black_box(&r).encode())
+        });
         g.bench_function(format!("decode/{name}"), |b| {
             b.iter(|| StoredResult::decode(black_box(&bytes)).unwrap())
         });

@@ -87,7 +87,10 @@ fn main() {
         Ok(mut v) => {
             if let Value::Object(m) = &mut v {
                 m.insert("system".into(), json!("huey-rs"));
-                m.insert("scenario".into(), json!(format!("{:?}", args.scenario).to_lowercase()));
+                m.insert(
+                    "scenario".into(),
+                    json!(format!("{:?}", args.scenario).to_lowercase()),
+                );
                 if args.scenario != Scenario::Calibrate {
                     m.insert("storage".into(), json!(backend(&args.storage)));
                 }
@@ -151,7 +154,11 @@ fn hueyd_path(a: &Args) -> Res<PathBuf> {
         .ok_or("cannot locate the target directory")?;
     let p = dir.join("hueyd");
     if !p.exists() {
-        return Err(format!("{} not found: build it with cargo build --release", p.display()).into());
+        return Err(format!(
+            "{} not found: build it with cargo build --release",
+            p.display()
+        )
+        .into());
     }
     Ok(p)
 }
