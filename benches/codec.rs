@@ -40,7 +40,10 @@ fn bench_message(c: &mut Criterion) {
 
 fn bench_result(c: &mut Criterion) {
     let mut g = c.benchmark_group("stored_result");
-    let ok = StoredResult::Ok(postcard::to_allocvec(&"hello from huey".to_string()).unwrap());
+    let ok = StoredResult::Ok {
+        task: "echo".into(),
+        value: postcard::to_allocvec(&"hello from huey".to_string()).unwrap(),
+    };
     let err = StoredResult::Err(TaskError {
         id: huey::message::new_id(),
         task: "fail".into(),
