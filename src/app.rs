@@ -185,9 +185,20 @@ impl Huey {
         self.inner.handlers.write().push(Arc::new(f));
     }
 
+    /// Whether any event handler is registered (events need not be built otherwise).
+    pub fn has_event_handlers(&self) -> bool {
+        !self.inner.handlers.read().is_empty()
+    }
+
     /// Pass an event to the handlers.
     pub fn emit(&self, e: &Event) {
-        let handlers = self.inner.handlers.read().clone();
+        let handlers = {
+            let h = self.inner.handlers.read();
+            if h.is_empty() {
+                return;
+            }
+            h.clone()
+        };
         for h in handlers {
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(e))) {
                 tracing::error!(

@@ -60,6 +60,7 @@ pub struct Message {
     /// The registered task name.
     pub task: String,
     /// The postcard-encoded arguments.
+    #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
     /// Options for this invocation.
     pub options: MessageOptions,

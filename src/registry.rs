@@ -17,6 +17,7 @@ use crate::task::{Failure, FailureKind, IntoFailure, TaskContext, TaskOptions};
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     /// The postcard-encoded result.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Whether the result is unit or `None` (not stored unless the task asks).
     pub is_empty: bool,

@@ -19,7 +19,11 @@ const RESULT_VERSION: u8 = 1;
 pub enum StoredResult {
     /// The postcard-encoded return value, and the task that returned it (so tools can decode
     /// it without being told the task).
-    Ok { task: String, value: Vec<u8> },
+    Ok {
+        task: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
     /// The final failure.
     Err(TaskError),
 }

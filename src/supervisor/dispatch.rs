@@ -21,6 +21,10 @@ use crate::storage::{Delivery, DequeueRequest, Lease};
 const SOON: Duration = Duration::from_millis(50);
 /// The most messages buffered per worker, however fast tasks run.
 const MAX_BUFFER_PER_WORKER: usize = 64;
+/// Work queued in a worker's pipe behind its running task, at the recent pace.
+const PIPE_AHEAD: Duration = Duration::from_millis(2);
+/// The most jobs handed to one worker at once.
+const MAX_DEPTH: usize = 8;
 
 /// The recent average time a worker spends per task (an exponentially weighted mean), for
 /// sizing the buffer. Starts pessimistic: no buffer until tasks show they are fast.
@@ -165,27 +169,60 @@ impl Supervisor {
         self.log_events(events);
     }
 
+    /// How many jobs each worker is handed at once: one, unless tasks are fast, when a few
+    /// more wait in its pipe so it never idles waiting for the parent ([`PIPE_AHEAD`] of work).
+    pub(super) fn depth(&self) -> usize {
+        let per_task = self.pace.average().max(Duration::from_micros(1));
+        ((PIPE_AHEAD.as_nanos() / per_task.as_nanos()) as usize).clamp(1, MAX_DEPTH)
+    }
+
+    /// Hand waiting jobs to workers with room, emptiest first, then send them in one write
+    /// per worker.
     pub(super) fn dispatch_waiting(&mut self) {
+        let depth = self.depth();
+        let mut touched = Vec::new();
         while !self.waiting.is_empty() {
-            let Some(slot) = self.slots.iter().position(|s| s.is_idle()) else {
-                break;
-            };
-            let mut job = self.waiting.pop_front().expect("not empty");
-            job.started = Instant::now();
-            job.deadline = job
-                .msg
-                .options
-                .timeout_ms
-                .map(|t| job.started + Duration::from_millis(t));
-            if self.cfg.log_tasks {
-                tracing::info!(id = %job.msg.id, task = %job.msg.task, attempt = job.msg.attempt, worker = self.slots[slot].worker_id(), "task started");
-            }
-            self.app
-                .emit(&Event::for_message(EventKind::Executing, &job.msg));
-            if let Err(job) = self.slots[slot].start(job) {
+            let best = (0..self.slots.len())
+                .filter(|&i| self.slots[i].room(depth) > 0)
+                .max_by_key(|&i| self.slots[i].room(depth));
+            let Some(i) = best else { break };
+            let job = self.waiting.pop_front().expect("not empty");
+            match self.slots[i].push(job) {
+                Ok(running) => {
+                    if running {
+                        self.begin(i);
+                    }
+                    if !touched.contains(&i) {
+                        touched.push(i);
+                    }
+                }
                 // The worker is gone; its exit event will come. Try the job elsewhere.
-                self.waiting.push_front(job);
+                Err(job) => self.waiting.push_front(job),
             }
+        }
+        for i in touched {
+            self.slots[i].flush();
+        }
+    }
+
+    /// The slot's first job has started: time it, log it, tell the handlers.
+    pub(super) fn begin(&mut self, i: usize) {
+        let worker = self.slots[i].worker_id();
+        let Some(job) = self.slots[i].running_mut() else {
+            return;
+        };
+        job.started = Instant::now();
+        job.deadline = job
+            .msg
+            .options
+            .timeout_ms
+            .map(|t| job.started + Duration::from_millis(t));
+        if self.cfg.log_tasks {
+            tracing::info!(id = %job.msg.id, task = %job.msg.task, attempt = job.msg.attempt, worker, "task started");
+        }
+        if self.app.has_event_handlers() {
+            let e = Event::for_message(EventKind::Executing, &job.msg);
+            self.app.emit(&e);
         }
     }
 
@@ -197,7 +234,8 @@ impl Supervisor {
         if self.stopping.is_some() || self.fetch_outstanding {
             return;
         }
-        let idle = self.slots.iter().filter(|s| s.is_idle()).count();
+        let depth = self.depth();
+        let idle: usize = self.slots.iter().map(|s| s.room(depth)).sum();
         let want = idle + self.buffer_target();
         if want > self.waiting.len() && (idle > 0 || self.waiting.len() * 2 < want) {
             self.fetcher.request(want - self.waiting.len());
@@ -217,7 +255,7 @@ impl Supervisor {
         let leases: Vec<Lease> = self
             .slots
             .iter()
-            .filter_map(|s| s.job().map(|j| j.lease.clone()))
+            .flat_map(|s| s.jobs().map(|j| j.lease.clone()))
             .chain(self.waiting.iter().map(|j| j.lease.clone()))
             .collect();
         if leases.is_empty() {

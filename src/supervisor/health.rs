@@ -2,10 +2,14 @@
 //! task's timeout, or is due for recycling.
 //!
 //! A slot holds one worker at a time, tagged with a generation number; events from an older
-//! generation (a worker already replaced) are ignored. A worker that dies mid-task makes its
+//! generation (a worker already replaced) are ignored. A slot's jobs are a queue: the first is
+//! running, the others (only when tasks are fast, see `dispatch`) wait in the worker's pipe so
+//! it never idles between tasks. If the worker dies or is killed, only the first job was
+//! running; the others go back to the parent's waiting line, never run twice. A worker that dies mid-task makes its
 //! task fail with `WorkerLost` at once (the retry policy applies); a worker that keeps dying
 //! right after start is respawned with a growing delay instead of in a tight loop.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::dispatch::Job;
@@ -23,18 +27,18 @@ enum Worker {
 enum State {
     /// Spawned, not ready yet.
     Starting,
-    Idle,
-    Busy(Box<Job>),
+    /// Ready for work (idle when its job queue is empty).
+    Up,
     /// No live worker: respawn at this time (or never, for a removed slot).
-    Down {
-        respawn_at: Option<Instant>,
-    },
+    Down { respawn_at: Option<Instant> },
 }
 
 pub(super) struct Slot {
     gen: u64,
     worker: Option<Worker>,
     state: State,
+    /// Jobs handed to the worker, in order; the first is running.
+    jobs: VecDeque<Box<Job>>,
     spawned_at: Instant,
     tasks_run: u32,
     /// Consecutive deaths soon after start.
@@ -46,14 +50,32 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Idle) && !self.recycle
+    /// How many more jobs it takes with a queue of `depth`.
+    pub fn room(&self, depth: usize) -> usize {
+        match self.state {
+            State::Up if !self.recycle => depth.saturating_sub(self.jobs.len()),
+            _ => 0,
+        }
     }
 
+    /// The running job.
     pub fn job(&self) -> Option<&Job> {
-        match &self.state {
-            State::Busy(j) => Some(j),
-            _ => None,
+        self.jobs.front().map(|j| &**j)
+    }
+
+    pub fn running_mut(&mut self) -> Option<&mut Job> {
+        self.jobs.front_mut().map(|j| &mut **j)
+    }
+
+    /// Every job handed to the worker (the running one first).
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.iter().map(|j| &**j)
+    }
+
+    /// Send buffered jobs to the worker.
+    pub fn flush(&mut self) {
+        if let Some(Worker::Process(p)) = &mut self.worker {
+            p.flush();
         }
     }
 
@@ -66,16 +88,17 @@ impl Slot {
         }
     }
 
-    /// Hand a job to an idle worker; gives the job back if the worker is gone.
-    pub fn start(&mut self, job: Box<Job>) -> Result<(), Box<Job>> {
+    /// Hand a job to the worker (buffered: see [`Slot::flush`]). Returns whether it is the
+    /// one now running; gives the job back if the worker is gone.
+    pub fn push(&mut self, job: Box<Job>) -> Result<bool, Box<Job>> {
         let sent = match &mut self.worker {
-            Some(Worker::Process(p)) => p.send(job.id, job.payload.clone()).is_ok(),
+            Some(Worker::Process(p)) => p.send(job.id, &job.payload).is_ok(),
             Some(Worker::Thread(t)) => t.send(job.id, job.msg.clone()),
             None => false,
         };
         if sent {
-            self.state = State::Busy(job);
-            Ok(())
+            self.jobs.push_back(job);
+            Ok(self.jobs.len() == 1)
         } else {
             self.state = State::Starting;
             Err(job)
@@ -86,8 +109,18 @@ impl Slot {
         match self.worker.take() {
             Some(Worker::Process(mut p)) if kill => p.kill(),
             Some(Worker::Process(mut p)) => p.stop(),
+            Some(Worker::Thread(mut t)) if kill => t.abandon(),
             Some(Worker::Thread(mut t)) => t.stop(),
             None => {}
+        }
+    }
+
+    /// The jobs queued behind the running one, which never started.
+    fn unstarted(&mut self) -> VecDeque<Box<Job>> {
+        if self.jobs.len() > 1 {
+            self.jobs.split_off(1)
+        } else {
+            VecDeque::new()
         }
     }
 }
@@ -100,6 +133,7 @@ impl Supervisor {
             state: State::Down {
                 respawn_at: Some(Instant::now()),
             },
+            jobs: VecDeque::new(),
             spawned_at: Instant::now(),
             tasks_run: 0,
             quick_deaths: 0,
@@ -126,7 +160,7 @@ impl Supervisor {
             .rposition(|s| !matches!(s.state, State::Down { respawn_at: None }))
         {
             let s = &mut self.slots[i];
-            if let State::Busy(_) = s.state {
+            if !s.jobs.is_empty() {
                 s.recycle = true;
             } else {
                 s.stop_worker(false);
@@ -168,19 +202,25 @@ impl Supervisor {
             }
             Err(e) => {
                 tracing::error!("could not start worker {}: {e}", i + 1);
-                self.schedule_respawn(i);
+                self.schedule_respawn(i, true);
             }
         }
     }
 
-    fn schedule_respawn(&mut self, i: usize) {
+    /// Respawn a slot's worker: at once, unless it keeps failing to start (`boot_failure`: it
+    /// died before it was ready), when each try waits twice as long (up to 30 s). A worker
+    /// killed while running tasks is a task's doing, not a boot loop: it is replaced at once.
+    fn schedule_respawn(&mut self, i: usize, boot_failure: bool) {
         let slot = &mut self.slots[i];
         if slot.quick_deaths == u32::MAX {
             slot.state = State::Down { respawn_at: None };
             return;
         }
-        let quick = slot.spawned_at.elapsed() < Duration::from_secs(2) && slot.tasks_run == 0;
-        slot.quick_deaths = if quick { slot.quick_deaths + 1 } else { 0 };
+        slot.quick_deaths = if boot_failure {
+            slot.quick_deaths + 1
+        } else {
+            0
+        };
         let delay = if slot.quick_deaths == 0 {
             Duration::ZERO
         } else {
@@ -208,7 +248,7 @@ impl Supervisor {
         match t.event {
             WorkerEvent::Ready { pid } => {
                 if matches!(slot.state, State::Starting) {
-                    slot.state = State::Idle;
+                    slot.state = State::Up;
                     tracing::debug!(worker = pid, "worker ready");
                 }
             }
@@ -217,36 +257,40 @@ impl Supervisor {
                 outcome,
                 rss_kib,
             } => {
-                let State::Busy(j) = &slot.state else { return };
-                if j.id != job {
+                if slot.jobs.front().is_none_or(|j| j.id != job) {
                     return;
                 }
-                let State::Busy(j) = std::mem::replace(&mut slot.state, State::Idle) else {
-                    unreachable!()
-                };
+                let j = slot.jobs.pop_front().expect("checked");
                 slot.tasks_run += 1;
                 slot.quick_deaths = 0;
                 let worker = slot.worker_id();
                 let over_tasks = self.cfg.max_tasks.is_some_and(|m| slot.tasks_run >= m);
                 let over_memory = self.cfg.max_memory_kib.is_some_and(|m| rss_kib > m)
                     && self.cfg.kind == WorkerKind::Process;
-                let retire = slot.recycle || over_tasks || over_memory;
-                self.complete_job(*j, outcome, worker);
-                if retire {
+                if over_tasks || over_memory {
+                    // No more jobs for it; it is replaced once its queue is empty.
+                    slot.recycle = true;
                     if over_memory {
                         tracing::info!(worker, rss_kib, "recycling worker over its memory limit");
-                    } else if over_tasks {
-                        tracing::debug!(worker, "recycling worker after its task limit");
                     }
+                }
+                let retire = slot.recycle && slot.jobs.is_empty();
+                self.begin(t.slot);
+                self.complete_job(*j, outcome, worker);
+                if retire {
                     self.recycle(t.slot);
                 }
             }
             WorkerEvent::Exited { status } => {
                 let pid = slot.worker_id();
+                let boot_failure = matches!(slot.state, State::Starting);
                 slot.worker = None;
-                let state = std::mem::replace(&mut slot.state, State::Down { respawn_at: None });
-                match state {
-                    State::Busy(job) => {
+                slot.state = State::Down { respawn_at: None };
+                let unstarted = slot.unstarted();
+                let running = slot.jobs.pop_front();
+                self.requeue(unstarted);
+                match running {
+                    Some(job) => {
                         self.stats.workers_lost += 1;
                         tracing::error!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker {status} while running a task");
                         let f =
@@ -257,7 +301,7 @@ impl Supervisor {
                     _ => {}
                 }
                 if self.stopping.is_none() {
-                    self.schedule_respawn(t.slot);
+                    self.schedule_respawn(t.slot, boot_failure);
                 }
             }
         }
@@ -279,8 +323,8 @@ impl Supervisor {
     pub(super) fn restart_workers(&mut self) {
         for i in 0..self.slots.len() {
             match self.slots[i].state {
-                State::Busy(_) => self.slots[i].recycle = true,
-                State::Idle | State::Starting => self.recycle(i),
+                State::Up if !self.slots[i].jobs.is_empty() => self.slots[i].recycle = true,
+                State::Up | State::Starting => self.recycle(i),
                 State::Down { .. } => {}
             }
         }
@@ -303,19 +347,13 @@ impl Supervisor {
             return;
         }
         for i in 0..self.slots.len() {
-            let revoked = match &self.slots[i].state {
-                State::Busy(j) => self.app.is_revoked(&j.msg, &rev).unwrap_or(false),
-                _ => false,
-            };
+            let revoked = self.slots[i]
+                .job()
+                .is_some_and(|j| self.app.is_revoked(&j.msg, &rev).unwrap_or(false));
             if !revoked {
                 continue;
             }
-            let slot = &mut self.slots[i];
-            let worker = slot.worker_id();
-            let State::Busy(job) = std::mem::replace(&mut slot.state, State::Starting) else {
-                unreachable!()
-            };
-            slot.stop_worker(true);
+            let (job, worker) = self.kill_running(i);
             tracing::info!(id = %job.msg.id, task = %job.msg.task, worker, "revoked while running: worker killed");
             let f = Failure::new(
                 FailureKind::Revoked,
@@ -333,14 +371,11 @@ impl Supervisor {
         self.cancel_revoked();
         let now = Instant::now();
         for i in 0..self.slots.len() {
-            let timed_out = matches!(&self.slots[i].state, State::Busy(j) if j.deadline.is_some_and(|d| d <= now));
+            let timed_out = self.slots[i]
+                .job()
+                .is_some_and(|j| j.deadline.is_some_and(|d| d <= now));
             if timed_out {
-                let slot = &mut self.slots[i];
-                let worker = slot.worker_id();
-                let State::Busy(job) = std::mem::replace(&mut slot.state, State::Starting) else {
-                    unreachable!()
-                };
-                slot.stop_worker(true);
+                let (job, worker) = self.kill_running(i);
                 let limit = Duration::from_millis(job.msg.options.timeout_ms.unwrap_or(0));
                 let f = Failure::new(
                     FailureKind::Timeout,
@@ -367,13 +402,34 @@ impl Supervisor {
         self.slots.iter().filter(|s| s.job().is_some()).count()
     }
 
+    /// Kill a slot's worker; returns its running job (its queued jobs go back to waiting).
+    fn kill_running(&mut self, i: usize) -> (Box<Job>, u32) {
+        let slot = &mut self.slots[i];
+        let worker = slot.worker_id();
+        slot.stop_worker(true);
+        slot.state = State::Starting;
+        let unstarted = slot.unstarted();
+        let job = slot.jobs.pop_front().expect("a running job");
+        self.requeue(unstarted);
+        (job, worker)
+    }
+
+    /// Jobs that never started go back to the front of the waiting line, in order.
+    fn requeue(&mut self, jobs: VecDeque<Box<Job>>) {
+        for j in jobs.into_iter().rev() {
+            self.waiting.push_front(j);
+        }
+    }
+
     /// Stop deadline or second signal: kill busy workers and give their tasks back unacked.
     pub(super) fn interrupt_busy(&mut self) {
         let mut leases = Vec::new();
         for s in &mut self.slots {
-            if let State::Busy(job) =
-                std::mem::replace(&mut s.state, State::Down { respawn_at: None })
-            {
+            for job in s.unstarted() {
+                leases.push(job.lease);
+            }
+            if let Some(job) = s.jobs.pop_front() {
+                s.state = State::Down { respawn_at: None };
                 tracing::warn!(id = %job.msg.id, task = %job.msg.task, worker = s.worker_id(), "task interrupted; it will be redelivered");
                 self.app.emit(&crate::events::Event::for_message(
                     crate::events::EventKind::Interrupted,

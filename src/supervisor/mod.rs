@@ -14,12 +14,13 @@ pub mod signals;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::Huey;
 use crate::error::{Error, Result};
 use crate::storage::{Batch, Flush};
-use crate::worker::Tagged;
+use crate::worker::{EventSink, Tagged};
 
 use dispatch::{Fetched, Fetcher, Job};
 use health::Slot;
@@ -125,7 +126,7 @@ pub struct Supervisor {
     cfg: Config,
     tx: Sender<Input>,
     rx: Receiver<Input>,
-    worker_tx: Sender<Tagged>,
+    worker_tx: EventSink,
     slots: Vec<Slot>,
     waiting: VecDeque<Box<Job>>,
     pace: dispatch::Pace,
@@ -158,19 +159,9 @@ impl Supervisor {
             return Err(Error::Config("--workers must be at least 1".into()));
         }
         let (tx, rx) = mpsc::channel();
-        let (worker_tx, worker_rx) = mpsc::channel::<Tagged>();
-        // Worker events join the main channel through one forwarding thread.
-        let fwd = tx.clone();
-        std::thread::Builder::new()
-            .name("huey-events".into())
-            .spawn(move || {
-                for ev in worker_rx {
-                    if fwd.send(Input::Worker(ev)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::io("starting the event thread", e))?;
+        // Workers report straight onto the main loop's channel.
+        let events = tx.clone();
+        let worker_tx: EventSink = Arc::new(move |t| events.send(Input::Worker(t)).is_ok());
         let fetcher = Fetcher::spawn(&app, &cfg, tx.clone())?;
         let ticker = Ticker::new(&app);
         Ok(Supervisor {

@@ -18,7 +18,11 @@ pub const MAX_FRAME: usize = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Run one attempt of this encoded message.
-    Run { job: u64, payload: Vec<u8> },
+    Run {
+        job: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
 }
 
 /// Worker → supervisor.
@@ -46,7 +50,16 @@ pub enum FrameError {
     Corrupt(String),
 }
 
-/// Write one frame (length, then body) and flush.
+/// [`ToWorker::Run`] with a borrowed payload: the same bytes on the wire, without a copy.
+#[derive(Serialize)]
+pub enum ToWorkerRef<'a> {
+    Run {
+        job: u64,
+        payload: &'a serde_bytes::Bytes,
+    },
+}
+
+/// Write one frame (length, then body). Buffered writers need a flush afterwards.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), FrameError> {
     let mut buf = vec![0u8; 4];
     postcard::to_io(value, &mut buf).map_err(|e| FrameError::Corrupt(e.to_string()))?;
@@ -56,7 +69,6 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), Fr
     }
     buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
     w.write_all(&buf)?;
-    w.flush()?;
     Ok(())
 }
 

@@ -33,6 +33,9 @@ pub struct Tagged {
     pub event: WorkerEvent,
 }
 
+/// Where workers send their events (the supervisor's main loop); false once it is gone.
+pub type EventSink = std::sync::Arc<dyn Fn(Tagged) -> bool + Send + Sync>;
+
 /// Resident memory of this process in KiB (0 where unknown).
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

@@ -12,20 +12,19 @@
 //! the protocol. It dies with the supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Sender;
 
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{pipe2, Pid};
 
-use super::ipc::{read_frame, write_frame, FrameError, FromWorker, ToWorker};
-use super::{rss_kib, Tagged, WorkerEvent};
+use super::ipc::{read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef};
+use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
 use crate::message::Message;
 use crate::task::{Failure, FailureKind};
@@ -49,7 +48,7 @@ impl ProcessWorker {
         env: &[(String, String)],
         slot: usize,
         gen: u64,
-        events: Sender<Tagged>,
+        events: EventSink,
     ) -> std::io::Result<ProcessWorker> {
         let (task_r, task_w) = pipe2(OFlag::O_CLOEXEC)?;
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -105,11 +104,20 @@ impl ProcessWorker {
         self.pid
     }
 
-    /// Hand it an attempt.
-    pub fn send(&mut self, job: u64, payload: Vec<u8>) -> Result<(), FrameError> {
+    /// Queue an attempt for it (buffered until [`ProcessWorker::flush`]).
+    pub fn send(&mut self, job: u64, payload: &[u8]) -> Result<(), FrameError> {
+        let payload = serde_bytes::Bytes::new(payload);
         match &mut self.to_worker {
-            Some(w) => write_frame(w, &ToWorker::Run { job, payload }),
+            Some(w) => write_frame(w, &ToWorkerRef::Run { job, payload }),
             None => Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    /// Write what was queued, in one system call where it fits.
+    pub fn flush(&mut self) {
+        if let Some(w) = &mut self.to_worker {
+            // A failed write means the worker is gone; its reader reports the exit.
+            let _ = w.flush();
         }
     }
 
@@ -125,13 +133,13 @@ impl ProcessWorker {
     }
 }
 
-fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: Sender<Tagged>) {
+fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: EventSink) {
     let mut r = BufReader::new(File::from(out_r));
     let mut problem = None;
     loop {
         match read_frame::<FromWorker>(&mut r) {
             Ok(Some(FromWorker::Ready { pid })) => {
-                let _ = events.send(Tagged {
+                let _ = events(Tagged {
                     slot,
                     gen,
                     event: WorkerEvent::Ready { pid },
@@ -142,7 +150,7 @@ fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: 
                 outcome,
                 rss_kib,
             })) => {
-                let _ = events.send(Tagged {
+                let _ = events(Tagged {
                     slot,
                     gen,
                     event: WorkerEvent::Done {
@@ -169,7 +177,7 @@ fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: 
         Some(p) => format!("{p}; {status}"),
         None => status,
     };
-    let _ = events.send(Tagged {
+    let _ = events(Tagged {
         slot,
         gen,
         event: WorkerEvent::Exited { status },
@@ -210,7 +218,10 @@ pub fn worker_main(app: &Huey) -> i32 {
     let ready = FromWorker::Ready {
         pid: std::process::id(),
     };
-    if write_frame(&mut output, &ready).is_err() {
+    if write_frame(&mut output, &ready)
+        .and_then(|()| output.flush().map_err(FrameError::from))
+        .is_err()
+    {
         return 1;
     }
     loop {
@@ -234,7 +245,12 @@ pub fn worker_main(app: &Huey) -> i32 {
             outcome,
             rss_kib: rss_kib(),
         };
-        if write_frame(&mut output, &done).is_err() {
+        // Answer before starting the next attempt: the supervisor times the running attempt
+        // from this answer, so holding it back behind a long task would be wrong.
+        if write_frame(&mut output, &done)
+            .and_then(|()| output.flush().map_err(FrameError::from))
+            .is_err()
+        {
             return 1;
         }
     }

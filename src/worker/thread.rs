@@ -5,7 +5,10 @@
 
 use std::sync::mpsc::{self, Sender};
 
-use super::{rss_kib, Tagged, WorkerEvent};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
 use crate::message::Message;
 
@@ -13,6 +16,7 @@ use crate::message::Message;
 pub struct ThreadWorker {
     tx: Option<Sender<(u64, Message)>>,
     num: u32,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl ThreadWorker {
@@ -22,18 +26,25 @@ impl ThreadWorker {
         slot: usize,
         gen: u64,
         num: u32,
-        events: Sender<Tagged>,
+        events: EventSink,
     ) -> std::io::Result<ThreadWorker> {
         let (tx, rx) = mpsc::channel::<(u64, Message)>();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let gone = abandoned.clone();
         std::thread::Builder::new()
             .name(format!("huey-worker-{num}"))
             .spawn(move || {
-                let send = |event| events.send(Tagged { slot, gen, event }).is_ok();
+                let send = |event| events(Tagged { slot, gen, event });
                 app.run_startup_hooks();
                 if !send(WorkerEvent::Ready { pid: num }) {
                     return;
                 }
                 while let Ok((job, msg)) = rx.recv() {
+                    // Jobs queued behind an abandoned (timed-out) attempt went back to the
+                    // supervisor's waiting line: running them here would run them twice.
+                    if gone.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let outcome = app.run_attempt(&msg);
                     if !send(WorkerEvent::Done {
                         job,
@@ -48,7 +59,11 @@ impl ThreadWorker {
                     status: "stopped".into(),
                 });
             })?;
-        Ok(ThreadWorker { tx: Some(tx), num })
+        Ok(ThreadWorker {
+            tx: Some(tx),
+            num,
+            abandoned,
+        })
     }
 
     /// Hand it an attempt; false if the thread is gone.
@@ -58,8 +73,14 @@ impl ThreadWorker {
             .is_some_and(|tx| tx.send((job, msg)).is_ok())
     }
 
-    /// Let the thread end after its current attempt.
+    /// Let the thread end after the attempts it was given.
     pub fn stop(&mut self) {
+        self.tx = None;
+    }
+
+    /// Give up on the thread: it ends after its current attempt, running nothing more.
+    pub fn abandon(&mut self) {
+        self.abandoned.store(true, Ordering::SeqCst);
         self.tx = None;
     }
 
