@@ -276,9 +276,11 @@ fn run(
 }
 
 fn worker(name: &str, register: &dyn Fn(&Huey) -> Result<()>) -> ExitCode {
+    // The supervisor checked the storage; here it is opened only if task code uses it.
     let url = crate::storage::default_url();
-    let app = match open_app(name, &url, register) {
-        Ok(a) => a,
+    let app = Huey::new(name, Arc::new(crate::storage::LazyStorage::new(url, name)));
+    let app = match register(&app) {
+        Ok(()) => app,
         Err(e) => {
             eprintln!("huey worker {}: could not start: {e}", std::process::id());
             return ExitCode::from(3);

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod lazy;
 pub mod memory;
 pub mod redis;
 pub mod sqlite;
 
 pub use self::redis::RedisStorage;
+pub use lazy::LazyStorage;
 pub use memory::MemoryStorage;
 pub use sqlite::{SqliteOptions, SqliteStorage, Synchronous};
 
