@@ -4,17 +4,22 @@
 //!
 //! Each named queue is a sorted set of message sequence numbers scored by `-priority`; members
 //! are zero-padded sequence numbers, so equal scores fall back to their byte order and each
-//! priority level is FIFO. Any `i32` priority is exact. Payloads and metadata live in hashes keyed
-//! by the sequence number.
+//! priority level is FIFO. Any `i32` priority is exact. A message's metadata and payload are
+//! packed into one `msg` hash field keyed by the sequence number; its delivery count and current
+//! lease token are one `state` hash field.
 //!
 //! Every operation is one Lua script (one round trip, atomic, loaded once and sent by
 //! `EVALSHA`):
 //! - **dequeue** first moves expired leases back to their queue (at their old place), then
 //!   pops up to `max` members with `ZPOPMIN`, dead-letters the ones already delivered
 //!   `max_deliveries` times, and records a lease per message: the sequence number in a `leases`
-//!   sorted set scored by expiry and a fresh token in a `tokens` hash. The lease handed out is
-//!   `seq:token`, so a stale ack (after the lease expired and the message went to someone else)
-//!   no longer matches the token and is ignored.
+//!   sorted set scored by expiry and `<deliveries>.<token>` in `state`. The lease handed out is
+//!   `seq:<deliveries>.<token>`, so a stale ack (after the lease expired and the message went to
+//!   someone else) no longer matches the state and is ignored.
+//!
+//! The scripts work on whole batches with variadic commands (`ZRANGE`/`ZREMRANGEBYRANK`, one
+//! `HMGET`, one multi-field `HSET`, one `ZADD`/`ZREM`/`HDEL`, `INCRBY` reserving a run of
+//! sequence numbers), so the commands per call hardly depend on the batch size.
 //! - **apply** writes a whole [`Batch`] (acks, enqueues, schedule entries, results, dead
 //!   letters) in one script, so an outcome is never half written.
 //! - **promote_due** moves due schedule entries (a sorted set by eta) to their queue.
@@ -53,11 +58,11 @@ mod scripts;
 
 use std::time::{Duration, Instant};
 
-use ::redis::{Commands, Connection, ScriptInvocation, Value};
+use ::redis::{Cmd, Commands, Connection, ErrorKind, ToRedisArgs, Value};
 use serde::Deserialize;
 
 use self::conn::Pool;
-use self::scripts::{Scripts, KEY_NAMES};
+use self::scripts::{Lua, Scripts, COUNTERS, DEAD_BODY, KEY_NAMES, SCHEDULE};
 use super::*;
 use crate::clock::ms;
 
@@ -122,21 +127,28 @@ impl RedisStorage {
     }
 
     /// Prepare a script call with the fixed keys and the prefix.
-    fn call<'a>(&'a self, script: &'a ::redis::Script) -> ScriptInvocation<'a> {
-        let mut inv = script.prepare_invoke();
-        for k in &self.keys {
-            inv.key(k);
-        }
-        inv.arg(&self.prefix);
-        inv
+    fn call<'a>(&self, script: &'a Lua) -> Call<'a> {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(&script.hash)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.prefix);
+        Call { script, cmd }
     }
 
-    fn invoke<T: ::redis::FromRedisValue>(
-        &self,
-        idempotent: bool,
-        inv: &ScriptInvocation<'_>,
-    ) -> Result<T> {
-        self.pool.run(idempotent, |con| inv.invoke(con))
+    /// Run a script call: one `EVALSHA` round trip (plus a `SCRIPT LOAD` and a retry when the
+    /// server does not know the script yet).
+    fn invoke<T: ::redis::FromRedisValue>(&self, idempotent: bool, call: &Call<'_>) -> Result<T> {
+        self.pool.run(idempotent, |con| match call.cmd.query(con) {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                ::redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(&call.script.code)
+                    .exec(con)?;
+                call.cmd.query(con)
+            }
+            other => other,
+        })
     }
 
     fn corrupt(&self, what: &str) -> Error {
@@ -164,16 +176,24 @@ impl RedisStorage {
             .next()
             .and_then(int)
             .ok_or_else(|| self.corrupt("dequeue"))?;
-        let mut out = Vec::new();
-        while let Some(lease) = it.next() {
-            let (Some(lease), Some(qi), Some(payload), Some(deliveries)) = (
-                string(lease),
+        let mut out = Vec::with_capacity(it.len() / 4);
+        while let Some(seq) = it.next() {
+            let (Some(seq), Some(state), Some(qi), Some(packed)) = (
+                string(seq),
+                it.next().and_then(string),
                 it.next().and_then(int),
                 it.next().and_then(bytes),
-                it.next().and_then(int),
             ) else {
                 return Err(self.corrupt("dequeue"));
             };
+            let deliveries = state
+                .split_once('.')
+                .and_then(|(d, _)| d.parse::<u32>().ok())
+                .ok_or_else(|| self.corrupt("dequeue"))?;
+            let mut lease = seq;
+            lease.push(':');
+            lease.push_str(&state);
+            let payload = strip_head(packed);
             let queue = usize::try_from(qi - 1)
                 .ok()
                 .and_then(|i| req.queues.get(i))
@@ -182,7 +202,7 @@ impl RedisStorage {
                 lease: Lease(lease),
                 queue: queue.clone(),
                 payload,
-                deliveries: deliveries as u32,
+                deliveries,
             });
         }
         Ok((hint, out))
@@ -257,6 +277,72 @@ impl RedisStorage {
     }
 }
 
+/// A script call being prepared: `EVALSHA` with the fixed keys and the prefix, then arguments.
+struct Call<'a> {
+    script: &'a Lua,
+    cmd: Cmd,
+}
+
+impl Call<'_> {
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+}
+
+/// Leases as seq, token argument pairs (after their count when `counted`). A lease that is not
+/// `seq:token` cannot be held by anyone and is left out.
+fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
+    fn split(l: &Lease) -> Option<(&str, &str)> {
+        l.0.split_once(':')
+    }
+    if counted {
+        call.arg(leases.iter().filter(|l| split(l).is_some()).count());
+    }
+    for (seq, token) in leases.iter().filter_map(split) {
+        call.arg(seq).arg(token);
+    }
+}
+
+/// A ready message packed the way the scripts store it:
+/// `<priority>|<#queue>|<#id>|<queue><id><payload>`.
+fn pack(out: &mut Vec<u8>, r: &Ready) {
+    use std::io::Write;
+    out.clear();
+    let _ = write!(out, "{}|{}|{}|", r.priority, r.queue.len(), r.id.len());
+    out.extend_from_slice(r.queue.as_bytes());
+    out.extend_from_slice(r.id.as_bytes());
+    out.extend_from_slice(&r.payload);
+}
+
+/// The payload of a packed message (the whole value if it is not packed).
+fn strip_head(mut packed: Vec<u8>) -> Vec<u8> {
+    let mut fields = [0usize; 3];
+    let mut at = 0;
+    for (n, field) in fields.iter_mut().enumerate() {
+        let Some(len) = packed[at..].iter().position(|&b| b == b'|') else {
+            return packed;
+        };
+        let text = std::str::from_utf8(&packed[at..at + len]).unwrap_or("");
+        let parsed = if n == 0 {
+            text.parse::<i64>().map(|_| 0)
+        } else {
+            text.parse::<usize>()
+        };
+        let Ok(v) = parsed else {
+            return packed;
+        };
+        *field = v;
+        at += len + 1;
+    }
+    let start = at.saturating_add(fields[1]).saturating_add(fields[2]);
+    if start > packed.len() {
+        return packed;
+    }
+    packed.drain(..start);
+    packed
+}
+
 fn int(v: Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(i),
@@ -287,22 +373,19 @@ impl Storage for RedisStorage {
             return Ok(());
         }
         let mut inv = self.call(&self.scripts.apply);
-        inv.arg(batch.ack.len());
-        for l in &batch.ack {
-            inv.arg(&l.0);
-        }
+        push_leases(&mut inv, &batch.ack, true);
+        let mut packed = Vec::new();
         inv.arg(batch.enqueue.len());
         for r in &batch.enqueue {
-            inv.arg(&r.queue).arg(r.priority).arg(&r.id).arg(&r.payload);
+            pack(&mut packed, r);
+            inv.arg(&r.queue)
+                .arg(-i64::from(r.priority))
+                .arg(&packed[..]);
         }
         inv.arg(batch.schedule.len());
         for s in &batch.schedule {
-            let r = &s.ready;
-            inv.arg(s.eta_ms)
-                .arg(&r.queue)
-                .arg(r.priority)
-                .arg(&r.id)
-                .arg(&r.payload);
+            pack(&mut packed, &s.ready);
+            inv.arg(s.eta_ms).arg(&packed[..]);
         }
         inv.arg(batch.results.len());
         for r in &batch.results {
@@ -342,9 +425,7 @@ impl Storage for RedisStorage {
         }
         let mut inv = self.call(&self.scripts.extend);
         inv.arg(capped_ms(lease));
-        for l in leases {
-            inv.arg(&l.0);
-        }
+        push_leases(&mut inv, leases, false);
         let _: i64 = self.invoke(true, &inv)?;
         Ok(())
     }
@@ -354,9 +435,7 @@ impl Storage for RedisStorage {
             return Ok(());
         }
         let mut inv = self.call(&self.scripts.release);
-        for l in leases {
-            inv.arg(&l.0);
-        }
+        push_leases(&mut inv, leases, false);
         let _: i64 = self.invoke(true, &inv)?;
         Ok(())
     }
@@ -372,7 +451,7 @@ impl Storage for RedisStorage {
     }
 
     fn next_eta(&self) -> Result<Option<u64>> {
-        let key = &self.keys[7];
+        let key = &self.keys[SCHEDULE];
         let first: Vec<(String, f64)> = self
             .pool
             .run(true, |con| con.zrange_withscores(key, 0, 0))?;
@@ -456,7 +535,7 @@ impl Storage for RedisStorage {
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {
-        let counters = &self.keys[14];
+        let counters = &self.keys[COUNTERS];
         self.pool.run(false, |con| con.hincr(counters, key, by))
     }
 
@@ -532,7 +611,7 @@ impl Storage for RedisStorage {
                 if keys.is_empty() {
                     return Ok(0);
                 }
-                let body = &self.keys[12];
+                let body = &self.keys[DEAD_BODY];
                 let payloads: Vec<Option<Vec<u8>>> = self.pool.run(true, |con| {
                     ::redis::cmd("HMGET").arg(body).arg(keys).query(con)
                 })?;

@@ -11,84 +11,193 @@
 use ::redis::Script;
 
 /// The fixed keys, in `KEYS` order, without the prefix.
-pub const KEY_NAMES: [&str; 15] = [
-    "leases",     // 1 ZSET seq -> lease expiry (ms)
-    "tokens",     // 2 HASH seq -> token of the current lease
-    "body",       // 3 HASH seq -> payload (ready and leased messages)
-    "meta",       // 4 HASH seq -> "priority|#queue|queue id"
-    "deliveries", // 5 HASH seq -> delivery count
-    "seq",        // 6 STRING counter for sequence numbers and lease tokens
-    "queues",     // 7 SET of queue names ever used
-    "schedule",   // 8 ZSET seq -> eta (ms)
-    "sched:body", // 9 HASH seq -> payload
-    "sched:meta", // 10 HASH seq -> meta
-    "dead",       // 11 ZSET seq -> time dead-lettered (ms)
-    "dead:info",  // 12 HASH seq -> JSON {id, queue, error}
-    "dead:body",  // 13 HASH seq -> payload
-    "results",    // 14 ZSET id -> expiry (ms, inf when none): the index of r:<id> keys
-    "counters",   // 15 HASH name -> integer
+///
+/// A message is two hash fields under its zero-padded sequence number: `msg` (its packed
+/// metadata and payload, written once) and `state` (its delivery count, plus the lease token
+/// while leased), and one member in `q:<queue>` while ready or in `leases` while leased.
+pub const KEY_NAMES: [&str; 12] = [
+    "leases",    // 1 ZSET seq -> lease expiry (ms)
+    "state",     // 2 HASH seq -> "<deliveries>", or "<deliveries>.<token>" while leased
+    "msg",       // 3 HASH seq -> packed "<priority>|<#queue>|<#id>|<queue><id><payload>"
+    "seq",       // 4 STRING counter for sequence numbers and lease tokens
+    "queues",    // 5 SET of queue names ever used
+    "schedule",  // 6 ZSET seq -> eta (ms)
+    "sched:msg", // 7 HASH seq -> packed message, as in `msg`
+    "dead",      // 8 ZSET seq -> time dead-lettered (ms)
+    "dead:info", // 9 HASH seq -> JSON {id, queue, error}
+    "dead:body", // 10 HASH seq -> payload
+    "results",   // 11 ZSET id -> expiry (ms, inf when none): the index of r:<id> keys
+    "counters",  // 12 HASH name -> integer
 ];
+
+/// Index of the `schedule` key in [`KEY_NAMES`].
+pub const SCHEDULE: usize = 5;
+/// Index of the `dead:body` key in [`KEY_NAMES`].
+pub const DEAD_BODY: usize = 9;
+/// Index of the `counters` key in [`KEY_NAMES`].
+pub const COUNTERS: usize = 11;
 
 const PRELUDE: &str = r#"
 local prefix = ARGV[1]
-local K_LEASES, K_TOKENS, K_BODY, K_META, K_DELIV, K_SEQ, K_QUEUES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local K_SCHED, K_SBODY, K_SMETA, K_DEAD, K_DINFO, K_DBODY, K_RESULTS = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local K_COUNTERS = KEYS[15]
+local K_LEASES, K_STATE, K_MSG, K_SEQ, K_QUEUES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_SCHED, K_SMSG, K_DEAD, K_DINFO, K_DBODY, K_RESULTS = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local K_COUNTERS = KEYS[12]
+
+-- Variadic commands get at most this many arguments after the key (an even number, so
+-- field/value and score/member pairs are never split).
+local CHUNK = 800
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function int(n) return string.format('%d', n) end
-local function next_seq() return string.format('%016d', redis.call('INCR', K_SEQ)) end
-local function meta(prio, queue, id) return int(prio) .. '|' .. int(#queue) .. '|' .. queue .. id end
-local function parse_meta(m)
-  local p, ql, rest = string.match(m, '^(%-?%d+)|(%d+)|(.*)$')
-  ql = tonumber(ql)
-  return tonumber(p), string.sub(rest, 1, ql), string.sub(rest, ql + 1)
+local function fmt_seq(n) return string.format('%016d', n) end
+-- Reserve n sequence numbers; returns the first.
+local function reserve(n) return redis.call('INCRBY', K_SEQ, n) - n + 1 end
+
+-- cmd key [flag] args..., in chunks.
+local function chunked(cmd, key, args, flag)
+  local n = #args
+  for i = 1, n, CHUNK do
+    local j = math.min(n, i + CHUNK - 1)
+    if flag then redis.call(cmd, key, flag, unpack(args, i, j))
+    else redis.call(cmd, key, unpack(args, i, j)) end
+  end
 end
-local function parse_lease(l) return string.match(l, '^(%d+):(%d+)$') end
-local function holds(seq, token) return seq ~= nil and redis.call('HGET', K_TOKENS, seq) == token end
+local function hmget(key, fields)
+  local n = #fields
+  if n == 0 then return {} end
+  if n <= CHUNK then return redis.call('HMGET', key, unpack(fields)) end
+  local out = {}
+  for i = 1, n, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(n, i + CHUNK - 1)))
+    for k = 1, #part do out[#out + 1] = part[k] end
+  end
+  return out
+end
+
+-- Packed messages: "<priority>|<#queue>|<#id>|<queue><id><payload>".
+local function pack(prio, queue, id, payload)
+  return int(prio) .. '|' .. int(#queue) .. '|' .. int(#id) .. '|' .. queue .. id .. payload
+end
+-- priority, queue, id, offset of the payload (nil when malformed).
+local function unpack_head(m)
+  local p, ql, il, off = string.match(m, '^(%-?%d+)|(%d+)|(%d+)|()')
+  if not p then return nil end
+  ql, il = tonumber(ql), tonumber(il)
+  return tonumber(p), string.sub(m, off, off + ql - 1), string.sub(m, off + ql, off + ql + il - 1),
+    off + ql + il
+end
+local function payload_of(m)
+  local _, _, _, off = unpack_head(m)
+  if not off then return m end
+  return string.sub(m, off)
+end
+-- The delivery count in a state value (leased or not).
+local function deliveries(state) return math.floor(tonumber(state) or 0) end
 
 -- Queues written to by this script, with how many messages, to wake blocked consumers.
 local touched = {}
-local function make_ready(seq, queue, prio)
-  redis.call('ZADD', prefix .. 'q:' .. queue, int(-prio), seq)
-  touched[queue] = (touched[queue] or 0) + 1
+-- queue -> {score, seq, ...} to add in one ZADD.
+local ready = {}
+local function make_ready(seq, queue, score)
+  local t = ready[queue]
+  if not t then t = {}; ready[queue] = t end
+  t[#t + 1] = score
+  t[#t + 1] = seq
 end
-local function push_ready(queue, prio, id, payload)
-  local seq = next_seq()
-  redis.call('HSET', K_BODY, seq, payload)
-  redis.call('HSET', K_META, seq, meta(prio, queue, id))
-  make_ready(seq, queue, prio)
+local function flush_ready()
+  for queue, t in pairs(ready) do
+    chunked('ZADD', prefix .. 'q:' .. queue, t)
+    touched[queue] = (touched[queue] or 0) + #t / 2
+  end
+  ready = {}
 end
 local function notify()
   for queue, n in pairs(touched) do
     redis.call('SADD', K_QUEUES, queue)
     local key = prefix .. 'n:' .. queue
-    for _ = 1, math.min(n, 16) do redis.call('LPUSH', key, '1') end
-    redis.call('LTRIM', key, 0, 63)
+    local tokens = {}
+    for k = 1, math.min(n, 16) do tokens[k] = '1' end
+    if redis.call('LPUSH', key, unpack(tokens)) > 64 then redis.call('LTRIM', key, 0, 63) end
   end
+  touched = {}
 end
-local function forget(seq)
-  redis.call('HDEL', K_BODY, seq)
-  redis.call('HDEL', K_META, seq)
-  redis.call('HDEL', K_DELIV, seq)
-end
-local function add_dead(id, queue, payload, err, now)
-  local seq = next_seq()
-  redis.call('ZADD', K_DEAD, int(now), seq)
-  redis.call('HSET', K_DINFO, seq, cjson.encode({id = id, queue = queue, error = err}))
-  redis.call('HSET', K_DBODY, seq, payload)
-end
-local function unlease(seq)
-  redis.call('ZREM', K_LEASES, seq)
-  redis.call('HDEL', K_TOKENS, seq)
-  local m = redis.call('HGET', K_META, seq)
-  if m then
-    local prio, queue = parse_meta(m)
-    make_ready(seq, queue, prio)
+-- New ready messages from packed values (new sequence numbers, in order).
+local function push_packed(packed)
+  local n = #packed
+  if n == 0 then return end
+  local first = reserve(n)
+  local hset = {}
+  for k = 1, n do
+    local seq = fmt_seq(first + k - 1)
+    local prio, queue = unpack_head(packed[k])
+    hset[#hset + 1] = seq
+    hset[#hset + 1] = packed[k]
+    make_ready(seq, queue or 'default', int(-(prio or 0)))
   end
+  chunked('HSET', K_MSG, hset)
+end
+-- Dead letters to add: {id, queue, payload, error} each.
+local dead = {}
+local function add_dead(id, queue, payload, err)
+  dead[#dead + 1] = {id, queue, payload, err}
+end
+local function flush_dead(now)
+  local n = #dead
+  if n == 0 then return end
+  local first = reserve(n)
+  local z, info, body = {}, {}, {}
+  local at = int(now)
+  for k = 1, n do
+    local seq = fmt_seq(first + k - 1)
+    local d = dead[k]
+    z[#z + 1] = at; z[#z + 1] = seq
+    info[#info + 1] = seq; info[#info + 1] = cjson.encode({id = d[1], queue = d[2], error = d[4]})
+    body[#body + 1] = seq; body[#body + 1] = d[3]
+  end
+  chunked('ZADD', K_DEAD, z)
+  chunked('HSET', K_DINFO, info)
+  chunked('HSET', K_DBODY, body)
+  dead = {}
+end
+-- Leases seq/token pairs from ARGV[i..j]: the seqs whose lease is still the one given.
+local function held(i, j)
+  local seqs, toks = {}, {}
+  for k = i, j, 2 do
+    seqs[#seqs + 1] = ARGV[k]
+    toks[#toks + 1] = ARGV[k + 1]
+  end
+  local states = hmget(K_STATE, seqs)
+  local out = {}
+  for k = 1, #seqs do
+    if states[k] == toks[k] then out[#out + 1] = seqs[k] end
+  end
+  return out
+end
+-- Messages whose lease was just removed go back to their queue, at their old place.
+local function requeue(seqs)
+  if #seqs == 0 then return end
+  local msgs = hmget(K_MSG, seqs)
+  local states = hmget(K_STATE, seqs)
+  local hset, gone = {}, {}
+  for k = 1, #seqs do
+    local seq, m = seqs[k], msgs[k]
+    local prio, queue
+    if m then prio, queue = unpack_head(m) end
+    if prio then
+      make_ready(seq, queue, int(-prio))
+      hset[#hset + 1] = seq
+      hset[#hset + 1] = int(deliveries(states[k]))
+    else
+      gone[#gone + 1] = seq
+    end
+  end
+  chunked('HSET', K_STATE, hset)
+  chunked('HDEL', K_STATE, gone)
+  chunked('HDEL', K_MSG, gone)
+  flush_ready()
 end
 local function delete_indexed(index, key_prefix)
   local members = redis.call('ZRANGE', index, 0, -1)
@@ -98,127 +207,170 @@ end
 "#;
 
 /// apply(batch). ARGV after the prefix: sections, each a count then its items:
-/// acks (lease), enqueues (queue, priority, id, payload), schedule (eta, queue, priority, id,
-/// payload), results (id, ttl ms or "", value), dead (id, queue, error, payload).
+/// acks (seq, token), enqueues (queue, score = -priority, packed message), schedule (eta,
+/// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload).
 const APPLY: &str = r#"
 local now = now_ms()
 local i = 2
 local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
-for _ = 1, count() do
-  local seq, token = parse_lease(ARGV[i])
-  if holds(seq, token) then
-    redis.call('ZREM', K_LEASES, seq)
-    redis.call('HDEL', K_TOKENS, seq)
-    forget(seq)
+local n = count()
+if n > 0 then
+  local acked = held(i, i + 2 * n - 1)
+  i = i + 2 * n
+  if #acked > 0 then
+    chunked('ZREM', K_LEASES, acked)
+    chunked('HDEL', K_MSG, acked)
+    chunked('HDEL', K_STATE, acked)
   end
-  i = i + 1
+end
+n = count()
+if n > 0 then
+  local first = reserve(n)
+  local hset = {}
+  for k = 0, n - 1 do
+    local seq = fmt_seq(first + k)
+    hset[#hset + 1] = seq
+    hset[#hset + 1] = ARGV[i + 2]
+    make_ready(seq, ARGV[i], ARGV[i + 1])
+    i = i + 3
+  end
+  chunked('HSET', K_MSG, hset)
+  flush_ready()
+end
+n = count()
+if n > 0 then
+  local first = reserve(n)
+  local z, hset = {}, {}
+  for k = 0, n - 1 do
+    local seq = fmt_seq(first + k)
+    z[#z + 1] = ARGV[i]; z[#z + 1] = seq
+    hset[#hset + 1] = seq; hset[#hset + 1] = ARGV[i + 1]
+    i = i + 2
+  end
+  chunked('ZADD', K_SCHED, z)
+  chunked('HSET', K_SMSG, hset)
+end
+n = count()
+if n > 0 then
+  local index = {}
+  for _ = 1, n do
+    local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local key = prefix .. 'r:' .. id
+    if ttl == '' then
+      redis.call('SET', key, value)
+      index[#index + 1] = 'inf'
+    else
+      redis.call('SET', key, value, 'PX', ttl)
+      index[#index + 1] = int(now + tonumber(ttl))
+    end
+    index[#index + 1] = id
+    -- Wake whoever waits for this result; the token outlives the race between a waiter's
+    -- first read and its BLPOP.
+    local wake = prefix .. 'w:' .. id
+    redis.call('DEL', wake)
+    redis.call('LPUSH', wake, '1')
+    redis.call('PEXPIRE', wake, 10000)
+    i = i + 3
+  end
+  chunked('ZADD', K_RESULTS, index)
+  redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now))
 end
 for _ = 1, count() do
-  push_ready(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
+  add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
   i = i + 4
 end
-for _ = 1, count() do
-  local seq = next_seq()
-  redis.call('ZADD', K_SCHED, ARGV[i], seq)
-  redis.call('HSET', K_SMETA, seq, meta(tonumber(ARGV[i + 2]), ARGV[i + 1], ARGV[i + 3]))
-  redis.call('HSET', K_SBODY, seq, ARGV[i + 4])
-  i = i + 5
-end
-local results = count()
-for _ = 1, results do
-  local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = prefix .. 'r:' .. id
-  if ttl == '' then
-    redis.call('SET', key, value)
-    redis.call('ZADD', K_RESULTS, 'inf', id)
-  else
-    redis.call('SET', key, value, 'PX', ttl)
-    redis.call('ZADD', K_RESULTS, int(now + tonumber(ttl)), id)
-  end
-  -- Wake whoever waits for this result; the token outlives the race between a waiter's
-  -- first read and its BLPOP.
-  local wake = prefix .. 'w:' .. id
-  redis.call('DEL', wake)
-  redis.call('LPUSH', wake, '1')
-  redis.call('PEXPIRE', wake, 10000)
-  i = i + 3
-end
-if results > 0 then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now)) end
-for _ = 1, count() do
-  add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2], now)
-  i = i + 4
-end
+flush_dead(now)
 notify()
 return 1
 "#;
 
 /// dequeue. ARGV: prefix, max, lease ms, max deliveries, queue names...
-/// Returns {wait hint ms (-1: no lease to expire), then lease, queue index, payload, deliveries
-/// for each delivery}.
+/// Returns {wait hint ms (-1: no lease to expire), then seq, state (the lease token and the
+/// delivery count), queue index, packed message for each delivery}.
 const DEQUEUE: &str = r#"
 local max, lease_ms, max_deliveries = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
-for _, seq in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', int(now), 'LIMIT', 0, 1000)) do
-  unlease(seq)
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', int(now), 'LIMIT', 0, 1000)
+if #expired > 0 then
+  chunked('ZREM', K_LEASES, expired)
+  requeue(expired)
 end
 local out = {0}
 local got = 0
 local until_ms = int(now + lease_ms)
+local token = nil
+local err_tail = ' times without being acknowledged (its worker or consumer was lost each time)'
 for qi = 5, #ARGV do
   local queue = ARGV[qi]
   local qkey = prefix .. 'q:' .. queue
   while got < max do
-    local popped = redis.call('ZPOPMIN', qkey, max - got)
-    if #popped == 0 then break end
-    for j = 1, #popped, 2 do
-      local seq = popped[j]
-      local body = redis.call('HGET', K_BODY, seq)
-      if body then
-        local d = tonumber(redis.call('HGET', K_DELIV, seq) or '0')
+    local want = math.min(max - got, CHUNK / 2)
+    local seqs = redis.call('ZRANGE', qkey, 0, want - 1)
+    local n = #seqs
+    if n == 0 then break end
+    redis.call('ZREMRANGEBYRANK', qkey, 0, n - 1)
+    local msgs = redis.call('HMGET', K_MSG, unpack(seqs))
+    local states = redis.call('HMGET', K_STATE, unpack(seqs))
+    local hset, z, gone = {}, {}, {}
+    for k = 1, n do
+      local m = msgs[k]
+      if m then
+        local seq = seqs[k]
+        local d = deliveries(states[k])
         if d >= max_deliveries then
-          local _, _, id = parse_meta(redis.call('HGET', K_META, seq) or '0|0|')
-          add_dead(id, queue, body, 'delivered ' .. int(d) ..
-            ' times without being acknowledged (its worker or consumer was lost each time)', now)
-          forget(seq)
+          local _, _, id, off = unpack_head(m)
+          add_dead(id or '', queue, string.sub(m, off or 1), 'delivered ' .. int(d) .. err_tail)
+          gone[#gone + 1] = seq
         else
-          d = redis.call('HINCRBY', K_DELIV, seq, 1)
-          local token = int(redis.call('INCR', K_SEQ))
-          redis.call('ZADD', K_LEASES, until_ms, seq)
-          redis.call('HSET', K_TOKENS, seq, token)
-          out[#out + 1] = seq .. ':' .. token
+          if not token then token = int(redis.call('INCR', K_SEQ)) end
+          local state = int(d + 1) .. '.' .. token
+          hset[#hset + 1] = seq; hset[#hset + 1] = state
+          z[#z + 1] = until_ms; z[#z + 1] = seq
+          out[#out + 1] = seq
+          out[#out + 1] = state
           out[#out + 1] = qi - 4
-          out[#out + 1] = body
-          out[#out + 1] = d
+          out[#out + 1] = m
           got = got + 1
         end
       end
     end
+    if #z > 0 then
+      redis.call('HSET', K_STATE, unpack(hset))
+      redis.call('ZADD', K_LEASES, unpack(z))
+    end
+    if #gone > 0 then
+      redis.call('HDEL', K_MSG, unpack(gone))
+      redis.call('HDEL', K_STATE, unpack(gone))
+    end
+    if n < want then break end
   end
 end
 if got == 0 then
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
   if #first == 0 then out[1] = -1 else out[1] = math.max(0, tonumber(first[2]) - now) end
 end
+flush_dead(now)
 notify()
 return out
 "#;
 
-/// extend. ARGV: prefix, lease ms, leases...
+/// extend. ARGV: prefix, lease ms, then seq, token pairs.
 const EXTEND: &str = r#"
 local until_ms = int(now_ms() + tonumber(ARGV[2]))
-for i = 3, #ARGV do
-  local seq, token = parse_lease(ARGV[i])
-  if holds(seq, token) then redis.call('ZADD', K_LEASES, 'XX', until_ms, seq) end
+local z = {}
+for _, seq in ipairs(held(3, #ARGV)) do
+  z[#z + 1] = until_ms
+  z[#z + 1] = seq
 end
+chunked('ZADD', K_LEASES, z, 'XX')
 return 1
 "#;
 
-/// release. ARGV: prefix, leases...
+/// release. ARGV: prefix, then seq, token pairs.
 const RELEASE: &str = r#"
-for i = 2, #ARGV do
-  local seq, token = parse_lease(ARGV[i])
-  if holds(seq, token) then unlease(seq) end
-end
+local seqs = held(2, #ARGV)
+chunked('ZREM', K_LEASES, seqs)
+requeue(seqs)
 notify()
 return 1
 "#;
@@ -226,17 +378,16 @@ return 1
 /// promote_due. ARGV: prefix, now ms, max. Returns how many were promoted.
 const PROMOTE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, seq in ipairs(due) do
-  local m = redis.call('HGET', K_SMETA, seq)
-  local body = redis.call('HGET', K_SBODY, seq)
-  redis.call('ZREM', K_SCHED, seq)
-  redis.call('HDEL', K_SMETA, seq)
-  redis.call('HDEL', K_SBODY, seq)
-  if m and body then
-    local prio, queue, id = parse_meta(m)
-    push_ready(queue, prio, id, body)
-  end
+if #due == 0 then return 0 end
+local msgs = hmget(K_SMSG, due)
+chunked('ZREM', K_SCHED, due)
+chunked('HDEL', K_SMSG, due)
+local packed = {}
+for k = 1, #due do
+  if msgs[k] then packed[#packed + 1] = msgs[k] end
 end
+push_packed(packed)
+flush_ready()
 notify()
 return #due
 "#;
@@ -349,8 +500,8 @@ table.sort(entries, function(a, b)
 end)
 local out = {}
 for i = 1, math.min(limit, #entries) do
-  local body = redis.call('HGET', K_BODY, entries[i][2])
-  if body then out[#out + 1] = body end
+  local m = redis.call('HGET', K_MSG, entries[i][2])
+  if m then out[#out + 1] = payload_of(m) end
 end
 return out
 "#;
@@ -361,7 +512,8 @@ local out = {}
 local entries = redis.call('ZRANGE', K_SCHED, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
 for j = 1, #entries, 2 do
   out[#out + 1] = entries[j + 1]
-  out[#out + 1] = redis.call('HGET', K_SBODY, entries[j]) or ''
+  local m = redis.call('HGET', K_SMSG, entries[j])
+  out[#out + 1] = m and payload_of(m) or ''
 end
 return out
 "#;
@@ -383,21 +535,22 @@ return out
 
 /// retry_dead. ARGV: prefix, then key, priority pairs. Returns how many were requeued.
 const RETRY_DEAD: &str = r#"
-local n = 0
+local packed = {}
 for i = 2, #ARGV, 2 do
   local key = ARGV[i]
   local info = redis.call('HGET', K_DINFO, key)
   local body = redis.call('HGET', K_DBODY, key)
   if redis.call('ZREM', K_DEAD, key) == 1 and body then
     local d = cjson.decode(info or '{}')
-    push_ready(d.queue or 'default', tonumber(ARGV[i + 1]), d.id or '', body)
-    n = n + 1
+    packed[#packed + 1] = pack(tonumber(ARGV[i + 1]), d.queue or 'default', d.id or '', body)
   end
   redis.call('HDEL', K_DINFO, key)
   redis.call('HDEL', K_DBODY, key)
 end
+push_packed(packed)
+flush_ready()
 notify()
-return n
+return #packed
 "#;
 
 /// flush. ARGV: prefix, then 0/1 for queue, schedule, results, locks, dead, kv.
@@ -406,9 +559,9 @@ if ARGV[2] == '1' then
   for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
     redis.call('DEL', prefix .. 'q:' .. q, prefix .. 'n:' .. q)
   end
-  redis.call('DEL', K_QUEUES, K_LEASES, K_TOKENS, K_BODY, K_META, K_DELIV)
+  redis.call('DEL', K_QUEUES, K_LEASES, K_STATE, K_MSG)
 end
-if ARGV[3] == '1' then redis.call('DEL', K_SCHED, K_SBODY, K_SMETA) end
+if ARGV[3] == '1' then redis.call('DEL', K_SCHED, K_SMSG) end
 if ARGV[4] == '1' then delete_indexed(K_RESULTS, prefix .. 'r:') end
 if ARGV[5] == '1' then delete_indexed(prefix .. 'kvi:locks', prefix .. 'kv:locks:') end
 if ARGV[6] == '1' then redis.call('DEL', K_DEAD, K_DINFO, K_DBODY) end
@@ -421,30 +574,41 @@ end
 return 1
 "#;
 
-/// The loaded scripts (hashed once; sent by `EVALSHA`, by `EVAL` only after a server restart).
-pub struct Scripts {
-    pub apply: Script,
-    pub dequeue: Script,
-    pub extend: Script,
-    pub release: Script,
-    pub promote: Script,
-    pub result: Script,
-    pub delete_result: Script,
-    pub kv_put: Script,
-    pub kv_take: Script,
-    pub kv_list: Script,
-    pub kv_delete_if: Script,
-    pub incr_expiring: Script,
-    pub counts: Script,
-    pub pending: Script,
-    pub scheduled: Script,
-    pub dead: Script,
-    pub retry_dead: Script,
-    pub flush: Script,
+/// A script: its text and its SHA-1 (sent by `EVALSHA`, the text by `SCRIPT LOAD` only
+/// when the server does not know it, e.g. after a restart).
+pub struct Lua {
+    pub hash: String,
+    pub code: String,
 }
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}{body}"))
+/// The scripts, one per operation.
+pub struct Scripts {
+    pub apply: Lua,
+    pub dequeue: Lua,
+    pub extend: Lua,
+    pub release: Lua,
+    pub promote: Lua,
+    pub result: Lua,
+    pub delete_result: Lua,
+    pub kv_put: Lua,
+    pub kv_take: Lua,
+    pub kv_list: Lua,
+    pub kv_delete_if: Lua,
+    pub incr_expiring: Lua,
+    pub counts: Lua,
+    pub pending: Lua,
+    pub scheduled: Lua,
+    pub dead: Lua,
+    pub retry_dead: Lua,
+    pub flush: Lua,
+}
+
+fn script(body: &str) -> Lua {
+    let code = format!("{PRELUDE}{body}");
+    Lua {
+        hash: Script::new(&code).get_hash().to_string(),
+        code,
+    }
 }
 
 impl Scripts {
