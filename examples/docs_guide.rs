@@ -41,7 +41,10 @@ fn run_ready(app: &Huey) -> huey::Result<usize> {
 
 fn main() -> huey::Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let app = Huey::open("guide", &format!("sqlite:{}", dir.path().join("guide.db").display()))?;
+    let app = Huey::open(
+        "guide",
+        &format!("sqlite:{}", dir.path().join("guide.db").display()),
+    )?;
 
     // --- Tasks and options --------------------------------------------------------------
     let resize = app
@@ -59,26 +62,48 @@ fn main() -> huey::Result<()> {
     let cleanup = app.task("cleanup").register(|(): ()| Ok::<_, String>(()))?;
 
     // --- Enqueue, schedule, per-call options ---------------------------------------------
-    let thumb = resize.enqueue(Resize { path: "a.png".into(), width: 128 })?;
-    let later = resize.schedule(Resize { path: "b.png".into(), width: 64 }, Duration::from_secs(3600))?;
+    let thumb = resize.enqueue(Resize {
+        path: "a.png".into(),
+        width: 128,
+    })?;
+    let later = resize.schedule(
+        Resize {
+            path: "b.png".into(),
+            width: 64,
+        },
+        Duration::from_secs(3600),
+    )?;
     let at = resize.schedule(
-        Resize { path: "c.png".into(), width: 32 },
+        Resize {
+            path: "c.png".into(),
+            width: 32,
+        },
         SystemTime::now() + Duration::from_secs(7200),
     )?;
     let urgent = resize
-        .call(Resize { path: "d.png".into(), width: 16 })
+        .call(Resize {
+            path: "d.png".into(),
+            width: 16,
+        })
         .priority(10)
         .expires(Duration::from_secs(300))
         .retries(0)
         .enqueue()?;
-    let many = resize.enqueue_many((1..=3).map(|i| Resize { path: format!("{i}.png"), width: i }))?;
+    let many = resize.enqueue_many((1..=3).map(|i| Resize {
+        path: format!("{i}.png"),
+        width: i,
+    }))?;
     cleanup.enqueue(())?;
 
     // --- Results ---------------------------------------------------------------------------
     assert_eq!(thumb.get()?, None, "nothing before a consumer ran it");
     run_ready(&app)?;
     assert_eq!(thumb.get()?.as_deref(), Some("a.png@128"));
-    assert_eq!(thumb.get()?.as_deref(), Some("a.png@128"), "the handle keeps what it read");
+    assert_eq!(
+        thumb.get()?.as_deref(),
+        Some("a.png@128"),
+        "the handle keeps what it read"
+    );
     assert_eq!(urgent.wait(Duration::from_secs(1))?, "d.png@16");
     for (h, i) in many.iter().zip(1..) {
         assert_eq!(h.get()?, Some(format!("{i}.png@{i}")));
@@ -89,7 +114,13 @@ fn main() -> huey::Result<()> {
     }
 
     // A failure, for good: a typed error with the message, the attempt and the id.
-    let bad = resize.call(Resize { path: "e.png".into(), width: 0 }).retries(0).enqueue()?;
+    let bad = resize
+        .call(Resize {
+            path: "e.png".into(),
+            width: 0,
+        })
+        .retries(0)
+        .enqueue()?;
     run_ready(&app)?;
     match bad.get() {
         Err(Error::Task(e)) => {
@@ -109,23 +140,29 @@ fn main() -> huey::Result<()> {
     assert_eq!(moved.get()?.as_deref(), Some("b.png@64"));
 
     // --- Task control: the context, Cancel and Retry -----------------------------------------
-    let fetch = app
-        .task("fetch")
-        .retries(1)
-        .register_with_context(|url: String, ctx: &TaskContext| {
-            if url.is_empty() {
-                return Err(Control::Cancel("no URL".into())); // no retry
-            }
-            if ctx.attempt() == 1 {
-                // Run again in a moment without using up the retry.
-                return Err(Control::Retry { delay: Duration::ZERO, reason: "busy".into() });
-            }
-            Ok(format!("{url} on attempt {}", ctx.attempt()))
-        })?;
+    let fetch =
+        app.task("fetch")
+            .retries(1)
+            .register_with_context(|url: String, ctx: &TaskContext| {
+                if url.is_empty() {
+                    return Err(Control::Cancel("no URL".into())); // no retry
+                }
+                if ctx.attempt() == 1 {
+                    // Run again in a moment without using up the retry.
+                    return Err(Control::Retry {
+                        delay: Duration::ZERO,
+                        reason: "busy".into(),
+                    });
+                }
+                Ok(format!("{url} on attempt {}", ctx.attempt()))
+            })?;
     let ok = fetch.enqueue("https://example.com".into())?;
     let canceled = fetch.enqueue(String::new())?;
     run_ready(&app)?;
-    assert_eq!(ok.get()?.as_deref(), Some("https://example.com on attempt 2"));
+    assert_eq!(
+        ok.get()?.as_deref(),
+        Some("https://example.com on attempt 2")
+    );
     assert!(matches!(canceled.get(), Err(Error::Task(e)) if e.kind == FailureKind::Canceled));
 
     // --- Periodic tasks ---------------------------------------------------------------------
@@ -138,7 +175,16 @@ fn main() -> huey::Result<()> {
 
     // --- Immediate mode, for an app's own tests -----------------------------------------------
     app.set_immediate(true);
-    assert_eq!(resize.enqueue(Resize { path: "t.png".into(), width: 1 })?.get()?.as_deref(), Some("t.png@1"));
+    assert_eq!(
+        resize
+            .enqueue(Resize {
+                path: "t.png".into(),
+                width: 1
+            })?
+            .get()?
+            .as_deref(),
+        Some("t.png@1")
+    );
     app.set_immediate(false);
     println!("guide examples ran");
     Ok(())

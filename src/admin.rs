@@ -49,7 +49,8 @@ pub enum AdminCommand {
     Enqueue(EnqueueArgs),
     /// Read a task's result (exit 1 if the task failed, 3 if there is no result yet).
     Result(ResultArgs),
-    /// Counts of ready, scheduled, in-flight, results and dead-letter messages.
+    /// Counts of ready, scheduled, in-flight, results and dead-letter messages, revocations
+    /// and locks, and the registered tasks.
     Status(StatusArgs),
     /// Revoke a task instance by id, or every instance of a task by name.
     Revoke(RevokeArgs),
@@ -101,7 +102,7 @@ pub struct EnqueueArgs {
     /// Enqueue this many copies (each with its own id).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
-    /// Print `{"task": ..., "ids": [...]}` instead of one id per line.
+    /// Print `{"task": ..., "ids": [...], "eta": RFC 3339 or null}` instead of one id per line.
     #[arg(long)]
     pub json: bool,
 }

@@ -66,7 +66,8 @@ struct ConsumerArgs {
     /// Seconds between moves of due scheduled tasks to the queue.
     #[arg(short = 's', long, default_value = "1", value_parser = seconds)]
     scheduler_interval: Duration,
-    /// Seconds between worker health checks.
+    /// Seconds between checks for running tasks revoked since they started (process workers
+    /// running one are killed). Dead workers and timeouts are handled at once regardless.
     #[arg(short = 'c', long, default_value = "1", value_parser = seconds)]
     health_check_interval: Duration,
     /// Replace a worker after it has run this many tasks.
@@ -266,6 +267,9 @@ fn run(
             let cfg = c.config(&cli.storage);
             if cfg.kind == WorkerKind::Process && cli.storage.starts_with("memory:") {
                 tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");
+            }
+            if cfg.kind == WorkerKind::Thread && cfg.max_memory_kib.is_some() {
+                tracing::warn!("--max-memory applies to process workers only: threads share the supervisor's memory");
             }
             let (stopped, _) = Supervisor::new(app, cfg)?.run()?;
             Ok(match stopped {

@@ -388,3 +388,25 @@ fn many_connections_can_create_one_fresh_file_at_once() {
     assert_eq!(s.incr("opened", 0).unwrap(), 6);
     assert_eq!(s.counts().unwrap().ready, 6);
 }
+
+#[test]
+fn sqlite_url_takes_durability_and_busy_timeout_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("opts.db");
+    let url = format!("sqlite:{}?synchronous=full&busy_timeout=2.5", db.display());
+    let s = huey::storage::open(&url, "t").unwrap();
+    enqueue(&*s, vec![ready("x", "default", 0)]);
+    assert_eq!(s.counts().unwrap().ready, 1);
+    assert!(db.exists(), "the query is not part of the file name");
+    for bad in [
+        "?synchronous=sometimes",
+        "?busy_timeout=soon",
+        "?journal=off",
+    ] {
+        let e = huey::storage::open(&format!("sqlite:{}{bad}", db.display()), "t")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("invalid storage URL"), "{bad}: {e}");
+    }
+}

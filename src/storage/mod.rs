@@ -281,12 +281,12 @@ pub fn open(url: &str, app: &str) -> Result<Arc<dyn Storage>> {
     }
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = path.strip_prefix("//").unwrap_or(path);
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         if path.is_empty() {
             return Err(bad("expected sqlite:PATH, e.g. sqlite:huey.db"));
         }
-        return Ok(
-            Arc::new(SqliteStorage::open(path, SqliteOptions::default())?) as Arc<dyn Storage>,
-        );
+        let opts = sqlite_options(query).map_err(|e| bad(&e))?;
+        return Ok(Arc::new(SqliteStorage::open(path, opts)?) as Arc<dyn Storage>);
     }
     if url.starts_with("redis://")
         || url.starts_with("rediss://")
@@ -301,6 +301,38 @@ pub fn open(url: &str, app: &str) -> Result<Arc<dyn Storage>> {
 
 fn open_redis(url: &str, app: &str) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(RedisStorage::open(url, app)?))
+}
+
+/// SQLite options from a URL's query: `synchronous=off|normal|full`, `busy_timeout=SECS`.
+fn sqlite_options(query: &str) -> std::result::Result<SqliteOptions, String> {
+    let mut opts = SqliteOptions::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "synchronous" => {
+                opts.synchronous = match v.to_ascii_lowercase().as_str() {
+                    "off" => Synchronous::Off,
+                    "normal" => Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    _ => return Err(format!("synchronous={v}: expected off, normal or full")),
+                }
+            }
+            "busy_timeout" => {
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| format!("busy_timeout={v}: expected a number of seconds"))?;
+                opts.busy_timeout = Duration::from_secs_f64(secs);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {k:?}; SQLite URLs take synchronous and busy_timeout"
+                ))
+            }
+        }
+    }
+    Ok(opts)
 }
 
 /// The storage URL from `HUEY_STORAGE`, or the embedded default `sqlite:huey.db`.

@@ -1,9 +1,11 @@
 //! Dispatch: a fetcher thread leases messages from storage (blocking there, so an idle
 //! consumer reacts at once), and the main loop hands them to idle workers.
 //!
-//! The fetcher only asks for as many messages as there are idle workers, so nothing waits in
-//! the parent long enough for its lease to run out; waiting and running tasks' leases are
-//! renewed every third of the lease period.
+//! The fetcher asks for what the workers will start soon: room for one job per idle worker,
+//! plus, when tasks are fast (judged by the recent pace), a few more queued in each worker's
+//! pipe and a buffer in the parent worth [`SOON`] of work — so storage round trips carry
+//! batches, and a lease never runs out while a message waits. Leases of waiting and running
+//! tasks are renewed every third of the lease period anyway.
 
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};

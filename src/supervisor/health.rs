@@ -332,7 +332,7 @@ impl Supervisor {
 
     /// Process workers running a task revoked since it started are killed (and replaced); the
     /// task is recorded as revoked. One read of the revocations per check, only while busy.
-    fn cancel_revoked(&mut self) {
+    pub(super) fn cancel_revoked(&mut self) {
         if self.cfg.kind != WorkerKind::Process || self.busy_count() == 0 {
             return;
         }
@@ -366,9 +366,8 @@ impl Supervisor {
         }
     }
 
-    /// Timeouts, revoked running tasks and respawns.
+    /// Timeouts and respawns.
     pub(super) fn check_health(&mut self) {
-        self.cancel_revoked();
         let now = Instant::now();
         for i in 0..self.slots.len() {
             let timed_out = self.slots[i]

@@ -241,13 +241,12 @@ impl Supervisor {
                 timers.leases = now + self.cfg.lease / 3;
                 self.extend_leases();
             }
+            // Timeouts and respawns are checked every turn (no I/O); running tasks revoked
+            // since they started are looked for in storage once per health-check interval.
+            self.check_health();
             if timers.health <= now {
-                timers.health = now
-                    + self
-                        .cfg
-                        .health_check_interval
-                        .min(Duration::from_millis(250));
-                self.check_health();
+                timers.health = now + self.cfg.health_check_interval;
+                self.cancel_revoked();
             }
 
             let sig = signals.poll();
