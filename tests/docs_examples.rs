@@ -1,25 +1,11 @@
 //! Every example the docs show is run, not only compiled.
 
-use std::path::PathBuf;
+#[macro_use]
+mod common;
+
 use std::process::Command;
 
-/// Examples are built by `cargo test` next to the test binaries' directory.
-fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let exe = deps.parent().unwrap().join("examples").join(name);
-    if !exe.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    exe
-}
+use common::example;
 
 #[test]
 fn every_docs_example_runs_to_completion() {

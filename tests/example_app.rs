@@ -4,29 +4,11 @@
 #[macro_use]
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::example;
 use common::hueyd::{wait_until, Backend};
-
-/// Examples are built by `cargo test` next to the test binaries' directory.
-fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let exe = deps.parent().unwrap().join("examples").join(name);
-    if !exe.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    exe
-}
 
 #[test]
 fn shop_worker_and_producer_run_end_to_end() {

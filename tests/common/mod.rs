@@ -69,3 +69,21 @@ macro_rules! storage_suite {
         )*
     };
 }
+
+/// An example binary, built by `cargo test` beside the test binaries (built here if missing).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let exe = deps.parent().unwrap().join("examples").join(name);
+    if !exe.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    exe
+}
