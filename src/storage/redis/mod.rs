@@ -5,21 +5,25 @@
 //! Each named queue is a sorted set of message sequence numbers scored by `-priority`; members
 //! are zero-padded sequence numbers, so equal scores fall back to their byte order and each
 //! priority level is FIFO. Any `i32` priority is exact. A message's metadata and payload are
-//! packed into one `msg` hash field keyed by the sequence number; its delivery count and current
-//! lease token are one `state` hash field.
+//! packed into one `msg` hash field keyed by the sequence number. The delivery count rides in the
+//! sorted-set member: `<seq>.<deliveries>` in its queue while ready (the seq is fixed width, so
+//! FIFO order within a priority still holds), `<seq>.<deliveries>.<token>` in `leases` while
+//! leased. Nothing else per message changes while it moves between queue and lease.
 //!
 //! Every operation is one Lua script (one round trip, atomic, loaded once and sent by
 //! `EVALSHA`):
 //! - **dequeue** first moves expired leases back to their queue (at their old place), then
-//!   pops up to `max` members with `ZPOPMIN`, dead-letters the ones already delivered
-//!   `max_deliveries` times, and records a lease per message: the sequence number in a `leases`
-//!   sorted set scored by expiry and `<deliveries>.<token>` in `state`. The lease handed out is
-//!   `seq:<deliveries>.<token>`, so a stale ack (after the lease expired and the message went to
-//!   someone else) no longer matches the state and is ignored.
+//!   takes up to `max` members from the front of its queues, dead-letters the ones already
+//!   delivered `max_deliveries` times, and leases the rest: member `<seq>.<deliveries+1>.<token>` in the
+//!   `leases` sorted set, scored by expiry. That member is the lease handed out, so an ack or
+//!   extend is a membership check (`ZMSCORE`, `ZADD XX`), and a stale ack (after the lease
+//!   expired and the message went to someone else, under a new token) matches nothing and is
+//!   ignored. Expired leases go back to their queue as `<seq>.<deliveries>`.
 //!
 //! The scripts work on whole batches with variadic commands (`ZRANGE`/`ZREMRANGEBYRANK`, one
-//! `HMGET`, one multi-field `HSET`, one `ZADD`/`ZREM`/`HDEL`, `INCRBY` reserving a run of
-//! sequence numbers), so the commands per call hardly depend on the batch size.
+//! `HMGET`, one `ZMSCORE`, one multi-field `HSET`, one `ZADD`/`ZREM`/`HDEL`, `INCRBY` reserving a
+//! run of sequence numbers), so the commands per call hardly depend on the batch size. Needs
+//! Redis 6.2 or later (`ZMSCORE`).
 //! - **apply** writes a whole [`Batch`] (acks, enqueues, schedule entries, results, dead
 //!   letters) in one script, so an outcome is never half written.
 //! - **promote_due** moves due schedule entries (a sorted set by eta) to their queue.
@@ -176,23 +180,16 @@ impl RedisStorage {
             .next()
             .and_then(int)
             .ok_or_else(|| self.corrupt("dequeue"))?;
-        let mut out = Vec::with_capacity(it.len() / 4);
-        while let Some(seq) = it.next() {
-            let (Some(seq), Some(state), Some(qi), Some(packed)) = (
-                string(seq),
-                it.next().and_then(string),
+        let mut out = Vec::with_capacity(it.len() / 3);
+        while let Some(lease) = it.next() {
+            let (Some(lease), Some(qi), Some(packed)) = (
+                string(lease),
                 it.next().and_then(int),
                 it.next().and_then(bytes),
             ) else {
                 return Err(self.corrupt("dequeue"));
             };
-            let deliveries = state
-                .split_once('.')
-                .and_then(|(d, _)| d.parse::<u32>().ok())
-                .ok_or_else(|| self.corrupt("dequeue"))?;
-            let mut lease = seq;
-            lease.push(':');
-            lease.push_str(&state);
+            let deliveries = lease_deliveries(&lease).ok_or_else(|| self.corrupt("dequeue"))?;
             let payload = strip_head(packed);
             let queue = usize::try_from(qi - 1)
                 .ok()
@@ -290,18 +287,22 @@ impl Call<'_> {
     }
 }
 
-/// Leases as seq, token argument pairs (after their count when `counted`). A lease that is not
-/// `seq:token` cannot be held by anyone and is left out.
+/// Leases as arguments (after their count when `counted`). A lease is the `leases` member
+/// itself, so one that is not held by anyone (stale, or not a lease at all) matches nothing.
 fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
-    fn split(l: &Lease) -> Option<(&str, &str)> {
-        l.0.split_once(':')
-    }
     if counted {
-        call.arg(leases.iter().filter(|l| split(l).is_some()).count());
+        call.arg(leases.len());
     }
-    for (seq, token) in leases.iter().filter_map(split) {
-        call.arg(seq).arg(token);
+    for l in leases {
+        call.arg(&l.0);
     }
+}
+
+/// The delivery count in a lease `<seq>.<deliveries>.<token>`.
+fn lease_deliveries(lease: &str) -> Option<u32> {
+    let mut parts = lease.split('.');
+    let (_seq, d, _token) = (parts.next()?, parts.next()?, parts.next()?);
+    d.parse().ok()
 }
 
 /// A ready message packed the way the scripts store it:

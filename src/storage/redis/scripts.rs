@@ -12,36 +12,38 @@ use ::redis::Script;
 
 /// The fixed keys, in `KEYS` order, without the prefix.
 ///
-/// A message is two hash fields under its zero-padded sequence number: `msg` (its packed
-/// metadata and payload, written once) and `state` (its delivery count, plus the lease token
-/// while leased), and one member in `q:<queue>` while ready or in `leases` while leased.
-pub const KEY_NAMES: [&str; 12] = [
-    "leases",    // 1 ZSET seq -> lease expiry (ms)
-    "state",     // 2 HASH seq -> "<deliveries>", or "<deliveries>.<token>" while leased
-    "msg",       // 3 HASH seq -> packed "<priority>|<#queue>|<#id>|<queue><id><payload>"
-    "seq",       // 4 STRING counter for sequence numbers and lease tokens
-    "queues",    // 5 SET of queue names ever used
-    "schedule",  // 6 ZSET seq -> eta (ms)
-    "sched:msg", // 7 HASH seq -> packed message, as in `msg`
-    "dead",      // 8 ZSET seq -> time dead-lettered (ms)
-    "dead:info", // 9 HASH seq -> JSON {id, queue, error}
-    "dead:body", // 10 HASH seq -> payload
-    "results",   // 11 ZSET id -> expiry (ms, inf when none): the index of r:<id> keys
-    "counters",  // 12 HASH name -> integer
+/// A message is one `msg` hash field under its zero-padded 16-digit sequence number (its packed
+/// metadata and payload, written once) and one sorted-set member that carries its delivery
+/// count: `<seq>.<deliveries>` in `q:<queue>` while ready, `<seq>.<deliveries>.<token>` in
+/// `leases` while leased. That lease member is the lease handed out, so an ack or extend is a
+/// membership test and a stale one (the message was redelivered since) matches nothing.
+pub const KEY_NAMES: [&str; 11] = [
+    "leases",    // 1 ZSET "<seq>.<deliveries>.<token>" -> lease expiry (ms)
+    "msg",       // 2 HASH seq -> packed "<priority>|<#queue>|<#id>|<queue><id><payload>"
+    "seq",       // 3 STRING counter for sequence numbers and lease tokens
+    "queues",    // 4 SET of queue names ever used
+    "schedule",  // 5 ZSET seq -> eta (ms)
+    "sched:msg", // 6 HASH seq -> packed message, as in `msg`
+    "dead",      // 7 ZSET seq -> time dead-lettered (ms)
+    "dead:info", // 8 HASH seq -> JSON {id, queue, error}
+    "dead:body", // 9 HASH seq -> payload
+    "results",   // 10 ZSET id -> expiry (ms, inf when none): the index of r:<id> keys
+    "counters",  // 11 HASH name -> integer
 ];
 
 /// Index of the `schedule` key in [`KEY_NAMES`].
-pub const SCHEDULE: usize = 5;
+pub const SCHEDULE: usize = 4;
 /// Index of the `dead:body` key in [`KEY_NAMES`].
-pub const DEAD_BODY: usize = 9;
+pub const DEAD_BODY: usize = 8;
 /// Index of the `counters` key in [`KEY_NAMES`].
-pub const COUNTERS: usize = 11;
+pub const COUNTERS: usize = 10;
 
 const PRELUDE: &str = r#"
 local prefix = ARGV[1]
-local K_LEASES, K_STATE, K_MSG, K_SEQ, K_QUEUES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_SCHED, K_SMSG, K_DEAD, K_DINFO, K_DBODY, K_RESULTS = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_COUNTERS = KEYS[12]
+local K_LEASES, K_MSG, K_SEQ, K_QUEUES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_SCHED, K_SMSG, K_DEAD, K_DINFO, K_DBODY, K_RESULTS = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_COUNTERS = KEYS[11]
+local sub, find, unpack, min = string.sub, string.find, unpack, math.min
 
 -- Variadic commands get at most this many arguments after the key (an even number, so
 -- field/value and score/member pairs are never split).
@@ -94,8 +96,16 @@ local function payload_of(m)
   if not off then return m end
   return string.sub(m, off)
 end
--- The delivery count in a state value (leased or not).
-local function deliveries(state) return math.floor(tonumber(state) or 0) end
+-- Queue and lease members start with the 16-digit seq; a queue member is "<seq>.<deliveries>",
+-- a lease member "<seq>.<deliveries>.<token>".
+local function seq_of(member) return sub(member, 1, 16) end
+local function deliveries(member) return tonumber(sub(member, 18)) or 0 end
+-- The queue member of a lease member (everything before the token).
+local function unleased(lease)
+  local dot = find(lease, '.', 18, true)
+  if dot then return sub(lease, 1, dot - 1) end
+  return lease
+end
 
 -- Queues written to by this script, with how many messages, to wake blocked consumers.
 local touched = {}
@@ -133,9 +143,9 @@ local function push_packed(packed)
   for k = 1, n do
     local seq = fmt_seq(first + k - 1)
     local prio, queue = unpack_head(packed[k])
-    hset[#hset + 1] = seq
-    hset[#hset + 1] = packed[k]
-    make_ready(seq, queue or 'default', int(-(prio or 0)))
+    hset[2 * k - 1] = seq
+    hset[2 * k] = packed[k]
+    make_ready(seq .. '.0', queue or 'default', int(-(prio or 0)))
   end
   chunked('HSET', K_MSG, hset)
 end
@@ -162,40 +172,42 @@ local function flush_dead(now)
   chunked('HSET', K_DBODY, body)
   dead = {}
 end
--- Leases seq/token pairs from ARGV[i..j]: the seqs whose lease is still the one given.
+-- The leases in ARGV[i..j] that are still held (members of `leases`), and their seqs.
 local function held(i, j)
-  local seqs, toks = {}, {}
-  for k = i, j, 2 do
-    seqs[#seqs + 1] = ARGV[k]
-    toks[#toks + 1] = ARGV[k + 1]
+  local out, seqs = {}, {}
+  local n = 0
+  for a = i, j, CHUNK do
+    local b = min(j, a + CHUNK - 1)
+    local scores = redis.call('ZMSCORE', K_LEASES, unpack(ARGV, a, b))
+    for k = 1, b - a + 1 do
+      if scores[k] then
+        local lease = ARGV[a + k - 1]
+        n = n + 1
+        out[n] = lease
+        seqs[n] = sub(lease, 1, 16)
+      end
+    end
   end
-  local states = hmget(K_STATE, seqs)
-  local out = {}
-  for k = 1, #seqs do
-    if states[k] == toks[k] then out[#out + 1] = seqs[k] end
-  end
-  return out
+  return out, seqs
 end
--- Messages whose lease was just removed go back to their queue, at their old place.
-local function requeue(seqs)
-  if #seqs == 0 then return end
+-- Messages whose lease (member) was just removed go back to their queue, at their old place.
+local function requeue(leases)
+  local n = #leases
+  if n == 0 then return end
+  local seqs = {}
+  for k = 1, n do seqs[k] = sub(leases[k], 1, 16) end
   local msgs = hmget(K_MSG, seqs)
-  local states = hmget(K_STATE, seqs)
-  local hset, gone = {}, {}
-  for k = 1, #seqs do
-    local seq, m = seqs[k], msgs[k]
+  local gone = {}
+  for k = 1, n do
+    local m = msgs[k]
     local prio, queue
     if m then prio, queue = unpack_head(m) end
     if prio then
-      make_ready(seq, queue, int(-prio))
-      hset[#hset + 1] = seq
-      hset[#hset + 1] = int(deliveries(states[k]))
+      make_ready(unleased(leases[k]), queue, int(-prio))
     else
-      gone[#gone + 1] = seq
+      gone[#gone + 1] = seqs[k]
     end
   end
-  chunked('HSET', K_STATE, hset)
-  chunked('HDEL', K_STATE, gone)
   chunked('HDEL', K_MSG, gone)
   flush_ready()
 end
@@ -215,12 +227,11 @@ local i = 2
 local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
 local n = count()
 if n > 0 then
-  local acked = held(i, i + 2 * n - 1)
-  i = i + 2 * n
+  local acked, seqs = held(i, i + n - 1)
+  i = i + n
   if #acked > 0 then
     chunked('ZREM', K_LEASES, acked)
-    chunked('HDEL', K_MSG, acked)
-    chunked('HDEL', K_STATE, acked)
+    chunked('HDEL', K_MSG, seqs)
   end
 end
 n = count()
@@ -229,9 +240,9 @@ if n > 0 then
   local hset = {}
   for k = 0, n - 1 do
     local seq = fmt_seq(first + k)
-    hset[#hset + 1] = seq
-    hset[#hset + 1] = ARGV[i + 2]
-    make_ready(seq, ARGV[i], ARGV[i + 1])
+    hset[2 * k + 1] = seq
+    hset[2 * k + 2] = ARGV[i + 2]
+    make_ready(seq .. '.0', ARGV[i], ARGV[i + 1])
     i = i + 3
   end
   chunked('HSET', K_MSG, hset)
@@ -285,8 +296,8 @@ return 1
 "#;
 
 /// dequeue. ARGV: prefix, max, lease ms, max deliveries, queue names...
-/// Returns {wait hint ms (-1: no lease to expire), then seq, state (the lease token and the
-/// delivery count), queue index, packed message for each delivery}.
+/// Returns {wait hint ms (-1: no lease to expire), then lease (`<seq>.<deliveries>.<token>`),
+/// queue index, packed message for each delivery}.
 const DEQUEUE: &str = r#"
 local max, lease_ms, max_deliveries = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -296,52 +307,50 @@ if #expired > 0 then
   requeue(expired)
 end
 local out = {0}
+local o = 1
 local got = 0
 local until_ms = int(now + lease_ms)
-local token = nil
+local tail = nil
 local err_tail = ' times without being acknowledged (its worker or consumer was lost each time)'
 for qi = 5, #ARGV do
   local queue = ARGV[qi]
   local qkey = prefix .. 'q:' .. queue
+  local qn = qi - 4
   while got < max do
-    local want = math.min(max - got, CHUNK / 2)
-    local seqs = redis.call('ZRANGE', qkey, 0, want - 1)
-    local n = #seqs
+    local want = min(max - got, CHUNK / 2)
+    local members = redis.call('ZRANGE', qkey, 0, want - 1)
+    local n = #members
     if n == 0 then break end
     redis.call('ZREMRANGEBYRANK', qkey, 0, n - 1)
+    local seqs = {}
+    for k = 1, n do seqs[k] = sub(members[k], 1, 16) end
     local msgs = redis.call('HMGET', K_MSG, unpack(seqs))
-    local states = redis.call('HMGET', K_STATE, unpack(seqs))
-    local hset, z, gone = {}, {}, {}
+    local z, gone = {}, {}
+    local zn = 0
     for k = 1, n do
       local m = msgs[k]
       if m then
-        local seq = seqs[k]
-        local d = deliveries(states[k])
+        local d = deliveries(members[k])
         if d >= max_deliveries then
           local _, _, id, off = unpack_head(m)
-          add_dead(id or '', queue, string.sub(m, off or 1), 'delivered ' .. int(d) .. err_tail)
-          gone[#gone + 1] = seq
+          add_dead(id or '', queue, sub(m, off or 1), 'delivered ' .. int(d) .. err_tail)
+          gone[#gone + 1] = seqs[k]
         else
-          if not token then token = int(redis.call('INCR', K_SEQ)) end
-          local state = int(d + 1) .. '.' .. token
-          hset[#hset + 1] = seq; hset[#hset + 1] = state
-          z[#z + 1] = until_ms; z[#z + 1] = seq
-          out[#out + 1] = seq
-          out[#out + 1] = state
-          out[#out + 1] = qi - 4
-          out[#out + 1] = m
+          if not tail then tail = '.' .. int(redis.call('INCR', K_SEQ)) end
+          local lease = seqs[k] .. '.' .. (d + 1) .. tail
+          z[zn + 1] = until_ms
+          z[zn + 2] = lease
+          zn = zn + 2
+          out[o + 1] = lease
+          out[o + 2] = qn
+          out[o + 3] = m
+          o = o + 3
           got = got + 1
         end
       end
     end
-    if #z > 0 then
-      redis.call('HSET', K_STATE, unpack(hset))
-      redis.call('ZADD', K_LEASES, unpack(z))
-    end
-    if #gone > 0 then
-      redis.call('HDEL', K_MSG, unpack(gone))
-      redis.call('HDEL', K_STATE, unpack(gone))
-    end
+    if zn > 0 then redis.call('ZADD', K_LEASES, unpack(z)) end
+    if #gone > 0 then redis.call('HDEL', K_MSG, unpack(gone)) end
     if n < want then break end
   end
 end
@@ -354,23 +363,25 @@ notify()
 return out
 "#;
 
-/// extend. ARGV: prefix, lease ms, then seq, token pairs.
+/// extend. ARGV: prefix, lease ms, then leases. Only leases still held (members) are updated.
 const EXTEND: &str = r#"
 local until_ms = int(now_ms() + tonumber(ARGV[2]))
 local z = {}
-for _, seq in ipairs(held(3, #ARGV)) do
-  z[#z + 1] = until_ms
-  z[#z + 1] = seq
+local n = 0
+for k = 3, #ARGV do
+  z[n + 1] = until_ms
+  z[n + 2] = ARGV[k]
+  n = n + 2
 end
 chunked('ZADD', K_LEASES, z, 'XX')
 return 1
 "#;
 
-/// release. ARGV: prefix, then seq, token pairs.
+/// release. ARGV: prefix, then leases.
 const RELEASE: &str = r#"
-local seqs = held(2, #ARGV)
-chunked('ZREM', K_LEASES, seqs)
-requeue(seqs)
+local leases = held(2, #ARGV)
+chunked('ZREM', K_LEASES, leases)
+requeue(leases)
 notify()
 return 1
 "#;
@@ -490,7 +501,7 @@ local entries = {}
 for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
   local got = redis.call('ZRANGE', prefix .. 'q:' .. q, 0, limit - 1, 'WITHSCORES')
   for j = 1, #got, 2 do
-    entries[#entries + 1] = {tonumber(got[j + 1]), got[j]}
+    entries[#entries + 1] = {tonumber(got[j + 1]), seq_of(got[j])}
   end
 end
 -- Across queues as within one: by priority (score), then age (the zero-padded seq).
@@ -559,7 +570,8 @@ if ARGV[2] == '1' then
   for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
     redis.call('DEL', prefix .. 'q:' .. q, prefix .. 'n:' .. q)
   end
-  redis.call('DEL', K_QUEUES, K_LEASES, K_STATE, K_MSG)
+  -- `state` held delivery counts and lease tokens before they moved into the members.
+  redis.call('DEL', K_QUEUES, K_LEASES, K_MSG, prefix .. 'state')
 end
 if ARGV[3] == '1' then redis.call('DEL', K_SCHED, K_SMSG) end
 if ARGV[4] == '1' then delete_indexed(K_RESULTS, prefix .. 'r:') end
