@@ -671,8 +671,9 @@ fn handlers_see_enqueue_and_execution_events_and_may_panic() {
         app.on_event(|_| panic!("a broken handler"));
         let seen = record_events(&app);
         t.double.enqueue(1).unwrap();
-        t.check.schedule(-1, Duration::from_millis(1)).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        // Far enough ahead that it is still in the future when written (a scheduled event).
+        t.check.schedule(-1, Duration::from_millis(200)).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
         drain(&app);
         assert_eq!(
             kinds_for(&seen, "double"),

@@ -50,13 +50,15 @@ pub fn exe() -> &'static str {
 }
 
 impl Hueyd {
-    /// Start `hueyd --storage URL ARGS...`.
+    /// Start `hueyd --storage URL -n ARGS...`: without the periodic ticker, whose `heartbeat`
+    /// would otherwise join the queue at the turn of each minute and upset counts.
     pub fn start(url: &str, args: &[&str]) -> Hueyd {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("hueyd.log");
         let child = Command::new(exe())
             .arg("--storage")
             .arg(url)
+            .arg("-n")
             .args(args)
             .env_remove("HUEY_STORAGE")
             .stdout(Stdio::null())
