@@ -88,8 +88,18 @@ def now():
 
 
 def wait(result):
-    # Polls every millisecond on SQLite; BLPOP on Redis (notify_result=True).
-    return result.get(blocking=True, timeout=WAIT, backoff=1.0, max_delay=0.001)
+    # Polls every millisecond on SQLite; BLPOP on Redis (notify_result=True). huey's blocking
+    # get can give up early under load (ResultTimeout long before its timeout, seen with thread
+    # workers on Redis), so wait in slices until WAIT has really passed.
+    from huey.exceptions import ResultTimeout
+
+    deadline = now() + WAIT
+    while True:
+        try:
+            return result.get(blocking=True, timeout=5, backoff=1.0, max_delay=0.001)
+        except ResultTimeout:
+            if now() >= deadline:
+                raise
 
 
 def fresh(url):
