@@ -326,3 +326,22 @@ fn bad_command_lines_exit_2_with_a_clear_message() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn max_memory_recycles_a_worker_over_the_limit_after_its_task() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    // Every worker is over 1 MB resident, so each one is replaced after one task.
+    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1", "--max-memory", "1"]);
+    let pid: Task<(), u32> = task(&app, "pid");
+    let pids: Vec<u32> = (0..3)
+        .map(|_| pid.enqueue(()).unwrap().wait(LONG).unwrap())
+        .collect();
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
+    assert!(
+        h.log().contains("recycling worker over its memory limit"),
+        "{}",
+        h.log()
+    );
+}
