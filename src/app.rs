@@ -108,6 +108,20 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
 }
 
 /// An app: a name, a storage, and its registered tasks. Cheap to clone.
+///
+/// ```
+/// use huey::Huey;
+///
+/// # fn main() -> huey::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let app = Huey::open("my-app", &format!("sqlite:{}", dir.path().join("q.db").display()))?;
+/// let add = app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
+/// let r = add.enqueue((1, 2))?;           // a consumer (`hueyd`, or your binary) runs it
+/// assert_eq!(app.storage().counts()?.ready, 1);
+/// assert_eq!(r.get()?, None);              // not run yet
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Huey {
     inner: Arc<Inner>,

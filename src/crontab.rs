@@ -74,6 +74,19 @@ fn shift_day_of_week(field: &str) -> std::result::Result<String, String> {
 
 impl Crontab {
     /// Parse a 5-field (or 6-field, seconds first) crontab expression, evaluated in UTC.
+    ///
+    /// ```
+    /// use huey::{Crontab, Huey};
+    ///
+    /// # fn main() -> huey::Result<()> {
+    /// let app = Huey::immediate("docs");
+    /// app.task("report")
+    ///     .periodic(Crontab::parse("0 9 * * 1-5")?) // 09:00 UTC, Monday to Friday
+    ///     .register(|(): ()| Ok::<_, String>(()))?;
+    /// assert!(Crontab::parse("61 * * * *").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn parse(expr: &str) -> Result<Crontab> {
         Crontab::parse_in(expr, Tz::UTC)
     }

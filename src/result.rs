@@ -54,6 +54,24 @@ impl StoredResult {
 /// Reads are destructive by default, as in huey: the first successful read removes the result
 /// from storage and the handle keeps it, so later reads through the same handle still see it.
 /// Call [`TaskResult::preserve`] to leave it in storage.
+///
+/// ```
+/// use std::time::Duration;
+/// use huey::{Error, Huey};
+///
+/// # fn main() -> huey::Result<()> {
+/// let app = Huey::immediate("docs");
+/// let div = app.task("div").register(|(a, b): (i64, i64)| a.checked_div(b).ok_or("division by zero"))?;
+/// let ok = div.enqueue((6, 3))?;
+/// assert!(ok.is_ready()?);
+/// assert_eq!(ok.wait(Duration::from_secs(1))?, 2);
+/// match div.enqueue((1, 0))?.get() {
+///     Err(Error::Task(e)) => assert_eq!(e.message, "division by zero"),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct TaskResult<R> {
     app: Huey,
     id: String,

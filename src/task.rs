@@ -426,6 +426,24 @@ impl TaskContext {
 }
 
 /// A typed handle on a registered task: enqueue it, schedule it, revoke it.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use huey::Huey;
+///
+/// # fn main() -> huey::Result<()> {
+/// let app = Huey::open("docs", "memory:")?;
+/// let greet = app.task("greet").register(|name: String| Ok::<_, String>(format!("hello {name}")))?;
+/// greet.enqueue("ada".into())?;
+/// greet.schedule("bob".into(), Duration::from_secs(60))?;
+/// greet.schedule("cy".into(), SystemTime::now() + Duration::from_secs(3600))?;
+/// greet.call("dee".into()).priority(9).retries(2).enqueue()?;
+/// greet.enqueue_many(["e".to_string(), "f".to_string()])?;
+/// let c = app.storage().counts()?;
+/// assert_eq!((c.ready, c.scheduled), (4, 2));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Task<A, R> {
     pub(crate) app: Huey,
     pub(crate) name: String,
@@ -598,7 +616,28 @@ impl<A: Serialize, R: DeserializeOwned> Call<A, R> {
     }
 }
 
-/// Registers a task: `app.task("add").retries(2).register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))`.
+/// Registers a task under a name, with its default options.
+///
+/// ```
+/// use std::time::Duration;
+/// use huey::{Huey, TaskContext};
+///
+/// # fn main() -> huey::Result<()> {
+/// let app = Huey::immediate("docs");
+/// let add = app
+///     .task("add")
+///     .retries(2)
+///     .retry_delay(Duration::from_secs(1))
+///     .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
+/// let whoami = app
+///     .task("whoami")
+///     .register_with_context(|(): (), ctx: &TaskContext| Ok::<_, String>(ctx.attempt()))?;
+/// assert_eq!(add.enqueue((2, 2))?.get()?, Some(4));
+/// assert_eq!(whoami.enqueue(())?.get()?, Some(1));
+/// assert!(app.task("add").register(|x: i64| Ok::<_, String>(x)).is_err(), "names are unique");
+/// # Ok(())
+/// # }
+/// ```
 pub struct TaskBuilder {
     pub(crate) app: Huey,
     pub(crate) name: String,

@@ -120,7 +120,28 @@ enum Input {
     Stop,
 }
 
-/// The consumer's parent process.
+/// The consumer's parent process. `hueyd` and [`crate::cli::main`] run one; an app can also
+/// run one in-process (here with thread workers on memory storage):
+///
+/// ```
+/// use std::time::Duration;
+/// use huey::supervisor::{Config, Stopped, Supervisor, WorkerKind};
+/// use huey::Huey;
+///
+/// # fn main() -> huey::Result<()> {
+/// let app = Huey::open("docs", "memory:")?;
+/// let add = app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
+/// let cfg = Config { workers: 2, kind: WorkerKind::Thread, storage_url: "memory:".into(), ..Config::default() };
+/// let supervisor = Supervisor::new(app.clone(), cfg)?;
+/// let stop = supervisor.stop_handle();
+/// let consumer = std::thread::spawn(move || supervisor.run());
+/// assert_eq!(add.enqueue((2, 3))?.wait(Duration::from_secs(10))?, 5);
+/// stop.stop();
+/// let (stopped, stats) = consumer.join().unwrap()?;
+/// assert_eq!((stopped, stats.completed), (Stopped::Graceful, 1));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Supervisor {
     app: Huey,
     cfg: Config,
