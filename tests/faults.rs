@@ -226,6 +226,11 @@ fn two_consumers_run_each_task_exactly_once_on_redis() {
 }
 
 #[test]
+fn three_consumers_run_each_task_exactly_once_on_redis() {
+    several_consumers_run_each_task_exactly_once(Backend::redis(), 3);
+}
+
+#[test]
 fn four_consumers_run_each_task_exactly_once_on_redis() {
     several_consumers_run_each_task_exactly_once(Backend::redis(), 4);
 }
