@@ -51,7 +51,7 @@
 //! keeps `counts` to a few `ZCARD`/`ZCOUNT`s.
 //!
 //! **Connections.** A small pool (`conn.rs`). A lost connection is an
-//! [`Error::Storage`](crate::Error::Storage) and the next call reconnects. Acks are idempotent by
+//! [`Error::Storage`] and the next call reconnects. Acks are idempotent by
 //! token, so a caller may retry a batch whose reply was lost.
 //!
 //! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS, webpki roots) and
