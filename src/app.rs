@@ -481,6 +481,9 @@ impl Huey {
 
     /// Whether `msg` is revoked now; consumes revoke-once entries that apply.
     fn consume_revocation(&self, msg: &Message, rev: &Revocations, now: u64) -> Result<bool> {
+        if rev.entries.is_empty() {
+            return Ok(false); // the usual case: no key to build per task
+        }
         for key in [id_key(&msg.id), task_key(&msg.task)] {
             if let Some(r) = rev.entries.get(&key) {
                 if r.once {

@@ -1,18 +1,24 @@
 //! `hueyd demo`, the README's first command, works and shows what it promises.
 
-#[test]
-fn demo_runs_a_mix_of_tasks_and_stops_gracefully() {
+/// Run `hueyd ARGS...` to completion; its stdout, after checking it exited 0.
+fn demo(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
-        .args(["demo", "--workers", "2", "--cpu-tasks", "4"])
+        .args(args)
         .env_remove("HUEY_STORAGE")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+#[test]
+fn demo_runs_a_mix_of_tasks_and_stops_gracefully() {
+    let text = demo(&["demo", "--workers", "2", "--cpu-tasks", "4"]);
     for needle in [
         "add(2, 3)",
         "-> 5",
@@ -35,24 +41,16 @@ fn demo_runs_on_redis_when_asked() {
     #[path = "common/redis_server.rs"]
     mod redis_server;
     let server = redis_server::RedisServer::start();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
-        .args([
-            "--storage",
-            &server.url(),
-            "demo",
-            "--workers",
-            "2",
-            "--cpu-tasks",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains(&format!("on {}", server.url())), "{text}");
+    let url = server.url();
+    let text = demo(&[
+        "--storage",
+        &url,
+        "demo",
+        "--workers",
+        "2",
+        "--cpu-tasks",
+        "2",
+    ]);
+    assert!(text.contains(&format!("on {url}")), "{text}");
     assert!(text.contains("summary: 8 tasks, 7 succeeded"), "{text}");
 }

@@ -410,3 +410,31 @@ fn sqlite_url_takes_durability_and_busy_timeout_options() {
         assert!(e.contains("invalid storage URL"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_database_locked_by_another_process_is_a_clear_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("locked.db");
+    let url = format!("sqlite:{}?busy_timeout=0.2", db.display());
+    let s = huey::storage::open(&url, "t").unwrap();
+    enqueue(&*s, vec![ready("before", "default", 0)]);
+
+    // Another connection (as another process would) holds the write lock.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let batch = Batch {
+        enqueue: vec![ready("during", "default", 0)],
+        ..Batch::default()
+    };
+    let e = s.apply(&batch).unwrap_err().to_string();
+    assert!(e.contains("locked"), "{e}");
+    assert!(e.contains("locked.db"), "the error names the file: {e}");
+
+    holder.execute_batch("COMMIT").unwrap();
+    s.apply(&batch).unwrap();
+    assert_eq!(
+        s.counts().unwrap().ready,
+        2,
+        "the retried write went through, nothing lost"
+    );
+}
