@@ -45,8 +45,8 @@ pub(super) struct Slot {
     quick_deaths: u32,
     /// Restart after the current task (SIGHUP, recycling).
     recycle: bool,
-    /// Tasks were cut short by a stop.
-    interrupted: bool,
+    /// Removed by SIGTTOU: once its worker is gone, the slot stays down.
+    retired: bool,
 }
 
 impl Slot {
@@ -138,7 +138,7 @@ impl Supervisor {
             tasks_run: 0,
             quick_deaths: 0,
             recycle: false,
-            interrupted: false,
+            retired: false,
         });
         let i = self.slots.len() - 1;
         self.spawn(i);
@@ -168,7 +168,7 @@ impl Supervisor {
                 s.state = State::Down { respawn_at: None };
             }
             // A busy retiring slot finishes its task, then stays down.
-            s.quick_deaths = u32::MAX;
+            s.retired = true;
         }
     }
 
@@ -212,7 +212,7 @@ impl Supervisor {
     /// killed while running tasks is a task's doing, not a boot loop: it is replaced at once.
     fn schedule_respawn(&mut self, i: usize, boot_failure: bool) {
         let slot = &mut self.slots[i];
-        if slot.quick_deaths == u32::MAX {
+        if slot.retired {
             slot.state = State::Down { respawn_at: None };
             return;
         }
@@ -311,7 +311,7 @@ impl Supervisor {
     fn recycle(&mut self, i: usize) {
         let s = &mut self.slots[i];
         s.stop_worker(false);
-        if s.quick_deaths == u32::MAX {
+        if s.retired {
             s.gen += 1;
             s.state = State::Down { respawn_at: None };
             return;
@@ -435,16 +435,12 @@ impl Supervisor {
                     &job.msg,
                 ));
                 leases.push(job.lease);
-                s.interrupted = true;
+                self.stats.interrupted += 1;
                 s.stop_worker(true);
                 s.gen += 1;
             }
         }
         self.release(&leases);
-    }
-
-    pub(super) fn interrupted(&self) -> bool {
-        self.slots.iter().any(|s| s.interrupted)
     }
 
     /// Close every worker's pipe (process workers exit; thread workers end after their task),

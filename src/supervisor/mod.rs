@@ -171,6 +171,8 @@ pub struct Stats {
     pub failed: u64,
     pub retried: u64,
     pub workers_lost: u64,
+    /// Tasks cut short by a stop and left for redelivery.
+    pub interrupted: u64,
 }
 
 impl Supervisor {
@@ -308,7 +310,7 @@ impl Supervisor {
                 }
             }
         }
-        let outcome = if self.interrupted() {
+        let outcome = if self.stats.interrupted > 0 {
             Stopped::Interrupted
         } else {
             Stopped::Graceful
@@ -357,6 +359,7 @@ impl Supervisor {
             failed = self.stats.failed,
             retried = self.stats.retried,
             workers_lost = self.stats.workers_lost,
+            interrupted = self.stats.interrupted,
             "consumer stopped"
         );
     }
