@@ -515,3 +515,19 @@ fn bad_storage_urls_are_clear_errors() {
         assert!(e.contains(url) || e.contains("sqlite:PATH"), "{url}: {e}");
     }
 }
+
+#[test]
+fn results_expire_after_the_app_result_ttl() {
+    each_backend(|b, app, t, _| {
+        app.set_result_ttl(Some(Duration::from_millis(200)));
+        let r = t.add.enqueue((1, 1)).unwrap().preserve();
+        drain(&app);
+        assert_eq!(r.get().unwrap(), Some(2), "{b}: there before the ttl");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            app.result::<i64>(r.id()).get().unwrap(),
+            None,
+            "{b}: gone after it"
+        );
+    });
+}

@@ -75,3 +75,45 @@ fn memory_consumer_with_thread_workers() {
 fn memory_consumer_with_process_workers() {
     memory_consumer_runs_retries_and_times_out(WorkerKind::Process);
 }
+
+#[test]
+fn startup_and_shutdown_hooks_run_in_every_thread_worker() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let app = Huey::new("hooks", Arc::new(MemoryStorage::new()));
+    let started = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let (s, t) = (started.clone(), stopped.clone());
+    app.on_startup(move |_| {
+        s.fetch_add(1, Ordering::SeqCst);
+    });
+    app.on_shutdown(move |_| {
+        t.fetch_add(1, Ordering::SeqCst);
+    });
+    let add = app
+        .task("add")
+        .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .unwrap();
+    let cfg = Config {
+        workers: 3,
+        kind: WorkerKind::Thread,
+        storage_url: "memory:".into(),
+        log_tasks: false,
+        ..Config::default()
+    };
+    let sup = Supervisor::new(app.clone(), cfg).unwrap();
+    let stop = sup.stop_handle();
+    let consumer = std::thread::spawn(move || sup.run().unwrap().0);
+    assert_eq!(add.enqueue((1, 2)).unwrap().wait(LONG).unwrap(), 3);
+    assert_eq!(started.load(Ordering::SeqCst), 3);
+    stop.stop();
+    assert_eq!(consumer.join().unwrap(), Stopped::Graceful);
+    let deadline = std::time::Instant::now() + LONG;
+    while stopped.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        3,
+        "each worker ran its shutdown hook"
+    );
+}
