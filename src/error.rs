@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::task::TaskError;
+use crate::failure::TaskError;
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

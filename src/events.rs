@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
-use crate::task::{Failure, FailureKind};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

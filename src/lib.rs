@@ -40,6 +40,7 @@ pub mod crontab;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod flow;
 pub mod lock;
 pub mod message;

@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::crontab::Crontab;
-use crate::task::{Failure, FailureKind, IntoFailure, TaskContext, TaskOptions};
+use crate::failure::{Failure, FailureKind};
+use crate::task::{IntoFailure, TaskContext, TaskOptions};
 
 /// What a successful attempt produced.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

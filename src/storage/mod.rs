@@ -111,6 +111,50 @@ pub struct DeadLetter {
     pub at_ms: u64,
 }
 
+/// One chord member's final outcome, counted in the same atomic write as the rest of its
+/// batch. Applying it:
+/// 1. if member `index` of `chord` was counted before (it ran twice), does nothing;
+/// 2. otherwise marks it counted, keeps `outcome` as the member's item, and adds one to the
+///    chord's count;
+/// 3. when the count reaches `size`, enqueues the callback (once: the count only reaches
+///    `size` once) with its arguments made of the items in member order (an item that is gone,
+///    e.g. expired, is replaced by `callback.missing`), and deletes the items and the count.
+///
+/// Marks, items and counts expire after `ttl` (a chord that never completes leaves nothing
+/// behind for good).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChordCount {
+    /// The chord's id.
+    pub chord: String,
+    /// This member's position, from 0.
+    pub index: u32,
+    /// How many members the chord has.
+    pub size: u32,
+    /// The member's outcome as one encoded item of the callback's argument list.
+    pub outcome: Vec<u8>,
+    /// How long the chord's bookkeeping is kept at most.
+    pub ttl: Duration,
+    /// The callback to enqueue when this member is the last one counted.
+    pub callback: ChordCallback,
+}
+
+/// The callback of a chord, ready to be put together by the storage: its payload is
+/// `payload_head ++ varint(len(args)) ++ args ++ payload_tail` (the varint as postcard writes
+/// lengths: 7 bits a byte, low first, high bit set on all but the last), where
+/// `args = args_head ++ item 0 ++ … ++ item size-1 ++ args_tail`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChordCallback {
+    pub id: String,
+    pub queue: String,
+    pub priority: i32,
+    pub payload_head: Vec<u8>,
+    pub payload_tail: Vec<u8>,
+    pub args_head: Vec<u8>,
+    pub args_tail: Vec<u8>,
+    /// The item used for a member whose outcome is gone.
+    pub missing: Vec<u8>,
+}
+
 /// One atomic write. Empty vectors cost nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -120,6 +164,8 @@ pub struct Batch {
     pub schedule: Vec<Scheduled>,
     pub results: Vec<ResultPut>,
     pub dead: Vec<DeadPut>,
+    /// Chord members to count (see [`ChordCount`]).
+    pub chords: Vec<ChordCount>,
 }
 
 impl Batch {
@@ -130,6 +176,7 @@ impl Batch {
             && self.schedule.is_empty()
             && self.results.is_empty()
             && self.dead.is_empty()
+            && self.chords.is_empty()
     }
 }
 

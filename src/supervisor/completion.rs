@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use super::dispatch::Job;
 use super::Supervisor;
 use crate::events::{Event, EventKind};
+use crate::failure::Failure;
 use crate::registry::Output;
 use crate::storage::Batch;
-use crate::task::Failure;
 
 impl Supervisor {
     /// Record a finished (or failed, timed out, lost) attempt.
@@ -122,4 +122,5 @@ fn merge(into: &mut Batch, from: Batch) {
     into.schedule.extend(from.schedule);
     into.results.extend(from.results);
     into.dead.extend(from.dead);
+    into.chords.extend(from.chords);
 }

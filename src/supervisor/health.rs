@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::Job;
 use super::{Supervisor, WorkerKind};
-use crate::task::{Failure, FailureKind};
+use crate::failure::{Failure, FailureKind};
 use crate::worker::process::ProcessWorker;
 use crate::worker::thread::ThreadWorker;
 use crate::worker::{Tagged, WorkerEvent};

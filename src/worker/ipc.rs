@@ -8,8 +8,8 @@ use std::io::{self, Read, Write};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::failure::Failure;
 use crate::registry::Output;
-use crate::task::Failure;
 
 /// The largest frame either side accepts (64 MiB).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -94,7 +94,7 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::FailureKind;
+    use crate::failure::FailureKind;
 
     #[test]
     fn frames_round_trip_back_to_back() {

@@ -6,8 +6,8 @@ pub mod ipc;
 pub mod process;
 pub mod thread;
 
+use crate::failure::Failure;
 use crate::registry::Output;
-use crate::task::Failure;
 
 /// What a worker tells the supervisor.
 #[derive(Debug)]

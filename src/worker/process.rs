@@ -26,8 +26,8 @@ use nix::unistd::{pipe2, Pid};
 use super::ipc::{read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef};
 use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
+use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
-use crate::task::{Failure, FailureKind};
 
 /// Set in a worker's environment: the process runs the worker loop instead of its `main`.
 pub const WORKER_ENV: &str = "HUEY_WORKER";
