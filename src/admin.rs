@@ -27,12 +27,13 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::app::{Huey, Revoke};
+use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::registry::TaskDef;
 use crate::result::StoredResult;
+use crate::revoke::Revoke;
 use crate::storage::{Flush, Ns};
 use crate::task::{Expires, TaskError};
 

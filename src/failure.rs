@@ -117,3 +117,14 @@ pub struct TaskError {
     /// The error message (the task's error rendered with `Display`, the panic message, ...).
     pub message: String,
 }
+
+/// The text of a panic payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}

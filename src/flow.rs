@@ -2,26 +2,17 @@
 //! one write, results gathered in order), chords (a group plus a callback that runs once with
 //! every member's outcome) and map (a group of calls of one task).
 //!
-//! # Chords: where member outcomes live, and exactly-once
+//! # Chords: counted with each member's outcome, fired exactly once
 //!
 //! Every member message carries its chord's id, its index, the chord's size and the callback.
 //! When a member finishes for good (success, final failure, revoked, expired, dead-lettered),
-//! the consumer that records it
-//! 1. writes the member's outcome to `Ns::Data` under `chord:{id}:{index}` (a key of the
-//!    chord's own, so reading or losing the member's ordinary result does not matter),
-//! 2. marks the member counted with `put_if_empty(Ns::Claims, "chord:{id}:{index}")` (a
-//!    member that runs twice, e.g. after its lease ran out, is counted once),
-//! 3. adds 1 to the chord's counter with `incr_expiring` (atomic on every backend),
-//! 4. when the counter reaches the size, claims `chord:{id}:fired` with `put_if_empty`, reads
-//!    the member outcomes in member order and puts the callback in the same batch as the
-//!    member's own outcome.
-//!
-//! Outcomes are written before the counter moves, so the consumer that sees the last count
-//! sees every outcome, whichever consumer recorded it. The fired claim makes the callback
-//! fire once even when two consumers record the last members at the same moment. The one
-//! window left: a consumer that dies between claiming and writing its batch loses the
-//! callback (it never runs twice). huey's chords count in one process; these count in
-//! storage, across consumers.
+//! its outcome batch — the one atomic write that acknowledges it — also counts it
+//! ([`crate::storage::ChordCount`], decided in [`crate::lifecycle`]): the storage keeps the
+//! member's outcome, marks the member counted (a member that runs twice, e.g. after its lease
+//! ran out, is counted once), and when the count reaches the size enqueues the callback with
+//! every member's outcome in member order, in that same write. There is no window in which a
+//! consumer that dies leaves the chord short or fires the callback twice. huey's chords count
+//! in one process; these count in storage, across consumers.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -31,20 +22,15 @@ use serde::Serialize;
 
 use crate::app::Huey;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind};
 use crate::message::{ChordMember, Message};
 use crate::result::{StoredResult, TaskResult};
-use crate::storage::{Batch, Ns};
-use crate::task::{Call, FailureKind, Task, TaskError};
+use crate::task::{Call, Task, TaskError};
 
 /// One member's outcome: its result, or how it failed (also revoked, expired, canceled).
 pub type Outcome<R> = std::result::Result<R, TaskError>;
 
 /// What a chord callback receives: every member's outcome, in member order.
 pub type Outcomes<R> = Vec<Outcome<R>>;
-
-/// How long chord bookkeeping (counter, member outcomes, claims) is kept at most.
-const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(v).map_err(|e| Error::Encode {
@@ -603,88 +589,4 @@ impl<R: DeserializeOwned> Iterator for AsCompleted<'_, R> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-// ----- chord bookkeeping on the consumer -----------------------------------------------------
-
-fn outcome_key(chord: &str, index: u32) -> String {
-    format!("chord:{chord}:{index}")
-}
-
-/// Record a chord member's final outcome; when it is the last one, put the callback in `batch`
-/// (see the module docs). Storage errors are reported as events, never fatal.
-pub(crate) fn member_finished(
-    app: &Huey,
-    msg: &Message,
-    outcome: &StoredResult,
-    batch: &mut Batch,
-    events: &mut Vec<Event>,
-) {
-    let Some(c) = &msg.chord else { return };
-    match count_member(app, c, outcome) {
-        Ok(Some(cb)) => {
-            if let Err(e) = crate::app::push_message(batch, &cb) {
-                events.push(Event::for_message(EventKind::Error, &cb).with_error(e.to_string()));
-            }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(id = %msg.id, chord = %c.chord, "could not record a chord member: {e}");
-            events.push(
-                Event::for_message(EventKind::Error, msg)
-                    .with_error(format!("chord {}: {e}", c.chord)),
-            );
-        }
-    }
-}
-
-fn count_member(app: &Huey, c: &ChordMember, outcome: &StoredResult) -> Result<Option<Message>> {
-    let st = app.storage();
-    let key = outcome_key(&c.chord, c.index);
-    st.put(Ns::Data, &key, &outcome.encode(), Some(CHORD_TTL))?;
-    if !st.put_if_empty(Ns::Claims, &key, b"1", Some(CHORD_TTL))? {
-        return Ok(None); // this member was counted before (it ran twice)
-    }
-    let n = st.incr_expiring(&format!("chord:{}", c.chord), 1, CHORD_TTL)?;
-    if n < i64::from(c.size) {
-        return Ok(None);
-    }
-    let fired = format!("chord:{}:fired", c.chord);
-    if !st.put_if_empty(Ns::Claims, &fired, b"1", Some(CHORD_TTL))? {
-        return Ok(None);
-    }
-    // Vec<Result<R, TaskError>> in postcard: the length, then per item the variant (0 Ok,
-    // 1 Err) and its value. `R` is already encoded, so the bytes are spliced together.
-    let mut args = encode("chord outcomes", &(c.size as usize))?;
-    for i in 0..c.size {
-        let k = outcome_key(&c.chord, i);
-        let stored = match st.get(Ns::Data, &k)? {
-            Some(b) => StoredResult::decode(&b)?,
-            None => StoredResult::Err(TaskError {
-                id: String::new(),
-                task: String::new(),
-                attempt: 0,
-                kind: FailureKind::Expired,
-                message: format!("chord member {i} left no outcome"),
-            }),
-        };
-        match stored {
-            StoredResult::Ok { value: v, .. } => {
-                args.push(0);
-                args.extend_from_slice(&v);
-            }
-            StoredResult::Err(e) => {
-                args.push(1);
-                args.extend(encode("task error", &e)?);
-            }
-        }
-    }
-    for i in 0..c.size {
-        st.take(Ns::Data, &outcome_key(&c.chord, i))?;
-    }
-    let mut cb = c.callback.clone();
-    args.extend_from_slice(&cb.args);
-    cb.args = args;
-    cb.enqueued_ms = crate::clock::now_ms();
-    Ok(Some(cb))
 }

@@ -40,18 +40,22 @@ pub mod crontab;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod failure;
 pub mod flow;
+pub mod lifecycle;
 pub mod lock;
 pub mod message;
+pub mod options;
 pub mod registry;
 pub mod result;
+pub mod revoke;
 pub mod storage;
 pub mod supervisor;
 pub mod task;
 pub mod worker;
 
-pub use app::{Huey, Revoke};
+pub use app::{Huey, TaskContext};
 pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
@@ -61,7 +65,6 @@ pub use flow::{
 pub use lock::{LockGuard, TaskLock};
 pub use message::Message;
 pub use result::TaskResult;
+pub use revoke::Revoke;
 pub use storage::Storage;
-pub use task::{
-    Control, Expires, Failure, FailureKind, Task, TaskContext, TaskError, TaskOptions, When,
-};
+pub use task::{Control, Expires, Failure, FailureKind, Task, TaskError, TaskOptions, When};

@@ -131,3 +131,26 @@ pub(crate) fn rate_limit(app: &Huey, name: &str, limit: u64, period: Duration) -
     }
     Ok(())
 }
+
+impl Huey {
+    /// A named lock shared by every consumer of this storage (see [`crate::lock`]).
+    pub fn lock_task(&self, name: impl Into<String>) -> crate::lock::TaskLock {
+        crate::lock::TaskLock::new(self.clone(), name.into())
+    }
+
+    /// Break every lock (as `hueyd --flush-locks` does at start).
+    pub fn flush_locks(&self) -> Result<()> {
+        self.storage().flush(crate::storage::Flush {
+            locks: true,
+            ..Default::default()
+        })
+    }
+
+    /// Count one use of the rate limit `name`: at most `limit` per `period` (fixed windows,
+    /// shared by every consumer of this storage). Over the limit: `Err(Error::RateLimited)`,
+    /// which, returned from a task with `?`, reschedules it for the next window without using
+    /// up a retry.
+    pub fn rate_limit(&self, name: &str, limit: u64, period: Duration) -> Result<()> {
+        crate::lock::rate_limit(self, name, limit, period)
+    }
+}

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::failure::TaskError;
 
 /// The envelope version this build writes and reads.
 pub const VERSION: u8 = 1;
@@ -149,6 +150,53 @@ impl Message {
     /// The queue this message is routed to.
     pub fn queue(&self) -> &str {
         &self.options.queue
+    }
+}
+
+/// What a successful attempt produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// The postcard-encoded result.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Whether the result is unit or `None` (not stored unless the task asks).
+    pub is_empty: bool,
+}
+
+const RESULT_VERSION: u8 = 1;
+
+/// What storage keeps under a task id once the task has finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoredResult {
+    /// The postcard-encoded return value, and the task that returned it (so tools can decode
+    /// it without being told the task).
+    Ok {
+        task: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// The final failure.
+    Err(TaskError),
+}
+
+impl StoredResult {
+    /// Version byte + postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RESULT_VERSION];
+        // Encoding an enum of bytes and strings into a Vec cannot fail.
+        postcard::to_io(self, &mut out).ok();
+        out
+    }
+
+    /// Decode what [`StoredResult::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<StoredResult> {
+        match bytes.split_first() {
+            Some((&RESULT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            Some((v, _)) => Err(Error::Decode(format!(
+                "stored result version {v} is not supported"
+            ))),
+            None => Err(Error::Decode("empty stored result".into())),
+        }
     }
 }
 

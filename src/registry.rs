@@ -10,43 +10,11 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::crontab::Crontab;
+pub use crate::app::{Handler, TaskContext, TaskDef};
+use crate::failure::panic_message;
 use crate::failure::{Failure, FailureKind};
-use crate::task::{IntoFailure, TaskContext, TaskOptions};
-
-/// What a successful attempt produced.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Output {
-    /// The postcard-encoded result.
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
-    /// Whether the result is unit or `None` (not stored unless the task asks).
-    pub is_empty: bool,
-}
-
-/// A task's code, type-erased.
-pub trait Handler: Send + Sync {
-    /// Run one attempt from argument bytes. Panics are caught and become failures.
-    fn run(&self, args: &[u8], ctx: &TaskContext) -> Result<Output, Failure>;
-    /// JSON arguments to postcard bytes of the argument type.
-    fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, String>;
-    /// Postcard argument bytes to JSON (all the bytes must be one value).
-    fn args_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
-    /// Postcard result bytes to JSON (all the bytes must be one value).
-    fn result_to_json(&self, bytes: &[u8]) -> Result<serde_json::Value, String>;
-    /// The Rust type names of the argument and result, for `hueyd tasks`.
-    fn signature(&self) -> (&'static str, &'static str);
-    /// The argument and result types, to check typed handles made by name.
-    fn type_ids(&self) -> (std::any::TypeId, std::any::TypeId);
-}
-
-/// A registered task.
-pub struct TaskDef {
-    pub name: String,
-    pub options: TaskOptions,
-    pub periodic: Option<Crontab>,
-    pub handler: Arc<dyn Handler>,
-}
+pub use crate::message::Output;
+use crate::task::IntoFailure;
 
 struct Typed<A, R, E, F> {
     f: F,
@@ -78,17 +46,6 @@ fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
             rest.len(),
             std::any::type_name::<T>()
         ))
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
     }
 }
 

@@ -5,49 +5,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use crate::app::{Huey, Revoke};
+use crate::app::Huey;
 use crate::error::{Error, Result};
+pub use crate::message::StoredResult;
 use crate::message::{new_id, Message};
-use crate::task::{TaskError, When};
-
-const RESULT_VERSION: u8 = 1;
-
-/// What storage keeps under a task id once the task has finished.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum StoredResult {
-    /// The postcard-encoded return value, and the task that returned it (so tools can decode
-    /// it without being told the task).
-    Ok {
-        task: String,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    /// The final failure.
-    Err(TaskError),
-}
-
-impl StoredResult {
-    /// Version byte + postcard.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![RESULT_VERSION];
-        // Encoding an enum of bytes and strings into a Vec cannot fail.
-        postcard::to_io(self, &mut out).ok();
-        out
-    }
-
-    /// Decode what [`StoredResult::encode`] wrote.
-    pub fn decode(bytes: &[u8]) -> Result<StoredResult> {
-        match bytes.split_first() {
-            Some((&RESULT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
-            Some((v, _)) => Err(Error::Decode(format!(
-                "stored result version {v} is not supported"
-            ))),
-            None => Err(Error::Decode("empty stored result".into())),
-        }
-    }
-}
+use crate::options::When;
+use crate::revoke::Revoke;
 
 /// A handle on one task instance's result.
 ///
@@ -195,5 +159,12 @@ impl<R: DeserializeOwned> TaskResult<R> {
         m.eta_ms = Some(when.into().eta_ms());
         self.app.enqueue_messages(std::slice::from_ref(&m))?;
         Ok(TaskResult::new(self.app.clone(), m.id.clone(), Some(m)))
+    }
+}
+
+impl Huey {
+    /// A result handle for a task id (e.g. one read from a log or `hueyd enqueue`).
+    pub fn result<R: DeserializeOwned>(&self, id: impl Into<String>) -> TaskResult<R> {
+        TaskResult::new(self.clone(), id.into(), None)
     }
 }

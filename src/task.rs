@@ -2,148 +2,19 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::app::Huey;
+pub use crate::app::TaskContext;
 use crate::clock;
 use crate::error::{Error, Result};
 pub use crate::failure::{Failure, FailureKind, TaskError};
-use crate::message::{Message, MessageOptions, DEFAULT_QUEUE};
+use crate::message::Message;
+pub use crate::options::{Expires, LockOption, RateLimit, TaskOptions, When};
 use crate::result::TaskResult;
-
-/// When a task expires: a task not started by then is skipped (and recorded as expired).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expires {
-    /// This long after it was enqueued.
-    After(Duration),
-    /// At this time.
-    At(SystemTime),
-}
-
-impl From<Duration> for Expires {
-    fn from(d: Duration) -> Self {
-        Expires::After(d)
-    }
-}
-
-impl From<SystemTime> for Expires {
-    fn from(t: SystemTime) -> Self {
-        Expires::At(t)
-    }
-}
-
-/// When a scheduled task becomes ready: after a delay, or at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
-    Delay(Duration),
-    Eta(SystemTime),
-}
-
-impl When {
-    /// The absolute time, in ms since the epoch.
-    pub fn eta_ms(self) -> u64 {
-        match self {
-            When::Delay(d) => clock::now_ms() + clock::ms(d),
-            When::Eta(t) => clock::to_ms(t),
-        }
-    }
-}
-
-impl From<Duration> for When {
-    fn from(d: Duration) -> Self {
-        When::Delay(d)
-    }
-}
-
-impl From<SystemTime> for When {
-    fn from(t: SystemTime) -> Self {
-        When::Eta(t)
-    }
-}
-
-/// A task's defaults; every field can be overridden per call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskOptions {
-    /// How many times a failed task is tried again.
-    pub retries: u32,
-    /// Wait before each retry.
-    pub retry_delay: Duration,
-    /// Multiply the retry delay by this after each retry (1.0: fixed delay).
-    pub retry_backoff: f32,
-    /// Higher runs first; FIFO within a priority.
-    pub priority: i32,
-    /// Skip the task if it has not started by then.
-    pub expires: Option<Expires>,
-    /// Longest one attempt may run; past it the attempt fails with `Timeout`.
-    pub timeout: Option<Duration>,
-    /// Store the result. `None`: store it unless it is unit or `None` (as huey).
-    pub store_result: Option<bool>,
-    /// Also store the error of attempts that will be retried.
-    pub store_errors_between_retries: bool,
-    /// The named queue.
-    pub queue: String,
-    /// Hold this lock while running; when it is held the attempt fails with `Locked`.
-    pub lock: Option<LockOption>,
-    /// Run at most this often; over the limit the task is rescheduled for the next window.
-    pub rate_limit: Option<RateLimit>,
-}
-
-/// A lock a task holds while it runs (see [`TaskBuilder::lock`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockOption {
-    pub name: String,
-    /// Let the lock go after this long even if its holder never releases it (crashed).
-    pub ttl: Option<Duration>,
-}
-
-/// A named limit of `limit` runs per `period` (see [`TaskBuilder::rate_limit`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimit {
-    pub name: String,
-    pub limit: u64,
-    pub period: Duration,
-}
-
-impl Default for TaskOptions {
-    fn default() -> Self {
-        TaskOptions {
-            retries: 0,
-            retry_delay: Duration::ZERO,
-            retry_backoff: 1.0,
-            priority: 0,
-            expires: None,
-            timeout: None,
-            store_result: None,
-            store_errors_between_retries: false,
-            queue: DEFAULT_QUEUE.to_string(),
-            lock: None,
-            rate_limit: None,
-        }
-    }
-}
-
-impl TaskOptions {
-    /// The wire options for a message enqueued now.
-    pub(crate) fn to_message_options(&self, now_ms: u64) -> MessageOptions {
-        MessageOptions {
-            retries: self.retries,
-            retry_delay_ms: clock::ms(self.retry_delay),
-            retry_backoff: self.retry_backoff,
-            priority: self.priority,
-            expires_at_ms: self.expires.map(|e| match e {
-                Expires::After(d) => now_ms + clock::ms(d),
-                Expires::At(t) => clock::to_ms(t),
-            }),
-            timeout_ms: self.timeout.map(clock::ms),
-            store_result: self.store_result,
-            store_errors_between_retries: self.store_errors_between_retries,
-            queue: self.queue.clone(),
-        }
-    }
-}
 
 macro_rules! option_setters {
     ($($(#[$doc:meta])* $name:ident: $ty:ty => |$o:ident, $v:ident| $body:expr;)*) => {
@@ -274,49 +145,6 @@ impl IntoFailure for Control {
     }
 }
 
-/// What a running task can know about itself.
-#[derive(Clone)]
-pub struct TaskContext {
-    pub(crate) app: Huey,
-    pub(crate) id: String,
-    pub(crate) task: String,
-    pub(crate) attempt: u32,
-    pub(crate) retries_left: u32,
-    pub(crate) deadline: Option<Instant>,
-}
-
-impl TaskContext {
-    /// The app running the task: enqueue more tasks from inside one with it.
-    pub fn app(&self) -> &Huey {
-        &self.app
-    }
-    /// The task id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-    /// The task name.
-    pub fn task(&self) -> &str {
-        &self.task
-    }
-    /// This attempt's number, starting at 1.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-    /// Retries left if this attempt fails.
-    pub fn retries_left(&self) -> u32 {
-        self.retries_left
-    }
-    /// Time left before the attempt's timeout, if it has one.
-    pub fn time_remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-    /// True once the attempt is past its timeout (thread workers should stop then).
-    pub fn is_timed_out(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-}
-
 /// A typed handle on a registered task: enqueue it, schedule it, revoke it.
 ///
 /// ```
@@ -430,11 +258,11 @@ impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
     /// Revoke every instance of this task (until restored).
     pub fn revoke(&self) -> Result<()> {
         self.app
-            .revoke_task(&self.name, crate::app::Revoke::default())
+            .revoke_task(&self.name, crate::revoke::Revoke::default())
     }
 
     /// Revoke every instance of this task, with options (once, until a time).
-    pub fn revoke_with(&self, how: crate::app::Revoke) -> Result<()> {
+    pub fn revoke_with(&self, how: crate::revoke::Revoke) -> Result<()> {
         self.app.revoke_task(&self.name, how)
     }
 
@@ -619,3 +447,30 @@ impl TaskBuilder {
 }
 
 impl_option_setters!(impl<> TaskBuilder);
+
+impl Huey {
+    /// Start registering a task under a name.
+    pub fn task(&self, name: impl Into<String>) -> TaskBuilder {
+        TaskBuilder {
+            app: self.clone(),
+            name: name.into(),
+            options: TaskOptions::default(),
+            periodic: None,
+        }
+    }
+
+    pub(crate) fn enqueue_calls<A: Serialize, R: DeserializeOwned>(
+        &self,
+        calls: Vec<Call<A, R>>,
+    ) -> Result<Vec<TaskResult<R>>> {
+        let msgs = calls
+            .iter()
+            .map(|c| c.to_message())
+            .collect::<Result<Vec<_>>>()?;
+        self.enqueue_messages(&msgs)?;
+        Ok(msgs
+            .into_iter()
+            .map(|m| TaskResult::new(self.clone(), m.id.clone(), Some(m)))
+            .collect())
+    }
+}

@@ -178,6 +178,16 @@ impl Batch {
             && self.dead.is_empty()
             && self.chords.is_empty()
     }
+
+    /// Add everything `other` writes to this batch.
+    pub fn append(&mut self, other: Batch) {
+        self.ack.extend(other.ack);
+        self.enqueue.extend(other.enqueue);
+        self.schedule.extend(other.schedule);
+        self.results.extend(other.results);
+        self.dead.extend(other.dead);
+        self.chords.extend(other.chords);
+    }
 }
 
 /// Key-value namespaces.

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::Job;
 use super::Supervisor;
+use crate::clock::now_ms;
 use crate::events::{Event, EventKind};
 use crate::failure::Failure;
-use crate::registry::Output;
-use crate::storage::Batch;
+use crate::lifecycle::{self, Effects};
+use crate::message::Output;
 
 impl Supervisor {
     /// Record a finished (or failed, timed out, lost) attempt.
     pub(super) fn complete_job(&mut self, job: Job, outcome: Result<Output, Failure>, worker: u32) {
         let elapsed = job.started.elapsed();
         self.pace.record(elapsed);
-        let mut events = Vec::new();
         match &outcome {
             Ok(_) => self.stats.completed += 1,
             Err(f) if f.kind.is_retryable() && job.msg.options.retries > 0 => {
@@ -26,13 +26,18 @@ impl Supervisor {
             }
             Err(_) => self.stats.failed += 1,
         }
-        self.app.complete(
+        let mut fx = Effects::default();
+        let policy = self.app.policy();
+        lifecycle::complete(
             Some(&job.lease),
             &job.msg,
             outcome,
-            &mut self.batch,
-            &mut events,
+            now_ms(),
+            policy,
+            &mut fx,
         );
+        self.batch.append(fx.batch);
+        let mut events = fx.events;
         if self.cfg.log_tasks {
             match &events.last() {
                 Some(e) if e.kind == EventKind::Complete => tracing::info!(
@@ -110,17 +115,8 @@ impl Supervisor {
                 );
                 self.next_flush_retry = Instant::now() + wait;
                 let newer = std::mem::replace(&mut self.batch, batch);
-                merge(&mut self.batch, newer);
+                self.batch.append(newer);
             }
         }
     }
-}
-
-fn merge(into: &mut Batch, from: Batch) {
-    into.ack.extend(from.ack);
-    into.enqueue.extend(from.enqueue);
-    into.schedule.extend(from.schedule);
-    into.results.extend(from.results);
-    into.dead.extend(from.dead);
-    into.chords.extend(from.chords);
 }

@@ -11,11 +11,13 @@ use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
 use super::{Config, Input, Supervisor};
-use crate::app::{Huey, Revocations};
+use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
+use crate::lifecycle::{self, Effects};
 use crate::message::Message;
+use crate::revoke::Revocations;
 use crate::storage::{Delivery, DequeueRequest, Lease};
 
 /// Messages may wait in the parent only as long as the workers take to start them at the recent
@@ -145,12 +147,13 @@ impl Supervisor {
             return;
         }
         let now = now_ms();
-        let mut events = Vec::new();
+        let mut fx = Effects::default();
         for d in f.deliveries {
-            match self
-                .app
-                .prepare(&d, &f.revocations, now, &mut self.batch, &mut events)
-            {
+            let lease = Some(&d.lease);
+            let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) else {
+                continue;
+            };
+            match self.app.admit(lease, msg, &f.revocations, now, &mut fx) {
                 Ok(Some(msg)) => {
                     let id = self.next_job;
                     self.next_job += 1;
@@ -168,6 +171,8 @@ impl Supervisor {
                 Err(e) => tracing::error!("could not check task {:?}: {e}", d.lease),
             }
         }
+        self.batch.append(fx.batch);
+        let events = fx.events;
         self.log_events(events);
     }
 

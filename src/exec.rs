@@ -1,0 +1,197 @@
+//! Running tasks in this thread: one attempt (hooks, rate limit, lock, the task's code), the
+//! enqueue path (which immediate mode short-circuits into running at once), and
+//! [`Huey::execute`], a delivery's whole path in one thread. The decisions come from
+//! [`crate::lifecycle`]; this module does the I/O around them.
+
+use std::time::{Duration, Instant};
+
+use crate::app::{guarded, Huey, TaskContext, TaskDef};
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::failure::{Failure, FailureKind};
+use crate::lifecycle::{self, Admission, Effects};
+use crate::message::{Message, Output};
+use crate::revoke::Revocations;
+use crate::storage::{Batch, Delivery, DequeueRequest, Lease};
+
+impl Huey {
+    /// Enqueue (or schedule, when they have an eta) messages in one storage write. In immediate
+    /// mode the ready ones then run at once, in this thread.
+    pub fn enqueue_messages(&self, msgs: &[Message]) -> Result<()> {
+        let now = now_ms();
+        let mut batch = Batch::default();
+        for m in msgs {
+            lifecycle::push_message(&mut batch, m, now)?;
+        }
+        if !batch.is_empty() {
+            self.storage().apply(&batch)?;
+        }
+        for m in msgs {
+            let kind = if m.eta_ms.is_some_and(|eta| eta > now) {
+                EventKind::Scheduled
+            } else {
+                EventKind::Enqueued
+            };
+            self.emit(&Event::for_message(kind, m));
+        }
+        if self.is_immediate() {
+            self.run_ready(self.ready_queues(msgs))?;
+        }
+        Ok(())
+    }
+
+    /// Immediate mode: run everything ready in the app's own memory storage, follow-ups (retries
+    /// without delay, next stages, chord callbacks) included, until nothing is ready.
+    fn run_ready(&self, queues: Vec<String>) -> Result<()> {
+        let req = DequeueRequest {
+            consumer: "immediate".into(),
+            queues,
+            max: 64,
+            lease: Duration::from_secs(3600),
+            wait: Duration::ZERO,
+            max_deliveries: u32::MAX,
+        };
+        loop {
+            let ready = self.storage().dequeue(&req)?;
+            if ready.is_empty() {
+                return Ok(());
+            }
+            for d in &ready {
+                self.execute(d)?;
+            }
+        }
+    }
+
+    /// The queues immediate mode serves: the default one, every registered task's, and any a
+    /// message (or its follow-ups) names.
+    fn ready_queues(&self, msgs: &[Message]) -> Vec<String> {
+        let mut queues = vec![crate::message::DEFAULT_QUEUE.to_string()];
+        let mut add = |q: &str| {
+            if !queues.iter().any(|have| have == q) {
+                queues.push(q.to_string());
+            }
+        };
+        for def in self.task_defs() {
+            add(&def.options.queue);
+        }
+        let mut todo: Vec<&Message> = msgs.iter().collect();
+        while let Some(m) = todo.pop() {
+            add(m.queue());
+            todo.extend(m.on_complete.as_deref());
+            todo.extend(m.on_error.as_deref());
+            todo.extend(m.chord.as_deref().map(|c| &c.callback));
+        }
+        queues
+    }
+
+    /// A delivery's whole path in this thread: decode, admit, run, complete, one write, then
+    /// the events to the app's handlers (returned too). The supervisor splits these steps
+    /// across processes; this is the same path in one thread.
+    pub fn execute(&self, d: &Delivery) -> Result<Vec<Event>> {
+        let rev = self.revocations()?;
+        let mut fx = Effects::default();
+        let lease = Some(&d.lease);
+        if let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) {
+            if let Some(msg) = self.admit(lease, msg, &rev, now_ms(), &mut fx)? {
+                fx.events
+                    .push(Event::for_message(EventKind::Executing, &msg));
+                let outcome = self.run_attempt(&msg);
+                lifecycle::complete(lease, &msg, outcome, now_ms(), self.policy(), &mut fx);
+            }
+        }
+        let events = fx.events.clone();
+        self.write(fx)?;
+        Ok(events)
+    }
+
+    /// Run one attempt of a message in this thread (what a worker does).
+    pub fn run_attempt(&self, msg: &Message) -> std::result::Result<Output, Failure> {
+        let def = self.task_def(&msg.task).ok_or_else(|| {
+            Failure::new(
+                FailureKind::UnknownTask,
+                Error::UnknownTask(msg.task.clone()).to_string(),
+            )
+        })?;
+        let ctx = TaskContext {
+            app: self.clone(),
+            id: msg.id.clone(),
+            task: msg.task.clone(),
+            attempt: msg.attempt,
+            retries_left: msg.options.retries,
+            deadline: msg
+                .options
+                .timeout_ms
+                .map(|t| Instant::now() + Duration::from_millis(t)),
+        };
+        let hooks = self.hooks();
+        for h in &hooks.pre {
+            if let Some(Err(reason)) = guarded("a pre-execute hook", || h(&ctx)) {
+                let f = Failure::new(FailureKind::Canceled, reason);
+                for h in &hooks.post {
+                    guarded("a post-execute hook", || h(&ctx, Some(&f)));
+                }
+                return Err(f);
+            }
+        }
+        let outcome = self.run_guarded(&def, msg, &ctx);
+        for h in &hooks.post {
+            guarded("a post-execute hook", || h(&ctx, outcome.as_ref().err()));
+        }
+        outcome
+    }
+
+    /// The task's rate limit and lock options around its code.
+    fn run_guarded(
+        &self,
+        def: &TaskDef,
+        msg: &Message,
+        ctx: &TaskContext,
+    ) -> std::result::Result<Output, Failure> {
+        let as_failure = |e: Error| crate::task::IntoFailure::into_failure(e);
+        if let Some(r) = &def.options.rate_limit {
+            self.rate_limit(&r.name, r.limit, r.period)
+                .map_err(as_failure)?;
+        }
+        let _guard = match &def.options.lock {
+            Some(l) => {
+                let mut lock = self.lock_task(l.name.clone());
+                if let Some(ttl) = l.ttl {
+                    lock = lock.ttl(ttl);
+                }
+                Some(lock.acquire().map_err(as_failure)?)
+            }
+            None => None,
+        };
+        def.handler.run(&msg.args, ctx)
+    }
+
+    /// Decide whether a fetched message runs (see [`lifecycle::admit`]): the revocation check
+    /// is the only I/O, and only when revocations exist.
+    pub(crate) fn admit(
+        &self,
+        lease: Option<&Lease>,
+        msg: Message,
+        rev: &Revocations,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Result<Option<Message>> {
+        let at = Admission {
+            known: self.task_def(&msg.task).is_some(),
+            revoked: rev.consume(&*self.storage(), &msg, now)?,
+            now_ms: now,
+        };
+        Ok(lifecycle::admit(lease, msg, at, self.policy(), fx))
+    }
+
+    /// Write an outcome's batch, then tell the handlers its events.
+    fn write(&self, fx: Effects) -> Result<()> {
+        if !fx.batch.is_empty() {
+            self.storage().apply(&fx.batch)?;
+        }
+        for e in &fx.events {
+            self.emit(e);
+        }
+        Ok(())
+    }
+}
