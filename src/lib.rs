@@ -36,6 +36,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod control;
 pub mod crontab;
 pub mod demo;
 pub mod error;

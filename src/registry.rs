@@ -11,10 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use crate::app::{Handler, TaskContext, TaskDef};
+use crate::control::IntoFailure;
 use crate::failure::panic_message;
 use crate::failure::{Failure, FailureKind};
 pub use crate::message::Output;
-use crate::task::IntoFailure;
 
 struct Typed<A, R, E, F> {
     f: F,

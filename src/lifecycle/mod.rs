@@ -1,0 +1,317 @@
+//! A task's fate, decided by plain functions: given a fetched message or an attempt's outcome,
+//! what is written (acks, results, retries, the next pipeline stage, error handlers, chord
+//! counts, dead letters) and which events are told.
+//!
+//! Nothing here does I/O: every function appends to an [`Effects`] that the caller writes in one
+//! atomic [`Batch`] and then emits. The supervisor, immediate mode and [`crate::Huey::execute`]
+//! all decide through these functions, so a task's path is the same whichever runs it.
+//!
+//! ```text
+//! fetched bytes ─ decode ─┬─ undecodable ──────────────────────────── dead letter
+//!                         └─ admit ─┬─ unknown task ──────────────── dead letter + failure
+//!                                   ├─ eta in the future ─────────── back to the schedule
+//!                                   ├─ revoked / expired ─────────── failure stored
+//!                                   └─ run ─ outcome ─ complete ─┬── result (+ next stage)
+//!                                                                ├── retry (schedule)
+//!                                                                └── failure (+ error handler,
+//!                                                                    dead letter if lost)
+//! every final outcome of a chord member ─────────────────────────── chord count
+//! ```
+
+use std::time::Duration;
+
+use crate::events::{Event, EventKind};
+use crate::failure::{Failure, FailureKind, TaskError};
+use crate::message::{Message, Output, StoredResult};
+use crate::storage::{Batch, DeadPut, Lease, Ready, ResultPut, Scheduled};
+
+mod chord;
+#[cfg(test)]
+mod tests;
+
+use chord::count_chord_member;
+
+/// How long chord bookkeeping (counts, member outcomes, marks) is kept at most.
+pub(crate) const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// What decisions write (one atomic batch) and tell (events, emitted once it is written).
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub batch: Batch,
+    pub events: Vec<Event>,
+}
+
+impl Effects {
+    /// Whether there is nothing to write or tell.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.events.is_empty()
+    }
+}
+
+/// The app-wide settings decisions depend on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Keep stored results (and stored errors) this long (`None`: until read).
+    pub result_ttl: Option<Duration>,
+}
+
+/// What is known about a decoded message when it is fetched, looked up by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// The app registers a task of the message's name.
+    pub known: bool,
+    /// A revocation applies to it (a revoke-once entry only for the consumer that took it).
+    pub revoked: bool,
+    /// Now, in ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// Decode a delivered payload. Bytes that are not a message are acknowledged and moved to the
+/// dead-letter place with the decode error.
+pub fn decode(
+    lease: Option<&Lease>,
+    queue: &str,
+    payload: &[u8],
+    fx: &mut Effects,
+) -> Option<Message> {
+    match Message::decode(payload) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            fx.batch.ack.extend(lease.cloned());
+            fx.batch.dead.push(DeadPut {
+                id: String::new(),
+                queue: queue.to_string(),
+                payload: payload.to_vec(),
+                error: e.to_string(),
+            });
+            fx.events
+                .push(Event::new(EventKind::DeadLettered, "", "", 0).with_error(e.to_string()));
+            None
+        }
+    }
+}
+
+/// Decide whether a fetched message runs now. `None`: it was dealt with (dead-lettered,
+/// rescheduled, recorded as revoked or expired) and its delivery acknowledged.
+pub fn admit(
+    lease: Option<&Lease>,
+    msg: Message,
+    at: Admission,
+    policy: Policy,
+    fx: &mut Effects,
+) -> Option<Message> {
+    let skip = |fx: &mut Effects| fx.batch.ack.extend(lease.cloned());
+    if !at.known {
+        skip(fx);
+        let err = format!("no task named {:?} is registered in this app", msg.task);
+        match msg.encode() {
+            Ok(payload) => fx.batch.dead.push(DeadPut {
+                id: msg.id.clone(),
+                queue: msg.queue().to_string(),
+                payload,
+                error: err.clone(),
+            }),
+            Err(e) => fx
+                .events
+                .push(Event::for_message(EventKind::Error, &msg).with_error(e.to_string())),
+        }
+        finish_failure(
+            &msg,
+            Failure::new(FailureKind::UnknownTask, &err),
+            at.now_ms,
+            policy,
+            fx,
+        );
+        fx.events
+            .push(Event::for_message(EventKind::DeadLettered, &msg).with_error(err));
+        return None;
+    }
+    if msg.eta_ms.is_some_and(|eta| eta > at.now_ms) {
+        // Made ready early (e.g. a message enqueued straight to the queue): back to the schedule.
+        skip(fx);
+        push_follow_up(&msg, at.now_ms, fx);
+        fx.events
+            .push(Event::for_message(EventKind::Scheduled, &msg));
+        return None;
+    }
+    let ended = if at.revoked {
+        Some((
+            Failure::new(FailureKind::Revoked, "revoked"),
+            EventKind::Revoked,
+        ))
+    } else if msg.options.expires_at_ms.is_some_and(|e| e <= at.now_ms) {
+        let f = Failure::new(FailureKind::Expired, "expired before it ran");
+        Some((f, EventKind::Expired))
+    } else {
+        None
+    };
+    match ended {
+        Some((f, kind)) => {
+            skip(fx);
+            finish_failure(&msg, f, at.now_ms, policy, fx);
+            fx.events.push(Event::for_message(kind, &msg));
+            None
+        }
+        None => Some(msg),
+    }
+}
+
+/// Record an attempt's outcome: the result or error, a retry, the next pipeline stage, the
+/// error handler, the chord count, and the ack of `lease`.
+pub fn complete(
+    lease: Option<&Lease>,
+    msg: &Message,
+    outcome: Result<Output, Failure>,
+    now_ms: u64,
+    policy: Policy,
+    fx: &mut Effects,
+) {
+    fx.batch.ack.extend(lease.cloned());
+    match outcome {
+        Ok(out) => succeed(msg, out, now_ms, policy, fx),
+        Err(f) if f.retry_delay_ms.is_some() && f.kind != FailureKind::Canceled => {
+            // Rate limited, or asked for by the task: again later, no retry used up.
+            let mut next = msg.clone();
+            next.attempt += 1;
+            let delay = f.retry_delay_ms.unwrap_or(0);
+            next.eta_ms = (delay > 0).then(|| now_ms + delay);
+            let kind = if f.kind == FailureKind::RateLimited {
+                EventKind::RateLimited
+            } else {
+                EventKind::Retrying
+            };
+            retry(msg, next, f, kind, now_ms, policy, fx);
+        }
+        Err(f) if f.kind.is_retryable() && msg.options.retries > 0 => {
+            if f.kind == FailureKind::Locked {
+                fx.events
+                    .push(Event::for_message(EventKind::Locked, msg).with_failure(&f));
+            }
+            let mut next = msg.clone();
+            next.attempt += 1;
+            next.options.retries -= 1;
+            let delay = msg.options.retry_delay_ms;
+            next.options.retry_delay_ms =
+                (delay as f64 * f64::from(msg.options.retry_backoff.max(0.0))) as u64;
+            next.eta_ms = (delay > 0).then(|| now_ms + delay);
+            retry(msg, next, f, EventKind::Retrying, now_ms, policy, fx);
+        }
+        Err(f) => fail(msg, f, now_ms, policy, fx),
+    }
+}
+
+fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Effects) {
+    if let Some(next) = &msg.on_complete {
+        let mut next = (**next).clone();
+        next.args = [out.value.as_slice(), &next.args].concat();
+        next.enqueued_ms = now_ms;
+        push_follow_up(&next, now_ms, fx);
+    }
+    let store = msg.options.store_result.unwrap_or(!out.is_empty);
+    let stored = StoredResult::Ok {
+        task: msg.task.clone(),
+        value: out.value,
+    };
+    if store {
+        fx.batch.results.push(ResultPut {
+            id: msg.id.clone(),
+            value: stored.encode(),
+            ttl: policy.result_ttl,
+        });
+    }
+    count_chord_member(msg, &stored, now_ms, fx);
+    fx.events.push(Event::for_message(EventKind::Complete, msg));
+}
+
+fn retry(
+    msg: &Message,
+    next: Message,
+    f: Failure,
+    kind: EventKind,
+    now_ms: u64,
+    policy: Policy,
+    fx: &mut Effects,
+) {
+    let event = Event::for_message(kind, msg).with_failure(&f);
+    if msg.options.store_errors_between_retries {
+        store_failure(msg, f, policy, fx);
+    }
+    push_follow_up(&next, now_ms, fx);
+    fx.events.push(event);
+}
+
+fn fail(msg: &Message, f: Failure, now_ms: u64, policy: Policy, fx: &mut Effects) {
+    if f.kind == FailureKind::WorkerLost {
+        if let Ok(payload) = msg.encode() {
+            fx.batch.dead.push(DeadPut {
+                id: msg.id.clone(),
+                queue: msg.queue().to_string(),
+                payload,
+                error: format!("{}: {}", f.kind, f.message),
+            });
+            fx.events
+                .push(Event::for_message(EventKind::DeadLettered, msg).with_failure(&f));
+        }
+    }
+    if let Some(handler) = &msg.on_error {
+        let mut next = (**handler).clone();
+        if let Ok(err) = postcard::to_allocvec(&task_error(msg, &f)) {
+            next.args = [err.as_slice(), &next.args].concat();
+            next.enqueued_ms = now_ms;
+            push_follow_up(&next, now_ms, fx);
+        }
+    }
+    fx.events
+        .push(Event::for_message(f.kind.into(), msg).with_failure(&f));
+    finish_failure(msg, f, now_ms, policy, fx);
+}
+
+fn task_error(msg: &Message, f: &Failure) -> TaskError {
+    TaskError {
+        id: msg.id.clone(),
+        task: msg.task.clone(),
+        attempt: msg.attempt,
+        kind: f.kind,
+        message: f.message.clone(),
+    }
+}
+
+fn store_failure(msg: &Message, f: Failure, policy: Policy, fx: &mut Effects) -> StoredResult {
+    let stored = StoredResult::Err(task_error(msg, &f));
+    fx.batch.results.push(ResultPut {
+        id: msg.id.clone(),
+        value: stored.encode(),
+        ttl: policy.result_ttl,
+    });
+    stored
+}
+
+/// A task's final failure: stored as its result, and counted in its chord.
+fn finish_failure(msg: &Message, f: Failure, now_ms: u64, policy: Policy, fx: &mut Effects) {
+    let stored = store_failure(msg, f, policy, fx);
+    count_chord_member(msg, &stored, now_ms, fx);
+}
+
+/// Add a message to a batch: to the schedule if its eta is after `now_ms`, else the ready queue.
+pub fn push_message(batch: &mut Batch, m: &Message, now_ms: u64) -> crate::Result<()> {
+    let ready = Ready {
+        id: m.id.clone(),
+        queue: m.queue().to_string(),
+        priority: m.priority(),
+        payload: m.encode()?,
+    };
+    match m.eta_ms {
+        Some(eta) if eta > now_ms => batch.schedule.push(Scheduled { eta_ms: eta, ready }),
+        _ => batch.enqueue.push(ready),
+    }
+    Ok(())
+}
+
+/// A follow-up the outcome writes (retry, next stage, handler); one that cannot be encoded is
+/// told as an error event instead.
+fn push_follow_up(m: &Message, now_ms: u64, fx: &mut Effects) {
+    if let Err(e) = push_message(&mut fx.batch, m, now_ms) {
+        fx.events
+            .push(Event::for_message(EventKind::Error, m).with_error(e.to_string()));
+    }
+}
