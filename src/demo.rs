@@ -17,36 +17,12 @@ use crate::storage::Ns;
 use crate::supervisor::{Config, Supervisor, WorkerKind};
 use crate::task::Task;
 
-/// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `pid` (the pid of the worker
-/// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash` (aborts its worker), the
-/// periodic `heartbeat`; `collect` (a chord callback: the sum of the members that succeeded;
-/// each run adds 1 to the counter `collect-runs`) and `locked_sleep` (sleeps holding the lock
-/// `demo-lock`, whose TTL is 3 s); and two for fault injection: `record(ms)` (counts its runs
-/// per task id in storage under `runs:ID`, sleeps, returns the count) and `garble(len)` (writes
-/// a corrupt frame onto its worker's result pipe; process workers only). A startup hook adds 1
-/// to the counter `worker-starts` in every worker.
+/// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `cpu`, `fail` (fails with its
+/// argument), `flaky(key, failures)` (fails `failures` times, counted in storage under
+/// `flaky:KEY`, then succeeds; 5 retries) and the periodic `heartbeat` (writes the time to the
+/// app data key `heartbeat` every minute). `hueyd demo` and the benchmarks run these; the
+/// fault-injection tasks of the reliability tests live with the tests.
 pub fn register(app: &Huey) -> Result<()> {
-    app.on_startup(|app| {
-        if let Err(e) = app.storage().incr("worker-starts", 1) {
-            tracing::warn!("could not count a worker start: {e}");
-        }
-    });
-    app.task("collect").register_with_context(
-        |outcomes: Vec<std::result::Result<i64, crate::TaskError>>, ctx: &crate::TaskContext| {
-            ctx.app()
-                .storage()
-                .incr("collect-runs", 1)
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(outcomes.iter().flatten().sum::<i64>())
-        },
-    )?;
-    app.task("locked_sleep")
-        .lock("demo-lock")
-        .lock_ttl(Duration::from_secs(3))
-        .register(|ms: u64| {
-            std::thread::sleep(Duration::from_millis(ms));
-            Ok::<_, String>(ms)
-        })?;
     app.task("noop").register(|(): ()| Ok::<_, String>(()))?;
     app.task("echo").register(|v: String| Ok::<_, String>(v))?;
     app.task("add")
@@ -55,13 +31,9 @@ pub fn register(app: &Huey) -> Result<()> {
         std::thread::sleep(Duration::from_millis(ms));
         Ok::<_, String>(ms)
     })?;
-    app.task("pid")
-        .register(|(): ()| Ok::<_, String>(std::process::id()))?;
     app.task("cpu").register(|n: u64| Ok::<_, String>(cpu(n)))?;
     app.task("fail")
         .register(|message: String| Err::<(), _>(message))?;
-    app.task("panic")
-        .register(|message: String| -> std::result::Result<(), String> { panic!("{message}") })?;
     app.task("flaky").retries(5).register_with_context(
         |(key, failures): (String, u32), ctx: &crate::TaskContext| {
             let n = ctx
@@ -76,35 +48,6 @@ pub fn register(app: &Huey) -> Result<()> {
             }
         },
     )?;
-    app.task("crash")
-        .register(|(): ()| -> std::result::Result<(), String> { std::process::abort() })?;
-    // Fault injection, for the reliability tests and soak runs.
-    app.task("record")
-        .retries(5)
-        .register_with_context(|ms: u64, ctx: &crate::TaskContext| {
-            let runs = ctx
-                .app()
-                .storage()
-                .incr(&format!("runs:{}", ctx.id()), 1)
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(ms));
-            Ok::<_, String>(runs as u32)
-        })?;
-    app.task("garble")
-        .register(|len: u32| -> std::result::Result<(), String> {
-            use std::io::Write;
-            // Write a frame header announcing `len` bytes onto this worker's result pipe, then junk.
-            let mut pipe = std::fs::OpenOptions::new()
-                .write(true)
-                .open("/proc/self/fd/4")
-                .map_err(|e| e.to_string())?;
-            let mut junk = len.to_le_bytes().to_vec();
-            junk.extend([0xff; 16]);
-            pipe.write_all(&junk).map_err(|e| e.to_string())?;
-            drop(pipe);
-            std::thread::sleep(Duration::from_secs(5));
-            Ok(())
-        })?;
     app.task("heartbeat")
         .periodic(Crontab::parse("* * * * *")?)
         .register_with_context(|(): (), ctx: &crate::TaskContext| {
