@@ -2,7 +2,8 @@
 //! supervisors and (on Redis) the Redis server itself are killed at random; at the end every
 //! task must have its result or a recorded final failure. Prints one line of figures.
 //!
-//! Run through `scripts/soak [SECONDS] [sqlite|redis]`.
+//! Run through `scripts/soak [SECONDS] [sqlite|redis]`. The consumers are the `testbed` example
+//! (`hueyd` plus the fault-injection tasks), built beside this one.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,9 @@ use std::time::{Duration, Instant};
 use huey::{Error, Huey, Task};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+#[path = "../tests/common/testbed.rs"]
+mod testbed;
 
 struct Rng(u64);
 impl Rng {
@@ -30,7 +34,7 @@ fn children(pid: u32) -> Vec<i32> {
         .collect()
 }
 
-fn hueyd(exe: &PathBuf, url: &str) -> Child {
+fn consumer(exe: &PathBuf, url: &str) -> Child {
     Command::new(exe)
         .args([
             "--storage",
@@ -47,7 +51,7 @@ fn hueyd(exe: &PathBuf, url: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start hueyd")
+        .expect("start the testbed consumer")
 }
 
 struct Redis {
@@ -106,9 +110,7 @@ fn main() {
         .unwrap()
         .parent()
         .unwrap()
-        .parent()
-        .unwrap()
-        .join("hueyd");
+        .join("testbed");
     let dir = tempfile::tempdir().unwrap();
     let mut redis = None;
     let url = if backend == "redis" {
@@ -125,10 +127,10 @@ fn main() {
         format!("sqlite:{}", dir.path().join("soak.db").display())
     };
     let app = Huey::open("hueyd", &url).expect("open storage");
-    huey::demo::register(&app).unwrap();
+    testbed::register(&app).unwrap();
     let record: Task<u64, u32> = Task::from_name(&app, "record").unwrap();
 
-    let mut consumers = vec![hueyd(&exe, &url), hueyd(&exe, &url)];
+    let mut consumers = vec![consumer(&exe, &url), consumer(&exe, &url)];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
     let mut handles = Vec::new();
     let (mut worker_kills, mut supervisor_kills, mut redis_restarts) = (0u64, 0u64, 0u64);
@@ -157,7 +159,7 @@ fn main() {
         if last_supervisor_kill.elapsed() > Duration::from_secs(7) {
             let _ = consumers[c].kill();
             let _ = consumers[c].wait();
-            consumers[c] = hueyd(&exe, &url);
+            consumers[c] = consumer(&exe, &url);
             supervisor_kills += 1;
             last_supervisor_kill = Instant::now();
         }

@@ -12,41 +12,17 @@ use crate::app::Huey;
 use crate::crontab::Crontab;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::result::StoredResult;
+use crate::message::StoredResult;
 use crate::storage::Ns;
 use crate::supervisor::{Config, Supervisor, WorkerKind};
 use crate::task::Task;
 
-/// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `pid` (the pid of the worker
-/// process that ran it), `cpu`, `fail`, `panic`, `flaky`, `crash` (aborts its worker), the
-/// periodic `heartbeat`; `collect` (a chord callback: the sum of the members that succeeded;
-/// each run adds 1 to the counter `collect-runs`) and `locked_sleep` (sleeps holding the lock
-/// `demo-lock`, whose TTL is 3 s); and two for fault injection: `record(ms)` (counts its runs
-/// per task id in storage under `runs:ID`, sleeps, returns the count) and `garble(len)` (writes
-/// a corrupt frame onto its worker's result pipe; process workers only). A startup hook adds 1
-/// to the counter `worker-starts` in every worker.
+/// Register the demo tasks: `noop`, `echo`, `add`, `sleep`, `cpu`, `fail` (fails with its
+/// argument), `flaky(key, failures)` (fails `failures` times, counted in storage under
+/// `flaky:KEY`, then succeeds; 5 retries) and the periodic `heartbeat` (writes the time to the
+/// app data key `heartbeat` every minute). `hueyd demo` and the benchmarks run these; the
+/// fault-injection tasks of the reliability tests live with the tests.
 pub fn register(app: &Huey) -> Result<()> {
-    app.on_startup(|app| {
-        if let Err(e) = app.storage().incr("worker-starts", 1) {
-            tracing::warn!("could not count a worker start: {e}");
-        }
-    });
-    app.task("collect").register_with_context(
-        |outcomes: Vec<std::result::Result<i64, crate::TaskError>>, ctx: &crate::TaskContext| {
-            ctx.app()
-                .storage()
-                .incr("collect-runs", 1)
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(outcomes.iter().flatten().sum::<i64>())
-        },
-    )?;
-    app.task("locked_sleep")
-        .lock("demo-lock")
-        .lock_ttl(Duration::from_secs(3))
-        .register(|ms: u64| {
-            std::thread::sleep(Duration::from_millis(ms));
-            Ok::<_, String>(ms)
-        })?;
     app.task("noop").register(|(): ()| Ok::<_, String>(()))?;
     app.task("echo").register(|v: String| Ok::<_, String>(v))?;
     app.task("add")
@@ -55,13 +31,9 @@ pub fn register(app: &Huey) -> Result<()> {
         std::thread::sleep(Duration::from_millis(ms));
         Ok::<_, String>(ms)
     })?;
-    app.task("pid")
-        .register(|(): ()| Ok::<_, String>(std::process::id()))?;
     app.task("cpu").register(|n: u64| Ok::<_, String>(cpu(n)))?;
     app.task("fail")
         .register(|message: String| Err::<(), _>(message))?;
-    app.task("panic")
-        .register(|message: String| -> std::result::Result<(), String> { panic!("{message}") })?;
     app.task("flaky").retries(5).register_with_context(
         |(key, failures): (String, u32), ctx: &crate::TaskContext| {
             let n = ctx
@@ -76,35 +48,6 @@ pub fn register(app: &Huey) -> Result<()> {
             }
         },
     )?;
-    app.task("crash")
-        .register(|(): ()| -> std::result::Result<(), String> { std::process::abort() })?;
-    // Fault injection, for the reliability tests and soak runs.
-    app.task("record")
-        .retries(5)
-        .register_with_context(|ms: u64, ctx: &crate::TaskContext| {
-            let runs = ctx
-                .app()
-                .storage()
-                .incr(&format!("runs:{}", ctx.id()), 1)
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(ms));
-            Ok::<_, String>(runs as u32)
-        })?;
-    app.task("garble")
-        .register(|len: u32| -> std::result::Result<(), String> {
-            use std::io::Write;
-            // Write a frame header announcing `len` bytes onto this worker's result pipe, then junk.
-            let mut pipe = std::fs::OpenOptions::new()
-                .write(true)
-                .open("/proc/self/fd/4")
-                .map_err(|e| e.to_string())?;
-            let mut junk = len.to_le_bytes().to_vec();
-            junk.extend([0xff; 16]);
-            pipe.write_all(&junk).map_err(|e| e.to_string())?;
-            drop(pipe);
-            std::thread::sleep(Duration::from_secs(5));
-            Ok(())
-        })?;
     app.task("heartbeat")
         .periodic(Crontab::parse("* * * * *")?)
         .register_with_context(|(): (), ctx: &crate::TaskContext| {
@@ -146,6 +89,26 @@ struct Pending {
     expect_failure: bool,
 }
 
+/// The demo's tasks, looked up by name before the consumer starts so a missing one is a clear
+/// error and not a task that never finishes.
+struct DemoTasks {
+    add: Task<(i64, i64), i64>,
+    echo: Task<String, String>,
+    sleep: Task<u64, u64>,
+    flaky: Task<(String, u32), u32>,
+    fail: Task<String, ()>,
+    cpu: Task<u64, u64>,
+}
+
+/// What the demo saw finish.
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    failed: usize,
+    retries: usize,
+    workers: HashSet<u32>,
+}
+
 /// Run the demo on `url` (a temporary SQLite file when `None`): start a supervisor with process
 /// workers in this process, enqueue a mix of tasks, print each result as it arrives with the
 /// worker that ran it, print a summary, and stop gracefully.
@@ -155,40 +118,11 @@ pub fn run(
     args: DemoArgs,
     register: &dyn Fn(&Huey) -> Result<()>,
 ) -> Result<ExitCode> {
-    let tmp = match url {
-        Some(_) => None,
-        None => {
-            Some(tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?)
-        }
-    };
-    let url = match (&url, &tmp) {
-        (Some(u), _) => u.clone(),
-        (None, Some(dir)) => format!("sqlite:{}", dir.path().join("demo.db").display()),
-        (None, None) => unreachable!("a temporary directory exists when no URL is given"),
-    };
+    let (url, _tmp) = demo_storage(url)?;
     let app = Huey::open(name, &url)?;
     register(&app)?;
-    let add: Task<(i64, i64), i64> = demo_task(&app, "add")?;
-    let echo: Task<String, String> = demo_task(&app, "echo")?;
-    let sleep: Task<u64, u64> = demo_task(&app, "sleep")?;
-    let flaky: Task<(String, u32), u32> = demo_task(&app, "flaky")?;
-    let fail: Task<String, ()> = demo_task(&app, "fail")?;
-    let cpu: Task<u64, u64> = demo_task(&app, "cpu")?;
-
-    let (tx, rx) = mpsc::channel::<Event>();
-    let tx = Mutex::new(tx);
-    app.on_event(move |e| {
-        if matches!(
-            e.kind,
-            EventKind::Complete
-                | EventKind::Error
-                | EventKind::Retrying
-                | EventKind::WorkerLost
-                | EventKind::Timeout
-        ) {
-            let _ = tx.lock().send(e.clone());
-        }
-    });
+    let tasks = DemoTasks::resolve(&app)?;
+    let rx = outcomes(&app);
     let cfg = Config {
         workers: args.workers as usize,
         kind: WorkerKind::Process,
@@ -204,66 +138,136 @@ pub fn run(
     let stop = supervisor.stop_handle();
     let consumer = std::thread::spawn(move || supervisor.run());
 
-    let mut pending: HashMap<String, Pending> = HashMap::new();
-    let mut expect = |id: &str, label: String, expect_failure: bool| {
-        pending.insert(
-            id.to_string(),
-            Pending {
-                label,
-                expect_failure,
-            },
-        );
-    };
-    expect(add.enqueue((2, 3))?.id(), "add(2, 3)".into(), false);
-    expect(
-        echo.enqueue("hello from huey".into())?.id(),
-        "echo(\"hello from huey\")".into(),
-        false,
+    let mut pending = tasks.enqueue(args.cpu_tasks)?;
+    let total = pending.len();
+    let tally = watch(&app, &rx, &mut pending);
+    stop.stop();
+    let stopped = consumer
+        .join()
+        .map_err(|_| Error::Config("the demo's consumer thread panicked".into()))??;
+    let elapsed = started.elapsed();
+    println!(
+        "summary: {total} tasks, {} succeeded, {} failed, {} retries, {} worker processes, {:.2} s; consumer stopped {}",
+        tally.ok,
+        tally.failed,
+        tally.retries,
+        tally.workers.len(),
+        elapsed.as_secs_f64(),
+        match stopped.0 {
+            crate::supervisor::Stopped::Graceful => "gracefully",
+            crate::supervisor::Stopped::Interrupted => "with tasks interrupted",
+        }
     );
-    expect(sleep.enqueue(300)?.id(), "sleep(300 ms)".into(), false);
-    expect(
-        add.schedule((40, 2), Duration::from_millis(1500))?.id(),
-        "add(40, 2), delayed 1.5 s".into(),
-        false,
-    );
-    let key = crate::message::new_id();
-    expect(
-        flaky
-            .call((key, 2))
-            .retry_delay(Duration::from_millis(200))
-            .enqueue()?
-            .id(),
-        "flaky(fails twice, then succeeds)".into(),
-        false,
-    );
-    expect(
-        fail.enqueue("this one fails on purpose".into())?.id(),
-        "fail(\"...\"), fails on purpose".into(),
-        true,
-    );
-    let iterations = 20_000_000;
-    for h in cpu.enqueue_many((0..args.cpu_tasks).map(|_| iterations))? {
-        expect(h.id(), format!("cpu({iterations})"), false);
+    if !pending.is_empty() {
+        return Err(Error::Config(format!(
+            "{} demo tasks did not finish in time",
+            pending.len()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The storage URL, and the temporary directory holding the database when none was given
+/// (removed when dropped, so kept until the demo ends).
+fn demo_storage(url: Option<String>) -> Result<(String, Option<tempfile::TempDir>)> {
+    if let Some(u) = url {
+        return Ok((u, None));
+    }
+    let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
+    let url = format!("sqlite:{}", dir.path().join("demo.db").display());
+    Ok((url, Some(dir)))
+}
+
+/// The events the demo prints: outcomes and retries.
+fn outcomes(app: &Huey) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel::<Event>();
+    let tx = Mutex::new(tx);
+    app.on_event(move |e| {
+        if matches!(
+            e.kind,
+            EventKind::Complete
+                | EventKind::Error
+                | EventKind::Retrying
+                | EventKind::WorkerLost
+                | EventKind::Timeout
+        ) {
+            let _ = tx.lock().send(e.clone());
+        }
+    });
+    rx
+}
+
+impl DemoTasks {
+    fn resolve(app: &Huey) -> Result<DemoTasks> {
+        Ok(DemoTasks {
+            add: demo_task(app, "add")?,
+            echo: demo_task(app, "echo")?,
+            sleep: demo_task(app, "sleep")?,
+            flaky: demo_task(app, "flaky")?,
+            fail: demo_task(app, "fail")?,
+            cpu: demo_task(app, "cpu")?,
+        })
     }
 
-    let total = pending.len();
-    let mut workers = HashSet::new();
-    let (mut ok, mut failed, mut retries) = (0, 0, 0);
+    /// Enqueue the mix; what to wait for, by task id.
+    fn enqueue(&self, cpu_tasks: u32) -> Result<HashMap<String, Pending>> {
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut expect = |id: &str, label: String, expect_failure: bool| {
+            pending.insert(
+                id.to_string(),
+                Pending {
+                    label,
+                    expect_failure,
+                },
+            );
+        };
+        expect(self.add.enqueue((2, 3))?.id(), "add(2, 3)".into(), false);
+        expect(
+            self.echo.enqueue("hello from huey".into())?.id(),
+            "echo(\"hello from huey\")".into(),
+            false,
+        );
+        expect(self.sleep.enqueue(300)?.id(), "sleep(300 ms)".into(), false);
+        expect(
+            self.add
+                .schedule((40, 2), Duration::from_millis(1500))?
+                .id(),
+            "add(40, 2), delayed 1.5 s".into(),
+            false,
+        );
+        let key = crate::message::new_id();
+        expect(
+            self.flaky
+                .call((key, 2))
+                .retry_delay(Duration::from_millis(200))
+                .enqueue()?
+                .id(),
+            "flaky(fails twice, then succeeds)".into(),
+            false,
+        );
+        expect(
+            self.fail.enqueue("this one fails on purpose".into())?.id(),
+            "fail(\"...\"), fails on purpose".into(),
+            true,
+        );
+        let iterations = 20_000_000;
+        for h in self.cpu.enqueue_many((0..cpu_tasks).map(|_| iterations))? {
+            expect(h.id(), format!("cpu({iterations})"), false);
+        }
+        Ok(pending)
+    }
+}
+
+/// Print each outcome as it arrives until nothing is pending (or two minutes have passed).
+fn watch(app: &Huey, rx: &mpsc::Receiver<Event>, pending: &mut HashMap<String, Pending>) -> Tally {
+    let mut tally = Tally::default();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() && Instant::now() < deadline {
         let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) else {
             continue;
         };
-        let worker = e
-            .worker
-            .map(|w| w.to_string())
-            .unwrap_or_else(|| "?".into());
-        let took = e
-            .duration
-            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
-            .unwrap_or_default();
         if e.kind == EventKind::Retrying {
-            retries += 1;
+            tally.retries += 1;
             let label = pending
                 .get(&e.id)
                 .map(|p| p.label.as_str())
@@ -279,52 +283,45 @@ pub fn run(
             continue;
         };
         if let Some(w) = e.worker {
-            workers.insert(w);
+            tally.workers.insert(w);
         }
-        let shown = match app
-            .result::<serde_json::Value>(e.id.clone())
-            .preserve()
-            .get()
-        {
-            Err(Error::Task(err)) => format!("error: {}", err.message),
-            _ => show_result(&app, &e.task, &e.id),
-        };
         if e.kind == EventKind::Complete {
-            ok += 1;
+            tally.ok += 1;
         } else {
-            failed += 1;
+            tally.failed += 1;
         }
-        let mark = match (e.kind == EventKind::Complete, p.expect_failure) {
-            (true, _) => "ok     ",
-            (false, true) => "failed ",
-            (false, false) => "FAILED ",
-        };
-        println!(
-            "  {mark} {:<38} -> {shown:<24} [worker {worker}, {took}]",
-            p.label
-        );
+        show_outcome(app, &e, &p);
     }
-    stop.stop();
-    let stopped = consumer
-        .join()
-        .map_err(|_| Error::Config("the demo's consumer thread panicked".into()))??;
-    let elapsed = started.elapsed();
+    tally
+}
+
+/// One line for a finished task: its label, its result, and the worker that ran it.
+fn show_outcome(app: &Huey, e: &Event, p: &Pending) {
+    let worker = e
+        .worker
+        .map(|w| w.to_string())
+        .unwrap_or_else(|| "?".into());
+    let took = e
+        .duration
+        .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+        .unwrap_or_default();
+    let shown = match app
+        .result::<serde_json::Value>(e.id.clone())
+        .preserve()
+        .get()
+    {
+        Err(Error::Task(err)) => format!("error: {}", err.message),
+        _ => show_result(app, &e.task, &e.id),
+    };
+    let mark = match (e.kind == EventKind::Complete, p.expect_failure) {
+        (true, _) => "ok     ",
+        (false, true) => "failed ",
+        (false, false) => "FAILED ",
+    };
     println!(
-        "summary: {total} tasks, {ok} succeeded, {failed} failed, {retries} retries, {} worker processes, {:.2} s; consumer stopped {}",
-        workers.len(),
-        elapsed.as_secs_f64(),
-        match stopped.0 {
-            crate::supervisor::Stopped::Graceful => "gracefully",
-            crate::supervisor::Stopped::Interrupted => "with tasks interrupted",
-        }
+        "  {mark} {:<38} -> {shown:<24} [worker {worker}, {took}]",
+        p.label
     );
-    if !pending.is_empty() {
-        return Err(Error::Config(format!(
-            "{} demo tasks did not finish in time",
-            pending.len()
-        )));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn demo_task<A: 'static, R: 'static>(app: &Huey, name: &str) -> Result<Task<A, R>> {

@@ -32,7 +32,6 @@
 //!
 //! With a durable storage the same calls enqueue for a consumer instead:
 //! `Huey::open("my-app", "sqlite:my-app.db")` or `"redis://127.0.0.1:6379/0"`.
-pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -42,10 +41,12 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod exit;
 pub mod failure;
 pub mod flow;
 pub mod lifecycle;
 pub mod lock;
+pub mod logging;
 pub mod message;
 pub mod options;
 pub mod registry;

@@ -1,4 +1,5 @@
-//! `hueyd demo`, the README's first command, works and shows what it promises.
+//! `hueyd demo`, the README's first command, works and shows what it promises; `hueyd`
+//! carries the demo tasks only.
 
 /// Run `hueyd ARGS...` to completion; its stdout, after checking it exited 0.
 fn demo(args: &[&str]) -> String {
@@ -53,4 +54,24 @@ fn demo_runs_on_redis_when_asked() {
     ]);
     assert!(text.contains(&format!("on {url}")), "{text}");
     assert!(text.contains("summary: 8 tasks, 7 succeeded"), "{text}");
+}
+
+#[test]
+fn hueyd_carries_the_demo_tasks_and_none_that_break_their_worker() {
+    let text = demo(&["--storage", "memory:", "tasks"]);
+    let names: Vec<&str> = text.lines().filter_map(|l| l.split('(').next()).collect();
+    assert_eq!(
+        names,
+        [
+            "add",
+            "cpu",
+            "echo",
+            "fail",
+            "flaky",
+            "heartbeat",
+            "noop",
+            "sleep"
+        ],
+        "{text}"
+    );
 }

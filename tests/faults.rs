@@ -73,7 +73,7 @@ impl Rng {
 /// Kill random workers every `every` while `n` tasks of `ms` milliseconds drain.
 fn workers_killed_at_random_lose_nothing(b: Backend, n: usize, ms: u64, every: Duration) {
     let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "4", "-q"]);
+    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "4", "-q"]);
     h.wait_workers(4, LONG);
     let handles = record(&app)
         .enqueue_many(std::iter::repeat_n(ms, n))
@@ -141,14 +141,14 @@ fn killed_supervisor_then_a_new_one_completes_everything(b: Backend) {
     let handles = record(&app)
         .enqueue_many(std::iter::repeat_n(2, 1000))
         .unwrap();
-    let h = Hueyd::start(
+    let h = Hueyd::testbed(
         &b.url(),
         &["-k", "process", "-w", "4", "-q", "--lease", "1"],
     );
     assert!(wait_until(LONG, || app.storage().counts().unwrap().results >= 200));
     h.signal(Signal::SIGKILL);
     drop(h);
-    let _h2 = Hueyd::start(
+    let _h2 = Hueyd::testbed(
         &b.url(),
         &["-k", "process", "-w", "4", "-q", "--lease", "1"],
     );
@@ -173,11 +173,11 @@ fn redis_restarted_mid_drain_and_the_consumer_completes_everything() {
     let mut server = RedisServer::start_persistent();
     let url = server.url();
     let app = Huey::open("hueyd", &url).unwrap();
-    huey::demo::register(&app).unwrap();
+    common::testbed::register(&app).unwrap();
     let handles = record(&app)
         .enqueue_many(std::iter::repeat_n(2, 1000))
         .unwrap();
-    let mut h = Hueyd::start(&url, &["-k", "process", "-w", "4", "-q"]);
+    let mut h = Hueyd::testbed(&url, &["-k", "process", "-w", "4", "-q"]);
     assert!(wait_until(LONG, || app
         .storage()
         .counts()
@@ -200,7 +200,7 @@ fn several_consumers_run_each_task_exactly_once(b: Backend, consumers: usize) {
         .enqueue_many(std::iter::repeat_n(1, 2000))
         .unwrap();
     let _hs: Vec<Hueyd> = (0..consumers)
-        .map(|_| Hueyd::start(&b.url(), &["-k", "thread", "-w", "2", "-q"]))
+        .map(|_| Hueyd::testbed(&b.url(), &["-k", "thread", "-w", "2", "-q"]))
         .collect();
     let outcomes = settle(&handles, LONG);
     let (ok, _, missing, twice) = tally(&outcomes);
@@ -239,7 +239,7 @@ fn four_consumers_run_each_task_exactly_once_on_redis() {
 fn poison_task_ends_in_the_dead_letter_place_and_others_are_unaffected() {
     let b = Backend::sqlite();
     let app = b.app();
-    let _h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2", "-q"]);
+    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "2", "-q"]);
     let crash: Task<(), ()> = Task::from_name(&app, "crash").unwrap();
     let poison = crash.call(()).retries(2).enqueue().unwrap();
     let others = record(&app)
@@ -292,7 +292,7 @@ fn garbage_in_the_queue_is_dead_lettered_and_the_consumer_goes_on(b: Backend) {
     let fine = record(&app)
         .enqueue_many(std::iter::repeat_n(1, 20))
         .unwrap();
-    let _h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2", "-q"]);
+    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "2", "-q"]);
     let (ok, _, missing, _) = tally(&settle(&fine, LONG));
     assert_eq!((ok, missing), (20, 0));
     let Err(Error::Task(e)) = app.result::<i64>(bad_args.id.clone()).wait(LONG) else {
@@ -335,7 +335,7 @@ fn garbage_in_the_queue_is_dead_lettered_and_the_consumer_goes_on_on_redis() {
 fn worker_writing_a_corrupt_or_oversized_frame_is_replaced() {
     let b = Backend::sqlite();
     let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1"]);
+    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
     let garble: Task<u32, ()> = Task::from_name(&app, "garble").unwrap();
     for len in [16, u32::MAX] {
         let r = garble.enqueue(len).unwrap();
@@ -489,7 +489,7 @@ fn sigterm_during_a_drain_acknowledges_only_what_finished() {
     let handles = record(&app)
         .enqueue_many(std::iter::repeat_n(5, 400))
         .unwrap();
-    let mut h = Hueyd::start(&b.url(), &["-k", "process", "-w", "4", "-q"]);
+    let mut h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "4", "-q"]);
     assert!(wait_until(LONG, || app.storage().counts().unwrap().results >= 50));
     h.signal(Signal::SIGTERM);
     assert!(h.wait_exit(LONG).expect("exits").success());
@@ -500,7 +500,7 @@ fn sigterm_during_a_drain_acknowledges_only_what_finished() {
         400,
         "every task is either done (with its result) or still queued: {c:?}"
     );
-    let _h2 = Hueyd::start(&b.url(), &["-k", "process", "-w", "4", "-q"]);
+    let _h2 = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "4", "-q"]);
     let (ok, _, missing, twice) = tally(&settle(&handles, LONG));
     assert_eq!((ok, missing, twice), (400, 0, 0));
 }
@@ -512,7 +512,7 @@ fn sighup_during_a_drain_loses_nothing() {
     let handles = record(&app)
         .enqueue_many(std::iter::repeat_n(3, 600))
         .unwrap();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "4", "-q"]);
+    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "4", "-q"]);
     let mut reloads = 0;
     for target in [100, 250, 400] {
         assert!(wait_until(LONG, || app.storage().counts().unwrap().results >= target));

@@ -28,8 +28,8 @@ fn counter(app: &Huey, key: &str) -> i64 {
 
 fn chord_callback_fires_once_with_members_on_two_consumers(b: Backend, kind: &str) {
     let app = b.app();
-    let _c1 = Hueyd::start(&b.url(), &["-k", kind, "-w", "3"]);
-    let _c2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "3"]);
+    let _c1 = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "3"]);
+    let _c2 = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "3"]);
     let add: Task<(i64, i64), i64> = task(&app, "add");
     let collect: Task<Vec<Result<i64, TaskError>>, i64> = task(&app, "collect");
     for round in 0..3 {
@@ -59,7 +59,7 @@ fn chord_callback_fires_once_with_members_on_two_consumers_redis() {
 fn lock_held_by_a_killed_task_expires_through_its_ttl() {
     let b = Backend::sqlite();
     let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1"]);
+    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
     let locked: Task<u64, u64> = task(&app, "locked_sleep");
     let lock = app.lock_task("demo-lock");
     let first = locked.enqueue(60_000).unwrap();
@@ -83,7 +83,7 @@ fn lock_held_by_a_killed_task_expires_through_its_ttl() {
 
 fn revoking_a_running_task_kills_its_worker(b: Backend) {
     let app = b.app();
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1", "-c", "0.2"]);
+    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1", "-c", "0.2"]);
     let sleep: Task<u64, u64> = task(&app, "sleep");
     let pid: Task<(), u32> = task(&app, "pid");
     let before = pid.enqueue(()).unwrap().wait(LONG).unwrap();
@@ -133,7 +133,7 @@ fn startup_hooks_run_in_every_worker_of_either_kind() {
     for kind in ["process", "thread"] {
         let b = Backend::sqlite();
         let app = b.app();
-        let _h = Hueyd::start(&b.url(), &["-k", kind, "-w", "3"]);
+        let _h = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "3"]);
         assert!(
             wait_until(LONG, || counter(&app, "worker-starts") == 3),
             "{kind}: {}",
@@ -147,7 +147,7 @@ fn supervisor_handlers_receive_each_consumer_event() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("t.db").display());
     let app = Huey::open("t", &url).unwrap();
-    huey::demo::register(&app).unwrap();
+    common::testbed::register(&app).unwrap();
     let seen: Arc<Mutex<Vec<(EventKind, String)>>> = Arc::default();
     let s = seen.clone();
     app.on_event(move |e| s.lock().push((e.kind, e.task.clone())));

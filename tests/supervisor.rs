@@ -53,7 +53,7 @@ each!(
     panicking_task_is_a_task_error_not_a_dead_worker,
     |b: Backend, kind: &str| {
         let app = b.app();
-        let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
+        let h = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "1"]);
         let fail: Task<String, ()> = task(&app, "fail");
         let r = fail.enqueue("bad input".into()).unwrap();
         let Err(Error::Task(e)) = r.wait(LONG) else {
@@ -108,7 +108,7 @@ each!(
             return;
         }
         let app = b.app();
-        let _h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2"]);
+        let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "2"]);
         let crash: Task<(), ()> = task(&app, "crash");
         let add: Task<(i64, i64), i64> = task(&app, "add");
         let r = crash.enqueue(()).unwrap();
@@ -255,7 +255,7 @@ each!(max_tasks_recycles_workers, |b: Backend, kind: &str| {
         return;
     }
     let app = b.app();
-    let _h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1", "-M", "2"]);
+    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1", "-M", "2"]);
     let pid: Task<(), u32> = task(&app, "pid");
     let mut pids = Vec::new();
     for _ in 0..6 {
@@ -332,7 +332,7 @@ fn max_memory_recycles_a_worker_over_the_limit_after_its_task() {
     let b = Backend::sqlite();
     let app = b.app();
     // Every worker is over 1 MB resident, so each one is replaced after one task.
-    let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1", "--max-memory", "1"]);
+    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1", "--max-memory", "1"]);
     let pid: Task<(), u32> = task(&app, "pid");
     let pids: Vec<u32> = (0..3)
         .map(|_| pid.enqueue(()).unwrap().wait(LONG).unwrap())

@@ -291,7 +291,7 @@ impl Supervisor {
                 self.remove_slot();
             }
             if sig.reopen_log {
-                crate::cli::reopen_log();
+                crate::logging::reopen_log();
             }
 
             if let Some(deadline) = self.stopping {

@@ -1,4 +1,5 @@
-//! Runs the real `hueyd` binary for a test: its own storage, its log in a file, signals by pid,
+//! Runs a consumer for a test — the real `hueyd` binary, or the testbed example (`hueyd` plus
+//! the fault-injection tasks) — with its own storage, its log in a file, signals by pid,
 //! killed (with its workers) when dropped.
 
 #![allow(dead_code)]
@@ -30,10 +31,10 @@ impl Backend {
             Backend::Redis(r) => r.url(),
         }
     }
-    /// The app as a producer sees it: the demo tasks, on this storage.
+    /// The app as a producer sees it: the demo and fault-injection tasks, on this storage.
     pub fn app(&self) -> Huey {
         let app = Huey::open("hueyd", &self.url()).expect("open storage");
-        huey::demo::register(&app).unwrap();
+        super::testbed::register(&app).unwrap();
         app
     }
 }
@@ -49,13 +50,28 @@ pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_hueyd")
 }
 
+/// The testbed example: `hueyd`'s command line with the fault-injection tasks registered too.
+pub fn testbed_exe() -> PathBuf {
+    super::example("testbed")
+}
+
 impl Hueyd {
     /// Start `hueyd --storage URL -n ARGS...`: without the periodic ticker, whose `heartbeat`
     /// would otherwise join the queue at the turn of each minute and upset counts.
     pub fn start(url: &str, args: &[&str]) -> Hueyd {
+        Hueyd::spawn(exe().as_ref(), url, args)
+    }
+
+    /// Start the testbed consumer, for a test that needs the fault-injection tasks; otherwise
+    /// as [`Hueyd::start`].
+    pub fn testbed(url: &str, args: &[&str]) -> Hueyd {
+        Hueyd::spawn(&testbed_exe(), url, args)
+    }
+
+    fn spawn(exe: &std::path::Path, url: &str, args: &[&str]) -> Hueyd {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("hueyd.log");
-        let child = Command::new(exe())
+        let child = Command::new(exe)
             .arg("--storage")
             .arg(url)
             .arg("-n")

@@ -1,10 +1,11 @@
-//! Shared test code: the storage suite every backend runs, a private `redis-server`, and the
-//! real `hueyd` binary.
+//! Shared test code: the storage suite every backend runs, a private `redis-server`, the
+//! real `hueyd` binary, and the testbed's fault-injection tasks.
 #![allow(dead_code, unused_macros)]
 
 pub mod hueyd;
 pub mod redis_server;
 pub mod suite;
+pub mod testbed;
 
 /// Expand to one `#[test]` per storage behaviour, each calling the suite with a fresh factory.
 ///

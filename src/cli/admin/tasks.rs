@@ -1,0 +1,71 @@
+//! `tasks`: the registered tasks with their argument and result types and their options.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::values::format_time;
+use super::{duration_secs, signature, Out};
+use crate::app::Huey;
+use crate::app::TaskDef;
+use crate::error::Result;
+use crate::task::Expires;
+
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn task_json(d: &TaskDef) -> Value {
+    let (args, result) = signature(d);
+    let o = &d.options;
+    json!({
+        "name": d.name,
+        "args": args,
+        "result": result,
+        "queue": o.queue,
+        "priority": o.priority,
+        "retries": o.retries,
+        "retry_delay": duration_secs(o.retry_delay),
+        "retry_backoff": o.retry_backoff,
+        "timeout": o.timeout.map(duration_secs),
+        "expires": o.expires.map(|e| match e {
+            Expires::After(d) => json!({ "after": duration_secs(d) }),
+            Expires::At(t) => json!({ "at": format_time(crate::clock::to_ms(t)) }),
+        }),
+        "store_result": o.store_result,
+        "store_errors_between_retries": o.store_errors_between_retries,
+        "periodic": d.periodic.as_ref().map(|c| c.to_string()),
+    })
+}
+
+pub(super) fn run(app: &Huey, a: TasksArgs) -> Result<ExitCode> {
+    let defs = app.task_defs();
+    let mut out = Out::new();
+    if a.json {
+        out.json(&Value::Array(defs.iter().map(|d| task_json(d)).collect()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &defs {
+        let (args, result) = signature(d);
+        let o = &d.options;
+        let mut line = format!(
+            "{}({args}) -> {result}  queue={} priority={} retries={}",
+            d.name, o.queue, o.priority, o.retries
+        );
+        if !o.retry_delay.is_zero() {
+            line.push_str(&format!(" retry_delay={}s", duration_secs(o.retry_delay)));
+        }
+        if let Some(t) = o.timeout {
+            line.push_str(&format!(" timeout={}s", duration_secs(t)));
+        }
+        if let Some(c) = &d.periodic {
+            line.push_str(&format!("  periodic: {c}"));
+        }
+        out.line(line);
+    }
+    Ok(ExitCode::SUCCESS)
+}

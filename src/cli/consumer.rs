@@ -1,0 +1,180 @@
+//! The consumer's command line: its flags, their translation into a supervisor [`Config`], and
+//! running the consumer with a pidfile and logging set up as asked.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::app::Huey;
+use crate::error::{Error, Result};
+use crate::supervisor::{Config, Stopped, Supervisor, WorkerKind};
+
+#[derive(Args, Debug, Clone)]
+pub(super) struct ConsumerArgs {
+    /// Number of workers.
+    #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: u32,
+    /// Worker kind: thread, or process for CPU-bound work.
+    #[arg(short = 'k', long, value_enum, default_value = "thread")]
+    kind: WorkerKind,
+    /// Queues to serve, in order (comma-separated).
+    #[arg(
+        short = 'Q',
+        long = "queue",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    queues: Vec<String>,
+    /// Do not enqueue periodic tasks from this consumer.
+    #[arg(short = 'n', long)]
+    no_periodic: bool,
+    /// Seconds between moves of due scheduled tasks to the queue.
+    #[arg(short = 's', long, default_value = "1", value_parser = seconds)]
+    scheduler_interval: Duration,
+    /// Seconds between checks for running tasks revoked since they started (process workers
+    /// running one are killed). Dead workers and timeouts are handled at once regardless.
+    #[arg(short = 'c', long, default_value = "1", value_parser = seconds)]
+    health_check_interval: Duration,
+    /// Replace a worker after it has run this many tasks.
+    #[arg(short = 'M', long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_tasks: Option<u32>,
+    /// Replace a process worker whose resident memory exceeds this many MB after a task.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_memory: Option<u64>,
+    /// Seconds a dequeued task stays reserved for this consumer without renewal.
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    lease: Duration,
+    /// Deliveries without an acknowledgement before a message is dead-lettered.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_deliveries: u32,
+    /// Clear all locks at start.
+    #[arg(short = 'f', long)]
+    flush_locks: bool,
+    /// Seconds running tasks may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    stop_timeout: Duration,
+    /// Write logs to this file (reopened on SIGUSR1).
+    #[arg(short = 'l', long)]
+    logfile: Option<PathBuf>,
+    /// More logging (debug).
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Less logging: warnings and errors only (no line per task).
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the pid here; refuse to start if a live process holds it.
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+    /// huey's polling flags (-d, -m, -b): accepted for compatibility, ignored (dequeue blocks).
+    #[arg(short = 'd', long = "delay", hide = true)]
+    _delay: Option<f64>,
+    #[arg(short = 'm', long = "max-delay", hide = true)]
+    _max_delay: Option<f64>,
+    #[arg(short = 'b', long = "backoff", hide = true)]
+    _backoff: Option<f64>,
+}
+
+fn seconds(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite() && v < 1e9) {
+        return Err(format!("{s} must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl ConsumerArgs {
+    fn config(&self, storage_url: &str) -> Config {
+        Config {
+            workers: self.workers as usize,
+            kind: self.kind,
+            storage_url: storage_url.to_string(),
+            queues: self.queues.clone(),
+            periodic: !self.no_periodic,
+            scheduler_interval: self.scheduler_interval,
+            health_check_interval: self.health_check_interval,
+            max_tasks: self.max_tasks,
+            max_memory_kib: self.max_memory.map(|mb| mb * 1024),
+            lease: self.lease,
+            max_deliveries: self.max_deliveries,
+            flush_locks: self.flush_locks,
+            stop_deadline: self.stop_timeout,
+            log_tasks: !self.quiet,
+            ..Config::default()
+        }
+    }
+
+    fn log_level(&self) -> &'static str {
+        match (self.verbose, self.quiet) {
+            (true, _) => "debug",
+            (_, true) => "warn",
+            _ => "info",
+        }
+    }
+}
+
+/// Run the consumer until it is stopped. `open` opens the storage and registers the tasks.
+pub(super) fn run(
+    c: &ConsumerArgs,
+    storage_url: &str,
+    open: impl FnOnce() -> Result<Huey>,
+) -> Result<ExitCode> {
+    crate::logging::init_logging(c.logfile.clone(), c.log_level())?;
+    if c._delay.is_some() || c._max_delay.is_some() || c._backoff.is_some() {
+        tracing::warn!(
+            "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"
+        );
+    }
+    let app = open()?;
+    // Written once the storage is open and the flags are valid, so an init script that waits
+    // for it knows the consumer really started.
+    let _pid = match &c.pidfile {
+        Some(p) => Some(Pidfile::create(p)?),
+        None => None,
+    };
+    let cfg = c.config(storage_url);
+    if cfg.kind == WorkerKind::Process && storage_url.starts_with("memory:") {
+        tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");
+    }
+    if cfg.kind == WorkerKind::Thread && cfg.max_memory_kib.is_some() {
+        tracing::warn!(
+            "--max-memory applies to process workers only: threads share the supervisor's memory"
+        );
+    }
+    let (stopped, _) = Supervisor::new(app, cfg)?.run()?;
+    Ok(match stopped {
+        Stopped::Graceful | Stopped::Interrupted => ExitCode::SUCCESS,
+    })
+}
+
+/// A pidfile removed on drop.
+struct Pidfile(PathBuf);
+
+impl Pidfile {
+    fn create(path: &PathBuf) -> Result<Pidfile> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(pid) = text.trim().parse::<i32>() {
+                let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+                if alive && pid != std::process::id() as i32 {
+                    return Err(Error::Config(format!(
+                        "{} holds pid {pid}, which is running: is another consumer running?",
+                        path.display()
+                    )));
+                }
+            }
+            tracing::info!("removing stale pidfile {}", path.display());
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| Error::Config(format!("cannot write pidfile {}: {e}", path.display())))?;
+        Ok(Pidfile(path.clone()))
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
