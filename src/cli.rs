@@ -32,7 +32,7 @@ struct Cli {
     #[arg(
         long,
         env = "HUEY_STORAGE",
-        default_value = "sqlite:huey.db",
+        default_value = crate::storage::DEFAULT_URL,
         global = true
     )]
     storage: String,
@@ -128,11 +128,10 @@ enum Command {
 }
 
 impl ConsumerArgs {
-    fn config(&self, storage_url: &str) -> Config {
+    fn config(&self) -> Config {
         Config {
             workers: self.workers as usize,
             kind: self.kind,
-            storage_url: storage_url.to_string(),
             queues: self.queues.clone(),
             periodic: !self.no_periodic,
             scheduler_interval: self.scheduler_interval,
@@ -264,8 +263,10 @@ fn run(
                 Some(p) => Some(Pidfile::create(p)?),
                 None => None,
             };
-            let cfg = c.config(&cli.storage);
-            if cfg.kind == WorkerKind::Process && cli.storage.starts_with("memory:") {
+            let cfg = c.config();
+            if cfg.kind == WorkerKind::Process
+                && app.storage_url().is_some_and(|u| u.backend() == "memory")
+            {
                 tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");
             }
             if cfg.kind == WorkerKind::Thread && cfg.max_memory_kib.is_some() {
@@ -280,17 +281,12 @@ fn run(
 }
 
 fn worker(name: &str, register: &dyn Fn(&Huey) -> Result<()>) -> ExitCode {
-    // The supervisor checked the storage; here it is opened only if task code uses it.
-    let url = crate::storage::default_url();
-    let app = Huey::new(name, Arc::new(crate::storage::LazyStorage::new(url, name)));
-    let app = match register(&app) {
-        Ok(()) => app,
-        Err(e) => {
-            eprintln!("huey worker {}: could not start: {e}", std::process::id());
-            return ExitCode::from(3);
-        }
-    };
-    ExitCode::from(crate::worker::process::worker_main(&app) as u8)
+    ExitCode::from(crate::worker::process::worker_main(|url| {
+        // The supervisor checked the storage; here it is opened only if task code uses it.
+        let app = Huey::open_lazy(name, url);
+        register(&app)?;
+        Ok(app)
+    }) as u8)
 }
 
 // ----- logging ------------------------------------------------------------------------------

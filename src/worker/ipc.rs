@@ -23,6 +23,11 @@ pub enum ToWorker {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// The first frame, and only the first: the storage the worker's app opens (the URL
+    /// travels on the pipe, so no environment variable hands it on to task subprocesses and
+    /// no command line shows its password). After `Run`, which [`ToWorkerRef`] writes as the
+    /// first variant.
+    Setup { storage_url: String },
 }
 
 /// Worker → supervisor.
