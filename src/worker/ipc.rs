@@ -122,6 +122,24 @@ mod tests {
     }
 
     #[test]
+    fn setup_then_borrowed_runs_read_back_as_sent() {
+        let mut buf = Vec::new();
+        let setup = ToWorker::Setup {
+            storage_url: "redis://u:p@h:1/0".into(),
+        };
+        write_frame(&mut buf, &setup).unwrap();
+        let payload = serde_bytes::Bytes::new(&[1, 2, 3]);
+        write_frame(&mut buf, &ToWorkerRef::Run { job: 9, payload }).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(setup));
+        let run = ToWorker::Run {
+            job: 9,
+            payload: vec![1, 2, 3],
+        };
+        assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(run));
+    }
+
+    #[test]
     fn oversized_length_is_rejected_before_allocating() {
         let mut r = &(u32::MAX).to_le_bytes()[..];
         assert!(matches!(
