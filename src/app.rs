@@ -17,10 +17,12 @@ use crate::failure::Failure;
 use crate::lifecycle::Policy;
 use crate::message::Output;
 use crate::options::TaskOptions;
-use crate::storage::{self, MemoryStorage, Storage};
+use crate::storage::{IntoStorageUrl, LazyStorage, MemoryStorage, Storage, StorageUrl};
 
 struct Inner {
     name: String,
+    /// The URL the storage was opened from (`None` for a storage handed in).
+    url: Option<StorageUrl>,
     storage: RwLock<Arc<dyn Storage>>,
     /// The storage to go back to when immediate mode is switched off.
     saved_storage: RwLock<Option<Arc<dyn Storage>>>,
@@ -87,9 +89,14 @@ impl std::fmt::Debug for Huey {
 impl Huey {
     /// An app on a storage.
     pub fn new(name: impl Into<String>, storage: Arc<dyn Storage>) -> Huey {
+        Huey::with_url(name.into(), None, storage)
+    }
+
+    fn with_url(name: String, url: Option<StorageUrl>, storage: Arc<dyn Storage>) -> Huey {
         Huey {
             inner: Arc::new(Inner {
-                name: name.into(),
+                name,
+                url,
                 storage: RwLock::new(storage),
                 saved_storage: RwLock::new(None),
                 immediate: AtomicBool::new(false),
@@ -101,11 +108,26 @@ impl Huey {
         }
     }
 
-    /// An app on the storage at a URL (`sqlite:PATH`, `memory:`, `redis://…`).
-    pub fn open(name: impl Into<String>, url: &str) -> Result<Huey> {
+    /// An app on the storage at a URL (`sqlite:PATH`, `memory:`, `redis://…`; see
+    /// [`StorageUrl`]). Process workers of a supervisor open the same URL.
+    pub fn open(name: impl Into<String>, url: impl IntoStorageUrl) -> Result<Huey> {
         let name = name.into();
-        let storage = storage::open(url, &name)?;
-        Ok(Huey::new(name, storage))
+        let url = url.into_storage_url()?;
+        let storage = url.open(&name)?;
+        Ok(Huey::with_url(name, Some(url), storage))
+    }
+
+    /// An app whose storage at `url` is opened when first used (a process worker's: most of
+    /// its tasks never touch storage).
+    pub(crate) fn open_lazy(name: &str, url: StorageUrl) -> Huey {
+        let storage = Arc::new(LazyStorage::new(url.clone(), name));
+        Huey::with_url(name.to_string(), Some(url), storage)
+    }
+
+    /// The URL the app's storage was opened from; `None` when the storage was handed to
+    /// [`Huey::new`].
+    pub fn storage_url(&self) -> Option<&StorageUrl> {
+        self.inner.url.as_ref()
     }
 
     /// An app in immediate mode: enqueue runs the task at once in the caller, on memory storage.

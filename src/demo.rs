@@ -126,7 +126,6 @@ pub fn run(
     let cfg = Config {
         workers: args.workers as usize,
         kind: WorkerKind::Process,
-        storage_url: url.clone(),
         scheduler_interval: Duration::from_millis(100),
         log_tasks: false,
         periodic: false,

@@ -164,7 +164,6 @@ fn supervisor_handlers_receive_each_consumer_event() {
     let cfg = Config {
         workers: 2,
         kind: WorkerKind::Thread,
-        storage_url: url.clone(),
         log_tasks: false,
         scheduler_interval: Duration::from_millis(100),
         ..Config::default()

@@ -1,4 +1,4 @@
-//! The storage suite against the in-memory backend.
+//! The storage cases against the in-memory backend.
 #[macro_use]
 mod common;
 
@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use huey::storage::{MemoryStorage, Storage};
 
-storage_suite!({
+#[path = "common/cases/mod.rs"]
+mod cases;
+
+/// Handles on one fresh in-memory storage.
+fn factory() -> impl Fn() -> Arc<dyn Storage> {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     move || storage.clone()
-});
+}

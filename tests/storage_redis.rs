@@ -1,4 +1,5 @@
-//! Behaviour of the Redis storage against real `redis-server` processes started per test.
+//! The storage cases, and behaviour only Redis shows, against real `redis-server` processes
+//! started per test.
 
 #[macro_use]
 mod common;
@@ -11,16 +12,14 @@ use common::redis_server::RedisServer;
 use huey::storage::{self, Batch, DequeueRequest, Flush, Ns, Ready, ResultPut, Storage};
 use huey::Error;
 
-/// A factory opening new connections to one private server (started per test).
-fn redis_factory() -> impl Fn() -> Arc<dyn Storage> {
+/// The storage cases, against Redis.
+#[path = "common/cases/mod.rs"]
+mod cases;
+
+/// New connections to one private server (started per test).
+fn factory() -> impl Fn() -> Arc<dyn Storage> {
     let server = RedisServer::start();
     move || open(&server)
-}
-
-/// The storage behaviours every backend shares.
-mod suite {
-    use super::*;
-    storage_suite!(redis_factory());
 }
 
 fn open(server: &RedisServer) -> Arc<dyn Storage> {

@@ -1,4 +1,4 @@
-//! The storage suite against SQLite files, plus what only a file shared by several processes
+//! The storage cases against SQLite files, plus what only a file shared by several processes
 //! can show.
 #[macro_use]
 mod common;
@@ -11,8 +11,12 @@ fn open(path: &std::path::Path) -> Arc<dyn Storage> {
     Arc::new(SqliteStorage::open(path.to_str().unwrap(), SqliteOptions::default()).unwrap())
 }
 
-/// A factory opening a new connection on one database file in a fresh directory.
-fn sqlite_factory() -> impl Fn() -> Arc<dyn Storage> {
+/// The storage cases, against SQLite.
+#[path = "common/cases/mod.rs"]
+mod cases;
+
+/// New connections on one database file in a fresh directory.
+fn factory() -> impl Fn() -> Arc<dyn Storage> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huey.db");
     move || {
@@ -20,8 +24,6 @@ fn sqlite_factory() -> impl Fn() -> Arc<dyn Storage> {
         open(&path)
     }
 }
-
-storage_suite!(sqlite_factory());
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -32,7 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::suite::{enqueue, names, ready, request, waiting};
-use huey::storage::{Batch, Lease, Synchronous};
+use huey::storage::{Batch, Kv, Lease, Synchronous};
 use huey::Error;
 
 /// The environment variable that hands a helper process its database path.

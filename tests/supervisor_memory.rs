@@ -17,12 +17,12 @@ fn consumer(
     huey::supervisor::StopHandle,
     std::thread::JoinHandle<Stopped>,
 ) {
-    let app = Huey::new("hueyd", Arc::new(MemoryStorage::new()));
+    // Opened from its URL: process workers open the same URL (their own memory storage).
+    let app = Huey::open("hueyd", "memory:").unwrap();
     huey::demo::register(&app).unwrap();
     let cfg = Config {
         workers: 2,
         kind,
-        storage_url: "memory:".into(),
         worker_exe: Some(env!("CARGO_BIN_EXE_hueyd").into()),
         log_tasks: false,
         ..Config::default()
@@ -96,7 +96,6 @@ fn startup_and_shutdown_hooks_run_in_every_thread_worker() {
     let cfg = Config {
         workers: 3,
         kind: WorkerKind::Thread,
-        storage_url: "memory:".into(),
         log_tasks: false,
         ..Config::default()
     };
@@ -116,4 +115,17 @@ fn startup_and_shutdown_hooks_run_in_every_thread_worker() {
         3,
         "each worker ran its shutdown hook"
     );
+}
+
+#[test]
+fn process_workers_need_an_app_opened_from_a_url() {
+    let app = Huey::new("no-url", Arc::new(MemoryStorage::new()));
+    let cfg = Config {
+        kind: WorkerKind::Process,
+        ..Config::default()
+    };
+    let Err(Error::Config(e)) = Supervisor::new(app, cfg) else {
+        panic!("expected a configuration error")
+    };
+    assert!(e.contains("Huey::open"), "{e}");
 }

@@ -87,11 +87,10 @@ fn seconds(s: &str) -> std::result::Result<Duration, String> {
 }
 
 impl ConsumerArgs {
-    fn config(&self, storage_url: &str) -> Config {
+    fn config(&self) -> Config {
         Config {
             workers: self.workers as usize,
             kind: self.kind,
-            storage_url: storage_url.to_string(),
             queues: self.queues.clone(),
             periodic: !self.no_periodic,
             scheduler_interval: self.scheduler_interval,
@@ -117,11 +116,7 @@ impl ConsumerArgs {
 }
 
 /// Run the consumer until it is stopped. `open` opens the storage and registers the tasks.
-pub(super) fn run(
-    c: &ConsumerArgs,
-    storage_url: &str,
-    open: impl FnOnce() -> Result<Huey>,
-) -> Result<ExitCode> {
+pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Result<ExitCode> {
     crate::logging::init_logging(c.logfile.clone(), c.log_level())?;
     if c._delay.is_some() || c._max_delay.is_some() || c._backoff.is_some() {
         tracing::warn!(
@@ -135,8 +130,9 @@ pub(super) fn run(
         Some(p) => Some(Pidfile::create(p)?),
         None => None,
     };
-    let cfg = c.config(storage_url);
-    if cfg.kind == WorkerKind::Process && storage_url.starts_with("memory:") {
+    let cfg = c.config();
+    if cfg.kind == WorkerKind::Process && app.storage_url().is_some_and(|u| u.backend() == "memory")
+    {
         tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");
     }
     if cfg.kind == WorkerKind::Thread && cfg.max_memory_kib.is_some() {

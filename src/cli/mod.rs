@@ -11,7 +11,6 @@ mod consumer;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -29,7 +28,7 @@ struct Cli {
     #[arg(
         long,
         env = "HUEY_STORAGE",
-        default_value = "sqlite:huey.db",
+        default_value = crate::storage::DEFAULT_URL,
         global = true
     )]
     storage: String,
@@ -136,22 +135,15 @@ fn run(
             let app = open_app(name, &cli.storage, register)?;
             admin::run(&app, cmd)
         }
-        None => consumer::run(&cli.consumer, &cli.storage, || {
-            open_app(name, &cli.storage, register)
-        }),
+        None => consumer::run(&cli.consumer, || open_app(name, &cli.storage, register)),
     }
 }
 
 fn worker(name: &str, register: &dyn Fn(&Huey) -> Result<()>) -> ExitCode {
-    // The supervisor checked the storage; here it is opened only if task code uses it.
-    let url = crate::storage::default_url();
-    let app = Huey::new(name, Arc::new(crate::storage::LazyStorage::new(url, name)));
-    let app = match register(&app) {
-        Ok(()) => app,
-        Err(e) => {
-            eprintln!("huey worker {}: could not start: {e}", std::process::id());
-            return ExitCode::from(3);
-        }
-    };
-    ExitCode::from(crate::worker::process::worker_main(&app) as u8)
+    ExitCode::from(crate::worker::process::worker_main(|url| {
+        // The supervisor checked the storage; here it is opened only if task code uses it.
+        let app = Huey::open_lazy(name, url);
+        register(&app)?;
+        Ok(app)
+    }) as u8)
 }

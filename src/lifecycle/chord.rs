@@ -43,39 +43,20 @@ fn chord_count(c: &ChordMember, outcome: &StoredResult, now_ms: u64) -> crate::R
     let mut cb = c.callback.clone();
     cb.enqueued_ms = now_ms;
     let args_tail = std::mem::take(&mut cb.args);
-    let (payload_head, payload_tail) = split_around_args(&cb)?;
+    let callback = ChordCallback::for_message(
+        &cb,
+        encode("chord size", &(c.size as usize))?,
+        args_tail,
+        [&[1u8][..], &encode("task error", &missing)?].concat(),
+    )?;
     Ok(ChordCount {
         chord: c.chord.clone(),
         index: c.index,
         size: c.size,
         outcome: item,
         ttl: CHORD_TTL,
-        callback: ChordCallback {
-            id: cb.id.clone(),
-            queue: cb.queue().to_string(),
-            priority: cb.priority(),
-            payload_head,
-            payload_tail,
-            args_head: encode("chord size", &(c.size as usize))?,
-            args_tail,
-            missing: [&[1u8][..], &encode("task error", &missing)?].concat(),
-        },
+        callback,
     })
-}
-
-/// The encoding of a message with empty arguments, split around its arguments' length byte:
-/// the fields before `args` are the version byte, the id and the task name.
-fn split_around_args(m: &Message) -> crate::Result<(Vec<u8>, Vec<u8>)> {
-    debug_assert!(m.args.is_empty());
-    let bytes = m.encode()?;
-    let at = 1 + encode("task id", &m.id)?.len() + encode("task name", &m.task)?.len();
-    match bytes.get(at) {
-        Some(0) => Ok((bytes[..at].to_vec(), bytes[at + 1..].to_vec())),
-        _ => Err(crate::Error::Encode {
-            what: "chord callback",
-            message: "its arguments are not where the message layout puts them".into(),
-        }),
-    }
 }
 
 fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> crate::Result<Vec<u8>> {

@@ -6,74 +6,96 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::*;
+use crate::error::Result;
 
 /// Opens `url` the first time a method is called; an open that fails is retried next call.
 pub struct LazyStorage {
-    url: String,
+    url: StorageUrl,
     app: String,
     opened: OnceLock<Arc<dyn Storage>>,
 }
 
 impl LazyStorage {
     /// A storage for `app` at `url`, not opened yet.
-    pub fn new(url: impl Into<String>, app: impl Into<String>) -> LazyStorage {
+    pub fn new(url: StorageUrl, app: impl Into<String>) -> LazyStorage {
         LazyStorage {
-            url: url.into(),
+            url,
             app: app.into(),
             opened: OnceLock::new(),
         }
     }
 
-    fn get(&self) -> Result<&Arc<dyn Storage>> {
+    fn opened(&self) -> Result<&Arc<dyn Storage>> {
         if let Some(s) = self.opened.get() {
             return Ok(s);
         }
-        let s = open(&self.url, &self.app)?;
+        let s = self.url.open(&self.app)?;
         Ok(self.opened.get_or_init(|| s))
     }
 }
 
 macro_rules! delegate {
-    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
-        $(fn $name(&self $(, $arg: $ty)*) -> $ret {
-            self.get()?.$name($($arg),*)
-        })*
+    ($role:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+        impl $role for LazyStorage {
+            $(fn $name(&self $(, $arg: $ty)*) -> $ret {
+                self.opened()?.$name($($arg),*)
+            })*
+        }
     };
 }
 
-impl Storage for LazyStorage {
+delegate!(Queue {
+    fn apply(&self, batch: &Batch) -> Result<()>;
+    fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
+    fn release(&self, leases: &[Lease]) -> Result<()>;
+});
+
+delegate!(Schedule {
+    fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
+});
+
+delegate!(Results {
+    fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>>;
+    fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>>;
+    fn delete_result(&self, id: &str) -> Result<bool>;
+});
+
+delegate!(Kv {
+    fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
+    fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
+    fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
+    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;
+    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
+    fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>>;
+    fn incr(&self, key: &str, by: i64) -> Result<i64>;
+    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
+});
+
+impl Inspect for LazyStorage {
     fn backend(&self) -> &'static str {
         match self.opened.get() {
             Some(s) => s.backend(),
-            None if self.url.starts_with("sqlite:") => "sqlite",
-            None if self.url.starts_with("memory:") => "memory",
-            None => "redis",
+            None => self.url.backend(),
         }
     }
 
-    delegate! {
-        fn apply(&self, batch: &Batch) -> Result<()>;
-        fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
-        fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
-        fn release(&self, leases: &[Lease]) -> Result<()>;
-        fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
-        fn next_eta(&self) -> Result<Option<u64>>;
-        fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>>;
-        fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>>;
-        fn delete_result(&self, id: &str) -> Result<bool>;
-        fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
-        fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
-        fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
-        fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
-        fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;
-        fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>>;
-        fn incr(&self, key: &str, by: i64) -> Result<i64>;
-        fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
-        fn counts(&self) -> Result<Counts>;
-        fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>>;
-        fn scheduled(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
-        fn dead(&self, limit: usize) -> Result<Vec<DeadLetter>>;
-        fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize>;
-        fn flush(&self, what: Flush) -> Result<()>;
+    fn counts(&self) -> Result<Counts> {
+        self.opened()?.counts()
+    }
+    fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
+        self.opened()?.pending(limit)
+    }
+    fn scheduled(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.opened()?.scheduled(limit)
+    }
+    fn dead(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.opened()?.dead(limit)
+    }
+    fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize> {
+        self.opened()?.retry_dead(keys)
+    }
+    fn flush(&self, what: Flush) -> Result<()> {
+        self.opened()?.flush(what)
     }
 }

@@ -9,6 +9,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::*;
 use crate::clock::{ms, now_ms};
+use crate::error::Result;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -40,6 +41,17 @@ struct State {
     counters: HashMap<String, i64>,
     expiring: HashMap<String, (i64, u64)>,
     dead: BTreeMap<u64, DeadLetter>,
+    chords: HashMap<String, Chord>,
+}
+
+/// One chord's bookkeeping (see [`ChordCount`]): each entry with its expiry (ms).
+#[derive(Default)]
+struct Chord {
+    marks: HashMap<u32, u64>,
+    items: HashMap<u32, (Vec<u8>, u64)>,
+    count: Option<(u32, u64)>,
+    /// When the last of its entries expires.
+    until: u64,
 }
 
 impl State {
@@ -96,6 +108,37 @@ impl State {
         );
     }
 
+    /// Count a chord member; the callback when it was the last one.
+    fn count_chord(&mut self, c: &ChordCount, now: u64) -> Option<Ready> {
+        let ch = self.chords.entry(c.chord.clone()).or_default();
+        if ch.marks.get(&c.index).is_some_and(|&exp| exp > now) {
+            return None; // counted before: it ran twice
+        }
+        let exp = now.saturating_add(ms(c.ttl));
+        ch.until = ch.until.max(exp);
+        ch.marks.insert(c.index, exp);
+        ch.items.insert(c.index, (c.outcome.clone(), exp));
+        let count = match ch.count {
+            Some((n, until)) if until > now => (n + 1, until),
+            _ => (1, exp),
+        };
+        ch.count = Some(count);
+        if count.0 != c.size {
+            return None;
+        }
+        let items = &ch.items;
+        let ready = c.callback.ready((0..c.size).map(|i| {
+            items
+                .get(&i)
+                .filter(|(_, exp)| *exp > now)
+                .map(|(v, _)| v.as_slice())
+        }));
+        // The marks stay until they expire, so a member that runs again is not counted.
+        ch.items.clear();
+        ch.count = None;
+        Some(ready)
+    }
+
     fn live(v: Option<&(Vec<u8>, Option<u64>)>, now: u64) -> Option<&Vec<u8>> {
         v.filter(|(_, exp)| exp.is_none_or(|e| e > now))
             .map(|(v, _)| v)
@@ -109,14 +152,6 @@ fn parse_lease(l: &Lease) -> Option<(u64, u64)> {
 
 fn expiry(ttl: Option<Duration>) -> Option<u64> {
     ttl.map(|t| now_ms().saturating_add(ms(t)))
-}
-
-/// When a wait of `wait` from now ends (waits too long to represent end in a century).
-fn deadline(wait: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(now)
 }
 
 /// Storage in this process's memory.
@@ -175,11 +210,7 @@ impl MemoryStorage {
     }
 }
 
-impl Storage for MemoryStorage {
-    fn backend(&self) -> &'static str {
-        "memory"
-    }
-
+impl Queue for MemoryStorage {
     fn apply(&self, batch: &Batch) -> Result<()> {
         let mut st = self.state.lock();
         for l in &batch.ack {
@@ -207,6 +238,15 @@ impl Storage for MemoryStorage {
                 d.payload.clone(),
                 d.error.clone(),
             );
+        }
+        if !batch.chords.is_empty() {
+            let now = now_ms();
+            st.chords.retain(|_, ch| ch.until > now);
+            for c in &batch.chords {
+                if let Some(r) = st.count_chord(c, now) {
+                    st.push_ready(r, 0);
+                }
+            }
         }
         drop(st);
         self.changed.notify_all();
@@ -256,7 +296,9 @@ impl Storage for MemoryStorage {
         self.changed.notify_all();
         Ok(())
     }
+}
 
+impl Schedule for MemoryStorage {
     fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize> {
         let mut st = self.state.lock();
         let due: Vec<(u64, u64)> = st
@@ -275,11 +317,9 @@ impl Storage for MemoryStorage {
         }
         Ok(due.len())
     }
+}
 
-    fn next_eta(&self) -> Result<Option<u64>> {
-        Ok(self.state.lock().schedule.keys().next().map(|k| k.0))
-    }
-
+impl Results for MemoryStorage {
     fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
         let mut st = self.state.lock();
         let now = now_ms();
@@ -312,7 +352,9 @@ impl Storage for MemoryStorage {
     fn delete_result(&self, id: &str) -> Result<bool> {
         Ok(self.state.lock().results.remove(id).is_some())
     }
+}
 
+impl Kv for MemoryStorage {
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
         let st = self.state.lock();
         Ok(State::live(st.kv.get(&(ns, key.to_string())), now_ms()).cloned())
@@ -336,16 +378,6 @@ impl Storage for MemoryStorage {
         Ok(true)
     }
 
-    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut st = self.state.lock();
-        let now = now_ms();
-        Ok(st
-            .kv
-            .remove(&(ns, key.to_string()))
-            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
-            .map(|(v, _)| v))
-    }
-
     fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool> {
         let mut st = self.state.lock();
         let k = (ns, key.to_string());
@@ -354,6 +386,16 @@ impl Storage for MemoryStorage {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut st = self.state.lock();
+        let now = now_ms();
+        Ok(st
+            .kv
+            .remove(&(ns, key.to_string()))
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+            .map(|(v, _)| v))
     }
 
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
@@ -384,6 +426,12 @@ impl Storage for MemoryStorage {
         let c = st.expiring.entry(key.to_string()).or_insert((0, until));
         c.0 += by;
         Ok(c.0)
+    }
+}
+
+impl Inspect for MemoryStorage {
+    fn backend(&self) -> &'static str {
+        "memory"
     }
 
     fn counts(&self) -> Result<Counts> {
@@ -449,9 +497,7 @@ impl Storage for MemoryStorage {
         let mut n = 0;
         for k in chosen {
             if let Some(d) = st.dead.remove(&k) {
-                let priority = crate::message::Message::decode(&d.payload)
-                    .map(|m| m.priority())
-                    .unwrap_or(0);
+                let priority = priority_of(&d.payload);
                 st.push_ready(
                     Ready {
                         id: d.id,
@@ -488,6 +534,7 @@ impl Storage for MemoryStorage {
             st.kv.retain(|(ns, _), _| *ns == Ns::Locks);
             st.counters.clear();
             st.expiring.clear();
+            st.chords.clear();
         }
         if what.dead {
             st.dead.clear();

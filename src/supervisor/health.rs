@@ -190,8 +190,10 @@ impl Supervisor {
                     Some(p) => Ok(p.clone()),
                     None => std::env::current_exe(),
                 };
-                let env = vec![("HUEY_STORAGE".to_string(), self.cfg.storage_url.clone())];
-                exe.and_then(|exe| ProcessWorker::spawn(&exe, &env, i, gen, events))
+                let url = self.app.storage_url().ok_or_else(|| {
+                    std::io::Error::other("the app was not opened from a storage URL")
+                });
+                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, i, gen, events))
                     .map(Worker::Process)
             }
         };

@@ -41,8 +41,6 @@ pub enum WorkerKind {
 pub struct Config {
     pub workers: usize,
     pub kind: WorkerKind,
-    /// The storage URL (given to process workers so task code can enqueue).
-    pub storage_url: String,
     /// Queues served, in order.
     pub queues: Vec<String>,
     /// Enqueue periodic tasks from this consumer.
@@ -74,7 +72,6 @@ impl Default for Config {
         Config {
             workers: 1,
             kind: WorkerKind::Thread,
-            storage_url: crate::storage::default_url(),
             queues: vec![crate::message::DEFAULT_QUEUE.to_string()],
             periodic: true,
             scheduler_interval: Duration::from_secs(1),
@@ -131,7 +128,7 @@ enum Input {
 /// # fn main() -> huey::Result<()> {
 /// let app = Huey::open("docs", "memory:")?;
 /// let add = app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
-/// let cfg = Config { workers: 2, kind: WorkerKind::Thread, storage_url: "memory:".into(), ..Config::default() };
+/// let cfg = Config { workers: 2, kind: WorkerKind::Thread, ..Config::default() };
 /// let supervisor = Supervisor::new(app.clone(), cfg)?;
 /// let stop = supervisor.stop_handle();
 /// let consumer = std::thread::spawn(move || supervisor.run());
@@ -180,6 +177,12 @@ impl Supervisor {
     pub fn new(app: Huey, cfg: Config) -> Result<Supervisor> {
         if cfg.workers == 0 {
             return Err(Error::Config("--workers must be at least 1".into()));
+        }
+        if cfg.kind == WorkerKind::Process && app.storage_url().is_none() {
+            return Err(Error::Config(
+                "process workers open the app's storage by its URL: open the app with Huey::open"
+                    .into(),
+            ));
         }
         let (tx, rx) = mpsc::channel();
         // Workers report straight onto the main loop's channel.

@@ -23,6 +23,11 @@ pub enum ToWorker {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// The first frame, and only the first: the storage the worker's app opens (the URL
+    /// travels on the pipe, so no environment variable hands it on to task subprocesses and
+    /// no command line shows its password). After `Run`, which [`ToWorkerRef`] writes as the
+    /// first variant.
+    Setup { storage_url: String },
 }
 
 /// Worker → supervisor.
@@ -114,6 +119,24 @@ mod tests {
         assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(a));
         assert_eq!(read_frame::<FromWorker>(&mut r).unwrap(), Some(b));
         assert_eq!(read_frame::<FromWorker>(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn setup_then_borrowed_runs_read_back_as_sent() {
+        let mut buf = Vec::new();
+        let setup = ToWorker::Setup {
+            storage_url: "redis://u:p@h:1/0".into(),
+        };
+        write_frame(&mut buf, &setup).unwrap();
+        let payload = serde_bytes::Bytes::new(&[1, 2, 3]);
+        write_frame(&mut buf, &ToWorkerRef::Run { job: 9, payload }).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(setup));
+        let run = ToWorker::Run {
+            job: 9,
+            payload: vec![1, 2, 3],
+        };
+        assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(run));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! replaces it: `fcntl`, `dup2`, `prctl`, `getppid`, `sigaction` and `_exit`. No Rust code that
 //! allocates or takes locks runs between `fork` and `exec`.
 //!
-//! Protocol: the worker reads [`ToWorker`] frames on fd 3 and writes [`FromWorker`] frames on
-//! fd 4. Its stdout and stderr are the supervisor's, so whatever task code prints cannot corrupt
+//! Protocol: the worker reads [`ToWorker`] frames on fd 3 (a `Setup` naming the storage first,
+//! then attempts to run) and writes [`FromWorker`] frames on fd 4. Its stdout and stderr are the supervisor's, so whatever task code prints cannot corrupt
 //! the protocol. It dies with the supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
 
 use std::fs::File;
@@ -26,8 +26,10 @@ use nix::unistd::{pipe2, Pid};
 use super::ipc::{read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef};
 use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
+use crate::error::Result;
 use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
+use crate::storage::StorageUrl;
 
 /// Set in a worker's environment: the process runs the worker loop instead of its `main`.
 pub const WORKER_ENV: &str = "HUEY_WORKER";
@@ -41,11 +43,11 @@ pub struct ProcessWorker {
 }
 
 impl ProcessWorker {
-    /// Start `exe` as a worker for a slot. A reader thread forwards its frames as events and,
-    /// at end of stream, reaps it and reports how it exited.
+    /// Start `exe` as a worker for a slot, on the storage at `storage_url`. A reader thread
+    /// forwards its frames as events and, at end of stream, reaps it and reports how it exited.
     pub fn spawn(
         exe: &Path,
-        env: &[(String, String)],
+        storage_url: &StorageUrl,
         slot: usize,
         gen: u64,
         events: EventSink,
@@ -54,7 +56,6 @@ impl ProcessWorker {
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
         let mut cmd = Command::new(exe);
         cmd.env(WORKER_ENV, "1")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
             // decides how its workers stop.
@@ -93,10 +94,19 @@ impl ProcessWorker {
         std::thread::Builder::new()
             .name(format!("huey-reader-{pid}"))
             .spawn(move || read_worker(child, out_r, slot, gen, events))?;
-        Ok(ProcessWorker {
+        let mut worker = ProcessWorker {
             pid,
             to_worker: Some(BufWriter::new(File::from(task_w))),
-        })
+        };
+        let setup = ToWorker::Setup {
+            storage_url: storage_url.to_string(),
+        };
+        // A worker that is gone already fails this write; its reader reports the exit.
+        if let Some(w) = &mut worker.to_worker {
+            let _ = write_frame(w, &setup);
+        }
+        worker.flush();
+        Ok(worker)
     }
 
     /// The worker's pid.
@@ -206,14 +216,34 @@ pub fn is_worker() -> bool {
     std::env::var_os(WORKER_ENV).is_some()
 }
 
-/// The worker's side: read attempts on fd 3, run them, answer on fd 4, until end of file.
-/// Returns the process exit code.
-pub fn worker_main(app: &Huey) -> i32 {
+/// The worker's side: read the storage URL on fd 3 and build the app with `build`, then read
+/// attempts, run them and answer on fd 4, until end of file. Returns the process exit code.
+pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
     // SAFETY: the supervisor placed the two pipe ends on fds 3 and 4 before exec (see
     // `spawn`); nothing else in this process owns them, so adopting them is sound.
     let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
+    let pid = std::process::id();
+    let url = match read_frame::<ToWorker>(&mut input) {
+        Ok(Some(ToWorker::Setup { storage_url })) => storage_url.parse::<StorageUrl>(),
+        Ok(None) => return 0,
+        Ok(Some(other)) => {
+            eprintln!("huey worker {pid}: expected the setup frame first, got {other:?}");
+            return 3;
+        }
+        Err(e) => {
+            eprintln!("huey worker {pid}: {e}");
+            return 3;
+        }
+    };
+    let app = match url.and_then(build) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("huey worker {pid}: could not start: {e}");
+            return 3;
+        }
+    };
     app.run_startup_hooks();
     let ready = FromWorker::Ready {
         pid: std::process::id(),
@@ -227,6 +257,10 @@ pub fn worker_main(app: &Huey) -> i32 {
     loop {
         let (job, payload) = match read_frame::<ToWorker>(&mut input) {
             Ok(Some(ToWorker::Run { job, payload })) => (job, payload),
+            Ok(Some(ToWorker::Setup { .. })) => {
+                eprintln!("huey worker {pid}: a second setup frame");
+                return 3;
+            }
             Ok(None) => {
                 app.run_shutdown_hooks();
                 return 0;

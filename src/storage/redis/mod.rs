@@ -25,7 +25,7 @@
 //! run of sequence numbers), so the commands per call hardly depend on the batch size. Needs
 //! Redis 6.2 or later (`ZMSCORE`).
 //! - **apply** writes a whole [`Batch`] (acks, enqueues, schedule entries, results, dead
-//!   letters) in one script, so an outcome is never half written.
+//!   letters, chord counts) in one script, so an outcome is never half written.
 //! - **promote_due** moves due schedule entries (a sorted set by eta) to their queue.
 //!
 //! Lease and TTL times come from the Redis server's clock (`TIME`), so consumers on hosts with
@@ -48,7 +48,8 @@
 //! prefix), and several apps can share one server. Key-value entries are `kv:<ns>:<key>` strings
 //! with Redis TTLs plus a per-namespace index sorted by expiry (`kvi:<ns>`), so `list` reads one
 //! index and never scans the keyspace; results are `r:<id>` strings indexed the same way, which
-//! keeps `counts` to a few `ZCARD`/`ZCOUNT`s.
+//! keeps `counts` to a few `ZCARD`/`ZCOUNT`s. A chord's bookkeeping is `ch:<chord>:…` keys with
+//! Redis TTLs (marks, items, count), indexed in `chords` so a flush finds them.
 //!
 //! **Connections.** A small pool (`conn.rs`). A lost connection is an
 //! [`Error::Storage`] and the next call reconnects. Acks are idempotent by
@@ -58,17 +59,19 @@
 //! `redis+unix:///path/to/socket[?db=N]`.
 
 mod conn;
+mod inspect;
+mod kv;
 mod scripts;
 
 use std::time::{Duration, Instant};
 
-use ::redis::{Cmd, Commands, Connection, ErrorKind, ToRedisArgs, Value};
-use serde::Deserialize;
+use ::redis::{Cmd, Connection, ErrorKind, ToRedisArgs, Value};
 
 use self::conn::Pool;
-use self::scripts::{Lua, Scripts, COUNTERS, DEAD_BODY, KEY_NAMES, SCHEDULE};
+use self::scripts::{Lua, Scripts, KEY_NAMES};
 use super::*;
 use crate::clock::ms;
+use crate::error::{Error, Result};
 
 /// Storage in a Redis server, shared by every consumer of one app.
 pub struct RedisStorage {
@@ -76,16 +79,6 @@ pub struct RedisStorage {
     prefix: String,
     keys: Vec<String>,
     scripts: Scripts,
-}
-
-#[derive(Deserialize)]
-struct DeadInfo {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    queue: String,
-    #[serde(default)]
-    error: String,
 }
 
 impl RedisStorage {
@@ -99,14 +92,8 @@ impl RedisStorage {
         if app.is_empty() {
             return Err(bad("the app name must not be empty for Redis".into()));
         }
-        let url_norm = url
-            .strip_prefix("redis+unix://")
-            .map(|rest| format!("unix://{rest}"));
-        let client = ::redis::Client::open(url_norm.as_deref().unwrap_or(url)).map_err(|e| {
-            bad(format!(
-                "{e}; expected redis://host:port/db, rediss://… or redis+unix:///path"
-            ))
-        })?;
+        let client = ::redis::Client::open(super::url::redis_client_url(url))
+            .map_err(|e| bad(format!("{e}; {}", super::url::REDIS_FORMS)))?;
         let storage = RedisStorage::with_client(client, app);
         storage
             .pool
@@ -226,52 +213,6 @@ impl RedisStorage {
         inv.arg(id).arg(take as u8).arg(pass_on as u8);
         self.invoke(!take, &inv)
     }
-
-    fn kv_put(
-        &self,
-        ns: Ns,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-        only_if_empty: bool,
-    ) -> Result<bool> {
-        let mut inv = self.call(&self.scripts.kv_put);
-        inv.arg(ns.as_str())
-            .arg(key)
-            .arg(value)
-            .arg(ttl.map(|t| capped_ms(t).to_string()).unwrap_or_default())
-            .arg(only_if_empty as u8);
-        let written: i64 = self.invoke(!only_if_empty, &inv)?;
-        Ok(written == 1)
-    }
-
-    fn dead_entries(&self, limit: i64) -> Result<Vec<DeadLetter>> {
-        let mut inv = self.call(&self.scripts.dead);
-        inv.arg(limit);
-        let reply: Vec<Value> = self.invoke(true, &inv)?;
-        let mut out = Vec::new();
-        let mut it = reply.into_iter();
-        while let Some(key) = it.next() {
-            let (Some(key), Some(at), Some(info), Some(payload)) = (
-                string(key),
-                it.next().and_then(string),
-                it.next().and_then(bytes),
-                it.next().and_then(bytes),
-            ) else {
-                return Err(self.corrupt("dead"));
-            };
-            let info: DeadInfo = serde_json::from_slice(&info).map_err(|_| self.corrupt("dead"))?;
-            out.push(DeadLetter {
-                key,
-                id: info.id,
-                queue: info.queue,
-                payload,
-                error: info.error,
-                at_ms: at.parse::<f64>().map(|f| f as u64).unwrap_or(0),
-            });
-        }
-        Ok(out)
-    }
 }
 
 /// A script call being prepared: `EVALSHA` with the fixed keys and the prefix, then arguments.
@@ -364,11 +305,7 @@ fn string(v: Value) -> Option<String> {
     bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
-impl Storage for RedisStorage {
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
-
+impl Queue for RedisStorage {
     fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -397,6 +334,23 @@ impl Storage for RedisStorage {
         for d in &batch.dead {
             inv.arg(&d.id).arg(&d.queue).arg(&d.error).arg(&d.payload);
         }
+        inv.arg(batch.chords.len());
+        for c in &batch.chords {
+            let cb = &c.callback;
+            inv.arg(&c.chord)
+                .arg(c.index)
+                .arg(c.size)
+                .arg(capped_ms(c.ttl))
+                .arg(&c.outcome)
+                .arg(&cb.id)
+                .arg(&cb.queue)
+                .arg(cb.priority)
+                .arg(&cb.payload_head)
+                .arg(&cb.payload_tail)
+                .arg(&cb.args_head)
+                .arg(&cb.args_tail)
+                .arg(&cb.missing);
+        }
         let _: i64 = self.invoke(false, &inv)?;
         Ok(())
     }
@@ -405,7 +359,7 @@ impl Storage for RedisStorage {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let deadline = far_deadline(req.wait);
+        let deadline = deadline(req.wait);
         loop {
             let (hint, out) = self.dequeue_once(req)?;
             let now = Instant::now();
@@ -440,7 +394,9 @@ impl Storage for RedisStorage {
         let _: i64 = self.invoke(true, &inv)?;
         Ok(())
     }
+}
 
+impl Schedule for RedisStorage {
     fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize> {
         if max == 0 {
             return Ok(0);
@@ -450,21 +406,15 @@ impl Storage for RedisStorage {
         let n: i64 = self.invoke(false, &inv)?;
         Ok(n.max(0) as usize)
     }
+}
 
-    fn next_eta(&self) -> Result<Option<u64>> {
-        let key = &self.keys[SCHEDULE];
-        let first: Vec<(String, f64)> = self
-            .pool
-            .run(true, |con| con.zrange_withscores(key, 0, 0))?;
-        Ok(first.first().map(|(_, eta)| *eta as u64))
-    }
-
+impl Results for RedisStorage {
     fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
         self.read_result(id, take, false)
     }
 
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let deadline = far_deadline(timeout);
+        let deadline = deadline(timeout);
         if let Some(v) = self.read_result(id, take, false)? {
             return Ok(Some(v));
         }
@@ -494,173 +444,6 @@ impl Storage for RedisStorage {
         let n: i64 = self.invoke(true, &inv)?;
         Ok(n > 0)
     }
-
-    fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
-        let k = format!("{}kv:{}:{key}", self.prefix, ns.as_str());
-        self.pool.run(true, |con| con.get(&k))
-    }
-
-    fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.kv_put(ns, key, value, ttl, false).map(|_| ())
-    }
-
-    fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.kv_put(ns, key, value, ttl, true)
-    }
-
-    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut inv = self.call(&self.scripts.kv_take);
-        inv.arg(ns.as_str()).arg(key);
-        self.invoke(false, &inv)
-    }
-
-    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool> {
-        let mut inv = self.call(&self.scripts.kv_delete_if);
-        inv.arg(ns.as_str()).arg(key).arg(value);
-        let n: i64 = self.invoke(false, &inv)?;
-        Ok(n > 0)
-    }
-
-    fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut inv = self.call(&self.scripts.kv_list);
-        inv.arg(ns.as_str());
-        let reply: Vec<Vec<u8>> = self.invoke(true, &inv)?;
-        let mut out = Vec::with_capacity(reply.len() / 2);
-        let mut it = reply.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            let k = String::from_utf8(k).map_err(|_| self.corrupt("list"))?;
-            out.push((k, v));
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    fn incr(&self, key: &str, by: i64) -> Result<i64> {
-        let counters = &self.keys[COUNTERS];
-        self.pool.run(false, |con| con.hincr(counters, key, by))
-    }
-
-    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
-        let mut inv = self.call(&self.scripts.incr_expiring);
-        inv.arg(key).arg(by).arg(capped_ms(ttl).max(1));
-        self.invoke(false, &inv)
-    }
-
-    fn counts(&self) -> Result<Counts> {
-        let inv = self.call(&self.scripts.counts);
-        let c: Vec<i64> = self.invoke(true, &inv)?;
-        let [ready, scheduled, in_flight, results, dead] = c[..] else {
-            return Err(self.corrupt("counts"));
-        };
-        let n = |v: i64| v.max(0) as u64;
-        Ok(Counts {
-            ready: n(ready),
-            scheduled: n(scheduled),
-            in_flight: n(in_flight),
-            results: n(results),
-            dead: n(dead),
-        })
-    }
-
-    fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut inv = self.call(&self.scripts.pending);
-        inv.arg(limit.min(i64::MAX as usize) as i64);
-        self.invoke(true, &inv)
-    }
-
-    fn scheduled(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut inv = self.call(&self.scripts.scheduled);
-        inv.arg(limit.min(i64::MAX as usize) as i64);
-        let reply: Vec<Value> = self.invoke(true, &inv)?;
-        let mut out = Vec::new();
-        let mut it = reply.into_iter();
-        while let (Some(eta), Some(payload)) = (it.next(), it.next()) {
-            let eta = string(eta)
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(|| self.corrupt("scheduled"))?;
-            let payload = bytes(payload).ok_or_else(|| self.corrupt("scheduled"))?;
-            out.push((eta as u64, payload));
-        }
-        Ok(out)
-    }
-
-    fn dead(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.dead_entries(limit.min(i64::MAX as usize) as i64)
-    }
-
-    fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize> {
-        // The priority is inside the payload, which only Rust can decode: read, then move.
-        let chosen: Vec<(String, i32)> = match keys {
-            None => self
-                .dead_entries(-1)?
-                .into_iter()
-                .map(|d| {
-                    let p = priority_of(&d.payload);
-                    (d.key, p)
-                })
-                .collect(),
-            Some(keys) => {
-                if keys.is_empty() {
-                    return Ok(0);
-                }
-                let body = &self.keys[DEAD_BODY];
-                let payloads: Vec<Option<Vec<u8>>> = self.pool.run(true, |con| {
-                    ::redis::cmd("HMGET").arg(body).arg(keys).query(con)
-                })?;
-                keys.iter()
-                    .zip(payloads)
-                    .filter_map(|(k, p)| p.map(|p| (k.clone(), priority_of(&p))))
-                    .collect()
-            }
-        };
-        if chosen.is_empty() {
-            return Ok(0);
-        }
-        let mut inv = self.call(&self.scripts.retry_dead);
-        for (k, p) in &chosen {
-            inv.arg(k).arg(*p);
-        }
-        let n: i64 = self.invoke(false, &inv)?;
-        Ok(n.max(0) as usize)
-    }
-
-    fn flush(&self, what: Flush) -> Result<()> {
-        let mut inv = self.call(&self.scripts.flush);
-        for part in [
-            what.queue,
-            what.schedule,
-            what.results,
-            what.locks,
-            what.dead,
-            what.kv,
-        ] {
-            inv.arg(part as u8);
-        }
-        let _: i64 = self.invoke(true, &inv)?;
-        Ok(())
-    }
-}
-
-fn priority_of(payload: &[u8]) -> i32 {
-    crate::message::Message::decode(payload)
-        .map(|m| m.priority())
-        .unwrap_or(0)
-}
-
-/// Now + `wait`, capped far in the future instead of overflowing.
-fn far_deadline(wait: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(wait)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// A lease or TTL in whole milliseconds for the scripts: at least 1, at most a century (Lua

@@ -1,0 +1,87 @@
+//! The inspection role: sizes and listings for admin commands, the dead-letter place, and
+//! flushing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Sizes of each part of the storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Ready to run, not leased (includes messages whose lease has expired).
+    pub ready: u64,
+    /// Waiting for their eta.
+    pub scheduled: u64,
+    /// Leased to a consumer right now.
+    pub in_flight: u64,
+    /// Stored results (and stored errors).
+    pub results: u64,
+    /// In the dead-letter place.
+    pub dead: u64,
+}
+
+/// A dead-letter entry as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The entry's key in the dead-letter place (for `dead retry`).
+    pub key: String,
+    /// The task id, if known.
+    pub id: String,
+    pub queue: String,
+    pub payload: Vec<u8>,
+    pub error: String,
+    pub at_ms: u64,
+}
+
+/// What [`Inspect::flush`] empties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flush {
+    /// The ready queue, in-flight messages included.
+    pub queue: bool,
+    pub schedule: bool,
+    pub results: bool,
+    pub locks: bool,
+    pub dead: bool,
+    /// Revocations, claims, app data, counters and chord bookkeeping too.
+    pub kv: bool,
+}
+
+impl Flush {
+    /// Everything.
+    pub fn all() -> Flush {
+        Flush {
+            queue: true,
+            schedule: true,
+            results: true,
+            locks: true,
+            dead: true,
+            kv: true,
+        }
+    }
+}
+
+/// What admin commands see and do: sizes, listings, dead letters, flushing.
+pub trait Inspect {
+    /// The backend's name for messages ("sqlite", "redis", "memory").
+    fn backend(&self) -> &'static str;
+
+    /// Sizes of each part.
+    fn counts(&self) -> Result<Counts>;
+
+    /// Up to `limit` ready payloads in the order they would run (across queues by priority,
+    /// then age).
+    fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>>;
+
+    /// Up to `limit` scheduled entries `(eta, payload)`, earliest first.
+    fn scheduled(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    /// Up to `limit` dead-letter entries, oldest first.
+    fn dead(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Put dead-letter entries (all when `keys` is `None`) back on the ready queue with a fresh
+    /// delivery count; returns how many.
+    fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize>;
+
+    /// Empty the parts chosen.
+    fn flush(&self, what: Flush) -> Result<()>;
+}

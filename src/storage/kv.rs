@@ -1,0 +1,73 @@
+//! The key-value role: entries with expiry in a few namespaces (locks, revocations, claims,
+//! app data), and counters.
+
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// Key-value namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ns {
+    /// Task locks (flushed by `--flush-locks`).
+    Locks,
+    /// Revocations by task id or task name.
+    Revoked,
+    /// Periodic-run claims and other once-only markers.
+    Claims,
+    /// Anything else an app stores (e.g. the demo's attempt counters).
+    Data,
+}
+
+impl Ns {
+    /// A short stable name, usable as a table or key prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ns::Locks => "locks",
+            Ns::Revoked => "revoked",
+            Ns::Claims => "claims",
+            Ns::Data => "data",
+        }
+    }
+}
+
+/// Key-value entries with optional expiry, and counters. An expired entry reads as absent.
+pub trait Kv {
+    /// Read a key.
+    fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Write a key, replacing any value.
+    fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
+
+    /// Write a key only if it is absent (or expired); returns whether it was written.
+    fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
+
+    /// Delete a key only if it holds `value` (compare-and-delete, e.g. releasing a lock only
+    /// while still its holder); returns whether it was deleted.
+    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;
+
+    /// Delete a key and return its value.
+    ///
+    /// The default reads the value, then deletes it only if it still holds it
+    /// ([`Kv::delete_if`]), and reads again when another writer got in between.
+    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
+        loop {
+            let Some(v) = self.get(ns, key)? else {
+                return Ok(None);
+            };
+            if self.delete_if(ns, key, &v)? {
+                return Ok(Some(v));
+            }
+        }
+    }
+
+    /// Every live key of a namespace, sorted (meant for small ones: revocations, locks).
+    fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Add `by` to a counter (missing counts as 0) and return the new value.
+    fn incr(&self, key: &str, by: i64) -> Result<i64>;
+
+    /// Add `by` to a counter that disappears `ttl` after it was created (a later call starts
+    /// again from 0) and return the new value. Meant for windows, e.g. rate limits. These
+    /// counters are apart from those of [`Kv::incr`].
+    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
+}

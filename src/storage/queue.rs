@@ -1,0 +1,138 @@
+//! The queue role: ready messages leased to consumers, the atomic [`Batch`] every outcome is
+//! written in, and the schedule role that feeds the queue.
+
+use std::time::Duration;
+
+use super::chord::ChordCount;
+use crate::error::Result;
+
+/// A message ready to run (or to be made ready at its eta).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    /// The task id (several entries may share one, e.g. a retry scheduled while acking).
+    pub id: String,
+    /// The named queue.
+    pub queue: String,
+    /// Higher first; FIFO within one priority.
+    pub priority: i32,
+    /// The encoded [`crate::message::Message`].
+    pub payload: Vec<u8>,
+}
+
+/// An entry for the schedule: made ready at `eta_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    pub eta_ms: u64,
+    pub ready: Ready,
+}
+
+/// An opaque handle on one delivery of a leased message, used to ack or extend it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease(pub String);
+
+/// One leased message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub lease: Lease,
+    /// The queue it was taken from.
+    pub queue: String,
+    pub payload: Vec<u8>,
+    /// How many times it has been delivered, this delivery included (1 the first time).
+    pub deliveries: u32,
+}
+
+/// What to dequeue and how.
+#[derive(Debug, Clone)]
+pub struct DequeueRequest {
+    /// Who holds the lease (for inspection and per-consumer recovery).
+    pub consumer: String,
+    /// Queues served, in the order given; within a queue by priority then FIFO.
+    pub queues: Vec<String>,
+    /// At most this many messages.
+    pub max: usize,
+    /// How long the lease lasts unless extended.
+    pub lease: Duration,
+    /// Block up to this long for a message when none is ready (zero: don't block).
+    pub wait: Duration,
+    /// A message that would be delivered for more than this many times is dead-lettered.
+    pub max_deliveries: u32,
+}
+
+/// A result (or stored error) to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultPut {
+    pub id: String,
+    pub value: Vec<u8>,
+    /// Expire the result after this long (`None`: keep until read).
+    pub ttl: Option<Duration>,
+}
+
+/// A message moved to the dead-letter place, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadPut {
+    /// The task id if the payload decoded, otherwise empty.
+    pub id: String,
+    pub queue: String,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+/// One atomic write. Empty vectors cost nothing.
+///
+/// Its parts are applied in field order; chord counts come last, so a callback made ready by
+/// one is queued after the batch's own enqueues.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Acknowledge these deliveries (deletes them; unknown or re-leased ones are ignored).
+    pub ack: Vec<Lease>,
+    pub enqueue: Vec<Ready>,
+    pub schedule: Vec<Scheduled>,
+    pub results: Vec<ResultPut>,
+    pub dead: Vec<DeadPut>,
+    /// Chord members to count (see [`ChordCount`]).
+    pub chords: Vec<ChordCount>,
+}
+
+impl Batch {
+    /// True when the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ack.is_empty()
+            && self.enqueue.is_empty()
+            && self.schedule.is_empty()
+            && self.results.is_empty()
+            && self.dead.is_empty()
+            && self.chords.is_empty()
+    }
+
+    /// Add everything `other` writes to this batch.
+    pub fn append(&mut self, other: Batch) {
+        self.ack.extend(other.ack);
+        self.enqueue.extend(other.enqueue);
+        self.schedule.extend(other.schedule);
+        self.results.extend(other.results);
+        self.dead.extend(other.dead);
+        self.chords.extend(other.chords);
+    }
+}
+
+/// The ready queue with leases, and the atomic batch write.
+pub trait Queue {
+    /// Write one batch atomically.
+    fn apply(&self, batch: &Batch) -> Result<()>;
+
+    /// Lease up to `req.max` ready messages, blocking up to `req.wait` when there are none.
+    fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
+
+    /// Push the expiry of these leases to now + `lease` (leases no longer held are ignored).
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
+
+    /// Give these leases up: the messages are ready again at once.
+    fn release(&self, leases: &[Lease]) -> Result<()>;
+}
+
+/// The schedule: entries written by [`Batch::schedule`], made ready when due.
+pub trait Schedule {
+    /// Atomically move schedule entries due at `now_ms` to the ready queue, in eta order;
+    /// returns how many.
+    fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
+}

@@ -1,0 +1,80 @@
+//! The scripts of results and key-value entries.
+
+/// result. ARGV: prefix, id, take (0/1), wake others (0/1). Returns the value or nil.
+pub(super) const RESULT: &str = r#"
+local id = ARGV[2]
+local key = prefix .. 'r:' .. id
+local v = redis.call('GET', key)
+if ARGV[3] == '1' then
+  redis.call('DEL', key)
+  redis.call('ZREM', K_RESULTS, id)
+elseif v and ARGV[4] == '1' then
+  -- Other waiters on the same result: pass the wake-up on.
+  local wake = prefix .. 'w:' .. id
+  redis.call('LPUSH', wake, '1')
+  redis.call('PEXPIRE', wake, 10000)
+end
+return v
+"#;
+
+/// delete_result. ARGV: prefix, id. Returns 1 when there was a result.
+pub(super) const DELETE_RESULT: &str = r#"
+redis.call('ZREM', K_RESULTS, ARGV[2])
+return redis.call('DEL', prefix .. 'r:' .. ARGV[2])
+"#;
+
+/// put / put_if_empty. ARGV: prefix, ns, key, value, ttl ms or "", only if empty (0/1).
+/// Returns 1 when written.
+pub(super) const KV_PUT: &str = r#"
+local now = now_ms()
+local index = prefix .. 'kvi:' .. ARGV[2]
+local key = prefix .. 'kv:' .. ARGV[2] .. ':' .. ARGV[3]
+local args = {'SET', key, ARGV[4]}
+if ARGV[5] ~= '' then args[#args + 1] = 'PX'; args[#args + 1] = ARGV[5] end
+if ARGV[6] == '1' then args[#args + 1] = 'NX' end
+if not redis.call(unpack(args)) then return 0 end
+local score = 'inf'
+if ARGV[5] ~= '' then score = int(now + tonumber(ARGV[5])) end
+redis.call('ZREMRANGEBYSCORE', index, '-inf', int(now))
+redis.call('ZADD', index, score, ARGV[3])
+return 1
+"#;
+
+/// take. ARGV: prefix, ns, key. Returns the value or nil.
+pub(super) const KV_TAKE: &str = r#"
+local key = prefix .. 'kv:' .. ARGV[2] .. ':' .. ARGV[3]
+local v = redis.call('GET', key)
+redis.call('DEL', key)
+redis.call('ZREM', prefix .. 'kvi:' .. ARGV[2], ARGV[3])
+return v
+"#;
+
+/// delete_if. ARGV: prefix, ns, key, value. Returns 1 when it held the value and was deleted.
+pub(super) const KV_DELETE_IF: &str = r#"
+local key = prefix .. 'kv:' .. ARGV[2] .. ':' .. ARGV[3]
+if redis.call('GET', key) ~= ARGV[4] then return 0 end
+redis.call('DEL', key)
+redis.call('ZREM', prefix .. 'kvi:' .. ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// incr_expiring. ARGV: prefix, key, by, ttl ms. Returns the new value.
+pub(super) const INCR_EXPIRING: &str = r#"
+local key = prefix .. 'ctr:' .. ARGV[2]
+local v = redis.call('INCRBY', key, ARGV[3])
+if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[4]) end
+return v
+"#;
+
+/// list. ARGV: prefix, ns. Returns {key, value, ...} (unsorted).
+pub(super) const KV_LIST: &str = r#"
+local now = now_ms()
+local index = prefix .. 'kvi:' .. ARGV[2]
+redis.call('ZREMRANGEBYSCORE', index, '-inf', int(now))
+local out = {}
+for _, k in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  local v = redis.call('GET', prefix .. 'kv:' .. ARGV[2] .. ':' .. k)
+  if v then out[#out + 1] = k; out[#out + 1] = v end
+end
+return out
+"#;

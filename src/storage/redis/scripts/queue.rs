@@ -1,0 +1,259 @@
+//! The scripts of the queue, schedule and chord counts: apply (a whole batch), dequeue,
+//! extend, release and promote.
+
+/// apply(batch). ARGV after the prefix: sections, each a count then its items:
+/// acks (seq, token), enqueues (queue, score = -priority, packed message), schedule (eta,
+/// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
+/// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
+/// payload head, payload tail, args head, args tail and missing item).
+///
+/// A chord's bookkeeping is one key per entry, each with a Redis TTL: `ch:<chord>:m:<index>`
+/// marks a counted member, `ch:<chord>:i:<index>` holds its item, `ch:<chord>:n` the count.
+/// They are indexed in `chords` (by expiry) so a flush finds them. The callback is packed and
+/// made ready exactly as an enqueue is.
+pub(super) const APPLY: &str = r#"
+-- Lengths as postcard writes them: 7 bits a byte, low first, high bit on all but the last.
+local function varint(n)
+  local out = {}
+  while n >= 128 do
+    out[#out + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  out[#out + 1] = string.char(n)
+  return table.concat(out)
+end
+-- The last member of the chord whose keys start with `base` was counted: make the callback
+-- described by ARGV[a..a+7] ready with the items in member order, then delete the items and the
+-- count (the marks stay until they expire, so a member that runs again is not counted again).
+local function fire_chord(base, size, a)
+  local names, keys = {}, {}
+  for k = 1, size do
+    names[k] = base .. 'i:' .. int(k - 1)
+    keys[k] = prefix .. names[k]
+  end
+  local parts = {ARGV[a + 5]}
+  for c = 1, size, CHUNK do
+    local got = redis.call('MGET', unpack(keys, c, min(size, c + CHUNK - 1)))
+    for k = 1, #got do parts[c + k] = got[k] or ARGV[a + 7] end
+  end
+  parts[size + 2] = ARGV[a + 6]
+  local args = table.concat(parts)
+  local payload = ARGV[a + 3] .. varint(#args) .. args .. ARGV[a + 4]
+  local prio = tonumber(ARGV[a + 2])
+  local seq = fmt_seq(reserve(1))
+  redis.call('HSET', K_MSG, seq, pack(prio, ARGV[a + 1], ARGV[a], payload))
+  make_ready(seq .. '.0', ARGV[a + 1], int(-prio))
+  names[size + 1] = base .. 'n'
+  keys[size + 1] = prefix .. names[size + 1]
+  for c = 1, size + 1, CHUNK do
+    redis.call('DEL', unpack(keys, c, min(size + 1, c + CHUNK - 1)))
+  end
+  chunked('ZREM', K_CHORDS, names)
+end
+-- Count one chord member from ARGV[i..i+12].
+local function count_chord(i, now)
+  local index, size, ttl = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local base = 'ch:' .. ARGV[i] .. ':'
+  local mark, item, counter = base .. 'm:' .. index, base .. 'i:' .. index, base .. 'n'
+  if not redis.call('SET', prefix .. mark, '1', 'PX', ttl, 'NX') then return end
+  redis.call('SET', prefix .. item, ARGV[i + 4], 'PX', ttl)
+  local exp = int(now + tonumber(ttl))
+  local index_entries = {exp, mark, exp, item}
+  local n = redis.call('INCR', prefix .. counter)
+  if redis.call('PTTL', prefix .. counter) < 0 then
+    redis.call('PEXPIRE', prefix .. counter, ttl)
+    index_entries[5] = exp
+    index_entries[6] = counter
+  end
+  redis.call('ZADD', K_CHORDS, unpack(index_entries))
+  if n == size then fire_chord(base, size, i + 5) end
+end
+local now = now_ms()
+local i = 2
+local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
+local n = count()
+if n > 0 then
+  local acked, seqs = held(i, i + n - 1)
+  i = i + n
+  if #acked > 0 then
+    chunked('ZREM', K_LEASES, acked)
+    chunked('HDEL', K_MSG, seqs)
+  end
+end
+n = count()
+if n > 0 then
+  local first = reserve(n)
+  local hset = {}
+  for k = 0, n - 1 do
+    local seq = fmt_seq(first + k)
+    hset[2 * k + 1] = seq
+    hset[2 * k + 2] = ARGV[i + 2]
+    make_ready(seq .. '.0', ARGV[i], ARGV[i + 1])
+    i = i + 3
+  end
+  chunked('HSET', K_MSG, hset)
+  flush_ready()
+end
+n = count()
+if n > 0 then
+  local first = reserve(n)
+  local z, hset = {}, {}
+  for k = 0, n - 1 do
+    local seq = fmt_seq(first + k)
+    z[#z + 1] = ARGV[i]; z[#z + 1] = seq
+    hset[#hset + 1] = seq; hset[#hset + 1] = ARGV[i + 1]
+    i = i + 2
+  end
+  chunked('ZADD', K_SCHED, z)
+  chunked('HSET', K_SMSG, hset)
+end
+n = count()
+if n > 0 then
+  local index = {}
+  for _ = 1, n do
+    local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local key = prefix .. 'r:' .. id
+    if ttl == '' then
+      redis.call('SET', key, value)
+      index[#index + 1] = 'inf'
+    else
+      redis.call('SET', key, value, 'PX', ttl)
+      index[#index + 1] = int(now + tonumber(ttl))
+    end
+    index[#index + 1] = id
+    -- Wake whoever waits for this result; the token outlives the race between a waiter's
+    -- first read and its BLPOP.
+    local wake = prefix .. 'w:' .. id
+    redis.call('DEL', wake)
+    redis.call('LPUSH', wake, '1')
+    redis.call('PEXPIRE', wake, 10000)
+    i = i + 3
+  end
+  chunked('ZADD', K_RESULTS, index)
+  redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now))
+end
+for _ = 1, count() do
+  add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
+  i = i + 4
+end
+flush_dead(now)
+n = count()
+if n > 0 then
+  redis.call('ZREMRANGEBYSCORE', K_CHORDS, '-inf', int(now))
+  for _ = 1, n do
+    count_chord(i, now)
+    i = i + 13
+  end
+  flush_ready()
+end
+notify()
+return 1
+"#;
+
+/// dequeue. ARGV: prefix, max, lease ms, max deliveries, queue names...
+/// Returns {wait hint ms (-1: no lease to expire), then lease (`<seq>.<deliveries>.<token>`),
+/// queue index, packed message for each delivery}.
+pub(super) const DEQUEUE: &str = r#"
+local max, lease_ms, max_deliveries = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', int(now), 'LIMIT', 0, 1000)
+if #expired > 0 then
+  chunked('ZREM', K_LEASES, expired)
+  requeue(expired)
+end
+local out = {0}
+local o = 1
+local got = 0
+local until_ms = int(now + lease_ms)
+local tail = nil
+local err_tail = ' times without being acknowledged (its worker or consumer was lost each time)'
+for qi = 5, #ARGV do
+  local queue = ARGV[qi]
+  local qkey = prefix .. 'q:' .. queue
+  local qn = qi - 4
+  while got < max do
+    local want = min(max - got, CHUNK / 2)
+    local members = redis.call('ZRANGE', qkey, 0, want - 1)
+    local n = #members
+    if n == 0 then break end
+    redis.call('ZREMRANGEBYRANK', qkey, 0, n - 1)
+    local seqs = {}
+    for k = 1, n do seqs[k] = sub(members[k], 1, 16) end
+    local msgs = redis.call('HMGET', K_MSG, unpack(seqs))
+    local z, gone = {}, {}
+    local zn = 0
+    for k = 1, n do
+      local m = msgs[k]
+      if m then
+        local d = deliveries(members[k])
+        if d >= max_deliveries then
+          local _, _, id, off = unpack_head(m)
+          add_dead(id or '', queue, sub(m, off or 1), 'delivered ' .. int(d) .. err_tail)
+          gone[#gone + 1] = seqs[k]
+        else
+          if not tail then tail = '.' .. int(redis.call('INCR', K_SEQ)) end
+          local lease = seqs[k] .. '.' .. (d + 1) .. tail
+          z[zn + 1] = until_ms
+          z[zn + 2] = lease
+          zn = zn + 2
+          out[o + 1] = lease
+          out[o + 2] = qn
+          out[o + 3] = m
+          o = o + 3
+          got = got + 1
+        end
+      end
+    end
+    if zn > 0 then redis.call('ZADD', K_LEASES, unpack(z)) end
+    if #gone > 0 then redis.call('HDEL', K_MSG, unpack(gone)) end
+    if n < want then break end
+  end
+end
+if got == 0 then
+  local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+  if #first == 0 then out[1] = -1 else out[1] = math.max(0, tonumber(first[2]) - now) end
+end
+flush_dead(now)
+notify()
+return out
+"#;
+
+/// extend. ARGV: prefix, lease ms, then leases. Only leases still held (members) are updated.
+pub(super) const EXTEND: &str = r#"
+local until_ms = int(now_ms() + tonumber(ARGV[2]))
+local z = {}
+local n = 0
+for k = 3, #ARGV do
+  z[n + 1] = until_ms
+  z[n + 2] = ARGV[k]
+  n = n + 2
+end
+chunked('ZADD', K_LEASES, z, 'XX')
+return 1
+"#;
+
+/// release. ARGV: prefix, then leases.
+pub(super) const RELEASE: &str = r#"
+local leases = held(2, #ARGV)
+chunked('ZREM', K_LEASES, leases)
+requeue(leases)
+notify()
+return 1
+"#;
+
+/// promote_due. ARGV: prefix, now ms, max. Returns how many were promoted.
+pub(super) const PROMOTE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+if #due == 0 then return 0 end
+local msgs = hmget(K_SMSG, due)
+chunked('ZREM', K_SCHED, due)
+chunked('HDEL', K_SMSG, due)
+local packed = {}
+for k = 1, #due do
+  if msgs[k] then packed[#packed + 1] = msgs[k] end
+end
+push_packed(packed)
+flush_ready()
+notify()
+return #due
+"#;

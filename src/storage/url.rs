@@ -1,0 +1,286 @@
+//! Storage URLs: parsed once into a [`StorageUrl`] (the one place that knows the schemes),
+//! written back in a form that parses to the same value, and opened by [`open`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{MemoryStorage, RedisStorage, SqliteOptions, SqliteStorage, Storage, Synchronous};
+use crate::error::{Error, Result};
+
+/// The storage used when none is named: a SQLite file in the working directory.
+pub const DEFAULT_URL: &str = "sqlite:huey.db";
+
+/// A parsed storage URL: `sqlite:PATH[?synchronous=off|normal|full&busy_timeout=SECS]`
+/// (also `sqlite://PATH`), `memory:`, or `redis://…`, `rediss://…`, `redis+unix://…`.
+///
+/// ```
+/// use huey::storage::StorageUrl;
+///
+/// let url: StorageUrl = "sqlite:q.db?busy_timeout=2.5".parse()?;
+/// assert_eq!(url.backend(), "sqlite");
+/// assert_eq!(url.to_string().parse::<StorageUrl>()?, url);
+/// # Ok::<(), huey::Error>(())
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct StorageUrl(Kind);
+
+#[derive(Clone, PartialEq)]
+enum Kind {
+    Memory,
+    Sqlite {
+        path: String,
+        options: SqliteOptions,
+    },
+    /// Kept as written: the Redis client parses it again when it connects.
+    Redis(String),
+}
+
+impl StorageUrl {
+    /// The backend it names ("sqlite", "redis", "memory").
+    pub fn backend(&self) -> &'static str {
+        match &self.0 {
+            Kind::Memory => "memory",
+            Kind::Sqlite { .. } => "sqlite",
+            Kind::Redis(_) => "redis",
+        }
+    }
+
+    /// Open the storage for the app `app` (backends that several apps may share, Redis,
+    /// prefix their keys with it).
+    pub fn open(&self, app: &str) -> Result<Arc<dyn Storage>> {
+        Ok(match &self.0 {
+            Kind::Memory => Arc::new(MemoryStorage::new()),
+            Kind::Sqlite { path, options } => Arc::new(SqliteStorage::open(path, options.clone())?),
+            Kind::Redis(url) => Arc::new(RedisStorage::open(url, app)?),
+        })
+    }
+}
+
+/// Open a storage from a URL (a [`StorageUrl`] or text to parse as one) for the app `app`.
+pub fn open(url: impl IntoStorageUrl, app: &str) -> Result<Arc<dyn Storage>> {
+    url.into_storage_url()?.open(app)
+}
+
+/// A storage URL, or text parsed as one: what [`open`] and [`crate::Huey::open`] take.
+pub trait IntoStorageUrl {
+    fn into_storage_url(self) -> Result<StorageUrl>;
+}
+
+impl IntoStorageUrl for StorageUrl {
+    fn into_storage_url(self) -> Result<StorageUrl> {
+        Ok(self)
+    }
+}
+
+impl IntoStorageUrl for &StorageUrl {
+    fn into_storage_url(self) -> Result<StorageUrl> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoStorageUrl for &str {
+    fn into_storage_url(self) -> Result<StorageUrl> {
+        self.parse()
+    }
+}
+
+impl IntoStorageUrl for &String {
+    fn into_storage_url(self) -> Result<StorageUrl> {
+        self.parse()
+    }
+}
+
+impl FromStr for StorageUrl {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<StorageUrl> {
+        let bad = |reason: &str| Error::StorageUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if url == "memory:" || url == "memory://" {
+            return Ok(StorageUrl(Kind::Memory));
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if path.is_empty() {
+                return Err(bad("expected sqlite:PATH, e.g. sqlite:huey.db"));
+            }
+            let options = sqlite_options(query).map_err(|e| bad(&e))?;
+            return Ok(StorageUrl(Kind::Sqlite {
+                path: path.to_string(),
+                options,
+            }));
+        }
+        if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+        {
+            use ::redis::IntoConnectionInfo;
+            redis_client_url(url)
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| bad(&format!("{e}; {REDIS_FORMS}")))?;
+            return Ok(StorageUrl(Kind::Redis(url.to_string())));
+        }
+        Err(bad(
+            "unknown scheme; expected sqlite:PATH, memory: or redis://host:port/db",
+        ))
+    }
+}
+
+/// How the Redis URL forms are named in errors.
+pub(crate) const REDIS_FORMS: &str =
+    "expected redis://host:port/db, rediss://… or redis+unix:///path";
+
+/// A Redis URL as the Redis client spells it (`redis+unix://` is its `unix://`).
+pub(crate) fn redis_client_url(url: &str) -> String {
+    match url.strip_prefix("redis+unix://") {
+        Some(rest) => format!("unix://{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// SQLite options from a URL's query: `synchronous=off|normal|full`, `busy_timeout=SECS`.
+fn sqlite_options(query: &str) -> std::result::Result<SqliteOptions, String> {
+    let mut opts = SqliteOptions::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "synchronous" => {
+                opts.synchronous = match v.to_ascii_lowercase().as_str() {
+                    "off" => Synchronous::Off,
+                    "normal" => Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    _ => return Err(format!("synchronous={v}: expected off, normal or full")),
+                }
+            }
+            "busy_timeout" => {
+                opts.busy_timeout = seconds(v)
+                    .ok_or_else(|| format!("busy_timeout={v}: expected a number of seconds"))?;
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {k:?}; SQLite URLs take synchronous and busy_timeout"
+                ))
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// A non-negative number of seconds: decimals exactly (so what [`StorageUrl`]'s `Display`
+/// writes reads back the same), anything else a float parses as closely as a float can.
+fn seconds(v: &str) -> Option<Duration> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !whole.is_empty() && digits(whole) && digits(frac) && frac.len() <= 9 {
+        let secs: u64 = whole.parse().ok()?;
+        let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
+        return Some(Duration::new(secs, nanos));
+    }
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+impl fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Kind::Memory => f.write_str("memory:"),
+            Kind::Redis(url) => f.write_str(url),
+            Kind::Sqlite { path, options } => {
+                // A path that starts with `//` keeps it behind the `//` the parser strips.
+                let slashes = if path.starts_with("//") { "//" } else { "" };
+                write!(f, "sqlite:{slashes}{path}")?;
+                let defaults = SqliteOptions::default();
+                let mut sep = '?';
+                if options.synchronous != defaults.synchronous {
+                    let s = match options.synchronous {
+                        Synchronous::Off => "off",
+                        Synchronous::Normal => "normal",
+                        Synchronous::Full => "full",
+                    };
+                    write!(f, "{sep}synchronous={s}")?;
+                    sep = '&';
+                }
+                let t = options.busy_timeout;
+                if t != defaults.busy_timeout {
+                    write!(f, "{sep}busy_timeout={}", t.as_secs())?;
+                    if t.subsec_nanos() > 0 {
+                        let frac = format!("{:09}", t.subsec_nanos());
+                        write!(f, ".{}", frac.trim_end_matches('0'))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageUrl({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> StorageUrl {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn urls_write_back_to_what_they_parse_from() {
+        for (given, written) in [
+            ("memory:", "memory:"),
+            ("memory://", "memory:"),
+            ("sqlite:huey.db", "sqlite:huey.db"),
+            ("sqlite://huey.db", "sqlite:huey.db"),
+            ("sqlite:/var/q.db?synchronous=normal", "sqlite:/var/q.db"),
+            ("sqlite:////abs", "sqlite:////abs"),
+            (
+                "sqlite:q.db?busy_timeout=0.000000001&synchronous=FULL",
+                "sqlite:q.db?synchronous=full&busy_timeout=0.000000001",
+            ),
+            (
+                "sqlite:q.db?busy_timeout=2.50",
+                "sqlite:q.db?busy_timeout=2.5",
+            ),
+            (
+                "sqlite:q.db?busy_timeout=1e1",
+                "sqlite:q.db?busy_timeout=10",
+            ),
+            ("redis://u:p@h:1/2", "redis://u:p@h:1/2"),
+            ("redis+unix:///s.sock?db=1", "redis+unix:///s.sock?db=1"),
+        ] {
+            let u = url(given);
+            assert_eq!(u.to_string(), written, "{given}");
+            assert_eq!(url(written), u, "{given}");
+        }
+        assert_eq!(url(DEFAULT_URL).backend(), "sqlite");
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_expected() {
+        for (given, needle) in [
+            ("bogus://x", "unknown scheme"),
+            ("sqlite:", "expected sqlite:PATH"),
+            ("sqlite:q.db?busy_timeout=-1", "busy_timeout"),
+            ("sqlite:q.db?busy_timeout=1e300", "busy_timeout"),
+            ("sqlite:q.db?synchronous=sometimes", "synchronous"),
+            ("sqlite:q.db?cache=big", "unknown option"),
+            ("redis://h:notaport/0", "expected redis://"),
+        ] {
+            let e = given.parse::<StorageUrl>().unwrap_err();
+            assert!(matches!(e, Error::StorageUrl { .. }), "{given}: {e}");
+            assert!(e.to_string().contains(needle), "{given}: {e}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Cases of the inspection role: counts, listings, dead letters, flushing.
+
+use super::*;
+
+#[test]
+fn counts_reflect_each_part() {
+    let s = crate::factory();
+    let s = s();
+    assert_eq!(s.counts().unwrap(), Default::default());
+    enqueue(
+        &*s,
+        vec![
+            ready("a", "default", 0),
+            ready("b", "default", 0),
+            ready("c", "other", 0),
+        ],
+    );
+    one(&*s, "c", LONG_LEASE);
+    schedule(&*s, "s1", now_ms() + 600_000);
+    schedule(&*s, "s2", now_ms() + 600_000);
+    put_result(&*s, "r", b"v", None);
+    bury(&*s, "d1", "e");
+    bury(&*s, "d2", "e");
+    bury(&*s, "d3", "e");
+    let c = s.counts().unwrap();
+    assert_eq!(c.ready, 2);
+    assert_eq!(c.in_flight, 1);
+    assert_eq!(c.scheduled, 2);
+    assert_eq!(c.results, 1);
+    assert_eq!(c.dead, 3);
+}
+
+#[test]
+fn expired_lease_counts_as_ready() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(&*s, vec![ready("a", "default", 0)]);
+    one(&*s, "c", SHORT_LEASE);
+    let c = s.counts().unwrap();
+    assert_eq!((c.ready, c.in_flight), (0, 1));
+    sleep_past(SHORT_LEASE);
+    let c = s.counts().unwrap();
+    assert_eq!((c.ready, c.in_flight), (1, 0));
+}
+
+#[test]
+fn pending_lists_ready_payloads_in_run_order() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(
+        &*s,
+        vec![
+            ready("m1", "default", 0),
+            ready("h1", "default", 3),
+            ready("m2", "default", 0),
+            ready("taken", "default", 9),
+        ],
+    );
+    one(&*s, "c", LONG_LEASE);
+    let p = s.pending(10).unwrap();
+    assert_eq!(p, [b"h1".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(s.pending(2).unwrap().len(), 2);
+    assert!(s.pending(0).unwrap().is_empty());
+}
+
+#[test]
+fn pending_orders_across_queues_by_priority_then_age() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(
+        &*s,
+        vec![
+            ready("z-low", "zeta", 0),
+            ready("a-low", "alpha", 0),
+            ready("z-high", "zeta", 2),
+            ready("a-high", "alpha", 2),
+        ],
+    );
+    assert_eq!(
+        s.pending(10).unwrap(),
+        [
+            b"z-high".to_vec(),
+            b"a-high".to_vec(),
+            b"z-low".to_vec(),
+            b"a-low".to_vec()
+        ]
+    );
+}
+
+#[test]
+fn scheduled_lists_payloads_by_eta() {
+    let s = crate::factory();
+    let s = s();
+    schedule(&*s, "b", 2_000);
+    schedule(&*s, "c", 3_000);
+    schedule(&*s, "a", 1_000);
+    schedule(&*s, "b2", 2_000);
+    assert_eq!(
+        s.scheduled(10).unwrap(),
+        [
+            (1_000, b"a".to_vec()),
+            (2_000, b"b".to_vec()),
+            (2_000, b"b2".to_vec()),
+            (3_000, b"c".to_vec()),
+        ]
+    );
+    assert_eq!(s.scheduled(1).unwrap().len(), 1);
+}
+
+#[test]
+fn dead_letters_are_listed_oldest_first() {
+    let s = crate::factory();
+    let s = s();
+    let before = now_ms();
+    for i in 0..4 {
+        bury(&*s, &format!("d{i}"), &format!("error {i}"));
+    }
+    let dead = s.dead(3).unwrap();
+    assert_eq!(dead.len(), 3);
+    let ids: Vec<_> = dead.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["d0", "d1", "d2"]);
+    assert_eq!(dead[1].error, "error 1");
+    assert!(dead.iter().all(|d| d.at_ms >= before));
+    let keys: HashSet<_> = s.dead(10).unwrap().into_iter().map(|d| d.key).collect();
+    assert_eq!(keys.len(), 4);
+}
+
+#[test]
+fn dead_letters_can_be_retried() {
+    let s = crate::factory();
+    let s = s();
+    let urgent = Message::new(
+        "urgent",
+        vec![],
+        MessageOptions {
+            priority: 7,
+            ..MessageOptions::default()
+        },
+    );
+    // A message that died of too many deliveries comes back with a fresh count.
+    enqueue(&*s, vec![ready("worn", "default", 0)]);
+    let mut req = request("c", &["default"], 1, SHORT_LEASE);
+    req.max_deliveries = 1;
+    assert_eq!(s.dequeue(&req).unwrap().len(), 1);
+    sleep_past(SHORT_LEASE);
+    assert!(s.dequeue(&req).unwrap().is_empty());
+    s.apply(&Batch {
+        dead: vec![
+            DeadPut {
+                id: urgent.id.clone(),
+                queue: "default".into(),
+                payload: urgent.encode().unwrap(),
+                error: "e".into(),
+            },
+            DeadPut {
+                id: "junk".into(),
+                queue: "default".into(),
+                payload: b"junk".to_vec(),
+                error: "e".into(),
+            },
+        ],
+        ..Batch::default()
+    })
+    .unwrap();
+    let dead = s.dead(10).unwrap();
+    assert_eq!(dead.len(), 3);
+    assert_eq!(dead[0].id, "worn");
+    // Retry one by key; unknown keys are skipped.
+    let keys = vec![dead[0].key.clone(), "no-such-key".to_string()];
+    assert_eq!(s.retry_dead(Some(&keys)).unwrap(), 1);
+    assert_eq!(s.retry_dead(Some(&keys)).unwrap(), 0);
+    let c = s.counts().unwrap();
+    assert_eq!((c.ready, c.dead), (1, 2));
+    let ds = s
+        .dequeue(&request("c", &["default"], 10, LONG_LEASE))
+        .unwrap();
+    assert_eq!(names(&ds), ["worn"]);
+    assert_eq!(ds[0].deliveries, 1);
+    // Retry the rest: the urgent one keeps its priority.
+    assert_eq!(s.retry_dead(None).unwrap(), 2);
+    assert_eq!(s.counts().unwrap().dead, 0);
+    let ds = s
+        .dequeue(&request("c", &["default"], 10, LONG_LEASE))
+        .unwrap();
+    assert_eq!(ds.len(), 2);
+    assert_eq!(ds[0].payload, urgent.encode().unwrap());
+    assert_eq!(ds[1].payload, b"junk");
+}
+
+fn populate(s: &dyn Storage) {
+    s.flush(Flush::all()).unwrap();
+    enqueue(
+        s,
+        vec![ready("q1", "default", 0), ready("q2", "default", 0)],
+    );
+    one(s, "c", LONG_LEASE);
+    schedule(s, "s", now_ms() + 600_000);
+    put_result(s, "r", b"v", None);
+    bury(s, "d", "e");
+    s.put(Ns::Locks, "lock", b"1", None).unwrap();
+    for ns in [Ns::Revoked, Ns::Claims, Ns::Data] {
+        s.put(ns, "k", b"1", None).unwrap();
+    }
+    s.incr("n", 1).unwrap();
+}
+
+/// What is left: (ready, in flight, scheduled, results, dead, locks, other kv, counter).
+fn parts(s: &dyn Storage) -> [u64; 8] {
+    let c = s.counts().unwrap();
+    let kv = [Ns::Revoked, Ns::Claims, Ns::Data]
+        .into_iter()
+        .map(|ns| s.list(ns).unwrap().len() as u64)
+        .sum();
+    [
+        c.ready,
+        c.in_flight,
+        c.scheduled,
+        c.results,
+        c.dead,
+        s.list(Ns::Locks).unwrap().len() as u64,
+        kv,
+        s.incr("n", 0).unwrap() as u64,
+    ]
+}
+
+#[test]
+fn flush_empties_only_the_parts_chosen() {
+    let s = crate::factory();
+    let s = s();
+    populate(&*s);
+    assert_eq!(parts(&*s), [1, 1, 1, 1, 1, 1, 3, 1]);
+    let cases: [(Flush, [u64; 8]); 6] = [
+        (
+            Flush {
+                queue: true,
+                ..Flush::default()
+            },
+            [0, 0, 1, 1, 1, 1, 3, 1],
+        ),
+        (
+            Flush {
+                schedule: true,
+                ..Flush::default()
+            },
+            [1, 1, 0, 1, 1, 1, 3, 1],
+        ),
+        (
+            Flush {
+                results: true,
+                ..Flush::default()
+            },
+            [1, 1, 1, 0, 1, 1, 3, 1],
+        ),
+        (
+            Flush {
+                dead: true,
+                ..Flush::default()
+            },
+            [1, 1, 1, 1, 0, 1, 3, 1],
+        ),
+        (
+            Flush {
+                locks: true,
+                ..Flush::default()
+            },
+            [1, 1, 1, 1, 1, 0, 3, 1],
+        ),
+        (
+            Flush {
+                kv: true,
+                ..Flush::default()
+            },
+            [1, 1, 1, 1, 1, 1, 0, 0],
+        ),
+    ];
+    for (what, left) in cases {
+        populate(&*s);
+        s.flush(what).unwrap();
+        assert_eq!(parts(&*s), left, "after {what:?}");
+    }
+    populate(&*s);
+    s.flush(Flush::default()).unwrap();
+    assert_eq!(parts(&*s), [1, 1, 1, 1, 1, 1, 3, 1]);
+}
+
+#[test]
+fn flush_all_empties_everything() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    populate(&*a);
+    b.flush(Flush::all()).unwrap();
+    assert_eq!(parts(&*a), [0; 8]);
+    assert_eq!(next_eta(&*a), None);
+    assert!(a
+        .dequeue(&request("c", &["default"], 10, LONG_LEASE))
+        .unwrap()
+        .is_empty());
+}
