@@ -365,6 +365,7 @@ pub fn batch_writes_every_part(s: Factory) {
             payload: b"bad".to_vec(),
             error: "boom".into(),
         }],
+        chords: vec![],
     })
     .unwrap();
     let c = s.counts().unwrap();
@@ -402,6 +403,7 @@ pub fn batch_is_atomic_to_concurrent_readers(s: Factory) {
                         error: "e".into(),
                     }],
                     ack: vec![],
+                    chords: vec![],
                 })
                 .unwrap();
         }
