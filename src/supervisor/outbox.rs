@@ -1,39 +1,65 @@
-//! Completion: record each attempt's outcome (result or error, retry, pipeline continuation,
-//! ack) in the pending batch, and write the batch in one storage call per loop turn.
+//! The outbox: each attempt's outcome (result or error, retry, pipeline continuation, ack)
+//! goes into the pending batch, written in one storage call per loop turn; the events about
+//! those outcomes go to the app's handlers once the write has succeeded (a handler that reads
+//! a result finds it).
 //!
 //! A batch that cannot be written (storage down) is kept and retried with backoff; its tasks
 //! stay leased, so in the worst case they are redelivered, never lost.
 
 use std::time::{Duration, Instant};
 
-use super::dispatch::Job;
-use super::Supervisor;
+use super::pool::Ended;
+use crate::app::Huey;
 use crate::events::{Event, EventKind};
-use crate::failure::Failure;
-use crate::registry::Output;
 use crate::storage::Batch;
 
-impl Supervisor {
-    /// Record a finished (or failed, timed out, lost) attempt.
-    pub(super) fn complete_job(&mut self, job: Job, outcome: Result<Output, Failure>, worker: u32) {
-        let elapsed = job.started.elapsed();
-        self.pace.record(elapsed);
-        let mut events = Vec::new();
-        match &outcome {
-            Ok(_) => self.stats.completed += 1,
-            Err(f) if f.kind.is_retryable() && job.msg.options.retries > 0 => {
-                self.stats.retried += 1
-            }
-            Err(_) => self.stats.failed += 1,
+pub(super) struct Outbox {
+    /// Outcomes not yet written.
+    batch: Batch,
+    /// Events about outcomes not yet written.
+    unsent: Vec<Event>,
+    /// Failed writes in a row.
+    failures: u32,
+    /// No write before this (backoff after a failure).
+    retry_at: Instant,
+    log_tasks: bool,
+}
+
+impl Outbox {
+    pub fn new(log_tasks: bool) -> Outbox {
+        Outbox {
+            batch: Batch::default(),
+            unsent: Vec::new(),
+            failures: 0,
+            retry_at: Instant::now(),
+            log_tasks,
         }
-        self.app.complete(
+    }
+
+    /// The pending batch, for outcomes decided elsewhere (e.g. a message found revoked when
+    /// it was fetched).
+    pub fn batch(&mut self) -> &mut Batch {
+        &mut self.batch
+    }
+
+    /// Record a finished (or failed, timed out, lost) attempt.
+    pub fn complete(&mut self, app: &Huey, ended: Ended) {
+        let Ended {
+            job,
+            outcome,
+            worker,
+            elapsed,
+            ..
+        } = ended;
+        let mut events = Vec::new();
+        app.complete(
             Some(&job.lease),
             &job.msg,
             outcome,
             &mut self.batch,
             &mut events,
         );
-        if self.cfg.log_tasks {
+        if self.log_tasks {
             match &events.last() {
                 Some(e) if e.kind == EventKind::Complete => tracing::info!(
                     id = %job.msg.id, task = %job.msg.task, worker, duration = ?elapsed, "task finished"
@@ -45,73 +71,93 @@ impl Supervisor {
             e.duration = Some(elapsed);
             e.worker = Some(worker);
         }
-        self.log_events(events);
+        self.add_events(app, events);
     }
 
     /// Log events that need attention; pass them to the app's handlers once the outcomes they
-    /// describe are written (a handler that reads a result finds it).
-    pub(super) fn log_events(&mut self, events: Vec<Event>) {
+    /// describe are written (at once if nothing waits).
+    pub fn add_events(&mut self, app: &Huey, events: Vec<Event>) {
         for e in events {
-            let err = e.error.as_deref().unwrap_or("");
-            match e.kind {
-                EventKind::Complete
-                | EventKind::Executing
-                | EventKind::Enqueued
-                | EventKind::Scheduled => {}
-                EventKind::Retrying => {
-                    tracing::warn!(id = %e.id, task = %e.task, attempt = e.attempt, "task failed, will retry: {err}")
-                }
-                EventKind::Revoked
-                | EventKind::Expired
-                | EventKind::Canceled
-                | EventKind::Interrupted => {
-                    tracing::info!(id = %e.id, task = %e.task, "task {}", e.kind)
-                }
-                EventKind::DeadLettered => {
-                    tracing::error!(id = %e.id, task = %e.task, "moved to the dead-letter place: {err}")
-                }
-                _ => {
-                    tracing::error!(id = %e.id, task = %e.task, attempt = e.attempt, worker = e.worker, "task failed ({}): {err}", e.kind)
-                }
-            }
-            self.unsent_events.push(e);
+            log_event(&e);
+            self.unsent.push(e);
         }
         if self.batch.is_empty() {
-            self.send_events();
+            self.send_events(app);
         }
     }
 
-    fn send_events(&mut self) {
-        for e in std::mem::take(&mut self.unsent_events) {
-            self.app.emit(&e);
+    fn send_events(&mut self, app: &Huey) {
+        for e in std::mem::take(&mut self.unsent) {
+            app.emit(&e);
         }
     }
 
-    /// Write the pending batch (if any) in one call; on failure keep it and back off.
-    pub(super) fn flush(&mut self) {
-        if self.batch.is_empty() || Instant::now() < self.next_flush_retry {
+    /// Write the pending batch (if any, and not backing off at `now`) in one call; on failure
+    /// keep it and back off.
+    pub fn write(&mut self, app: &Huey, now: Instant) {
+        if self.batch.is_empty() || now < self.retry_at {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        match self.app.storage().apply(&batch) {
+        match app.storage().apply(&batch) {
             Ok(()) => {
-                self.send_events();
-                if self.batch_failures > 0 {
+                self.send_events(app);
+                if self.failures > 0 {
                     tracing::info!("storage is back: pending outcomes written");
                 }
-                self.batch_failures = 0;
+                self.failures = 0;
             }
             Err(e) => {
-                self.batch_failures += 1;
-                let wait = Duration::from_millis(100 << self.batch_failures.min(6));
+                self.failures += 1;
+                let wait = Duration::from_millis(100 << self.failures.min(6));
                 tracing::error!(
                     "could not write {} outcomes, retrying in {wait:?}: {e}",
                     batch.ack.len()
                 );
-                self.next_flush_retry = Instant::now() + wait;
+                // Counted from the end of the failed write: a locked database can take its
+                // whole busy timeout to fail.
+                self.retry_at = now.max(Instant::now()) + wait;
                 let newer = std::mem::replace(&mut self.batch, batch);
                 merge(&mut self.batch, newer);
             }
+        }
+    }
+
+    /// At shutdown: try a few more times to write what is pending, waiting a little longer
+    /// each time.
+    pub fn drain(&mut self, app: &Huey) {
+        for attempt in 0..5 {
+            self.write(app, self.retry_at.max(Instant::now()));
+            if self.batch.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
+        }
+        if !self.batch.is_empty() {
+            tracing::error!(
+                acks = self.batch.ack.len(),
+                "could not write the last outcomes: those tasks will be redelivered when their leases expire"
+            );
+        }
+    }
+}
+
+fn log_event(e: &Event) {
+    let err = e.error.as_deref().unwrap_or("");
+    match e.kind {
+        EventKind::Complete | EventKind::Executing | EventKind::Enqueued | EventKind::Scheduled => {
+        }
+        EventKind::Retrying => {
+            tracing::warn!(id = %e.id, task = %e.task, attempt = e.attempt, "task failed, will retry: {err}")
+        }
+        EventKind::Revoked | EventKind::Expired | EventKind::Canceled | EventKind::Interrupted => {
+            tracing::info!(id = %e.id, task = %e.task, "task {}", e.kind)
+        }
+        EventKind::DeadLettered => {
+            tracing::error!(id = %e.id, task = %e.task, "moved to the dead-letter place: {err}")
+        }
+        _ => {
+            tracing::error!(id = %e.id, task = %e.task, attempt = e.attempt, worker = e.worker, "task failed ({}): {err}", e.kind)
         }
     }
 }

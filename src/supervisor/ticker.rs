@@ -1,17 +1,14 @@
-//! The scheduler (due delayed tasks to the ready queue) and the periodic ticker.
-//!
-//! The ticker enqueues each periodic task once per matching time, at the start of that minute
-//! (or second, for six-field schedules), whatever the consumer's start offset. It looks at the
-//! current time only, so after a stall it does not enqueue a burst of missed runs. Each run is
-//! claimed in storage before it is enqueued (`put_if_empty` on a key naming the task and the
-//! time), so a restart within the same minute does not enqueue it again, and several consumers
-//! sharing one storage enqueue it once between them.
+//! The periodic ticker: enqueues each periodic task once per matching time, at the start of
+//! that minute (or second, for six-field schedules), whatever the consumer's start offset. It
+//! looks at the current time only, so after a stall it does not enqueue a burst of missed runs.
+//! Each run is claimed in storage before it is enqueued (`put_if_empty` on a key naming the
+//! task and the time), so a restart within the same minute does not enqueue it again, and
+//! several consumers sharing one storage enqueue it once between them.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::Supervisor;
 use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::error::Result;
@@ -90,24 +87,11 @@ impl Ticker {
         }
         Ok(enqueued)
     }
-}
 
-impl Supervisor {
-    pub(super) fn promote_due(&mut self) {
-        loop {
-            match self.app.storage().promote_due(now_ms(), 1000) {
-                Ok(1000) => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!("could not move due scheduled tasks: {e}");
-                    break;
-                }
-            }
-        }
-    }
-
-    pub(super) fn tick_periodic(&mut self) {
-        match self.ticker.enqueue_due(Utc::now()) {
+    /// Enqueue what is due at `now`, logging what was enqueued and any storage error (the
+    /// supervisor calls it every loop turn).
+    pub fn tick(&mut self, now: DateTime<Utc>) {
+        match self.enqueue_due(now) {
             Ok(names) => {
                 for n in names {
                     tracing::info!(task = %n, "enqueued periodic task");
@@ -115,5 +99,66 @@ impl Supervisor {
             }
             Err(e) => tracing::error!("could not enqueue periodic tasks: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Crontab;
+    use chrono::TimeZone;
+
+    const BASE: i64 = 1_800_000_000;
+
+    fn every_second() -> Huey {
+        let app = Huey::open("ticker", "memory:").unwrap();
+        app.task("tick")
+            .periodic(Crontab::parse("* * * * * *").unwrap())
+            .register(|(): ()| Ok::<_, String>(()))
+            .unwrap();
+        app
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(BASE + s, 0).unwrap()
+    }
+
+    /// The seconds (from `BASE`) due at `now`.
+    fn due(t: &mut Ticker, now: i64) -> Vec<i64> {
+        t.due(at(now))
+            .into_iter()
+            .map(|(_, when)| when.timestamp() - BASE)
+            .collect()
+    }
+
+    #[test]
+    fn gaps_of_up_to_five_seconds_are_caught_up_longer_ones_are_not() {
+        let app = every_second();
+        let mut t = Ticker::new(&app);
+        assert_eq!(due(&mut t, 0), [0]);
+        assert_eq!(due(&mut t, 0), [] as [i64; 0], "a second is looked at once");
+        assert_eq!(due(&mut t, 5), [1, 2, 3, 4, 5]);
+        assert_eq!(due(&mut t, 11), [11], "six seconds: a stall, not replayed");
+    }
+
+    #[test]
+    fn a_clock_set_back_looks_at_the_current_second_only() {
+        let app = every_second();
+        let mut t = Ticker::new(&app);
+        assert_eq!(due(&mut t, 10), [10]);
+        assert_eq!(due(&mut t, 7), [7]);
+        assert_eq!(due(&mut t, 9), [8, 9]);
+    }
+
+    #[test]
+    fn tick_enqueues_each_run_once_even_across_a_restart() {
+        let app = every_second();
+        let mut t = Ticker::new(&app);
+        t.tick(at(0));
+        t.tick(at(0));
+        Ticker::new(&app).tick(at(0));
+        assert_eq!(app.storage().counts().unwrap().ready, 1);
+        t.tick(at(2));
+        assert_eq!(app.storage().counts().unwrap().ready, 3);
     }
 }
