@@ -170,3 +170,111 @@ fn merge(into: &mut Batch, from: Batch) {
     into.dead.extend(from.dead);
     into.chords.extend(from.chords);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::message::Message;
+    use crate::storage::DequeueRequest;
+    use crate::supervisor::dispatcher::Job;
+
+    /// Lease the one ready message and run it, as a worker would.
+    fn run_one(app: &Huey) -> Ended {
+        let req = DequeueRequest {
+            consumer: "test".into(),
+            queues: vec![crate::message::DEFAULT_QUEUE.into()],
+            max: 1,
+            lease: Duration::from_secs(60),
+            wait: Duration::ZERO,
+            max_deliveries: 5,
+        };
+        let d = app
+            .storage()
+            .dequeue(&req)
+            .unwrap()
+            .pop()
+            .expect("a message");
+        let msg = Message::decode(&d.payload).unwrap();
+        let outcome = app.run_attempt(&msg);
+        let job = Job {
+            id: 1,
+            lease: d.lease,
+            msg,
+            payload: d.payload,
+            started: Instant::now(),
+            deadline: None,
+        };
+        Ended {
+            job: Box::new(job),
+            outcome,
+            worker: 1,
+            elapsed: Duration::from_millis(1),
+            lost: false,
+        }
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_written_is_kept_and_retried_and_its_events_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let url = format!("sqlite:{}?busy_timeout=0", path.display());
+        let app = Huey::open("outbox", &url).unwrap();
+        let add = app
+            .task("add")
+            .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+            .unwrap();
+        let sum = add.enqueue((2, 3)).unwrap();
+        let later = add.enqueue((4, 5)).unwrap();
+        let emitted = Arc::new(Mutex::new(Vec::new()));
+        let seen = emitted.clone();
+        app.on_event(move |e| seen.lock().unwrap().push(e.kind));
+        let ended = run_one(&app);
+        let ended_later = run_one(&app);
+
+        // Another connection holds the write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut outbox = Outbox::new(false);
+        outbox.complete(&app, ended);
+        let t0 = Instant::now();
+        outbox.write(&app, t0);
+        assert_eq!(outbox.failures, 1);
+        assert_eq!(outbox.batch.ack.len(), 1, "the outcome is kept");
+        assert!(
+            emitted.lock().unwrap().is_empty(),
+            "no event before its outcome is written"
+        );
+        let first_retry = outbox.retry_at;
+        assert!(first_retry >= t0 + Duration::from_millis(200));
+
+        outbox.write(&app, first_retry - Duration::from_millis(1));
+        assert_eq!(outbox.failures, 1, "no write before the backoff has passed");
+        outbox.complete(&app, ended_later);
+        outbox.write(&app, first_retry);
+        assert_eq!(outbox.failures, 2, "tried again, still locked");
+        assert!(
+            outbox.retry_at >= first_retry + Duration::from_millis(400),
+            "backing off further"
+        );
+        assert_eq!(
+            outbox.batch.ack.len(),
+            2,
+            "the kept outcome and the newer one, each once"
+        );
+
+        other.execute_batch("COMMIT").unwrap();
+        outbox.write(&app, outbox.retry_at);
+        assert_eq!(outbox.failures, 0);
+        assert!(outbox.batch.is_empty(), "written");
+        assert!(
+            emitted.lock().unwrap().contains(&EventKind::Complete),
+            "events follow the write: {:?}",
+            emitted.lock().unwrap()
+        );
+        assert_eq!(sum.wait(Duration::from_secs(10)).unwrap(), 5);
+        assert_eq!(later.wait(Duration::from_secs(10)).unwrap(), 9);
+        assert_eq!(app.storage().counts().unwrap().in_flight, 0, "acked");
+    }
+}

@@ -27,6 +27,12 @@ use crate::worker::process::ProcessWorker;
 use crate::worker::thread::ThreadWorker;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
 
+use slot::{Slot, State, Worker};
+
+mod slot;
+#[cfg(test)]
+mod tests;
+
 /// An attempt that ended: its outcome is to be recorded.
 pub(super) struct Ended {
     pub job: Box<Job>,
@@ -521,99 +527,5 @@ fn respawn_delay(quick_deaths: u32) -> Duration {
         Duration::ZERO
     } else {
         (Duration::from_millis(100) * 2u32.pow(quick_deaths.min(8))).min(Duration::from_secs(30))
-    }
-}
-
-enum Worker {
-    Process(ProcessWorker),
-    Thread(ThreadWorker),
-}
-
-enum State {
-    /// Spawned, not ready yet.
-    Starting,
-    /// Ready for work (idle when its job queue is empty).
-    Up,
-    /// No live worker: respawn at this time (or never, for a removed slot).
-    Down { respawn_at: Option<Instant> },
-}
-
-struct Slot {
-    gen: u64,
-    worker: Option<Worker>,
-    state: State,
-    /// Jobs handed to the worker, in order; the first is running.
-    jobs: VecDeque<Box<Job>>,
-    tasks_run: u32,
-    /// Consecutive deaths soon after start.
-    quick_deaths: u32,
-    /// Restart after the current task (SIGHUP, recycling).
-    recycle: bool,
-    /// Removed by SIGTTOU: once its worker is gone, the slot stays down.
-    retired: bool,
-}
-
-impl Slot {
-    /// How many more jobs it takes with a queue of `depth`.
-    fn room(&self, depth: usize) -> usize {
-        match self.state {
-            State::Up if !self.recycle => depth.saturating_sub(self.jobs.len()),
-            _ => 0,
-        }
-    }
-
-    /// Not removed for good.
-    fn live(&self) -> bool {
-        !matches!(self.state, State::Down { respawn_at: None })
-    }
-
-    /// The running job.
-    fn job(&self) -> Option<&Job> {
-        self.jobs.front().map(|j| &**j)
-    }
-
-    /// The worker's pid (process) or number (thread).
-    fn worker_id(&self) -> u32 {
-        match &self.worker {
-            Some(Worker::Process(p)) => p.pid(),
-            Some(Worker::Thread(t)) => t.num(),
-            None => 0,
-        }
-    }
-
-    /// Hand a job to the worker (buffered). Returns whether it is the one now running; gives
-    /// the job back if the worker is gone.
-    fn push(&mut self, job: Box<Job>) -> Result<bool, Box<Job>> {
-        let sent = match &mut self.worker {
-            Some(Worker::Process(p)) => p.send(job.id, &job.payload).is_ok(),
-            Some(Worker::Thread(t)) => t.send(job.id, job.msg.clone()),
-            None => false,
-        };
-        if sent {
-            self.jobs.push_back(job);
-            Ok(self.jobs.len() == 1)
-        } else {
-            self.state = State::Starting;
-            Err(job)
-        }
-    }
-
-    fn stop_worker(&mut self, kill: bool) {
-        match self.worker.take() {
-            Some(Worker::Process(mut p)) if kill => p.kill(),
-            Some(Worker::Process(mut p)) => p.stop(),
-            Some(Worker::Thread(mut t)) if kill => t.abandon(),
-            Some(Worker::Thread(mut t)) => t.stop(),
-            None => {}
-        }
-    }
-
-    /// The jobs queued behind the running one, which never started.
-    fn unstarted(&mut self) -> VecDeque<Box<Job>> {
-        if self.jobs.len() > 1 {
-            self.jobs.split_off(1)
-        } else {
-            VecDeque::new()
-        }
     }
 }
