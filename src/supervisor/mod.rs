@@ -1,17 +1,26 @@
 //! The supervisor: the parent process of a consumer. It owns the storage traffic of the queue
 //! (dequeue, acks, results, the schedule), hands tasks to its workers, and keeps them healthy.
 //!
-//! One main loop, fed by one channel: worker events (ready, done, exited) and fetched batches
-//! arrive there; between messages the loop runs its timers (scheduler, periodic ticker, lease
-//! renewal, health checks) and reads the signal counters. Each duty lives in its own file.
+//! One main loop, fed by one channel (worker events and fetched batches arrive there), over
+//! parts that each own their state:
+//! - `pool`: the worker slots; spawns, reaps, replaces and recycles workers, kills the ones
+//!   past a timeout or running a revoked task;
+//! - `dispatcher`: the fetcher thread, the line of leased messages waiting for a worker, their
+//!   hand-over to the pool, and lease renewal;
+//! - `outbox`: the outcomes not yet written, one storage write per loop turn, retried with
+//!   backoff, and the events emitted once their outcomes are written;
+//! - [`scheduler`]: due scheduled tasks to their queues, and [`ticker`]: periodic tasks;
+//! - [`signals`]: what the operator asked for.
+//!
+//! The loop itself keeps only what spans them: the stop state and the stats.
 
-mod completion;
-mod dispatch;
-mod health;
+mod dispatcher;
+mod outbox;
+mod pool;
 pub mod scheduler;
 pub mod signals;
+pub mod ticker;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -19,13 +28,15 @@ use std::time::{Duration, Instant};
 
 use crate::app::Huey;
 use crate::error::{Error, Result};
-use crate::storage::{Batch, Flush};
+use crate::storage::Flush;
 use crate::worker::{EventSink, Tagged};
 
-use dispatch::{Fetched, Fetcher, Job};
-use health::Slot;
-use scheduler::Ticker;
-use signals::Signals;
+use dispatcher::{Dispatcher, Fetched};
+use outbox::Outbox;
+use pool::{Ended, Pool, Returns};
+use scheduler::Scheduler;
+use signals::{Pending, Signals};
+use ticker::Ticker;
 
 /// Where task code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,20 +155,15 @@ pub struct Supervisor {
     cfg: Config,
     tx: Sender<Input>,
     rx: Receiver<Input>,
-    worker_tx: EventSink,
-    slots: Vec<Slot>,
-    waiting: VecDeque<Box<Job>>,
-    pace: dispatch::Pace,
-    next_job: u64,
-    fetcher: Fetcher,
-    fetch_outstanding: bool,
-    batch: Batch,
-    /// Events about outcomes not yet written.
-    unsent_events: Vec<crate::events::Event>,
-    batch_failures: u32,
-    next_flush_retry: Instant,
+    pool: Pool,
+    dispatcher: Dispatcher,
+    outbox: Outbox,
+    scheduler: Scheduler,
     ticker: Ticker,
+    /// Stopping: running tasks may finish until this deadline.
     stopping: Option<Instant>,
+    /// A second stop signal: stop at once.
+    immediate: bool,
     stats: Stats,
 }
 
@@ -171,6 +177,24 @@ pub struct Stats {
     /// Tasks cut short by a stop and left for redelivery.
     pub interrupted: u64,
 }
+
+impl Stats {
+    fn count(&mut self, ended: &Ended) {
+        if ended.lost {
+            self.workers_lost += 1;
+        }
+        match &ended.outcome {
+            Ok(_) => self.completed += 1,
+            Err(f) if f.kind.is_retryable() && ended.job.msg.options.retries > 0 => {
+                self.retried += 1
+            }
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+/// How long the loop waits for input before it runs its timers anyway.
+const TURN: Duration = Duration::from_millis(50);
 
 impl Supervisor {
     /// Prepare a supervisor (no workers start until [`Supervisor::run`]).
@@ -188,26 +212,18 @@ impl Supervisor {
         // Workers report straight onto the main loop's channel.
         let events = tx.clone();
         let worker_tx: EventSink = Arc::new(move |t| events.send(Input::Worker(t)).is_ok());
-        let fetcher = Fetcher::spawn(&app, &cfg, tx.clone())?;
-        let ticker = Ticker::new(&app);
         Ok(Supervisor {
+            dispatcher: Dispatcher::new(&app, &cfg, tx.clone())?,
+            pool: Pool::new(&app, &cfg, worker_tx),
+            outbox: Outbox::new(cfg.log_tasks),
+            scheduler: Scheduler::new(cfg.scheduler_interval, Instant::now()),
+            ticker: Ticker::new(&app),
             app,
             cfg,
             tx,
             rx,
-            worker_tx,
-            slots: Vec::new(),
-            waiting: VecDeque::new(),
-            pace: dispatch::Pace::default(),
-            next_job: 1,
-            fetcher,
-            fetch_outstanding: false,
-            batch: Batch::default(),
-            unsent_events: Vec::new(),
-            batch_failures: 0,
-            next_flush_retry: Instant::now(),
-            ticker,
             stopping: None,
+            immediate: false,
             stats: Stats::default(),
         })
     }
@@ -221,96 +237,15 @@ impl Supervisor {
     pub fn run(mut self) -> Result<(Stopped, Stats)> {
         let mut signals =
             Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
-        if self.cfg.flush_locks {
-            self.app.storage().flush(Flush {
-                locks: true,
-                ..Flush::default()
-            })?;
-            tracing::info!("flushed all locks");
-        }
-        for _ in 0..self.cfg.workers {
-            self.add_slot();
-        }
-        notify_systemd("READY=1");
-        tracing::info!(
-            workers = self.cfg.workers,
-            kind = ?self.cfg.kind,
-            storage = self.app.storage().backend(),
-            queues = ?self.cfg.queues,
-            "consumer started"
-        );
-        let mut timers = Timers::new(&self.cfg);
-        let mut immediate = false;
-        loop {
-            match self.rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(input) => self.handle(input),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            // Everything already queued is handled before writing, so completions batch up.
-            while let Ok(input) = self.rx.try_recv() {
-                self.handle(input);
-            }
-            self.dispatch_waiting();
-            self.flush();
-            self.request_more();
-
-            let now = Instant::now();
-            if timers.scheduler <= now {
-                timers.scheduler = now + self.cfg.scheduler_interval;
-                self.promote_due();
-            }
-            if self.cfg.periodic && self.stopping.is_none() {
-                self.tick_periodic();
-            }
-            if timers.leases <= now {
-                timers.leases = now + self.cfg.lease / 3;
-                self.extend_leases();
-            }
-            // Timeouts and respawns are checked every turn (no I/O); running tasks revoked
-            // since they started are looked for in storage once per health-check interval.
-            self.check_health();
-            if timers.health <= now {
-                timers.health = now + self.cfg.health_check_interval;
-                self.cancel_revoked();
-            }
-
-            let sig = signals.poll();
-            if sig.stops >= 1 && self.stopping.is_none() {
-                tracing::info!("stopping gracefully: no new tasks; running tasks may finish (a second signal stops at once)");
-                self.begin_stop();
-            }
-            if sig.stops >= 2 {
-                immediate = true;
-            }
-            if sig.reload {
-                tracing::info!("SIGHUP: restarting workers gracefully");
-                self.restart_workers();
-            }
-            for _ in 0..sig.add_workers {
-                self.add_slot();
-            }
-            for _ in 0..sig.remove_workers {
-                self.remove_slot();
-            }
-            if sig.reopen_log {
-                crate::logging::reopen_log();
-            }
-
-            if let Some(deadline) = self.stopping {
-                let busy = self.busy_count();
-                if busy == 0 && !self.fetch_outstanding {
-                    break;
-                }
-                if immediate || Instant::now() >= deadline {
-                    if busy > 0 {
-                        tracing::warn!(busy, "stop deadline reached: killing busy workers; their tasks will be redelivered");
-                    }
-                    self.interrupt_busy();
-                    if !self.fetch_outstanding || immediate {
-                        break;
-                    }
-                }
+        self.start()?;
+        while self.receive() {
+            self.dispatcher.dispatch(&mut self.pool);
+            self.outbox.write(&self.app, Instant::now());
+            self.dispatcher.request_more(&self.pool);
+            self.run_timers();
+            self.react(signals.poll());
+            if self.done_stopping() {
+                break;
             }
         }
         let outcome = if self.stats.interrupted > 0 {
@@ -322,41 +257,144 @@ impl Supervisor {
         Ok((outcome, self.stats))
     }
 
+    fn start(&mut self) -> Result<()> {
+        if self.cfg.flush_locks {
+            self.app.storage().flush(Flush {
+                locks: true,
+                ..Flush::default()
+            })?;
+            tracing::info!("flushed all locks");
+        }
+        for _ in 0..self.cfg.workers {
+            self.pool.add();
+        }
+        notify_systemd("READY=1");
+        tracing::info!(
+            workers = self.cfg.workers,
+            kind = ?self.cfg.kind,
+            storage = self.app.storage().backend(),
+            queues = ?self.cfg.queues,
+            "consumer started"
+        );
+        Ok(())
+    }
+
+    /// Wait a short while for input, then take everything already queued, so completions
+    /// batch up before the write. False once no sender is left.
+    fn receive(&mut self) -> bool {
+        match self.rx.recv_timeout(TURN) {
+            Ok(input) => self.handle(input),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+        while let Ok(input) = self.rx.try_recv() {
+            self.handle(input);
+        }
+        true
+    }
+
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Worker(t) => self.on_worker_event(t),
-            Input::Fetched(f) => self.on_fetched(f),
-            Input::Stop => {
-                if self.stopping.is_none() {
-                    self.begin_stop();
-                }
+            Input::Worker(t) => {
+                let returns = self.pool.on_event(t);
+                self.settle(returns);
             }
+            Input::Fetched(f) => self.dispatcher.on_fetched(&self.app, f, &mut self.outbox),
+            Input::Stop => self.begin_stop(),
+        }
+    }
+
+    /// Pass on what the pool hands back: unstarted jobs to the dispatcher, ended attempts to
+    /// the stats and the outbox.
+    fn settle(&mut self, returns: Returns) {
+        if !returns.unstarted.is_empty() {
+            self.dispatcher.requeue(returns.unstarted);
+        }
+        for ended in returns.ended {
+            self.dispatcher.record_pace(ended.elapsed);
+            self.stats.count(&ended);
+            self.outbox.complete(&self.app, ended);
+        }
+    }
+
+    /// The timed duties. Timeouts and respawns are checked every turn (no I/O); running tasks
+    /// revoked since they started are looked for in storage once per health-check interval.
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        self.scheduler.run(&self.app, now);
+        if self.cfg.periodic && self.stopping.is_none() {
+            self.ticker.tick(chrono::Utc::now());
+        }
+        self.dispatcher.renew_leases(&self.app, &self.pool, now);
+        let returns = self.pool.check(Instant::now());
+        self.settle(returns);
+        let returns = self.pool.cancel_revoked(now);
+        self.settle(returns);
+    }
+
+    fn react(&mut self, sig: Pending) {
+        if sig.stops >= 1 && self.stopping.is_none() {
+            tracing::info!("stopping gracefully: no new tasks; running tasks may finish (a second signal stops at once)");
+            self.begin_stop();
+        }
+        if sig.stops >= 2 {
+            self.immediate = true;
+        }
+        if sig.reload {
+            tracing::info!("SIGHUP: restarting workers gracefully");
+            self.pool.restart();
+        }
+        for _ in 0..sig.add_workers {
+            self.pool.add();
+        }
+        for _ in 0..sig.remove_workers {
+            self.pool.remove();
+        }
+        if sig.reopen_log {
+            crate::logging::reopen_log();
         }
     }
 
     fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
         notify_systemd("STOPPING=1");
         self.stopping = Some(Instant::now() + self.cfg.stop_deadline);
-        self.release_waiting();
+        self.pool.stop();
+        self.dispatcher.stop(&self.app);
+    }
+
+    /// Whether a stop is complete: nothing runs and no fetch is on its way. At the deadline
+    /// (or on a second signal) busy workers are killed and their tasks given back.
+    fn done_stopping(&mut self) -> bool {
+        let Some(deadline) = self.stopping else {
+            return false;
+        };
+        let busy = self.pool.busy();
+        let fetching = self.dispatcher.fetch_outstanding();
+        if busy == 0 && !fetching {
+            return true;
+        }
+        if self.immediate || Instant::now() >= deadline {
+            if busy > 0 {
+                tracing::warn!(
+                    busy,
+                    "stop deadline reached: killing busy workers; their tasks will be redelivered"
+                );
+            }
+            let interrupted = self.pool.interrupt();
+            self.stats.interrupted += interrupted.count;
+            dispatcher::release(&self.app, &interrupted.leases);
+            return !fetching || self.immediate;
+        }
+        false
     }
 
     fn shutdown(&mut self) {
-        self.release_waiting();
-        self.stop_all_workers();
-        for attempt in 0..5 {
-            self.next_flush_retry = Instant::now();
-            self.flush();
-            if self.batch.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
-        }
-        if !self.batch.is_empty() {
-            tracing::error!(
-                acks = self.batch.ack.len(),
-                "could not write the last outcomes: those tasks will be redelivered when their leases expire"
-            );
-        }
+        self.dispatcher.release_waiting(&self.app);
+        self.pool.stop_all();
+        self.outbox.drain(&self.app);
         tracing::info!(
             completed = self.stats.completed,
             failed = self.stats.failed,
@@ -368,20 +406,27 @@ impl Supervisor {
     }
 }
 
-struct Timers {
-    scheduler: Instant,
-    leases: Instant,
-    health: Instant,
+/// A repeating timer: due at its first time, then `interval` after each turn that ran it.
+struct Every {
+    interval: Duration,
+    next: Instant,
 }
 
-impl Timers {
-    fn new(cfg: &Config) -> Timers {
-        let now = Instant::now();
-        Timers {
-            scheduler: now,
-            leases: now + cfg.lease / 3,
-            health: now + cfg.health_check_interval,
+impl Every {
+    fn new(interval: Duration, first: Instant) -> Every {
+        Every {
+            interval,
+            next: first,
         }
+    }
+
+    /// Whether it is due at `now` (if so, it is set for the next time).
+    fn due(&mut self, now: Instant) -> bool {
+        if self.next > now {
+            return false;
+        }
+        self.next = now + self.interval;
+        true
     }
 }
 

@@ -1,102 +1,38 @@
-//! The scheduler (due delayed tasks to the ready queue) and the periodic ticker.
-//!
-//! The ticker enqueues each periodic task once per matching time, at the start of that minute
-//! (or second, for six-field schedules), whatever the consumer's start offset. It looks at the
-//! current time only, so after a stall it does not enqueue a burst of missed runs. Each run is
-//! claimed in storage before it is enqueued (`put_if_empty` on a key naming the task and the
-//! time), so a restart within the same minute does not enqueue it again, and several consumers
-//! sharing one storage enqueue it once between them.
+//! The scheduler: moves scheduled tasks whose time has come to their ready queues, once per
+//! scheduler interval.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
-use super::Supervisor;
+use super::Every;
 use crate::app::Huey;
 use crate::clock::now_ms;
-use crate::error::Result;
-use crate::events::{Event, EventKind};
-use crate::message::Message;
-use crate::storage::Ns;
 
-/// How long a periodic claim is kept (long enough to outlive any restart in the same minute).
-const CLAIM_TTL: Duration = Duration::from_secs(3 * 3600);
+/// The periodic ticker used to live here; the old path still works.
+pub use super::ticker::Ticker;
 
-/// Decides which periodic tasks are due; the clock is passed in, so tests can drive it.
-pub struct Ticker {
-    app: Huey,
-    last_second: Option<i64>,
+/// Tasks promoted per storage call (a long backlog takes several).
+const PROMOTE_AT_ONCE: usize = 1000;
+
+pub(super) struct Scheduler {
+    every: Every,
 }
 
-impl Ticker {
-    /// A ticker for an app's periodic tasks.
-    pub fn new(app: &Huey) -> Ticker {
-        Ticker {
-            app: app.clone(),
-            last_second: None,
+impl Scheduler {
+    /// A scheduler that first runs at `first`, then every `interval`.
+    pub(super) fn new(interval: Duration, first: Instant) -> Scheduler {
+        Scheduler {
+            every: Every::new(interval, first),
         }
     }
 
-    /// The periodic runs due at `now`: `(task name, the time it is for)`. Each second is
-    /// looked at once; a five-field schedule can only be due in the first second of a minute.
-    /// Seconds skipped by a slow loop turn (up to five) are caught up; a longer stall is not.
-    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
-        let sec = now.timestamp();
-        let previous = self.last_second.replace(sec);
-        if previous == Some(sec) {
-            return Vec::new();
+    /// Promote the due scheduled tasks, if the interval has passed at `now`.
+    pub(super) fn run(&mut self, app: &Huey, now: Instant) {
+        if !self.every.due(now) {
+            return;
         }
-        // Seconds not yet looked at: only a short gap is caught up, never a long stall.
-        let from = match previous {
-            Some(p) if p < sec && sec - p <= 5 => p + 1,
-            _ => sec,
-        };
-        let mut out = Vec::new();
-        for def in self.app.task_defs() {
-            let Some(cron) = &def.periodic else { continue };
-            for s in from..=sec {
-                if !cron.has_seconds() && s % 60 != 0 {
-                    continue;
-                }
-                let Some(at) = DateTime::from_timestamp(s, 0) else {
-                    continue;
-                };
-                if cron.matches(at) {
-                    out.push((def.name.clone(), at));
-                }
-            }
-        }
-        out
-    }
-
-    /// Claim and enqueue each due run; returns the names enqueued by this call.
-    pub fn enqueue_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>> {
-        let mut enqueued = Vec::new();
-        for (name, at) in self.due(now) {
-            let key = format!("periodic:{name}:{}", at.timestamp());
-            let storage = self.app.storage();
-            if !storage.put_if_empty(Ns::Claims, &key, b"1", Some(CLAIM_TTL))? {
-                continue; // another consumer (or this one before a restart) has it
-            }
-            let Some(def) = self.app.task_def(&name) else {
-                continue;
-            };
-            let args = postcard::to_allocvec(&()).unwrap_or_default();
-            let msg = Message::new(name.clone(), args, def.options.to_message_options(now_ms()));
-            self.app.enqueue_messages(std::slice::from_ref(&msg))?;
-            self.app
-                .emit(&Event::for_message(EventKind::Enqueued, &msg));
-            enqueued.push(name);
-        }
-        Ok(enqueued)
-    }
-}
-
-impl Supervisor {
-    pub(super) fn promote_due(&mut self) {
         loop {
-            match self.app.storage().promote_due(now_ms(), 1000) {
-                Ok(1000) => continue,
+            match app.storage().promote_due(now_ms(), PROMOTE_AT_ONCE) {
+                Ok(PROMOTE_AT_ONCE) => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::error!("could not move due scheduled tasks: {e}");
@@ -105,15 +41,53 @@ impl Supervisor {
             }
         }
     }
+}
 
-    pub(super) fn tick_periodic(&mut self) {
-        match self.ticker.enqueue_due(Utc::now()) {
-            Ok(names) => {
-                for n in names {
-                    tracing::info!(task = %n, "enqueued periodic task");
-                }
-            }
-            Err(e) => tracing::error!("could not enqueue periodic tasks: {e}"),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Batch, Ready, Scheduled};
+
+    /// Schedule `n` tasks whose time came a minute ago.
+    fn overdue(app: &Huey, n: usize) {
+        let schedule = (0..n)
+            .map(|i| Scheduled {
+                eta_ms: now_ms() - 60_000,
+                ready: Ready {
+                    id: crate::message::new_id(),
+                    queue: "default".into(),
+                    priority: 0,
+                    payload: vec![i as u8],
+                },
+            })
+            .collect();
+        let batch = Batch {
+            schedule,
+            ..Batch::default()
+        };
+        app.storage().apply(&batch).unwrap();
+    }
+
+    #[test]
+    fn promotes_a_long_backlog_once_per_interval() {
+        let app = Huey::open("scheduler", "memory:").unwrap();
+        let counts = || {
+            let c = app.storage().counts().unwrap();
+            (c.ready, c.scheduled)
+        };
+        let backlog = 2 * PROMOTE_AT_ONCE + 1;
+        overdue(&app, backlog);
+        assert_eq!(counts(), (0, backlog as u64));
+
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1), t0);
+        s.run(&app, t0);
+        assert_eq!(counts(), (backlog as u64, 0), "all of it, in several calls");
+
+        overdue(&app, 1);
+        s.run(&app, t0 + Duration::from_millis(999));
+        assert_eq!(counts().1, 1, "not before the interval has passed");
+        s.run(&app, t0 + Duration::from_secs(1));
+        assert_eq!(counts().1, 0);
     }
 }

@@ -1,0 +1,408 @@
+//! The dispatcher: a fetcher thread leases messages from storage (blocking there, so an idle
+//! consumer reacts at once), and the main loop hands them to the pool's idle workers.
+//!
+//! The fetcher asks for what the workers will start soon: room for one job per idle worker,
+//! plus, when tasks are fast (judged by the recent [`Pace`]), a few more queued in each
+//! worker's pipe and a buffer in the parent worth [`SOON`] of work — so storage round trips
+//! carry batches, and a lease never runs out while a message waits. Leases of waiting and
+//! running tasks are renewed every third of the lease period anyway.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant};
+
+use super::outbox::Outbox;
+use super::pool::Pool;
+use super::{Config, Every, Input};
+use crate::app::Huey;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::lifecycle::{self, Effects};
+use crate::message::Message;
+use crate::revoke::Revocations;
+use crate::storage::{Delivery, DequeueRequest, Lease};
+
+/// Messages may wait in the parent only as long as the workers take to start them at the recent
+/// pace: far below any lease, which is renewed for them anyway.
+const SOON: Duration = Duration::from_millis(50);
+/// The most messages buffered per worker, however fast tasks run.
+const MAX_BUFFER_PER_WORKER: usize = 64;
+/// Work queued in a worker's pipe behind its running task, at the recent pace.
+const PIPE_AHEAD: Duration = Duration::from_millis(2);
+/// The most jobs handed to one worker at once.
+const MAX_DEPTH: usize = 8;
+
+/// The recent average time a worker spends per task (an exponentially weighted mean), for
+/// sizing the buffer. Starts pessimistic: no buffer until tasks show they are fast.
+pub(super) struct Pace {
+    mean_ns: f64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace { mean_ns: 1e9 }
+    }
+}
+
+impl Pace {
+    pub fn record(&mut self, took: Duration) {
+        self.mean_ns = 0.9 * self.mean_ns + 0.1 * took.as_nanos() as f64;
+    }
+
+    pub fn average(&self) -> Duration {
+        Duration::from_nanos(self.mean_ns as u64)
+    }
+
+    /// How many jobs each worker is handed at once: one, unless tasks are fast, when a few
+    /// more wait in its pipe so it never idles waiting for the parent ([`PIPE_AHEAD`] of work).
+    pub fn depth(&self) -> usize {
+        let per_task = self.average().max(Duration::from_micros(1));
+        ((PIPE_AHEAD.as_nanos() / per_task.as_nanos()) as usize).clamp(1, MAX_DEPTH)
+    }
+
+    /// How many dequeued messages may wait in the parent beyond the idle workers of a pool of
+    /// `workers`: what they start within [`SOON`], up to [`MAX_BUFFER_PER_WORKER`] each.
+    pub fn buffer(&self, workers: usize) -> usize {
+        let per_task = self.average().max(Duration::from_micros(1));
+        let soon = (SOON.as_nanos() / per_task.as_nanos()) as usize;
+        (workers * soon).min(workers * MAX_BUFFER_PER_WORKER)
+    }
+}
+
+/// How many messages to ask for, if any, with room for `idle` jobs in the workers, a buffer of
+/// `buffer` and `waiting` already here. Asks while a worker has room, or once the waiting line
+/// is down to half of what is wanted (a fetch per turn for a few messages would be all cost).
+fn to_request(idle: usize, buffer: usize, waiting: usize) -> Option<usize> {
+    let want = idle + buffer;
+    (want > waiting && (idle > 0 || waiting * 2 < want)).then(|| want - waiting)
+}
+
+/// A message on its way to (or running on) a worker.
+pub(super) struct Job {
+    pub id: u64,
+    pub lease: Lease,
+    pub msg: Message,
+    pub payload: Vec<u8>,
+    pub started: Instant,
+    pub deadline: Option<Instant>,
+}
+
+/// A batch the fetcher leased, with the revocations in force when it did.
+pub(super) struct Fetched {
+    pub deliveries: Vec<Delivery>,
+    pub revocations: Revocations,
+}
+
+/// Fetches messages, keeps the ones no worker has room for yet, and hands them over.
+pub(super) struct Dispatcher {
+    fetcher: Fetcher,
+    /// A request is with the fetcher; its answer will come as [`Input::Fetched`].
+    fetch_outstanding: bool,
+    /// Leased messages no worker has taken yet, in order.
+    waiting: VecDeque<Box<Job>>,
+    pace: Pace,
+    next_job: u64,
+    lease: Duration,
+    renew: Every,
+    /// No more fetching: what arrives is released.
+    stopping: bool,
+}
+
+impl Dispatcher {
+    /// Start the fetcher thread, which sends what it leases to `out`.
+    pub fn new(app: &Huey, cfg: &Config, out: Sender<Input>) -> Result<Dispatcher> {
+        Ok(Dispatcher {
+            fetcher: Fetcher::spawn(app, cfg, out)?,
+            fetch_outstanding: false,
+            waiting: VecDeque::new(),
+            pace: Pace::default(),
+            next_job: 1,
+            lease: cfg.lease,
+            renew: Every::new(cfg.lease / 3, Instant::now() + cfg.lease / 3),
+            stopping: false,
+        })
+    }
+
+    /// Whether a fetch is on its way (its leases must be released before the loop ends).
+    pub fn fetch_outstanding(&self) -> bool {
+        self.fetch_outstanding
+    }
+
+    /// A task took this long: the pace sizes the buffer and the pipe depth.
+    pub fn record_pace(&mut self, took: Duration) {
+        self.pace.record(took);
+    }
+
+    /// Check what the fetcher leased and line it up for the workers; outcomes decided without
+    /// running (revoked, expired, dead-lettered) go to the outbox.
+    pub fn on_fetched(&mut self, app: &Huey, f: Fetched, outbox: &mut Outbox) {
+        self.fetch_outstanding = false;
+        if self.stopping {
+            let leases: Vec<Lease> = f.deliveries.iter().map(|d| d.lease.clone()).collect();
+            release(app, &leases);
+            return;
+        }
+        let now = now_ms();
+        let mut fx = Effects::default();
+        for d in f.deliveries {
+            let lease = Some(&d.lease);
+            let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) else {
+                continue;
+            };
+            match app.admit(lease, msg, &f.revocations, now, &mut fx) {
+                Ok(Some(msg)) => {
+                    let id = self.next_job;
+                    self.next_job += 1;
+                    self.waiting.push_back(Box::new(Job {
+                        id,
+                        lease: d.lease,
+                        deadline: None,
+                        started: Instant::now(),
+                        msg,
+                        payload: d.payload,
+                    }));
+                }
+                Ok(None) => {}
+                // A storage error while checking revocations: leave the lease to expire.
+                Err(e) => tracing::error!("could not check task {:?}: {e}", d.lease),
+            }
+        }
+        outbox.add(app, fx);
+    }
+
+    /// Hand waiting jobs to workers with room, emptiest first, then send them in one write
+    /// per worker.
+    pub fn dispatch(&mut self, pool: &mut Pool) {
+        let depth = self.pace.depth();
+        let mut touched = Vec::new();
+        while !self.waiting.is_empty() {
+            let Some(i) = pool.emptiest(depth) else { break };
+            let job = self.waiting.pop_front().expect("not empty");
+            match pool.hand_over(i, job) {
+                Ok(()) => {
+                    if !touched.contains(&i) {
+                        touched.push(i);
+                    }
+                }
+                // The worker is gone; its exit event will come. Try the job elsewhere.
+                Err(job) => self.waiting.push_front(job),
+            }
+        }
+        for i in touched {
+            pool.flush(i);
+        }
+    }
+
+    /// Ask the fetcher for work when there is room and nothing is on its way: one message per
+    /// idle worker, plus a buffer of what the workers will start within [`SOON`] at the
+    /// recent pace (none for slow tasks; up to [`MAX_BUFFER_PER_WORKER`] each for fast ones).
+    /// Batches of many messages make one storage round trip each way, where the speed comes from.
+    pub fn request_more(&mut self, pool: &Pool) {
+        if self.stopping || self.fetch_outstanding {
+            return;
+        }
+        let idle = pool.room(self.pace.depth());
+        let buffer = self.pace.buffer(pool.len());
+        if let Some(n) = to_request(idle, buffer, self.waiting.len()) {
+            self.fetcher.request(n);
+            self.fetch_outstanding = true;
+        }
+    }
+
+    /// Jobs that never started (their worker died or was killed) go back to the front of the
+    /// waiting line, in order.
+    pub fn requeue(&mut self, jobs: VecDeque<Box<Job>>) {
+        for j in jobs.into_iter().rev() {
+            self.waiting.push_front(j);
+        }
+    }
+
+    /// Renew the leases of waiting and running tasks, every third of the lease period.
+    pub fn renew_leases(&mut self, app: &Huey, pool: &Pool, now: Instant) {
+        if !self.renew.due(now) {
+            return;
+        }
+        let leases: Vec<Lease> = pool
+            .jobs()
+            .map(|j| j.lease.clone())
+            .chain(self.waiting.iter().map(|j| j.lease.clone()))
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        if let Err(e) = app.storage().extend(&leases, self.lease) {
+            tracing::error!("could not renew {} leases: {e}", leases.len());
+        }
+    }
+
+    /// Stop fetching and give back what waits.
+    pub fn stop(&mut self, app: &Huey) {
+        self.stopping = true;
+        self.release_waiting(app);
+    }
+
+    pub fn release_waiting(&mut self, app: &Huey) {
+        let leases: Vec<Lease> = self.waiting.drain(..).map(|j| j.lease).collect();
+        release(app, &leases);
+    }
+}
+
+/// Give leases back for redelivery now rather than when they expire.
+pub(super) fn release(app: &Huey, leases: &[Lease]) {
+    if leases.is_empty() {
+        return;
+    }
+    if let Err(e) = app.storage().release(leases) {
+        tracing::warn!(
+            "could not release {} leases (they will expire): {e}",
+            leases.len()
+        );
+    }
+}
+
+/// The fetcher thread's handle.
+struct Fetcher {
+    want: Sender<usize>,
+}
+
+impl Fetcher {
+    fn spawn(app: &Huey, cfg: &Config, out: Sender<Input>) -> Result<Fetcher> {
+        let (want, want_rx) = mpsc::channel::<usize>();
+        let app = app.clone();
+        let mut req = DequeueRequest {
+            consumer: consumer_name(),
+            queues: cfg.queues.clone(),
+            max: 1,
+            lease: cfg.lease,
+            wait: cfg.poll_wait,
+            max_deliveries: cfg.max_deliveries,
+        };
+        std::thread::Builder::new()
+            .name("huey-fetcher".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(100);
+                for n in want_rx {
+                    req.max = n;
+                    let fetched = loop {
+                        match fetch(&app, &req) {
+                            Ok(f) => break f,
+                            Err(e) => {
+                                tracing::error!("dequeue failed, retrying in {backoff:?}: {e}");
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    };
+                    backoff = Duration::from_millis(100);
+                    if out.send(Input::Fetched(fetched)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the fetcher thread", e))?;
+        Ok(Fetcher { want })
+    }
+
+    /// Ask for up to `n` messages.
+    fn request(&self, n: usize) {
+        let _ = self.want.send(n);
+    }
+}
+
+fn fetch(app: &Huey, req: &DequeueRequest) -> Result<Fetched> {
+    let deliveries = app.storage().dequeue(req)?;
+    let revocations = if deliveries.is_empty() {
+        Revocations::default()
+    } else {
+        app.revocations()?
+    };
+    Ok(Fetched {
+        deliveries,
+        revocations,
+    })
+}
+
+/// `host:pid`, naming this consumer's leases.
+fn consumer_name() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace_of(per_task: Duration) -> Pace {
+        let mut p = Pace::default();
+        for _ in 0..300 {
+            p.record(per_task);
+        }
+        p
+    }
+
+    #[test]
+    fn slow_tasks_get_one_job_per_worker_and_no_buffer() {
+        let p = Pace::default();
+        assert_eq!(p.average(), Duration::from_secs(1), "pessimistic at start");
+        assert_eq!((p.depth(), p.buffer(4)), (1, 0));
+        let p = pace_of(Duration::from_millis(100));
+        assert_eq!((p.depth(), p.buffer(4)), (1, 0));
+    }
+
+    #[test]
+    fn fast_tasks_fill_pipes_and_a_buffer_worth_a_short_while() {
+        // 1 ms a task: two queued per pipe, 50 per worker buffered.
+        let p = pace_of(Duration::from_millis(1));
+        assert_eq!((p.depth(), p.buffer(4)), (2, 200));
+        // 10 µs a task: depth and buffer reach their caps.
+        let p = pace_of(Duration::from_micros(10));
+        assert_eq!(
+            (p.depth(), p.buffer(4)),
+            (MAX_DEPTH, 4 * MAX_BUFFER_PER_WORKER)
+        );
+        // Instant tasks do not divide by zero.
+        let p = pace_of(Duration::ZERO);
+        assert_eq!((p.depth(), p.buffer(1)), (MAX_DEPTH, MAX_BUFFER_PER_WORKER));
+    }
+
+    #[test]
+    fn the_pace_follows_recent_tasks() {
+        let mut p = pace_of(Duration::from_micros(100));
+        assert_eq!(p.depth(), MAX_DEPTH);
+        p.record(Duration::from_secs(1));
+        assert_eq!(
+            (p.depth(), p.buffer(1)),
+            (1, 0),
+            "one slow task slows it at once"
+        );
+        for _ in 0..100 {
+            p.record(Duration::from_micros(100));
+        }
+        assert_eq!(p.depth(), MAX_DEPTH, "and fast ones speed it up again");
+    }
+
+    #[test]
+    fn requests_fill_idle_workers_and_top_up_a_half_empty_buffer() {
+        assert_eq!(to_request(2, 0, 0), Some(2), "one per idle worker");
+        assert_eq!(to_request(0, 0, 0), None, "no room, no buffer: nothing");
+        assert_eq!(to_request(2, 0, 2), None, "enough already waits");
+        assert_eq!(
+            to_request(1, 100, 60),
+            Some(41),
+            "an idle worker asks at once"
+        );
+        assert_eq!(
+            to_request(0, 100, 60),
+            None,
+            "a buffer over half full waits"
+        );
+        assert_eq!(
+            to_request(0, 100, 49),
+            Some(51),
+            "under half full: topped up"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! The outbox: each attempt's outcome (result or error, retry, pipeline continuation, ack)
+//! goes into the pending batch, written in one storage call per loop turn; the events about
+//! those outcomes go to the app's handlers once the write has succeeded (a handler that reads
+//! a result finds it).
+//!
+//! A batch that cannot be written (storage down) is kept and retried with backoff; its tasks
+//! stay leased, so in the worst case they are redelivered, never lost.
+
+use std::time::{Duration, Instant};
+
+use super::pool::Ended;
+use crate::app::Huey;
+use crate::clock::now_ms;
+use crate::events::{Event, EventKind};
+use crate::lifecycle::{self, Effects};
+use crate::storage::Batch;
+
+pub(super) struct Outbox {
+    /// Outcomes not yet written.
+    batch: Batch,
+    /// Events about outcomes not yet written.
+    unsent: Vec<Event>,
+    /// Failed writes in a row.
+    failures: u32,
+    /// No write before this (backoff after a failure).
+    retry_at: Instant,
+    log_tasks: bool,
+}
+
+impl Outbox {
+    pub fn new(log_tasks: bool) -> Outbox {
+        Outbox {
+            batch: Batch::default(),
+            unsent: Vec::new(),
+            failures: 0,
+            retry_at: Instant::now(),
+            log_tasks,
+        }
+    }
+
+    /// Outcomes decided elsewhere (e.g. a message found revoked when it was fetched): their
+    /// writes join the pending batch, their events wait for it.
+    pub fn add(&mut self, app: &Huey, fx: Effects) {
+        self.batch.append(fx.batch);
+        self.add_events(app, fx.events);
+    }
+
+    /// Record a finished (or failed, timed out, lost) attempt.
+    pub fn complete(&mut self, app: &Huey, ended: Ended) {
+        let Ended {
+            job,
+            outcome,
+            worker,
+            elapsed,
+            ..
+        } = ended;
+        let mut fx = Effects::default();
+        lifecycle::complete(
+            Some(&job.lease),
+            &job.msg,
+            outcome,
+            now_ms(),
+            app.policy(),
+            &mut fx,
+        );
+        self.batch.append(fx.batch);
+        let mut events = fx.events;
+        if self.log_tasks {
+            match &events.last() {
+                Some(e) if e.kind == EventKind::Complete => tracing::info!(
+                    id = %job.msg.id, task = %job.msg.task, worker, duration = ?elapsed, "task finished"
+                ),
+                _ => {}
+            }
+        }
+        for e in &mut events {
+            e.duration = Some(elapsed);
+            e.worker = Some(worker);
+        }
+        self.add_events(app, events);
+    }
+
+    /// Log events that need attention; pass them to the app's handlers once the outcomes they
+    /// describe are written (at once if nothing waits).
+    pub fn add_events(&mut self, app: &Huey, events: Vec<Event>) {
+        for e in events {
+            log_event(&e);
+            self.unsent.push(e);
+        }
+        if self.batch.is_empty() {
+            self.send_events(app);
+        }
+    }
+
+    fn send_events(&mut self, app: &Huey) {
+        for e in std::mem::take(&mut self.unsent) {
+            app.emit(&e);
+        }
+    }
+
+    /// Write the pending batch (if any, and not backing off at `now`) in one call; on failure
+    /// keep it and back off.
+    pub fn write(&mut self, app: &Huey, now: Instant) {
+        if self.batch.is_empty() || now < self.retry_at {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match app.storage().apply(&batch) {
+            Ok(()) => {
+                self.send_events(app);
+                if self.failures > 0 {
+                    tracing::info!("storage is back: pending outcomes written");
+                }
+                self.failures = 0;
+            }
+            Err(e) => {
+                self.failures += 1;
+                let wait = Duration::from_millis(100 << self.failures.min(6));
+                tracing::error!(
+                    "could not write {} outcomes, retrying in {wait:?}: {e}",
+                    batch.ack.len()
+                );
+                // Counted from the end of the failed write: a locked database can take its
+                // whole busy timeout to fail.
+                self.retry_at = now.max(Instant::now()) + wait;
+                let newer = std::mem::replace(&mut self.batch, batch);
+                self.batch.append(newer);
+            }
+        }
+    }
+
+    /// At shutdown: try a few more times to write what is pending, waiting a little longer
+    /// each time.
+    pub fn drain(&mut self, app: &Huey) {
+        for attempt in 0..5 {
+            self.write(app, self.retry_at.max(Instant::now()));
+            if self.batch.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
+        }
+        if !self.batch.is_empty() {
+            tracing::error!(
+                acks = self.batch.ack.len(),
+                "could not write the last outcomes: those tasks will be redelivered when their leases expire"
+            );
+        }
+    }
+}
+
+fn log_event(e: &Event) {
+    let err = e.error.as_deref().unwrap_or("");
+    match e.kind {
+        EventKind::Complete | EventKind::Executing | EventKind::Enqueued | EventKind::Scheduled => {
+        }
+        EventKind::Retrying => {
+            tracing::warn!(id = %e.id, task = %e.task, attempt = e.attempt, "task failed, will retry: {err}")
+        }
+        EventKind::Revoked | EventKind::Expired | EventKind::Canceled | EventKind::Interrupted => {
+            tracing::info!(id = %e.id, task = %e.task, "task {}", e.kind)
+        }
+        EventKind::DeadLettered => {
+            tracing::error!(id = %e.id, task = %e.task, "moved to the dead-letter place: {err}")
+        }
+        _ => {
+            tracing::error!(id = %e.id, task = %e.task, attempt = e.attempt, worker = e.worker, "task failed ({}): {err}", e.kind)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::message::Message;
+    use crate::storage::DequeueRequest;
+    use crate::supervisor::dispatcher::Job;
+
+    /// Lease the one ready message and run it, as a worker would.
+    fn run_one(app: &Huey) -> Ended {
+        let req = DequeueRequest {
+            consumer: "test".into(),
+            queues: vec![crate::message::DEFAULT_QUEUE.into()],
+            max: 1,
+            lease: Duration::from_secs(60),
+            wait: Duration::ZERO,
+            max_deliveries: 5,
+        };
+        let d = app
+            .storage()
+            .dequeue(&req)
+            .unwrap()
+            .pop()
+            .expect("a message");
+        let msg = Message::decode(&d.payload).unwrap();
+        let outcome = app.run_attempt(&msg);
+        let job = Job {
+            id: 1,
+            lease: d.lease,
+            msg,
+            payload: d.payload,
+            started: Instant::now(),
+            deadline: None,
+        };
+        Ended {
+            job: Box::new(job),
+            outcome,
+            worker: 1,
+            elapsed: Duration::from_millis(1),
+            lost: false,
+        }
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_written_is_kept_and_retried_and_its_events_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let url = format!("sqlite:{}?busy_timeout=0", path.display());
+        let app = Huey::open("outbox", &url).unwrap();
+        let add = app
+            .task("add")
+            .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+            .unwrap();
+        let sum = add.enqueue((2, 3)).unwrap();
+        let later = add.enqueue((4, 5)).unwrap();
+        let emitted = Arc::new(Mutex::new(Vec::new()));
+        let seen = emitted.clone();
+        app.on_event(move |e| seen.lock().unwrap().push(e.kind));
+        let ended = run_one(&app);
+        let ended_later = run_one(&app);
+
+        // Another connection holds the write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut outbox = Outbox::new(false);
+        outbox.complete(&app, ended);
+        let t0 = Instant::now();
+        outbox.write(&app, t0);
+        assert_eq!(outbox.failures, 1);
+        assert_eq!(outbox.batch.ack.len(), 1, "the outcome is kept");
+        assert!(
+            emitted.lock().unwrap().is_empty(),
+            "no event before its outcome is written"
+        );
+        let first_retry = outbox.retry_at;
+        assert!(first_retry >= t0 + Duration::from_millis(200));
+
+        outbox.write(&app, first_retry - Duration::from_millis(1));
+        assert_eq!(outbox.failures, 1, "no write before the backoff has passed");
+        outbox.complete(&app, ended_later);
+        outbox.write(&app, first_retry);
+        assert_eq!(outbox.failures, 2, "tried again, still locked");
+        assert!(
+            outbox.retry_at >= first_retry + Duration::from_millis(400),
+            "backing off further"
+        );
+        assert_eq!(
+            outbox.batch.ack.len(),
+            2,
+            "the kept outcome and the newer one, each once"
+        );
+
+        other.execute_batch("COMMIT").unwrap();
+        outbox.write(&app, outbox.retry_at);
+        assert_eq!(outbox.failures, 0);
+        assert!(outbox.batch.is_empty(), "written");
+        assert!(
+            emitted.lock().unwrap().contains(&EventKind::Complete),
+            "events follow the write: {:?}",
+            emitted.lock().unwrap()
+        );
+        assert_eq!(sum.wait(Duration::from_secs(10)).unwrap(), 5);
+        assert_eq!(later.wait(Duration::from_secs(10)).unwrap(), 9);
+        assert_eq!(app.storage().counts().unwrap().in_flight, 0, "acked");
+    }
+}

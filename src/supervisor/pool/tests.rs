@@ -1,0 +1,179 @@
+//! The pool with real thread workers (and a process worker that cannot start), its clock
+//! driven through the `now` its checks take.
+
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::*;
+use crate::message::{Message, MessageOptions};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn pool(app: &Huey, cfg: Config) -> (Pool, Receiver<Tagged>) {
+    let (tx, rx) = mpsc::channel();
+    let sink: EventSink = Arc::new(move |t| tx.send(t).is_ok());
+    (Pool::new(app, &cfg, sink), rx)
+}
+
+fn job(id: u64, task: &str, args: &impl serde::Serialize, timeout_ms: Option<u64>) -> Box<Job> {
+    let options = MessageOptions {
+        timeout_ms,
+        ..MessageOptions::default()
+    };
+    let msg = Message::new(task, postcard::to_allocvec(args).unwrap(), options);
+    Box::new(Job {
+        id,
+        lease: Lease(format!("lease-{id}")),
+        payload: msg.encode().unwrap(),
+        msg,
+        started: Instant::now(),
+        deadline: None,
+    })
+}
+
+/// Feed worker events to the pool until `done` holds; returns what the pool handed back.
+fn until(pool: &mut Pool, rx: &Receiver<Tagged>, done: impl Fn(&Pool) -> bool) -> Returns {
+    let deadline = Instant::now() + LONG;
+    let mut all = Returns::default();
+    while !done(pool) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = rx.recv_timeout(left).expect("a worker event in time");
+        let r = pool.on_event(event);
+        all.ended.extend(r.ended);
+        all.unstarted.extend(r.unstarted);
+    }
+    all
+}
+
+fn respawn_at(pool: &Pool) -> Option<Instant> {
+    match pool.slots[0].state {
+        State::Down { respawn_at } => respawn_at,
+        _ => None,
+    }
+}
+
+#[test]
+fn the_respawn_delay_doubles_up_to_a_limit() {
+    assert_eq!(respawn_delay(0), Duration::ZERO, "not a boot loop: at once");
+    assert_eq!(respawn_delay(1), Duration::from_millis(200));
+    assert_eq!(respawn_delay(2), Duration::from_millis(400));
+    assert_eq!(respawn_delay(8), Duration::from_millis(25_600));
+    assert_eq!(respawn_delay(100), Duration::from_millis(25_600));
+}
+
+#[test]
+fn a_worker_that_cannot_start_is_tried_again_later_each_time() {
+    let app = Huey::open("pool", "memory:").unwrap();
+    let cfg = Config {
+        kind: WorkerKind::Process,
+        worker_exe: Some("/nonexistent/hueyd".into()),
+        ..Config::default()
+    };
+    let (mut pool, _rx) = pool(&app, cfg);
+    pool.add();
+    assert_eq!(pool.slots[0].quick_deaths, 1);
+    let mut at = respawn_at(&pool).expect("a respawn time");
+    for wait_ms in [400, 800, 1600] {
+        pool.check(at - Duration::from_millis(1));
+        assert_eq!(respawn_at(&pool), Some(at), "not before its time");
+        pool.check(at);
+        let next = respawn_at(&pool).expect("a respawn time");
+        assert_eq!(next - at, Duration::from_millis(wait_ms));
+        at = next;
+    }
+    pool.stop();
+    pool.check(at);
+    assert_eq!(respawn_at(&pool), Some(at), "no respawn while stopping");
+    assert_eq!(pool.room(1), 0);
+}
+
+#[test]
+fn a_worker_is_recycled_after_max_tasks_and_its_old_events_are_ignored() {
+    let app = Huey::open("pool", "memory:").unwrap();
+    app.task("add")
+        .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .unwrap();
+    let cfg = Config {
+        max_tasks: Some(1),
+        log_tasks: false,
+        ..Config::default()
+    };
+    let (mut pool, rx) = pool(&app, cfg);
+    pool.add();
+    until(&mut pool, &rx, |p| p.room(1) == 1);
+    pool.hand_over(0, job(1, "add", &(2i64, 3i64), None))
+        .unwrap_or_else(|_| panic!("the worker is up"));
+    assert_eq!((pool.busy(), pool.room(1)), (1, 0));
+
+    let done = until(&mut pool, &rx, |p| p.busy() == 0);
+    let [ended] = &done.ended[..] else {
+        panic!("one attempt ended")
+    };
+    let out = ended.outcome.as_ref().expect("it ran");
+    assert_eq!(postcard::from_bytes::<i64>(&out.value).unwrap(), 5);
+    assert_eq!((ended.job.id, ended.lost), (1, false));
+    assert_eq!(pool.slots[0].gen, 2, "replaced by a fresh worker");
+
+    // The old worker's exit (generation 1) must not take the new one's slot down.
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        events.push(rx.recv_timeout(LONG).expect("a worker event in time"));
+    }
+    events.sort_by_key(|t| t.gen);
+    assert!(matches!(events[0].event, WorkerEvent::Exited { .. }));
+    assert!(matches!(events[1].event, WorkerEvent::Ready { .. }));
+    for t in events {
+        let r = pool.on_event(t);
+        assert!(r.ended.is_empty() && r.unstarted.is_empty());
+    }
+    assert_eq!(pool.room(1), 1, "the new worker is up");
+}
+
+#[test]
+fn a_task_past_its_timeout_ends_and_the_jobs_behind_it_are_given_back_in_order() {
+    let app = Huey::open("pool", "memory:").unwrap();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = gate.clone();
+    app.task("block")
+        .register(move |(): ()| {
+            let (open, cv) = &*g;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Ok::<_, String>(())
+        })
+        .unwrap();
+    let cfg = Config {
+        log_tasks: false,
+        ..Config::default()
+    };
+    let (mut pool, rx) = pool(&app, cfg);
+    pool.add();
+    until(&mut pool, &rx, |p| p.room(3) == 3);
+    for id in 1..=3 {
+        let i = pool.emptiest(3).expect("room");
+        pool.hand_over(i, job(id, "block", &(), Some(50)))
+            .unwrap_or_else(|_| panic!("the worker is up"));
+    }
+    let deadline = pool.jobs().next().and_then(|j| j.deadline).expect("timed");
+
+    assert!(pool
+        .check(deadline - Duration::from_millis(1))
+        .ended
+        .is_empty());
+    let out = pool.check(deadline);
+    let [ended] = &out.ended[..] else {
+        panic!("one attempt ended")
+    };
+    assert_eq!(ended.job.id, 1);
+    let failure = ended.outcome.as_ref().expect_err("a failure");
+    assert_eq!(failure.kind, FailureKind::Timeout);
+    let back: Vec<u64> = out.unstarted.iter().map(|j| j.id).collect();
+    assert_eq!(back, [2, 3], "never started, in order");
+    assert_eq!((pool.slots[0].gen, pool.busy()), (2, 0), "a fresh worker");
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    until(&mut pool, &rx, |p| p.room(1) == 1);
+}
