@@ -4,8 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use huey::message::StoredResult;
 use huey::message::{Message, MessageOptions};
-use huey::result::StoredResult;
 use huey::task::{FailureKind, TaskError};
 
 fn message(args_len: usize) -> Message {

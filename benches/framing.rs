@@ -1,12 +1,12 @@
-//! Worker pipe frames (`huey::worker::ipc`): what the supervisor and a process worker exchange
+//! Worker pipe frames (`huey::__bench`): what the supervisor and a process worker exchange
 //! for every task, written to and read from an in-memory buffer. `cargo bench --bench framing`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use huey::__bench::{read_frame, write_frame, FromWorker, ToWorker};
 use huey::message::Message;
-use huey::registry::Output;
-use huey::worker::ipc::{read_frame, write_frame, FromWorker, ToWorker};
+use huey::message::Output;
 
 fn run_frame(payload_len: usize) -> ToWorker {
     let msg = Message::new("echo", vec![7u8; payload_len], Default::default());

@@ -170,12 +170,12 @@ impl Huey {
     }
 
     /// Whether any event handler is registered (events need not be built otherwise).
-    pub fn has_event_handlers(&self) -> bool {
+    pub(crate) fn has_event_handlers(&self) -> bool {
         !self.inner.handlers.read().is_empty()
     }
 
     /// Pass an event to the handlers.
-    pub fn emit(&self, e: &Event) {
+    pub(crate) fn emit(&self, e: &Event) {
         let handlers = {
             let h = self.inner.handlers.read();
             if h.is_empty() {
@@ -221,7 +221,7 @@ impl Huey {
     }
 
     /// Run the startup hooks (workers call this once as they start).
-    pub fn run_startup_hooks(&self) {
+    pub(crate) fn run_startup_hooks(&self) {
         let hooks = self.inner.hooks.read().startup.clone();
         for h in hooks {
             guarded("a startup hook", || h(self));
@@ -229,7 +229,7 @@ impl Huey {
     }
 
     /// Run the shutdown hooks (workers call this once as they stop).
-    pub fn run_shutdown_hooks(&self) {
+    pub(crate) fn run_shutdown_hooks(&self) {
         let hooks = self.inner.hooks.read().shutdown.clone();
         for h in hooks {
             guarded("a shutdown hook", || h(self));

@@ -74,7 +74,7 @@ pub fn cpu(n: u64) -> u64 {
 
 /// Options of `hueyd demo`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Process workers to start.
     #[arg(short = 'w', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
@@ -112,7 +112,7 @@ struct Tally {
 /// Run the demo on `url` (a temporary SQLite file when `None`): start a supervisor with process
 /// workers in this process, enqueue a mix of tasks, print each result as it arrives with the
 /// worker that ran it, print a summary, and stop gracefully.
-pub fn run(
+pub(crate) fn run(
     name: &str,
     url: Option<String>,
     args: DemoArgs,

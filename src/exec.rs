@@ -106,7 +106,7 @@ impl Huey {
     }
 
     /// Run one attempt of a message in this thread (what a worker does).
-    pub fn run_attempt(&self, msg: &Message) -> std::result::Result<Output, Failure> {
+    pub(crate) fn run_attempt(&self, msg: &Message) -> std::result::Result<Output, Failure> {
         let def = self.task_def(&msg.task).ok_or_else(|| {
             Failure::new(
                 FailureKind::UnknownTask,

@@ -7,7 +7,7 @@
 //! Every member message carries its chord's id, its index, the chord's size and the callback.
 //! When a member finishes for good (success, final failure, revoked, expired, dead-lettered),
 //! its outcome batch — the one atomic write that acknowledges it — also counts it
-//! ([`crate::storage::ChordCount`], decided in [`crate::lifecycle`]): the storage keeps the
+//! ([`crate::storage::ChordCount`], decided in `lifecycle`): the storage keeps the
 //! member's outcome, marks the member counted (a member that runs twice, e.g. after its lease
 //! ran out, is counted once), and when the count reaches the size enqueues the callback with
 //! every member's outcome in member order, in that same write. There is no window in which a

@@ -40,22 +40,22 @@ pub mod crontab;
 pub mod demo;
 pub mod error;
 pub mod events;
-pub mod exec;
-pub mod exit;
+pub(crate) mod exec;
+pub(crate) mod exit;
 pub mod failure;
 pub mod flow;
-pub mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod lock;
-pub mod logging;
+pub(crate) mod logging;
 pub mod message;
 pub mod options;
-pub mod registry;
+pub(crate) mod registry;
 pub mod result;
 pub mod revoke;
 pub mod storage;
 pub mod supervisor;
 pub mod task;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use app::{Huey, TaskContext};
 pub use crontab::Crontab;
@@ -70,3 +70,10 @@ pub use result::TaskResult;
 pub use revoke::Revoke;
 pub use storage::Storage;
 pub use task::{Control, Expires, Failure, FailureKind, Task, TaskError, TaskOptions, When};
+
+/// Not part of the API: the wire framing between a supervisor and its process workers, exposed
+/// for the crate's own benchmarks only. It may change in any release.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::worker::ipc::{read_frame, write_frame, FromWorker, ToWorker};
+}

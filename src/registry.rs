@@ -10,11 +10,11 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use crate::app::{Handler, TaskContext, TaskDef};
+use crate::app::{Handler, TaskContext};
 use crate::control::IntoFailure;
 use crate::failure::panic_message;
 use crate::failure::{Failure, FailureKind};
-pub use crate::message::Output;
+use crate::message::Output;
 
 struct Typed<A, R, E, F> {
     f: F,

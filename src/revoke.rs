@@ -24,13 +24,13 @@ pub struct Revoke {
 
 impl Revocations {
     /// Whether there is no revocation at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Whether `msg` is revoked at `now`. A revoke-once entry that applies is taken from
     /// storage, and only the consumer that takes it skips the task.
-    pub fn consume(&self, storage: &dyn Storage, msg: &Message, now: u64) -> Result<bool> {
+    pub(crate) fn consume(&self, storage: &dyn Storage, msg: &Message, now: u64) -> Result<bool> {
         if self.entries.is_empty() {
             return Ok(false); // the usual case: no key to build per task
         }
@@ -71,7 +71,7 @@ impl Revoke {
 
 /// A snapshot of the revocations in storage, taken once per dequeued batch.
 #[derive(Debug, Default, Clone)]
-pub struct Revocations {
+pub(crate) struct Revocations {
     entries: HashMap<String, Revoke>,
 }
 
@@ -129,7 +129,7 @@ impl Huey {
     }
 
     /// Read every revocation in one storage call.
-    pub fn revocations(&self) -> Result<Revocations> {
+    pub(crate) fn revocations(&self) -> Result<Revocations> {
         let entries = self
             .storage()
             .list(Ns::Revoked)?
@@ -140,7 +140,7 @@ impl Huey {
     }
 
     /// Whether `msg` is revoked now by id or task name (consumes revoke-once entries).
-    pub fn is_revoked(&self, msg: &Message, rev: &Revocations) -> Result<bool> {
+    pub(crate) fn is_revoked(&self, msg: &Message, rev: &Revocations) -> Result<bool> {
         rev.consume(&*self.storage(), msg, now_ms())
     }
 }

@@ -64,25 +64,7 @@ fn count(v: &Value, field: &str) -> u64 {
 
 /// Run every ready message in this process, as one consumer thread would.
 fn run_ready(app: &Huey) {
-    loop {
-        let ds = app
-            .storage()
-            .dequeue(&DequeueRequest {
-                consumer: "test".into(),
-                queues: vec!["default".into()],
-                max: 100,
-                lease: Duration::from_secs(30),
-                wait: Duration::ZERO,
-                max_deliveries: 5,
-            })
-            .unwrap();
-        if ds.is_empty() {
-            return;
-        }
-        for d in &ds {
-            app.execute(d).unwrap();
-        }
-    }
+    common::drain(app, &["default"]);
 }
 
 /// A garbage payload and a message for a task nobody registers, both on the ready queue.

@@ -1,10 +1,12 @@
 //! The library core on every storage: typed tasks, results, retries, revocation, immediate mode.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use huey::storage::{self, DequeueRequest, Ready, Storage};
+use huey::storage::{self, Ready, Storage};
 use huey::{Error, FailureKind, Huey, Message, Revoke, Task};
 
 fn backends() -> Vec<(&'static str, Arc<dyn Storage>, tempfile::TempDir)> {
@@ -20,33 +22,8 @@ fn backends() -> Vec<(&'static str, Arc<dyn Storage>, tempfile::TempDir)> {
     ]
 }
 
-fn request(max: usize) -> DequeueRequest {
-    DequeueRequest {
-        consumer: "test".into(),
-        queues: vec!["default".into()],
-        max,
-        lease: Duration::from_secs(30),
-        wait: Duration::ZERO,
-        max_deliveries: 5,
-    }
-}
-
-/// Run everything ready (and anything due) until the queue is empty; returns how many ran.
 fn drain(app: &Huey) -> usize {
-    let mut n = 0;
-    loop {
-        app.storage()
-            .promote_due(huey::clock::now_ms(), 1000)
-            .unwrap();
-        let batch = app.storage().dequeue(&request(16)).unwrap();
-        if batch.is_empty() {
-            return n;
-        }
-        for d in &batch {
-            app.execute(d).unwrap();
-            n += 1;
-        }
-    }
+    common::drain(app, &["default"])
 }
 
 struct Tasks {
@@ -224,7 +201,12 @@ fn higher_priority_runs_first_fifo_within_a_priority() {
         let low2 = t.add.enqueue((0, 3)).unwrap();
         let got: Vec<String> = app
             .storage()
-            .dequeue(&request(3))
+            .dequeue(&common::suite::request(
+                "test",
+                &["default"],
+                3,
+                common::suite::LONG_LEASE,
+            ))
             .unwrap()
             .iter()
             .map(|d| Message::decode(&d.payload).unwrap().id)

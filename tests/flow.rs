@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use huey::storage::{self, DequeueRequest, Storage};
+use huey::storage::{self, Storage};
 use huey::task::Control;
 use huey::{Error, EventKind, FailureKind, Huey, Revoke, Task, TaskError};
 use parking_lot::Mutex;
@@ -51,33 +51,8 @@ impl Backend {
     }
 }
 
-fn request(queues: &[&str]) -> DequeueRequest {
-    DequeueRequest {
-        consumer: "test".into(),
-        queues: queues.iter().map(|q| q.to_string()).collect(),
-        max: 8,
-        lease: Duration::from_secs(30),
-        wait: Duration::ZERO,
-        max_deliveries: 5,
-    }
-}
-
-/// Run everything ready on `queues` (and anything due) until nothing is left; returns how many.
 fn drain_queues(app: &Huey, queues: &[&str]) -> usize {
-    let mut n = 0;
-    loop {
-        app.storage()
-            .promote_due(huey::clock::now_ms(), 1000)
-            .unwrap();
-        let batch = app.storage().dequeue(&request(queues)).unwrap();
-        if batch.is_empty() {
-            return n;
-        }
-        for d in &batch {
-            app.execute(d).unwrap();
-            n += 1;
-        }
-    }
+    common::drain(app, queues)
 }
 
 fn drain(app: &Huey) -> usize {

@@ -9,8 +9,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use huey::storage::{self, Batch, DequeueRequest, Flush, Ns, Ready, ResultPut, Storage};
+use huey::storage::{self, Batch, Flush, Ns, Ready, ResultPut, Storage};
 use huey::Error;
+
+use common::suite::{enqueue, names as payloads, ready, LONG_LEASE};
+
+fn req(consumer: &str, queues: &[&str], max: usize) -> storage::DequeueRequest {
+    common::suite::request(consumer, queues, max, LONG_LEASE)
+}
+
+fn ack(s: &dyn Storage, ds: &[storage::Delivery]) {
+    common::suite::ack(s, ds.iter().map(|d| d.lease.clone()).collect());
+}
 
 /// The storage cases, against Redis.
 #[path = "common/cases/mod.rs"]
@@ -24,48 +34,6 @@ fn factory() -> impl Fn() -> Arc<dyn Storage> {
 
 fn open(server: &RedisServer) -> Arc<dyn Storage> {
     storage::open(&server.url(), "test").expect("open the test redis")
-}
-
-fn ready(id: &str, queue: &str, priority: i32) -> Ready {
-    Ready {
-        id: id.to_string(),
-        queue: queue.to_string(),
-        priority,
-        payload: id.as_bytes().to_vec(),
-    }
-}
-
-fn enqueue(s: &dyn Storage, items: Vec<Ready>) {
-    s.apply(&Batch {
-        enqueue: items,
-        ..Batch::default()
-    })
-    .unwrap();
-}
-
-fn req(consumer: &str, queues: &[&str], max: usize) -> DequeueRequest {
-    DequeueRequest {
-        consumer: consumer.to_string(),
-        queues: queues.iter().map(|q| q.to_string()).collect(),
-        max,
-        lease: Duration::from_secs(30),
-        wait: Duration::ZERO,
-        max_deliveries: 5,
-    }
-}
-
-fn payloads(ds: &[storage::Delivery]) -> Vec<String> {
-    ds.iter()
-        .map(|d| String::from_utf8(d.payload.clone()).unwrap())
-        .collect()
-}
-
-fn ack(s: &dyn Storage, ds: &[storage::Delivery]) {
-    s.apply(&Batch {
-        ack: ds.iter().map(|d| d.lease.clone()).collect(),
-        ..Batch::default()
-    })
-    .unwrap();
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //!
 //! Raw flags are parsed by clap, then turned into a validated supervisor config in a second
 //! step; the entry point returns an exit code and reports errors only at the edge (see
-//! [`crate::exit`]): 0 success, 1 a failure at run time, 2 bad input (flags, URLs, arguments),
+//! `exit`): 0 success, 1 a failure at run time, 2 bad input (flags, URLs, arguments),
 //! 3 a result not ready.
 
-pub mod admin;
+mod admin;
 mod consumer;
 
 use std::io::Write;

@@ -41,13 +41,6 @@ pub struct Effects {
     pub events: Vec<Event>,
 }
 
-impl Effects {
-    /// Whether there is nothing to write or tell.
-    pub fn is_empty(&self) -> bool {
-        self.batch.is_empty() && self.events.is_empty()
-    }
-}
-
 /// The app-wide settings decisions depend on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Policy {

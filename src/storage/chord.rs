@@ -118,7 +118,7 @@ impl ChordCallback {
 
 /// Append `n` as postcard writes a length: 7 bits a byte, low first, high bit on all but the
 /// last byte.
-pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
         n >>= 7;

@@ -10,7 +10,7 @@
 //! - `outbox`: the outcomes not yet written, one storage write per loop turn, retried with
 //!   backoff, and the events emitted once their outcomes are written;
 //! - [`scheduler`]: due scheduled tasks to their queues, and [`ticker`]: periodic tasks;
-//! - [`signals`]: what the operator asked for.
+//! - `signals`: what the operator asked for.
 //!
 //! The loop itself keeps only what spans them: the stop state and the stats.
 
@@ -18,7 +18,7 @@ mod dispatcher;
 mod outbox;
 mod pool;
 pub mod scheduler;
-pub mod signals;
+mod signals;
 pub mod ticker;
 
 use std::path::PathBuf;

@@ -21,7 +21,7 @@ use super::{Config, Every, WorkerKind};
 use crate::app::Huey;
 use crate::events::{Event, EventKind};
 use crate::failure::{Failure, FailureKind};
-use crate::registry::Output;
+use crate::message::Output;
 use crate::storage::Lease;
 use crate::worker::process::ProcessWorker;
 use crate::worker::thread::ThreadWorker;

@@ -90,7 +90,7 @@ impl Ticker {
 
     /// Enqueue what is due at `now`, logging what was enqueued and any storage error (the
     /// supervisor calls it every loop turn).
-    pub fn tick(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn tick(&mut self, now: DateTime<Utc>) {
         match self.enqueue_due(now) {
             Ok(names) => {
                 for n in names {

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::failure::Failure;
-use crate::registry::Output;
+use crate::message::Output;
 
 /// The largest frame either side accepts (64 MiB).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -25,7 +25,7 @@ pub enum ToWorker {
     },
     /// The first frame, and only the first: the storage the worker's app opens (the URL
     /// travels on the pipe, so no environment variable hands it on to task subprocesses and
-    /// no command line shows its password). After `Run`, which [`ToWorkerRef`] writes as the
+    /// no command line shows its password). After `Run`, which `ToWorkerRef` writes as the
     /// first variant.
     Setup { storage_url: String },
 }

@@ -7,7 +7,7 @@ pub mod process;
 pub mod thread;
 
 use crate::failure::Failure;
-use crate::registry::Output;
+use crate::message::Output;
 
 /// What a worker tells the supervisor.
 #[derive(Debug)]

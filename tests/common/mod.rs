@@ -8,6 +8,28 @@ pub mod redis_server;
 pub mod suite;
 pub mod testbed;
 
+use huey::Huey;
+
+/// Run everything ready on `queues` (and anything due) in this thread, as one consumer would,
+/// until nothing is left; returns how many deliveries ran.
+pub fn drain(app: &Huey, queues: &[&str]) -> usize {
+    let req = suite::request("test", queues, 16, suite::LONG_LEASE);
+    let mut n = 0;
+    loop {
+        app.storage()
+            .promote_due(huey::clock::now_ms(), 1000)
+            .unwrap();
+        let batch = app.storage().dequeue(&req).unwrap();
+        if batch.is_empty() {
+            return n;
+        }
+        for d in &batch {
+            app.execute(d).unwrap();
+            n += 1;
+        }
+    }
+}
+
 /// An example binary, built by `cargo test` beside the test binaries (built here if missing).
 pub fn example(name: &str) -> std::path::PathBuf {
     let deps = std::env::current_exe()
