@@ -86,7 +86,8 @@ impl Huey {
     }
 
     /// A delivery's whole path in this thread: decode, admit, run, complete, one write, then
-    /// the events to the app's handlers (returned too). The supervisor splits these steps
+    /// the events to the app's handlers (returned too; none when the outcome was fenced off
+    /// because the lease had expired and passed to someone else). The supervisor splits these steps
     /// across processes; this is the same path in one thread.
     pub fn execute(&self, d: &Delivery) -> Result<Vec<Event>> {
         let rev = self.revocations()?;
@@ -101,8 +102,11 @@ impl Huey {
             }
         }
         let events = fx.events.clone();
-        self.write(fx)?;
-        Ok(events)
+        if self.write(fx)? {
+            Ok(events)
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// Run one attempt of a message in this thread (what a worker does).
@@ -184,14 +188,15 @@ impl Huey {
         Ok(lifecycle::admit(lease, msg, at, self.policy(), fx))
     }
 
-    /// Write an outcome's batch, then tell the handlers its events.
-    fn write(&self, fx: Effects) -> Result<()> {
-        if !fx.batch.is_empty() {
-            self.storage().apply(&fx.batch)?;
+    /// Write an outcome's batch, then tell the handlers its events. `false` (and no events)
+    /// when the outcome was fenced off: the delivery's lease had passed to someone else.
+    fn write(&self, fx: Effects) -> Result<bool> {
+        if !fx.batch.is_empty() && !self.storage().apply(&fx.batch)? {
+            return Ok(false);
         }
         for e in &fx.events {
             self.emit(e);
         }
-        Ok(())
+        Ok(true)
     }
 }

@@ -209,7 +209,7 @@ fn a_failed_batch_is_reported_and_can_be_retried_after_a_restart() {
     let got = s.dequeue(&req("c", &["default"], 1)).unwrap();
     server.kill();
     let batch = Batch {
-        ack: vec![got[0].lease.clone()],
+        lease: Some(got[0].lease.clone()),
         results: vec![ResultPut {
             id: "a".into(),
             value: b"ok".to_vec(),
@@ -264,19 +264,19 @@ fn measure_drain_and_round_trip_latency() {
     while done < n {
         let got = s.dequeue(&req("c", &["default"], 64)).unwrap();
         done += got.len();
-        s.apply(&Batch {
-            ack: got.iter().map(|d| d.lease.clone()).collect(),
-            results: got
-                .iter()
-                .map(|d| ResultPut {
+        let batches: Vec<Batch> = got
+            .iter()
+            .map(|d| Batch {
+                lease: Some(d.lease.clone()),
+                results: vec![ResultPut {
                     id: format!("r{}", d.lease.0),
                     value: b"ok".to_vec(),
                     ttl: Some(Duration::from_secs(60)),
-                })
-                .collect(),
-            ..Batch::default()
-        })
-        .unwrap();
+                }],
+                ..Batch::default()
+            })
+            .collect();
+        s.apply_all(&batches).unwrap();
     }
     let took = start.elapsed();
     println!(
@@ -295,7 +295,7 @@ fn measure_drain_and_round_trip_latency() {
             for d in worker.dequeue(&r).unwrap() {
                 worker
                     .apply(&Batch {
-                        ack: vec![d.lease.clone()],
+                        lease: Some(d.lease.clone()),
                         results: vec![ResultPut {
                             id: String::from_utf8(d.payload.clone()).unwrap(),
                             value: b"ok".to_vec(),

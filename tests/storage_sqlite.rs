@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::suite::{enqueue, names, ready, request, waiting};
+use common::suite::{ack, enqueue, names, ready, request, waiting};
 use huey::storage::{Batch, Kv, Lease, Synchronous};
 use huey::Error;
 
@@ -98,11 +98,7 @@ fn helper_drain() {
         for name in names(&ds) {
             println!("GOT {name}");
         }
-        s.apply(&Batch {
-            ack: ds.into_iter().map(|d| d.lease).collect(),
-            ..Batch::default()
-        })
-        .unwrap();
+        ack(&*s, ds.into_iter().map(|d| d.lease).collect());
     }
 }
 
@@ -189,11 +185,7 @@ fn lease_of_a_killed_process_expires_and_another_process_takes_it() {
     assert_eq!(names(&ds), ["precious"]);
     assert_eq!(ds[0].deliveries, 2);
     // The dead process's lease can no longer ack it.
-    s.apply(&Batch {
-        ack: vec![Lease(lease)],
-        ..Batch::default()
-    })
-    .unwrap();
+    assert!(!s.apply(&Batch::ack(Lease(lease))).unwrap(), "fenced off");
     assert_eq!(s.counts().unwrap().in_flight, 1);
 }
 
@@ -224,11 +216,7 @@ fn threads_share_one_storage_enqueueing_and_dequeueing() {
                     ))
                     .unwrap();
                 seen.lock().unwrap().extend(names(&ds));
-                s.apply(&Batch {
-                    ack: ds.into_iter().map(|d| d.lease).collect(),
-                    ..Batch::default()
-                })
-                .unwrap();
+                ack(&*s, ds.into_iter().map(|d| d.lease).collect());
             }
         }));
     }

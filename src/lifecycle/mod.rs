@@ -2,8 +2,8 @@
 //! what is written (acks, results, retries, the next pipeline stage, error handlers, chord
 //! counts, dead letters) and which events are told.
 //!
-//! Nothing here does I/O: every function appends to an [`Effects`] that the caller writes in one
-//! atomic [`Batch`] and then emits. The supervisor, immediate mode and [`crate::Huey::execute`]
+//! Nothing here does I/O: every function appends to an [`Effects`] (one per delivery) that the
+//! caller writes as one atomic [`Batch`], fenced by the delivery's lease, and then emits. The supervisor, immediate mode and [`crate::Huey::execute`]
 //! all decide through these functions, so a task's path is the same whichever runs it.
 //!
 //! ```text
@@ -34,11 +34,24 @@ use chord::count_chord_member;
 /// How long chord bookkeeping (counts, member outcomes, marks) is kept at most.
 pub(crate) const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
 
-/// What decisions write (one atomic batch) and tell (events, emitted once it is written).
+/// What the decisions about one delivery write (one atomic batch, fenced by the delivery's
+/// lease) and tell (events, emitted once it is written).
 #[derive(Debug, Default)]
 pub struct Effects {
     pub batch: Batch,
     pub events: Vec<Event>,
+}
+
+/// Make `fx` the outcome of the delivery `lease`: its batch acknowledges the delivery and is
+/// written only while the lease is held (see [`Batch`]). One `Effects` is about one delivery.
+fn fence(fx: &mut Effects, lease: Option<&Lease>) {
+    debug_assert!(
+        fx.batch.lease.is_none() || fx.batch.lease.as_ref() == lease,
+        "one Effects per delivery"
+    );
+    if lease.is_some() {
+        fx.batch.lease = lease.cloned();
+    }
 }
 
 /// The app-wide settings decisions depend on.
@@ -70,7 +83,7 @@ pub fn decode(
     match Message::decode(payload) {
         Ok(m) => Some(m),
         Err(e) => {
-            fx.batch.ack.extend(lease.cloned());
+            fence(fx, lease);
             fx.batch.dead.push(DeadPut {
                 id: String::new(),
                 queue: queue.to_string(),
@@ -93,7 +106,7 @@ pub fn admit(
     policy: Policy,
     fx: &mut Effects,
 ) -> Option<Message> {
-    let skip = |fx: &mut Effects| fx.batch.ack.extend(lease.cloned());
+    let skip = |fx: &mut Effects| fence(fx, lease);
     if !at.known {
         skip(fx);
         let err = format!("no task named {:?} is registered in this app", msg.task);
@@ -159,7 +172,7 @@ pub fn complete(
     policy: Policy,
     fx: &mut Effects,
 ) {
-    fx.batch.ack.extend(lease.cloned());
+    fence(fx, lease);
     match outcome {
         Ok(out) => succeed(msg, out, now_ms, policy, fx),
         Err(f) if f.retry_delay_ms.is_some() && f.kind != FailureKind::Canceled => {

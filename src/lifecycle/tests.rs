@@ -55,7 +55,7 @@ fn output(v: u32) -> Output {
 fn undecodable_bytes_are_acked_and_dead_lettered() {
     let mut fx = Effects::default();
     assert!(decode(Some(&lease()), "q", b"\x01garbage", &mut fx).is_none());
-    assert_eq!(fx.batch.ack, vec![lease()]);
+    assert_eq!(fx.batch.lease, Some(lease()));
     assert_eq!(fx.batch.dead.len(), 1);
     assert_eq!(fx.batch.dead[0].payload, b"\x01garbage");
     assert_eq!(fx.batch.dead[0].queue, "q");
@@ -87,7 +87,7 @@ fn an_unknown_task_is_dead_lettered_and_its_failure_stored() {
         ..run_now()
     };
     assert!(admit(Some(&lease()), msg("nope"), at, Policy::default(), &mut fx).is_none());
-    assert_eq!(fx.batch.ack, vec![lease()]);
+    assert_eq!(fx.batch.lease, Some(lease()));
     assert_eq!(fx.batch.dead.len(), 1);
     assert!(fx.batch.dead[0].error.contains("nope"));
     failed_with(&fx, FailureKind::UnknownTask);
@@ -100,7 +100,7 @@ fn a_message_made_ready_early_goes_back_to_the_schedule() {
     let mut m = msg("t");
     m.eta_ms = Some(NOW + 5_000);
     assert!(admit(Some(&lease()), m, run_now(), Policy::default(), &mut fx).is_none());
-    assert_eq!(fx.batch.ack, vec![lease()]);
+    assert_eq!(fx.batch.lease, Some(lease()));
     assert_eq!(fx.batch.schedule.len(), 1);
     assert_eq!(fx.batch.schedule[0].eta_ms, NOW + 5_000);
     assert!(fx.batch.results.is_empty());
@@ -141,7 +141,7 @@ fn success_stores_the_result_and_acks() {
         Policy::default(),
         &mut fx,
     );
-    assert_eq!(fx.batch.ack, vec![lease()]);
+    assert_eq!(fx.batch.lease, Some(lease()));
     assert!(matches!(stored(&fx, 0), StoredResult::Ok { value, .. } if value == output(5).value));
     assert_eq!(kinds(&fx), vec![EventKind::Complete]);
 }
@@ -199,7 +199,7 @@ fn a_failure_with_retries_left_schedules_the_next_attempt_with_backoff() {
     let mut fx = Effects::default();
     let f = Failure::new(FailureKind::Error, "boom");
     complete(Some(&lease()), &m, Err(f), NOW, Policy::default(), &mut fx);
-    assert_eq!(fx.batch.ack, vec![lease()]);
+    assert_eq!(fx.batch.lease, Some(lease()));
     assert!(
         fx.batch.results.is_empty(),
         "no error stored between retries by default"

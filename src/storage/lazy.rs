@@ -45,7 +45,7 @@ macro_rules! delegate {
 }
 
 delegate!(Queue {
-    fn apply(&self, batch: &Batch) -> Result<()>;
+    fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
     fn release(&self, leases: &[Lease]) -> Result<()>;

@@ -139,6 +139,43 @@ impl State {
         Some(ready)
     }
 
+    /// Write one batch if its lease (if any) is held; returns whether it was written.
+    fn apply(&mut self, batch: &Batch, now: u64) -> bool {
+        if let Some(l) = &batch.lease {
+            let held = parse_lease(l)
+                .filter(|(seq, token)| self.leased.get(seq).is_some_and(|e| e.token == *token));
+            let Some((seq, _)) = held else {
+                return false; // fenced off: the lease is gone
+            };
+            self.leased.remove(&seq);
+        }
+        for r in &batch.enqueue {
+            self.push_ready(r.clone(), 0);
+        }
+        for s in &batch.schedule {
+            let seq = self.next_seq();
+            self.schedule.insert((s.eta_ms, seq), s.ready.clone());
+        }
+        for r in &batch.results {
+            self.results
+                .insert(r.id.clone(), (r.value.clone(), expiry(r.ttl)));
+        }
+        for d in &batch.dead {
+            self.add_dead(
+                d.id.clone(),
+                d.queue.clone(),
+                d.payload.clone(),
+                d.error.clone(),
+            );
+        }
+        for c in &batch.chords {
+            if let Some(r) = self.count_chord(c, now) {
+                self.push_ready(r, 0);
+            }
+        }
+        true
+    }
+
     fn live(v: Option<&(Vec<u8>, Option<u64>)>, now: u64) -> Option<&Vec<u8>> {
         v.filter(|(_, exp)| exp.is_none_or(|e| e > now))
             .map(|(v, _)| v)
@@ -211,46 +248,16 @@ impl MemoryStorage {
 }
 
 impl Queue for MemoryStorage {
-    fn apply(&self, batch: &Batch) -> Result<()> {
+    fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>> {
         let mut st = self.state.lock();
-        for l in &batch.ack {
-            if let Some((seq, token)) = parse_lease(l) {
-                if st.leased.get(&seq).is_some_and(|e| e.token == token) {
-                    st.leased.remove(&seq);
-                }
-            }
-        }
-        for r in &batch.enqueue {
-            st.push_ready(r.clone(), 0);
-        }
-        for s in &batch.schedule {
-            let seq = st.next_seq();
-            st.schedule.insert((s.eta_ms, seq), s.ready.clone());
-        }
-        for r in &batch.results {
-            st.results
-                .insert(r.id.clone(), (r.value.clone(), expiry(r.ttl)));
-        }
-        for d in &batch.dead {
-            st.add_dead(
-                d.id.clone(),
-                d.queue.clone(),
-                d.payload.clone(),
-                d.error.clone(),
-            );
-        }
-        if !batch.chords.is_empty() {
-            let now = now_ms();
+        let now = now_ms();
+        if batches.iter().any(|b| !b.chords.is_empty()) {
             st.chords.retain(|_, ch| ch.until > now);
-            for c in &batch.chords {
-                if let Some(r) = st.count_chord(c, now) {
-                    st.push_ready(r, 0);
-                }
-            }
         }
+        let written = batches.iter().map(|b| st.apply(b, now)).collect();
         drop(st);
         self.changed.notify_all();
-        Ok(())
+        Ok(written)
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {

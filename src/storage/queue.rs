@@ -77,14 +77,24 @@ pub struct DeadPut {
     pub error: String,
 }
 
-/// One atomic write. Empty vectors cost nothing.
+/// One atomic write: one outcome of a delivery (fenced by its lease), or a producer's write.
+/// Empty vectors cost nothing.
+///
+/// **Fencing.** A batch with a `lease` is the outcome of that delivery: it is written only
+/// while the lease is still held, and then acknowledges it (deletes the message) together with
+/// everything else it writes. When the lease is gone (it expired and the message went to
+/// another consumer, or this very batch was written before and its reply was lost), the batch
+/// writes nothing at all: no result, no retry, no next stage, no dead letter, no chord count.
+/// So an outcome is written at most once, and re-sending a batch is safe.
+///
+/// A batch without a lease (a producer's enqueue) is always written.
 ///
 /// Its parts are applied in field order; chord counts come last, so a callback made ready by
 /// one is queued after the batch's own enqueues.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    /// Acknowledge these deliveries (deletes them; unknown or re-leased ones are ignored).
-    pub ack: Vec<Lease>,
+    /// The delivery this batch is the outcome of: the fence, acknowledged by the write.
+    pub lease: Option<Lease>,
     pub enqueue: Vec<Ready>,
     pub schedule: Vec<Scheduled>,
     pub results: Vec<ResultPut>,
@@ -94,31 +104,40 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// True when the batch writes nothing.
+    /// A batch that only acknowledges `lease` (and writes nothing else).
+    pub fn ack(lease: Lease) -> Batch {
+        Batch {
+            lease: Some(lease),
+            ..Batch::default()
+        }
+    }
+
+    /// True when the batch writes nothing (not even an ack).
     pub fn is_empty(&self) -> bool {
-        self.ack.is_empty()
+        self.lease.is_none()
             && self.enqueue.is_empty()
             && self.schedule.is_empty()
             && self.results.is_empty()
             && self.dead.is_empty()
             && self.chords.is_empty()
     }
-
-    /// Add everything `other` writes to this batch.
-    pub fn append(&mut self, other: Batch) {
-        self.ack.extend(other.ack);
-        self.enqueue.extend(other.enqueue);
-        self.schedule.extend(other.schedule);
-        self.results.extend(other.results);
-        self.dead.extend(other.dead);
-        self.chords.extend(other.chords);
-    }
 }
 
 /// The ready queue with leases, and the atomic batch write.
 pub trait Queue {
-    /// Write one batch atomically.
-    fn apply(&self, batch: &Batch) -> Result<()>;
+    /// Write batches in one storage call (one transaction, one script): each one atomically,
+    /// and a fenced one only while its lease is held (see [`Batch`]). Returns, per batch, whether
+    /// it was written (`false`: its lease was gone, so it wrote nothing).
+    fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
+
+    /// Write one batch atomically; `false` when it was fenced off (its lease was gone).
+    fn apply(&self, batch: &Batch) -> Result<bool> {
+        Ok(self
+            .apply_all(std::slice::from_ref(batch))?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
 
     /// Lease up to `req.max` ready messages, blocking up to `req.wait` when there are none.
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;

@@ -143,10 +143,12 @@ impl Dispatcher {
             return;
         }
         let now = now_ms();
-        let mut fx = Effects::default();
         for d in f.deliveries {
+            // One Effects per delivery: each outcome is fenced by its own lease.
+            let mut fx = Effects::default();
             let lease = Some(&d.lease);
             let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) else {
+                outbox.add(app, fx);
                 continue;
             };
             match app.admit(lease, msg, &f.revocations, now, &mut fx) {
@@ -166,8 +168,8 @@ impl Dispatcher {
                 // A storage error while checking revocations: leave the lease to expire.
                 Err(e) => tracing::error!("could not check task {:?}: {e}", d.lease),
             }
+            outbox.add(app, fx);
         }
-        outbox.add(app, fx);
     }
 
     /// Hand waiting jobs to workers with room, emptiest first, then send them in one write

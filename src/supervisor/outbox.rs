@@ -1,10 +1,12 @@
-//! The outbox: each attempt's outcome (result or error, retry, pipeline continuation, ack)
-//! goes into the pending batch, written in one storage call per loop turn; the events about
+//! The outbox: each attempt's outcome (result or error, retry, pipeline continuation, ack) is
+//! one batch fenced by its lease; the pending batches are written in one storage call per loop
+//! turn; the events about
 //! those outcomes go to the app's handlers once the write has succeeded (a handler that reads
 //! a result finds it).
 //!
-//! A batch that cannot be written (storage down) is kept and retried with backoff; its tasks
-//! stay leased, so in the worst case they are redelivered, never lost.
+//! Batches that cannot be written (storage down, or a lost reply) are kept and sent again with
+//! backoff; their tasks stay leased, so in the worst case they are redelivered, never lost, and
+//! an outcome already written is fenced off when sent again, never written twice.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +18,10 @@ use crate::lifecycle::{self, Effects};
 use crate::storage::Batch;
 
 pub(super) struct Outbox {
-    /// Outcomes not yet written.
-    batch: Batch,
-    /// Events about outcomes not yet written.
-    unsent: Vec<Event>,
+    /// Outcomes not yet written, one fenced batch each.
+    pending: Vec<Batch>,
+    /// Events not yet told, each with the index in `pending` of the outcome it is about.
+    unsent: Vec<(Option<usize>, Event)>,
     /// Failed writes in a row.
     failures: u32,
     /// No write before this (backoff after a failure).
@@ -30,7 +32,7 @@ pub(super) struct Outbox {
 impl Outbox {
     pub fn new(log_tasks: bool) -> Outbox {
         Outbox {
-            batch: Batch::default(),
+            pending: Vec::new(),
             unsent: Vec::new(),
             failures: 0,
             retry_at: Instant::now(),
@@ -39,10 +41,10 @@ impl Outbox {
     }
 
     /// Outcomes decided elsewhere (e.g. a message found revoked when it was fetched): their
-    /// writes join the pending batch, their events wait for it.
+    /// writes join the pending batches, their events wait for them.
     pub fn add(&mut self, app: &Huey, fx: Effects) {
-        self.batch.append(fx.batch);
-        self.add_events(app, fx.events);
+        let at = self.push(fx.batch);
+        self.add_events(app, at, fx.events);
     }
 
     /// Record a finished (or failed, timed out, lost) attempt.
@@ -63,7 +65,7 @@ impl Outbox {
             app.policy(),
             &mut fx,
         );
-        self.batch.append(fx.batch);
+        let at = self.push(fx.batch);
         let mut events = fx.events;
         if self.log_tasks {
             match &events.last() {
@@ -77,37 +79,59 @@ impl Outbox {
             e.duration = Some(elapsed);
             e.worker = Some(worker);
         }
-        self.add_events(app, events);
+        self.add_events(app, at, events);
     }
 
-    /// Log events that need attention; pass them to the app's handlers once the outcomes they
-    /// describe are written (at once if nothing waits).
-    pub fn add_events(&mut self, app: &Huey, events: Vec<Event>) {
+    /// Keep a batch for the next write; its index, if it writes anything.
+    fn push(&mut self, batch: Batch) -> Option<usize> {
+        if batch.is_empty() {
+            return None;
+        }
+        self.pending.push(batch);
+        Some(self.pending.len() - 1)
+    }
+
+    /// Log events that need attention; pass them to the app's handlers once the outcome they
+    /// describe (`at` in the pending batches) is written (at once if nothing waits).
+    fn add_events(&mut self, app: &Huey, at: Option<usize>, events: Vec<Event>) {
         for e in events {
             log_event(&e);
-            self.unsent.push(e);
+            self.unsent.push((at, e));
         }
-        if self.batch.is_empty() {
-            self.send_events(app);
-        }
-    }
-
-    fn send_events(&mut self, app: &Huey) {
-        for e in std::mem::take(&mut self.unsent) {
-            app.emit(&e);
+        if self.pending.is_empty() {
+            self.send_events(app, &[]);
         }
     }
 
-    /// Write the pending batch (if any, and not backing off at `now`) in one call; on failure
-    /// keep it and back off.
+    /// Tell the events whose outcome was written (`written[i]` for the pending batch `i`); the
+    /// events of an outcome that was fenced off are dropped with it.
+    fn send_events(&mut self, app: &Huey, written: &[bool]) {
+        for (at, e) in std::mem::take(&mut self.unsent) {
+            if at.is_none_or(|i| written.get(i).copied().unwrap_or(false)) {
+                app.emit(&e);
+            }
+        }
+    }
+
+    /// Write the pending batches (if any, and not backing off at `now`) in one call; on failure
+    /// keep them and back off. Re-sending after a failure is safe: a batch that was written
+    /// although its reply was lost is fenced off the second time (its lease is gone).
     pub fn write(&mut self, app: &Huey, now: Instant) {
-        if self.batch.is_empty() || now < self.retry_at {
+        if self.pending.is_empty() || now < self.retry_at {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
-        match app.storage().apply(&batch) {
-            Ok(()) => {
-                self.send_events(app);
+        match app.storage().apply_all(&self.pending) {
+            Ok(written) => {
+                let stale = written.iter().filter(|w| !**w).count();
+                if stale > 0 {
+                    tracing::warn!(
+                        stale,
+                        "outcomes not written: their leases had expired (the tasks went to \
+                         another consumer, or an earlier write of them succeeded)"
+                    );
+                }
+                self.send_events(app, &written);
+                self.pending.clear();
                 if self.failures > 0 {
                     tracing::info!("storage is back: pending outcomes written");
                 }
@@ -118,13 +142,11 @@ impl Outbox {
                 let wait = Duration::from_millis(100 << self.failures.min(6));
                 tracing::error!(
                     "could not write {} outcomes, retrying in {wait:?}: {e}",
-                    batch.ack.len()
+                    self.pending.len()
                 );
                 // Counted from the end of the failed write: a locked database can take its
                 // whole busy timeout to fail.
                 self.retry_at = now.max(Instant::now()) + wait;
-                let newer = std::mem::replace(&mut self.batch, batch);
-                self.batch.append(newer);
             }
         }
     }
@@ -134,14 +156,14 @@ impl Outbox {
     pub fn drain(&mut self, app: &Huey) {
         for attempt in 0..5 {
             self.write(app, self.retry_at.max(Instant::now()));
-            if self.batch.is_empty() {
+            if self.pending.is_empty() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
         }
-        if !self.batch.is_empty() {
+        if !self.pending.is_empty() {
             tracing::error!(
-                acks = self.batch.ack.len(),
+                outcomes = self.pending.len(),
                 "could not write the last outcomes: those tasks will be redelivered when their leases expire"
             );
         }
@@ -238,7 +260,7 @@ mod tests {
         let t0 = Instant::now();
         outbox.write(&app, t0);
         assert_eq!(outbox.failures, 1);
-        assert_eq!(outbox.batch.ack.len(), 1, "the outcome is kept");
+        assert_eq!(outbox.pending.len(), 1, "the outcome is kept");
         assert!(
             emitted.lock().unwrap().is_empty(),
             "no event before its outcome is written"
@@ -256,7 +278,7 @@ mod tests {
             "backing off further"
         );
         assert_eq!(
-            outbox.batch.ack.len(),
+            outbox.pending.len(),
             2,
             "the kept outcome and the newer one, each once"
         );
@@ -264,7 +286,7 @@ mod tests {
         other.execute_batch("COMMIT").unwrap();
         outbox.write(&app, outbox.retry_at);
         assert_eq!(outbox.failures, 0);
-        assert!(outbox.batch.is_empty(), "written");
+        assert!(outbox.pending.is_empty(), "written");
         assert!(
             emitted.lock().unwrap().contains(&EventKind::Complete),
             "events follow the write: {:?}",

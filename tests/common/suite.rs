@@ -52,12 +52,11 @@ pub fn names(ds: &[Delivery]) -> Vec<String> {
         .collect()
 }
 
-pub fn ack(s: &dyn Storage, leases: Vec<Lease>) {
-    s.apply(&Batch {
-        ack: leases,
-        ..Batch::default()
-    })
-    .unwrap();
+/// Acknowledge deliveries (each one batch); returns how many were still held.
+pub fn ack(s: &dyn Storage, leases: Vec<Lease>) -> usize {
+    let batches: Vec<Batch> = leases.into_iter().map(Batch::ack).collect();
+    let written = s.apply_all(&batches).unwrap();
+    written.into_iter().filter(|w| *w).count()
 }
 
 pub fn put_result(s: &dyn Storage, id: &str, value: &[u8], ttl: Option<Duration>) {

@@ -239,6 +239,49 @@ fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
     }
 }
 
+/// One batch as arguments of the apply script: its lease ("" for none), then its sections.
+fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
+    inv.arg(batch.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+    inv.arg(batch.enqueue.len());
+    for r in &batch.enqueue {
+        pack(packed, r);
+        inv.arg(&r.queue)
+            .arg(-i64::from(r.priority))
+            .arg(&packed[..]);
+    }
+    inv.arg(batch.schedule.len());
+    for s in &batch.schedule {
+        pack(packed, &s.ready);
+        inv.arg(s.eta_ms).arg(&packed[..]);
+    }
+    inv.arg(batch.results.len());
+    for r in &batch.results {
+        let ttl = r.ttl.map(|t| capped_ms(t).to_string()).unwrap_or_default();
+        inv.arg(&r.id).arg(ttl).arg(&r.value);
+    }
+    inv.arg(batch.dead.len());
+    for d in &batch.dead {
+        inv.arg(&d.id).arg(&d.queue).arg(&d.error).arg(&d.payload);
+    }
+    inv.arg(batch.chords.len());
+    for c in &batch.chords {
+        let cb = &c.callback;
+        inv.arg(&c.chord)
+            .arg(c.index)
+            .arg(c.size)
+            .arg(capped_ms(c.ttl))
+            .arg(&c.outcome)
+            .arg(&cb.id)
+            .arg(&cb.queue)
+            .arg(cb.priority)
+            .arg(&cb.payload_head)
+            .arg(&cb.payload_tail)
+            .arg(&cb.args_head)
+            .arg(&cb.args_tail)
+            .arg(&cb.missing);
+    }
+}
+
 /// The delivery count in a lease `<seq>.<deliveries>.<token>`.
 fn lease_deliveries(lease: &str) -> Option<u32> {
     let mut parts = lease.split('.');
@@ -306,53 +349,23 @@ fn string(v: Value) -> Option<String> {
 }
 
 impl Queue for RedisStorage {
-    fn apply(&self, batch: &Batch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(vec![true; batches.len()]);
         }
         let mut inv = self.call(&self.scripts.apply);
-        push_leases(&mut inv, &batch.ack, true);
+        inv.arg(batches.len());
         let mut packed = Vec::new();
-        inv.arg(batch.enqueue.len());
-        for r in &batch.enqueue {
-            pack(&mut packed, r);
-            inv.arg(&r.queue)
-                .arg(-i64::from(r.priority))
-                .arg(&packed[..]);
+        for b in batches {
+            push_batch(&mut inv, b, &mut packed);
         }
-        inv.arg(batch.schedule.len());
-        for s in &batch.schedule {
-            pack(&mut packed, &s.ready);
-            inv.arg(s.eta_ms).arg(&packed[..]);
+        // Not resent by the pool on a lost reply; a caller that resends gets `false` for the
+        // fenced batches that were written the first time.
+        let written: Vec<i64> = self.invoke(false, &inv)?;
+        if written.len() != batches.len() {
+            return Err(self.corrupt("apply"));
         }
-        inv.arg(batch.results.len());
-        for r in &batch.results {
-            let ttl = r.ttl.map(|t| capped_ms(t).to_string()).unwrap_or_default();
-            inv.arg(&r.id).arg(ttl).arg(&r.value);
-        }
-        inv.arg(batch.dead.len());
-        for d in &batch.dead {
-            inv.arg(&d.id).arg(&d.queue).arg(&d.error).arg(&d.payload);
-        }
-        inv.arg(batch.chords.len());
-        for c in &batch.chords {
-            let cb = &c.callback;
-            inv.arg(&c.chord)
-                .arg(c.index)
-                .arg(c.size)
-                .arg(capped_ms(c.ttl))
-                .arg(&c.outcome)
-                .arg(&cb.id)
-                .arg(&cb.queue)
-                .arg(cb.priority)
-                .arg(&cb.payload_head)
-                .arg(&cb.payload_tail)
-                .arg(&cb.args_head)
-                .arg(&cb.args_tail)
-                .arg(&cb.missing);
-        }
-        let _: i64 = self.invoke(false, &inv)?;
-        Ok(())
+        Ok(written.into_iter().map(|w| w == 1).collect())
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {

@@ -261,72 +261,78 @@ impl SqliteStorage {
     }
 }
 
+/// Write one batch in the transaction `tx` if its lease (if any) is held: the ack is the
+/// fence, so a batch whose lease is gone writes nothing. Returns whether it was written.
+fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<bool> {
+    if let Some(l) = &batch.lease {
+        let Some((seq, token)) = parse_lease(l) else {
+            return Ok(false);
+        };
+        let acked = tx
+            .prepare_cached("DELETE FROM queue WHERE seq = ?1 AND lease_token = ?2")?
+            .execute(params![seq, token])?;
+        if acked == 0 {
+            return Ok(false);
+        }
+    }
+    let mut insert = tx
+        .prepare_cached("INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)")?;
+    for r in &batch.enqueue {
+        insert.execute(params![r.id, r.queue, r.priority, r.payload])?;
+    }
+    if !batch.schedule.is_empty() {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO schedule(id, queue, priority, eta, payload) VALUES(?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for s in &batch.schedule {
+            let r = &s.ready;
+            st.execute(params![
+                r.id,
+                r.queue,
+                r.priority,
+                sql_ms(s.eta_ms),
+                r.payload
+            ])?;
+        }
+    }
+    if !batch.results.is_empty() {
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO results(id, value, expires) VALUES(?1, ?2, ?3)",
+        )?;
+        for r in &batch.results {
+            st.execute(params![r.id, r.value, expiry(r.ttl)])?;
+        }
+    }
+    if !batch.dead.is_empty() {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO dead(id, queue, payload, error, at) VALUES(?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for d in &batch.dead {
+            st.execute(params![d.id, d.queue, d.payload, d.error, now])?;
+        }
+    }
+    for c in &batch.chords {
+        if let Some(r) = kv::count_chord(tx, c, now)? {
+            insert.execute(params![r.id, r.queue, r.priority, r.payload])?;
+        }
+    }
+    Ok(true)
+}
+
 impl Queue for SqliteStorage {
-    fn apply(&self, batch: &Batch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(vec![true; batches.len()]);
         }
         let now = sql_ms(now_ms());
-        self.write(|tx| {
-            if !batch.ack.is_empty() {
-                let mut st =
-                    tx.prepare_cached("DELETE FROM queue WHERE seq = ?1 AND lease_token = ?2")?;
-                for (seq, token) in batch.ack.iter().filter_map(parse_lease) {
-                    st.execute(params![seq, token])?;
-                }
-            }
-            if !batch.enqueue.is_empty() {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)",
-                )?;
-                for r in &batch.enqueue {
-                    st.execute(params![r.id, r.queue, r.priority, r.payload])?;
-                }
-            }
-            if !batch.schedule.is_empty() {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO schedule(id, queue, priority, eta, payload)
-                     VALUES(?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for s in &batch.schedule {
-                    let r = &s.ready;
-                    st.execute(params![
-                        r.id,
-                        r.queue,
-                        r.priority,
-                        sql_ms(s.eta_ms),
-                        r.payload
-                    ])?;
-                }
-            }
-            if !batch.results.is_empty() {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO results(id, value, expires) VALUES(?1, ?2, ?3)",
-                )?;
-                for r in &batch.results {
-                    st.execute(params![r.id, r.value, expiry(r.ttl)])?;
-                }
-            }
-            if !batch.dead.is_empty() {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO dead(id, queue, payload, error, at) VALUES(?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for d in &batch.dead {
-                    st.execute(params![d.id, d.queue, d.payload, d.error, now])?;
-                }
-            }
-            for c in &batch.chords {
-                if let Some(r) = kv::count_chord(tx, c, now)? {
-                    tx.prepare_cached(
-                        "INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![r.id, r.queue, r.priority, r.payload])?;
-                }
-            }
-            Ok(())
+        let written = self.write(|tx| {
+            batches
+                .iter()
+                .map(|b| apply_one(tx, b, now))
+                .collect::<rusqlite::Result<Vec<bool>>>()
         })?;
         self.notify();
-        Ok(())
+        Ok(written)
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {

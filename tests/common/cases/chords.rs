@@ -4,11 +4,11 @@
 use super::*;
 
 const TTL: Duration = Duration::from_secs(600);
-const CALLBACKS: &str = "callbacks";
+pub(super) const CALLBACKS: &str = "callbacks";
 
 /// A callback message, and its storage form split by hand as `ChordCallback` documents: the
 /// envelope up to the arguments, and after them.
-fn callback() -> (Message, ChordCallback) {
+pub(super) fn callback() -> (Message, ChordCallback) {
     let msg = Message::new(
         "collect",
         b"not used".to_vec(),
@@ -44,7 +44,13 @@ fn callback() -> (Message, ChordCallback) {
     (msg, cb)
 }
 
-fn member(cb: &ChordCallback, chord: &str, index: u32, size: u32, outcome: &[u8]) -> ChordCount {
+pub(super) fn member(
+    cb: &ChordCallback,
+    chord: &str,
+    index: u32,
+    size: u32,
+    outcome: &[u8],
+) -> ChordCount {
     ChordCount {
         chord: chord.into(),
         index,

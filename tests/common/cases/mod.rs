@@ -13,6 +13,7 @@
 //! the factory alive while it runs: it owns the storage's files or server.
 
 mod chords;
+mod fencing;
 mod inspect;
 mod kv;
 mod queue;

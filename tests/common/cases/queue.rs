@@ -257,7 +257,7 @@ fn batch_writes_every_part() {
     enqueue(&*s, vec![ready("done", "default", 0)]);
     let d = one(&*s, "c", LONG_LEASE);
     s.apply(&Batch {
-        ack: vec![d.lease],
+        lease: Some(d.lease),
         enqueue: vec![ready("next", "default", 0)],
         schedule: vec![Scheduled {
             eta_ms: now_ms() + 60_000,
@@ -313,7 +313,7 @@ fn batch_is_atomic_to_concurrent_readers() {
                         payload: b"d".to_vec(),
                         error: "e".into(),
                     }],
-                    ack: vec![],
+                    lease: None,
                     chords: vec![],
                 })
                 .unwrap();

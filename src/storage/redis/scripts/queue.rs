@@ -1,11 +1,13 @@
 //! The scripts of the queue, schedule and chord counts: apply (a whole batch), dequeue,
 //! extend, release and promote.
 
-/// apply(batch). ARGV after the prefix: sections, each a count then its items:
-/// acks (seq, token), enqueues (queue, score = -priority, packed message), schedule (eta,
+/// apply(batches). ARGV after the prefix: the number of batches, then per batch its lease (""
+/// for none: a producer's write) and its sections, each a count then its items: enqueues (queue, score = -priority, packed message), schedule (eta,
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
-/// payload head, payload tail, args head, args tail and missing item).
+/// payload head, payload tail, args head, args tail and missing item). Returns 1 or 0 per
+/// batch: written, or fenced off because its lease was no longer held (then nothing of it is
+/// written).
 ///
 /// A chord's bookkeeping is one key per entry, each with a Redis TTL: `ch:<chord>:m:<index>`
 /// marks a counted member, `ch:<chord>:i:<index>` holds its item, `ch:<chord>:n` the count.
@@ -71,17 +73,15 @@ end
 local now = now_ms()
 local i = 2
 local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
-local n = count()
-if n > 0 then
-  local acked, seqs = held(i, i + n - 1)
-  i = i + n
-  if #acked > 0 then
-    chunked('ZREM', K_LEASES, acked)
-    chunked('HDEL', K_MSG, seqs)
-  end
+-- A fenced batch is written only while its lease is held; the ack is the test.
+local function fence(lease)
+  if lease == '' then return true end
+  if not redis.call('ZSCORE', K_LEASES, lease) then return false end
+  redis.call('ZREM', K_LEASES, lease)
+  redis.call('HDEL', K_MSG, sub(lease, 1, 16))
+  return true
 end
-n = count()
-if n > 0 then
+local function enqueue(n)
   local first = reserve(n)
   local hset = {}
   for k = 0, n - 1 do
@@ -92,10 +92,8 @@ if n > 0 then
     i = i + 3
   end
   chunked('HSET', K_MSG, hset)
-  flush_ready()
 end
-n = count()
-if n > 0 then
+local function schedule(n)
   local first = reserve(n)
   local z, hset = {}, {}
   for k = 0, n - 1 do
@@ -107,8 +105,8 @@ if n > 0 then
   chunked('ZADD', K_SCHED, z)
   chunked('HSET', K_SMSG, hset)
 end
-n = count()
-if n > 0 then
+local results_written = false
+local function results(n)
   local index = {}
   for _ = 1, n do
     local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -130,24 +128,47 @@ if n > 0 then
     i = i + 3
   end
   chunked('ZADD', K_RESULTS, index)
-  redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now))
+  results_written = true
 end
-for _ = 1, count() do
-  add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
-  i = i + 4
-end
-flush_dead(now)
-n = count()
-if n > 0 then
-  redis.call('ZREMRANGEBYSCORE', K_CHORDS, '-inf', int(now))
+local chords_pruned = false
+local function chords(n)
+  if not chords_pruned then
+    redis.call('ZREMRANGEBYSCORE', K_CHORDS, '-inf', int(now))
+    chords_pruned = true
+  end
   for _ = 1, n do
     count_chord(i, now)
     i = i + 13
   end
-  flush_ready()
 end
+-- Each section: its count, then its items (this many arguments each); skipped unless live.
+local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
+local written = {}
+for b = 1, count() do
+  local live = fence(ARGV[i])
+  i = i + 1
+  written[b] = live and 1 or 0
+  for _, sec in ipairs(sections) do
+    local n = count()
+    if n > 0 and live then
+      if sec[1] then
+        sec[1](n)
+      else
+        for _ = 1, n do
+          add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
+          i = i + 4
+        end
+      end
+    else
+      i = i + n * sec[2]
+    end
+  end
+end
+if results_written then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now)) end
+flush_dead(now)
+flush_ready()
 notify()
-return 1
+return written
 "#;
 
 /// dequeue. ARGV: prefix, max, lease ms, max deliveries, queue names...
