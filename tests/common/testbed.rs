@@ -13,7 +13,8 @@ use huey::{Huey, TaskContext, TaskError};
 /// `collect` (a chord callback: the sum of the members that succeeded; each run adds 1 to the
 /// counter `collect-runs`), `locked_sleep` (sleeps holding the lock `demo-lock`, whose TTL is
 /// 3 s), `record(ms)` (counts its runs per task id in storage under `runs:ID`, sleeps, returns
-/// the count) and `garble(len)` (writes a corrupt frame onto its worker's result pipe; process
+/// the count), `failing(ms)` (like `record`, but fails every attempt; one retry) and
+/// `garble(len)` (writes a corrupt frame onto its worker's result pipe; process
 /// workers only). A startup hook adds 1 to the counter `worker-starts` in every worker.
 pub fn register(app: &Huey) -> huey::Result<()> {
     huey::demo::register(app)?;
@@ -55,6 +56,17 @@ pub fn register(app: &Huey) -> huey::Result<()> {
             std::thread::sleep(Duration::from_millis(ms));
             Ok::<_, String>(runs as u32)
         })?;
+    app.task("failing").retries(1).register_with_context(
+        |ms: u64, ctx: &TaskContext| -> Result<u32, String> {
+            let runs = ctx
+                .app()
+                .storage()
+                .incr(&format!("runs:{}", ctx.id()), 1)
+                .map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Err(format!("run {runs} failed on purpose"))
+        },
+    )?;
     app.task("garble").register(garble)?;
     Ok(())
 }
