@@ -31,9 +31,6 @@ mod tests;
 
 use chord::count_chord_member;
 
-/// How long chord bookkeeping (counts, member outcomes, marks) is kept at most.
-pub(crate) const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
-
 /// What the decisions about one delivery write (one atomic batch, fenced by the delivery's
 /// lease) and tell (events, emitted once it is written).
 #[derive(Debug, Default)]

@@ -5,9 +5,13 @@
 
 use std::time::Duration;
 
-use super::queue::Ready;
+use super::queue::{Batch, DeadPut, Ready};
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::failure::{FailureKind, TaskError};
+use crate::message::{ChordMember, Message, StoredResult};
+
+/// How long chord bookkeeping (counts, member outcomes, marks) is kept at most.
+pub const CHORD_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 /// One chord member's final outcome, counted in the same atomic write as the rest of its
 /// batch. Applying it:
@@ -34,6 +38,103 @@ pub struct ChordCount {
     pub ttl: Duration,
     /// The callback to enqueue when this member is the last one counted.
     pub callback: ChordCallback,
+}
+
+impl ChordCount {
+    /// The count of chord member `member` whose final outcome is `outcome`, with its callback
+    /// (made at `now_ms`). The callback receives `Vec<Result<R, TaskError>>` in postcard: the
+    /// length, then per member its variant (0 `Ok`, 1 `Err`) and value; `R` is already encoded,
+    /// so the storage splices the members' items together. Shared by the lifecycle (outcomes
+    /// of attempts) and the backends (members they dead-letter themselves).
+    pub fn for_member(
+        member: &ChordMember,
+        outcome: &StoredResult,
+        now_ms: u64,
+    ) -> Result<ChordCount> {
+        let item = match outcome {
+            StoredResult::Ok { value, .. } => [&[0u8][..], value].concat(),
+            StoredResult::Err(e) => [&[1u8][..], &encode("task error", e)?].concat(),
+        };
+        let missing = TaskError {
+            id: String::new(),
+            task: String::new(),
+            attempt: 0,
+            kind: FailureKind::Expired,
+            message: "this chord member left no outcome".into(),
+        };
+        let mut cb = member.callback.clone();
+        cb.enqueued_ms = now_ms;
+        let args_tail = std::mem::take(&mut cb.args);
+        let callback = ChordCallback::for_message(
+            &cb,
+            encode("chord size", &(member.size as usize))?,
+            args_tail,
+            [&[1u8][..], &encode("task error", &missing)?].concat(),
+        )?;
+        Ok(ChordCount {
+            chord: member.chord.clone(),
+            index: member.index,
+            size: member.size,
+            outcome: item,
+            ttl: CHORD_TTL,
+            callback,
+        })
+    }
+}
+
+fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::Encode {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// What a backend writes when it dead-letters a message delivered `deliveries` times without
+/// an ack (over `max_deliveries`): the dead letter and, for a chord member, its count as a
+/// failed member (so the chord still completes). No lease: the backend writes it in the same
+/// transaction or script that takes the message off the queue, or fences it itself.
+pub(crate) fn overdue(
+    id: &str,
+    queue: &str,
+    payload: &[u8],
+    deliveries: u32,
+    now_ms: u64,
+) -> Batch {
+    let error = format!(
+        "delivered {deliveries} times without being acknowledged (its worker or consumer was lost each time)"
+    );
+    let msg = Message::decode(payload).ok();
+    let chords = msg
+        .as_ref()
+        .and_then(|m| {
+            let member = m.chord.as_deref()?;
+            let failed = StoredResult::Err(TaskError {
+                id: m.id.clone(),
+                task: m.task.clone(),
+                attempt: m.attempt,
+                kind: FailureKind::WorkerLost,
+                message: error.clone(),
+            });
+            // A member whose callback cannot be encoded cannot be counted; it is dead-lettered
+            // all the same.
+            ChordCount::for_member(member, &failed, now_ms).ok()
+        })
+        .into_iter()
+        .collect();
+    let id = match (&msg, id) {
+        (Some(m), "") => m.id.clone(),
+        _ => id.to_string(),
+    };
+    Batch {
+        dead: vec![DeadPut {
+            id,
+            queue: queue.to_string(),
+            payload: payload.to_vec(),
+            error,
+        }],
+        chords,
+        ..Batch::default()
+    }
 }
 
 /// The callback of a chord, ready to be put together by the storage: its payload is

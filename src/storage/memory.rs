@@ -217,11 +217,9 @@ impl MemoryStorage {
                 }
                 let mut entry = st.ready.remove(&key).expect("key just seen");
                 if entry.deliveries >= req.max_deliveries {
-                    let error = format!(
-                        "delivered {} times without being acknowledged (its worker or consumer was lost each time)",
-                        entry.deliveries
-                    );
-                    st.add_dead(entry.id, entry.queue, entry.payload, error);
+                    let e = &entry;
+                    let buried = chord::overdue(&e.id, &e.queue, &e.payload, e.deliveries, now);
+                    st.apply(&buried, now);
                     continue;
                 }
                 entry.deliveries += 1;

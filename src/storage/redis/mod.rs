@@ -168,6 +168,7 @@ impl RedisStorage {
             .and_then(int)
             .ok_or_else(|| self.corrupt("dequeue"))?;
         let mut out = Vec::with_capacity(it.len() / 3);
+        let mut overdue = Vec::new();
         while let Some(lease) = it.next() {
             let (Some(lease), Some(qi), Some(packed)) = (
                 string(lease),
@@ -177,19 +178,44 @@ impl RedisStorage {
                 return Err(self.corrupt("dequeue"));
             };
             let deliveries = lease_deliveries(&lease).ok_or_else(|| self.corrupt("dequeue"))?;
-            let payload = strip_head(packed);
-            let queue = usize::try_from(qi - 1)
+            let (id, payload) = split_packed(packed);
+            let queue = usize::try_from(qi.abs() - 1)
                 .ok()
                 .and_then(|i| req.queues.get(i))
                 .ok_or_else(|| self.corrupt("dequeue"))?;
-            out.push(Delivery {
+            let d = Delivery {
                 lease: Lease(lease),
                 queue: queue.clone(),
                 payload,
                 deliveries,
-            });
+            };
+            if qi < 0 {
+                overdue.push((id, d));
+            } else {
+                out.push(d);
+            }
         }
+        self.bury(&overdue);
         Ok((hint, out))
+    }
+
+    /// Dead-letter messages delivered too often (leased to us by the dequeue script for this),
+    /// each with its chord count, in batches fenced by their leases: a crash or a storage error
+    /// here leaves them leased until their leases expire, and the next dequeue does it again.
+    fn bury(&self, overdue: &[(String, Delivery)]) {
+        if overdue.is_empty() {
+            return;
+        }
+        let now = crate::clock::now_ms();
+        let batches: Vec<Batch> = overdue
+            .iter()
+            .map(|(id, d)| Batch {
+                lease: Some(d.lease.clone()),
+                ..chord::overdue(id, &d.queue, &d.payload, d.deliveries, now)
+            })
+            .collect();
+        // An error is left to the lease's expiry (see above); nothing is lost.
+        let _ = self.apply_all(&batches);
     }
 
     /// Block until a notification list of these queues gets a token, or `block` passes.
@@ -300,32 +326,35 @@ fn pack(out: &mut Vec<u8>, r: &Ready) {
     out.extend_from_slice(&r.payload);
 }
 
-/// The payload of a packed message (the whole value if it is not packed).
-fn strip_head(mut packed: Vec<u8>) -> Vec<u8> {
+/// The task id and payload of a packed message (no id and the whole value if it is not
+/// packed).
+fn split_packed(mut packed: Vec<u8>) -> (String, Vec<u8>) {
+    let (at, id_len) = match head_len(&packed) {
+        Some(h) => h,
+        None => return (String::new(), packed),
+    };
+    let id = String::from_utf8_lossy(&packed[at - id_len..at]).into_owned();
+    packed.drain(..at);
+    (id, packed)
+}
+
+/// Where the payload of a packed message starts, and the id's length before it.
+fn head_len(packed: &[u8]) -> Option<(usize, usize)> {
     let mut fields = [0usize; 3];
     let mut at = 0;
     for (n, field) in fields.iter_mut().enumerate() {
-        let Some(len) = packed[at..].iter().position(|&b| b == b'|') else {
-            return packed;
-        };
+        let len = packed[at..].iter().position(|&b| b == b'|')?;
         let text = std::str::from_utf8(&packed[at..at + len]).unwrap_or("");
         let parsed = if n == 0 {
             text.parse::<i64>().map(|_| 0)
         } else {
             text.parse::<usize>()
         };
-        let Ok(v) = parsed else {
-            return packed;
-        };
-        *field = v;
+        *field = parsed.ok()?;
         at += len + 1;
     }
     let start = at.saturating_add(fields[1]).saturating_add(fields[2]);
-    if start > packed.len() {
-        return packed;
-    }
-    packed.drain(..start);
-    packed
+    (start <= packed.len()).then_some((start, fields[2]))
 }
 
 fn int(v: Value) -> Option<i64> {

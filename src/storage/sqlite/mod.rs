@@ -57,12 +57,6 @@ fn new_token() -> i64 {
     (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
 }
 
-fn dead_error(deliveries: i64) -> String {
-    format!(
-        "delivered {deliveries} times without being acknowledged (its worker or consumer was lost each time)"
-    )
-}
-
 fn limit(n: usize) -> i64 {
     n.min(i64::MAX as usize) as i64
 }
@@ -189,13 +183,9 @@ impl SqliteStorage {
         let until = sql_ms(now_u.saturating_add(ms(req.lease)));
         let mut out = Vec::new();
         let mut select = tx.prepare_cached(
-            "SELECT seq, payload, deliveries FROM queue WHERE queue = ?1
+            "SELECT seq, payload, deliveries, id FROM queue WHERE queue = ?1
              AND (lease_until IS NULL OR lease_until <= ?2)
              ORDER BY priority DESC, seq LIMIT ?3",
-        )?;
-        let mut bury = tx.prepare_cached(
-            "INSERT INTO dead(id, queue, payload, error, at)
-             SELECT id, queue, payload, ?2, ?3 FROM queue WHERE seq = ?1",
         )?;
         let mut delete = tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")?;
         let mut lease = tx.prepare_cached(
@@ -211,14 +201,19 @@ impl SqliteStorage {
                             r.get::<_, i64>(0)?,
                             r.get::<_, Vec<u8>>(1)?,
                             r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let got = rows.len();
-                for (seq, payload, deliveries) in rows {
+                for (seq, payload, deliveries, id) in rows {
                     if deliveries >= i64::from(req.max_deliveries) {
-                        bury.execute(params![seq, dead_error(deliveries), now])?;
+                        // Dead-lettered, and counted in its chord as a failed member, in this
+                        // same transaction.
+                        let d = u32::try_from(deliveries).unwrap_or(u32::MAX);
+                        let buried = chord::overdue(&id, q, &payload, d, now_u);
                         delete.execute(params![seq])?;
+                        apply_one(tx, &buried, now)?;
                         continue;
                     }
                     let token = new_token();

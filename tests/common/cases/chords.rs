@@ -249,3 +249,50 @@ fn chord_bookkeeping_is_flushed_with_kv_and_apart_from_app_data() {
         [encoded(&msg, &[b"again".to_vec(), item(1)])]
     );
 }
+
+#[test]
+fn a_member_dead_lettered_by_the_storage_counts_as_a_failed_member() {
+    let s = crate::factory();
+    let s = s();
+    let (callback_msg, _) = callback();
+    let mut callback_msg = callback_msg;
+    callback_msg.args = Vec::new();
+    let mut member = Message::new("work", Vec::new(), MessageOptions::default());
+    member.chord = Some(Box::new(huey::message::ChordMember {
+        chord: "buried".into(),
+        index: 0,
+        size: 1,
+        callback: callback_msg.clone(),
+    }));
+    enqueue(
+        &*s,
+        vec![huey::storage::Ready {
+            id: member.id.clone(),
+            queue: "default".into(),
+            priority: 0,
+            payload: member.encode().unwrap(),
+        }],
+    );
+    let mut req = request("c", &["default"], 1, SHORT_LEASE);
+    req.max_deliveries = 1;
+    assert_eq!(s.dequeue(&req).unwrap().len(), 1);
+    sleep_past(SHORT_LEASE); // its consumer was lost
+    assert!(s.dequeue(&req).unwrap().is_empty(), "delivered too often");
+    let dead = s.dead(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, member.id);
+
+    // The chord completes: its callback gets the member as a failure.
+    let cbs = callbacks(&*s);
+    assert_eq!(cbs.len(), 1, "the callback was made ready once");
+    let got = Message::decode(&cbs[0]).unwrap();
+    assert_eq!(got.id, callback_msg.id);
+    let outcomes: Vec<Result<u32, huey::TaskError>> = postcard::from_bytes(&got.args).unwrap();
+    match &outcomes[..] {
+        [Err(e)] => {
+            assert_eq!(e.kind, huey::FailureKind::WorkerLost);
+            assert_eq!(e.id, member.id);
+        }
+        other => panic!("expected one failed member, got {other:?}"),
+    }
+}

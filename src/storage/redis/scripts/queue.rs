@@ -173,7 +173,9 @@ return written
 
 /// dequeue. ARGV: prefix, max, lease ms, max deliveries, queue names...
 /// Returns {wait hint ms (-1: no lease to expire), then lease (`<seq>.<deliveries>.<token>`),
-/// queue index, packed message for each delivery}.
+/// queue index, packed message for each delivery}. A message already delivered `max
+/// deliveries` times comes with its queue index negated: it is leased (its count unchanged)
+/// for the caller to dead-letter under that lease.
 pub(super) const DEQUEUE: &str = r#"
 local max, lease_ms, max_deliveries = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -187,7 +189,6 @@ local o = 1
 local got = 0
 local until_ms = int(now + lease_ms)
 local tail = nil
-local err_tail = ' times without being acknowledged (its worker or consumer was lost each time)'
 for qi = 5, #ARGV do
   local queue = ARGV[qi]
   local qkey = prefix .. 'q:' .. queue
@@ -201,18 +202,25 @@ for qi = 5, #ARGV do
     local seqs = {}
     for k = 1, n do seqs[k] = sub(members[k], 1, 16) end
     local msgs = redis.call('HMGET', K_MSG, unpack(seqs))
-    local z, gone = {}, {}
+    local z = {}
     local zn = 0
     for k = 1, n do
       local m = msgs[k]
       if m then
         local d = deliveries(members[k])
+        if not tail then tail = '.' .. int(redis.call('INCR', K_SEQ)) end
         if d >= max_deliveries then
-          local _, _, id, off = unpack_head(m)
-          add_dead(id or '', queue, sub(m, off or 1), 'delivered ' .. int(d) .. err_tail)
-          gone[#gone + 1] = seqs[k]
+          -- Over the limit: leased to this call without counting a delivery, for the caller
+          -- to dead-letter (and count in its chord) in a batch fenced by this lease.
+          local lease = seqs[k] .. '.' .. d .. tail
+          z[zn + 1] = until_ms
+          z[zn + 2] = lease
+          zn = zn + 2
+          out[o + 1] = lease
+          out[o + 2] = -qn
+          out[o + 3] = m
+          o = o + 3
         else
-          if not tail then tail = '.' .. int(redis.call('INCR', K_SEQ)) end
           local lease = seqs[k] .. '.' .. (d + 1) .. tail
           z[zn + 1] = until_ms
           z[zn + 2] = lease
@@ -226,7 +234,6 @@ for qi = 5, #ARGV do
       end
     end
     if zn > 0 then redis.call('ZADD', K_LEASES, unpack(z)) end
-    if #gone > 0 then redis.call('HDEL', K_MSG, unpack(gone)) end
     if n < want then break end
   end
 end
@@ -234,7 +241,6 @@ if got == 0 then
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
   if #first == 0 then out[1] = -1 else out[1] = math.max(0, tonumber(first[2]) - now) end
 end
-flush_dead(now)
 notify()
 return out
 "#;
