@@ -177,7 +177,7 @@ pub fn complete(
             let mut next = msg.clone();
             next.attempt += 1;
             let delay = f.retry_delay_ms.unwrap_or(0);
-            next.eta_ms = (delay > 0).then(|| now_ms + delay);
+            next.eta_ms = (delay > 0).then(|| now_ms.saturating_add(delay));
             let kind = if f.kind == FailureKind::RateLimited {
                 EventKind::RateLimited
             } else {
@@ -196,7 +196,7 @@ pub fn complete(
             let delay = msg.options.retry_delay_ms;
             next.options.retry_delay_ms =
                 (delay as f64 * f64::from(msg.options.retry_backoff.max(0.0))) as u64;
-            next.eta_ms = (delay > 0).then(|| now_ms + delay);
+            next.eta_ms = (delay > 0).then(|| now_ms.saturating_add(delay));
             retry(msg, next, f, EventKind::Retrying, now_ms, policy, fx);
         }
         Err(f) => fail(msg, f, now_ms, policy, fx),

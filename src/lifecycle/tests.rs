@@ -368,3 +368,28 @@ fn a_retried_chord_member_is_counted_only_when_it_ends() {
         "a revoked member counts as a failed one"
     );
 }
+
+#[test]
+fn a_huge_retry_delay_saturates_instead_of_overflowing() {
+    let mut m = msg("t");
+    m.options.retries = 2;
+    m.options.retry_delay_ms = u64::MAX - 1;
+    m.options.retry_backoff = 1e30;
+    let mut fx = Effects::default();
+    let f = Failure::new(FailureKind::Error, "boom");
+    complete(Some(&lease()), &m, Err(f), NOW, Policy::default(), &mut fx);
+    let later = &fx.batch.schedule[0];
+    assert_eq!(later.eta_ms, u64::MAX);
+    let next = Message::decode(&later.ready.payload).unwrap();
+    assert_eq!(
+        next.options.retry_delay_ms,
+        u64::MAX,
+        "the backoff saturates too"
+    );
+
+    let mut fx = Effects::default();
+    let mut f = Failure::new(FailureKind::Error, "later");
+    f.retry_delay_ms = Some(u64::MAX);
+    complete(None, &msg("t"), Err(f), NOW, Policy::default(), &mut fx);
+    assert_eq!(fx.batch.schedule[0].eta_ms, u64::MAX);
+}

@@ -17,9 +17,11 @@
 //! - **At-least-once.** [`Queue::dequeue`] leases messages instead of deleting them; only an
 //!   ack (in a [`Batch`]) deletes. A lease that expires makes the message available to any
 //!   consumer again. A message delivered more than `max_deliveries` times is moved to the
-//!   dead-letter place instead of being delivered again.
-//! - **Batches are atomic.** One [`Batch`] is one transaction (SQLite), one script (Redis) or
-//!   one critical section (memory): an outcome is never half written.
+//!   dead-letter place instead of being delivered again (a chord member is counted as failed).
+//! - **Batches are atomic and fenced.** [`Queue::apply_all`] is one transaction (SQLite), one
+//!   script (Redis) or one critical section (memory); each [`Batch`] in it is written whole,
+//!   and one that carries a lease only while that lease is held: an outcome is never half
+//!   written, and never written by a consumer that lost its lease or twice by a resend.
 //! - **Times are milliseconds since the Unix epoch** (see [`crate::clock`]).
 
 use std::time::{Duration, Instant};

@@ -24,8 +24,9 @@
 //! `HMGET`, one `ZMSCORE`, one multi-field `HSET`, one `ZADD`/`ZREM`/`HDEL`, `INCRBY` reserving a
 //! run of sequence numbers), so the commands per call hardly depend on the batch size. Needs
 //! Redis 6.2 or later (`ZMSCORE`).
-//! - **apply** writes a whole [`Batch`] (acks, enqueues, schedule entries, results, dead
-//!   letters, chord counts) in one script, so an outcome is never half written.
+//! - **apply** writes [`Batch`]es (acks, enqueues, schedule entries, results, dead letters,
+//!   chord counts) in one script, each only while its lease is held, so an outcome is never
+//!   half written nor written twice.
 //! - **promote_due** moves due schedule entries (a sorted set by eta) to their queue.
 //!
 //! Lease and TTL times come from the Redis server's clock (`TIME`), so consumers on hosts with
@@ -52,8 +53,8 @@
 //! Redis TTLs (marks, items, count), indexed in `chords` so a flush finds them.
 //!
 //! **Connections.** A small pool (`conn.rs`). A lost connection is an
-//! [`Error::Storage`] and the next call reconnects. Acks are idempotent by
-//! token, so a caller may retry a batch whose reply was lost.
+//! [`Error::Storage`] and the next call reconnects. Outcomes are fenced by their lease token,
+//! so a caller may send again a batch whose reply was lost: what was written is fenced off.
 //!
 //! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS, webpki roots) and
 //! `redis+unix:///path/to/socket[?db=N]`.
