@@ -17,12 +17,18 @@ use crate::storage::{Batch, Delivery, DequeueRequest, Lease};
 
 impl Huey {
     /// Enqueue (or schedule, when they have an eta) messages in one storage write. In immediate
-    /// mode the ready ones then run at once, in this thread.
+    /// mode the ready ones run at once instead, in this thread.
     pub fn enqueue_messages(&self, msgs: &[Message]) -> Result<()> {
         let now = now_ms();
+        let immediate = self.is_immediate();
         let mut batch = Batch::default();
+        let mut run_now = Vec::new();
         for m in msgs {
-            lifecycle::push_message(&mut batch, m, now)?;
+            if immediate && m.eta_ms.is_none_or(|eta| eta <= now) {
+                run_now.push((None, m.clone()));
+            } else {
+                lifecycle::push_message(&mut batch, m, now)?;
+            }
         }
         if !batch.is_empty() {
             self.storage().apply(&batch)?;
@@ -35,54 +41,58 @@ impl Huey {
             };
             self.emit(&Event::for_message(kind, m));
         }
-        if self.is_immediate() {
-            self.run_ready(self.ready_queues(msgs))?;
+        self.run_inline(run_now)
+    }
+
+    /// Immediate mode: run messages in this thread with everything they lead to that is ready at
+    /// once (retries without delay, next stages, error handlers, chord callbacks). Only this
+    /// call's own work runs here, never another thread's: a chord callback that one of these
+    /// outcomes fires is routed to a queue private to this call and taken from there.
+    fn run_inline(&self, mut todo: Vec<(Option<Lease>, Message)>) -> Result<()> {
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let private = format!("immediate:{}", crate::message::new_id());
+        while let Some((lease, msg)) = todo.pop() {
+            let rev = self.revocations()?;
+            let mut fx = Effects::default();
+            let lease = lease.as_ref();
+            if let Some(msg) = self.admit(lease, msg, &rev, now_ms(), &mut fx)? {
+                fx.events
+                    .push(Event::for_message(EventKind::Executing, &msg));
+                let outcome = self.run_attempt(&msg);
+                lifecycle::complete(lease, &msg, outcome, now_ms(), self.policy(), &mut fx);
+            }
+            for r in fx.batch.enqueue.drain(..) {
+                todo.push((None, Message::decode(&r.payload)?));
+            }
+            let counts_chords = !fx.batch.chords.is_empty();
+            for c in &mut fx.batch.chords {
+                c.callback.queue = private.clone();
+            }
+            self.write(fx)?;
+            if counts_chords {
+                todo.extend(self.take_private(&private)?);
+            }
         }
         Ok(())
     }
 
-    /// Immediate mode: run everything ready in the app's own memory storage, follow-ups (retries
-    /// without delay, next stages, chord callbacks) included, until nothing is ready.
-    fn run_ready(&self, queues: Vec<String>) -> Result<()> {
+    /// The chord callbacks fired into this call's private queue, leased to it.
+    fn take_private(&self, queue: &str) -> Result<Vec<(Option<Lease>, Message)>> {
         let req = DequeueRequest {
             consumer: "immediate".into(),
-            queues,
-            max: 64,
+            queues: vec![queue.to_string()],
+            max: 16,
             lease: Duration::from_secs(3600),
             wait: Duration::ZERO,
             max_deliveries: u32::MAX,
         };
-        loop {
-            let ready = self.storage().dequeue(&req)?;
-            if ready.is_empty() {
-                return Ok(());
-            }
-            for d in &ready {
-                self.execute(d)?;
-            }
-        }
-    }
-
-    /// The queues immediate mode serves: the default one, every registered task's, and any a
-    /// message (or its follow-ups) names.
-    fn ready_queues(&self, msgs: &[Message]) -> Vec<String> {
-        let mut queues = vec![crate::message::DEFAULT_QUEUE.to_string()];
-        let mut add = |q: &str| {
-            if !queues.iter().any(|have| have == q) {
-                queues.push(q.to_string());
-            }
-        };
-        for def in self.task_defs() {
-            add(&def.options.queue);
-        }
-        let mut todo: Vec<&Message> = msgs.iter().collect();
-        while let Some(m) = todo.pop() {
-            add(m.queue());
-            todo.extend(m.on_complete.as_deref());
-            todo.extend(m.on_error.as_deref());
-            todo.extend(m.chord.as_deref().map(|c| &c.callback));
-        }
-        queues
+        self.storage()
+            .dequeue(&req)?
+            .into_iter()
+            .map(|d| Ok((Some(d.lease), Message::decode(&d.payload)?)))
+            .collect()
     }
 
     /// A delivery's whole path in this thread: decode, admit, run, complete, one write, then
@@ -170,8 +180,8 @@ impl Huey {
         def.handler.run(&msg.args, ctx)
     }
 
-    /// Decide whether a fetched message runs (see [`lifecycle::admit`]): the revocation check
-    /// is the only I/O, and only when revocations exist.
+    /// Decide whether a fetched message runs (see [`lifecycle::admit`]). Its one I/O is taking
+    /// a revoke-once entry, asked for only once the message is known and due.
     pub(crate) fn admit(
         &self,
         lease: Option<&Lease>,
@@ -182,10 +192,10 @@ impl Huey {
     ) -> Result<Option<Message>> {
         let at = Admission {
             known: self.task_def(&msg.task).is_some(),
-            revoked: rev.consume(&*self.storage(), &msg, now)?,
             now_ms: now,
         };
-        Ok(lifecycle::admit(lease, msg, at, self.policy(), fx))
+        let revoked = |m: &Message| rev.consume(&*self.storage(), m, now);
+        lifecycle::admit(lease, msg, at, revoked, self.policy(), fx)
     }
 
     /// Write an outcome's batch, then tell the handlers its events. `false` (and no events)

@@ -433,6 +433,73 @@ fn undecodable_and_unknown_messages_are_dead_lettered_and_the_rest_runs() {
 }
 
 #[test]
+fn a_revoke_once_entry_is_not_used_up_by_a_message_that_would_not_run() {
+    each_backend(|b, app, t, _| {
+        // A message of a task this app does not register (e.g. mid-deploy): dead-lettered, and
+        // the revoke-once entry for it is still there for the consumer that knows the task.
+        let ghost = Message::new("ghost", vec![], huey::message::MessageOptions::default());
+        app.enqueue_messages(std::slice::from_ref(&ghost)).unwrap();
+        app.revoke_id(&ghost.id, Revoke::once()).unwrap();
+        drain(&app);
+        assert!(app.is_id_revoked(&ghost.id).unwrap(), "{b}: unknown task");
+
+        // A message made ready before its eta goes back to the schedule, entry untouched.
+        let mut early = t.add.call((1, 1)).to_message().unwrap();
+        early.eta_ms = Some(huey::clock::now_ms() + 60_000);
+        let ready = Ready {
+            id: early.id.clone(),
+            queue: "default".into(),
+            priority: 0,
+            payload: early.encode().unwrap(),
+        };
+        app.storage()
+            .apply(&huey::storage::Batch {
+                enqueue: vec![ready],
+                ..Default::default()
+            })
+            .unwrap();
+        app.revoke_id(&early.id, Revoke::once()).unwrap();
+        drain(&app);
+        assert!(app.is_id_revoked(&early.id).unwrap(), "{b}: early eta");
+        assert_eq!(app.storage().counts().unwrap().scheduled, 1, "{b}");
+    });
+}
+
+#[test]
+fn immediate_mode_runs_each_callers_tasks_in_its_own_thread() {
+    let app = Huey::immediate("t");
+    let slow = app
+        .task("slow")
+        .register(|ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok::<_, String>(format!("{:?}", std::thread::current().id()))
+        })
+        .unwrap();
+    // A handler that slows every enqueue widens any window in which one caller could run
+    // another's task.
+    app.on_event(|_| std::thread::sleep(Duration::from_millis(1)));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let slow = slow.clone();
+            std::thread::spawn(move || {
+                let me = format!("{:?}", std::thread::current().id());
+                for _ in 0..25 {
+                    let r = slow.enqueue(if i == 0 { 5 } else { 0 }).unwrap();
+                    assert_eq!(
+                        r.get().unwrap(),
+                        Some(me.clone()),
+                        "ran in the caller, at once"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
 fn immediate_mode_runs_tasks_in_the_caller() {
     let app = Huey::immediate("t");
     let attempts = Arc::new(AtomicU32::new(0));

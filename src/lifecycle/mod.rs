@@ -63,8 +63,6 @@ pub struct Policy {
 pub struct Admission {
     /// The app registers a task of the message's name.
     pub known: bool,
-    /// A revocation applies to it (a revoke-once entry only for the consumer that took it).
-    pub revoked: bool,
     /// Now, in ms since the epoch.
     pub now_ms: u64,
 }
@@ -96,13 +94,18 @@ pub fn decode(
 
 /// Decide whether a fetched message runs now. `None`: it was dealt with (dead-lettered,
 /// rescheduled, recorded as revoked or expired) and its delivery acknowledged.
+///
+/// `revoked` says whether a revocation applies to the message; it is asked only for a known,
+/// due message (taking a revoke-once entry is its caller's one I/O, and an entry must not be
+/// used up by a message that would not have run anyway). Its error leaves the delivery alone.
 pub fn admit(
     lease: Option<&Lease>,
     msg: Message,
     at: Admission,
+    revoked: impl FnOnce(&Message) -> crate::Result<bool>,
     policy: Policy,
     fx: &mut Effects,
-) -> Option<Message> {
+) -> crate::Result<Option<Message>> {
     let skip = |fx: &mut Effects| fence(fx, lease);
     if !at.known {
         skip(fx);
@@ -127,7 +130,7 @@ pub fn admit(
         );
         fx.events
             .push(Event::for_message(EventKind::DeadLettered, &msg).with_error(err));
-        return None;
+        return Ok(None);
     }
     if msg.eta_ms.is_some_and(|eta| eta > at.now_ms) {
         // Made ready early (e.g. a message enqueued straight to the queue): back to the schedule.
@@ -135,9 +138,9 @@ pub fn admit(
         push_follow_up(&msg, at.now_ms, fx);
         fx.events
             .push(Event::for_message(EventKind::Scheduled, &msg));
-        return None;
+        return Ok(None);
     }
-    let ended = if at.revoked {
+    let ended = if revoked(&msg)? {
         Some((
             Failure::new(FailureKind::Revoked, "revoked"),
             EventKind::Revoked,
@@ -153,9 +156,9 @@ pub fn admit(
             skip(fx);
             finish_failure(&msg, f, at.now_ms, policy, fx);
             fx.events.push(Event::for_message(kind, &msg));
-            None
+            Ok(None)
         }
-        None => Some(msg),
+        None => Ok(Some(msg)),
     }
 }
 

@@ -24,9 +24,33 @@ fn lease() -> Lease {
 fn run_now() -> Admission {
     Admission {
         known: true,
-        revoked: false,
         now_ms: NOW,
     }
+}
+
+/// Admit with a fixed answer to "is it revoked?", counting how often it was asked.
+fn admit_as(
+    lease: Option<&Lease>,
+    msg: Message,
+    at: Admission,
+    revoked: bool,
+    policy: Policy,
+    fx: &mut Effects,
+) -> (Option<Message>, u32) {
+    let mut asked = 0;
+    let admitted = admit(
+        lease,
+        msg,
+        at,
+        |_| {
+            asked += 1;
+            Ok(revoked)
+        },
+        policy,
+        fx,
+    )
+    .unwrap();
+    (admitted, asked)
 }
 
 fn kinds(fx: &Effects) -> Vec<EventKind> {
@@ -66,16 +90,15 @@ fn undecodable_bytes_are_acked_and_dead_lettered() {
 fn a_known_due_message_is_admitted_and_nothing_is_written() {
     let mut fx = Effects::default();
     let m = msg("t");
-    assert_eq!(
-        admit(
-            Some(&lease()),
-            m.clone(),
-            run_now(),
-            Policy::default(),
-            &mut fx
-        ),
-        Some(m)
+    let (admitted, asked) = admit_as(
+        Some(&lease()),
+        m.clone(),
+        run_now(),
+        false,
+        Policy::default(),
+        &mut fx,
     );
+    assert_eq!((admitted, asked), (Some(m), 1));
     assert!(fx.batch.is_empty() && fx.events.is_empty());
 }
 
@@ -86,7 +109,19 @@ fn an_unknown_task_is_dead_lettered_and_its_failure_stored() {
         known: false,
         ..run_now()
     };
-    assert!(admit(Some(&lease()), msg("nope"), at, Policy::default(), &mut fx).is_none());
+    let (admitted, asked) = admit_as(
+        Some(&lease()),
+        msg("nope"),
+        at,
+        true,
+        Policy::default(),
+        &mut fx,
+    );
+    assert_eq!(
+        (admitted, asked),
+        (None, 0),
+        "a revoke-once entry is not used up by it"
+    );
     assert_eq!(fx.batch.lease, Some(lease()));
     assert_eq!(fx.batch.dead.len(), 1);
     assert!(fx.batch.dead[0].error.contains("nope"));
@@ -99,7 +134,19 @@ fn a_message_made_ready_early_goes_back_to_the_schedule() {
     let mut fx = Effects::default();
     let mut m = msg("t");
     m.eta_ms = Some(NOW + 5_000);
-    assert!(admit(Some(&lease()), m, run_now(), Policy::default(), &mut fx).is_none());
+    let (admitted, asked) = admit_as(
+        Some(&lease()),
+        m,
+        run_now(),
+        true,
+        Policy::default(),
+        &mut fx,
+    );
+    assert_eq!(
+        (admitted, asked),
+        (None, 0),
+        "a revoke-once entry is not used up by it"
+    );
     assert_eq!(fx.batch.lease, Some(lease()));
     assert_eq!(fx.batch.schedule.len(), 1);
     assert_eq!(fx.batch.schedule[0].eta_ms, NOW + 5_000);
@@ -112,11 +159,8 @@ fn revoked_and_expired_messages_are_skipped_with_their_failure_stored() {
         result_ttl: Some(Duration::from_secs(9)),
     };
     let mut fx = Effects::default();
-    let at = Admission {
-        revoked: true,
-        ..run_now()
-    };
-    assert!(admit(Some(&lease()), msg("t"), at, policy, &mut fx).is_none());
+    let (admitted, _) = admit_as(Some(&lease()), msg("t"), run_now(), true, policy, &mut fx);
+    assert!(admitted.is_none());
     failed_with(&fx, FailureKind::Revoked);
     assert_eq!(fx.batch.results[0].ttl, Some(Duration::from_secs(9)));
     assert_eq!(kinds(&fx), vec![EventKind::Revoked]);
@@ -124,7 +168,8 @@ fn revoked_and_expired_messages_are_skipped_with_their_failure_stored() {
     let mut fx = Effects::default();
     let mut m = msg("t");
     m.options.expires_at_ms = Some(NOW);
-    assert!(admit(Some(&lease()), m, run_now(), policy, &mut fx).is_none());
+    let (admitted, _) = admit_as(Some(&lease()), m, run_now(), false, policy, &mut fx);
+    assert!(admitted.is_none());
     failed_with(&fx, FailureKind::Expired);
     assert_eq!(kinds(&fx), vec![EventKind::Expired]);
 }
@@ -357,11 +402,7 @@ fn a_retried_chord_member_is_counted_only_when_it_ends() {
     );
     assert!(fx.batch.chords.is_empty());
     let mut fx = Effects::default();
-    let at = Admission {
-        revoked: true,
-        ..run_now()
-    };
-    admit(None, m, at, Policy::default(), &mut fx);
+    admit_as(None, m, run_now(), true, Policy::default(), &mut fx);
     assert_eq!(
         fx.batch.chords.len(),
         1,
@@ -392,4 +433,19 @@ fn a_huge_retry_delay_saturates_instead_of_overflowing() {
     f.retry_delay_ms = Some(u64::MAX);
     complete(None, &msg("t"), Err(f), NOW, Policy::default(), &mut fx);
     assert_eq!(fx.batch.schedule[0].eta_ms, u64::MAX);
+}
+
+#[test]
+fn a_revocation_lookup_that_fails_leaves_the_delivery_alone() {
+    let mut fx = Effects::default();
+    let failed = admit(
+        Some(&lease()),
+        msg("t"),
+        run_now(),
+        |_| Err(crate::Error::Config("storage down".into())),
+        Policy::default(),
+        &mut fx,
+    );
+    assert!(failed.is_err());
+    assert!(fx.batch.is_empty() && fx.events.is_empty());
 }
