@@ -391,6 +391,7 @@ fn sqlite_url_takes_durability_and_busy_timeout_options() {
     for bad in [
         "?synchronous=sometimes",
         "?busy_timeout=soon",
+        "?busy_timeout=3000000",
         "?journal=off",
     ] {
         let e = huey::storage::open(&format!("sqlite:{}{bad}", db.display()), "t")

@@ -161,6 +161,12 @@ fn sqlite_options(query: &str) -> std::result::Result<SqliteOptions, String> {
             "busy_timeout" => {
                 opts.busy_timeout = seconds(v)
                     .ok_or_else(|| format!("busy_timeout={v}: expected a number of seconds"))?;
+                if opts.busy_timeout > MAX_BUSY_TIMEOUT {
+                    return Err(format!(
+                        "busy_timeout={v}: at most {} seconds",
+                        MAX_BUSY_TIMEOUT.as_secs()
+                    ));
+                }
             }
             _ => {
                 return Err(format!(
@@ -174,6 +180,9 @@ fn sqlite_options(query: &str) -> std::result::Result<SqliteOptions, String> {
 
 /// A non-negative number of seconds: decimals exactly (so what [`StorageUrl`]'s `Display`
 /// writes reads back the same), anything else a float parses as closely as a float can.
+/// SQLite takes its busy timeout in milliseconds as a 32-bit number.
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 fn seconds(v: &str) -> Option<Duration> {
     let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());

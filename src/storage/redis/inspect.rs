@@ -74,7 +74,7 @@ impl Inspect for RedisStorage {
             return Ok(Vec::new());
         }
         let mut inv = self.call(&self.scripts.pending);
-        inv.arg(limit.min(i64::MAX as usize) as i64);
+        inv.arg(lua_limit(limit));
         self.invoke(true, &inv)
     }
 
@@ -83,7 +83,7 @@ impl Inspect for RedisStorage {
             return Ok(Vec::new());
         }
         let mut inv = self.call(&self.scripts.scheduled);
-        inv.arg(limit.min(i64::MAX as usize) as i64);
+        inv.arg(lua_limit(limit));
         let reply: Vec<Value> = self.invoke(true, &inv)?;
         let mut out = Vec::new();
         let mut it = reply.into_iter();
@@ -101,7 +101,7 @@ impl Inspect for RedisStorage {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.dead_entries(limit.min(i64::MAX as usize) as i64)
+        self.dead_entries(lua_limit(limit))
     }
 
     fn retry_dead(&self, keys: Option<&[String]>) -> Result<usize> {
@@ -155,4 +155,11 @@ impl Inspect for RedisStorage {
         let _: i64 = self.invoke(true, &inv)?;
         Ok(())
     }
+}
+
+/// A listing limit as Lua scripts can use it: numbers above 2^53 lose precision as Lua floats,
+/// and `ZRANGE` refuses a float, so "everything" is capped well below that.
+fn lua_limit(limit: usize) -> i64 {
+    const MOST: usize = 1 << 40;
+    limit.min(MOST) as i64
 }

@@ -168,7 +168,10 @@ pub(super) fn connect(path: &str, opts: &SqliteOptions) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(p, flags).map_err(err)?;
-    conn.busy_timeout(opts.busy_timeout).map_err(err)?;
+    // SQLite counts it in milliseconds as a 32-bit number: longer is clamped, not a panic.
+    let most = Duration::from_millis(i32::MAX as u64);
+    conn.busy_timeout(opts.busy_timeout.min(most))
+        .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     if conn.is_readonly(DatabaseName::Main).map_err(err)? {
         return Err(storage_err(format!(

@@ -108,6 +108,18 @@ fn scheduled_lists_payloads_by_eta() {
 }
 
 #[test]
+fn listings_without_a_practical_limit_list_everything() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(&*s, vec![ready("a", "default", 0)]);
+    schedule(&*s, "s", now_ms() + 600_000);
+    bury(&*s, "d", "e");
+    assert_eq!(s.pending(usize::MAX).unwrap().len(), 1);
+    assert_eq!(s.scheduled(usize::MAX).unwrap().len(), 1);
+    assert_eq!(s.dead(usize::MAX).unwrap().len(), 1);
+}
+
+#[test]
 fn dead_letters_are_listed_oldest_first() {
     let s = crate::factory();
     let s = s();
