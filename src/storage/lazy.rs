@@ -53,6 +53,7 @@ delegate!(Queue {
 
 delegate!(Schedule {
     fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize>;
 });
 
 delegate!(Results {

@@ -322,6 +322,36 @@ impl Schedule for MemoryStorage {
         }
         Ok(due.len())
     }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize> {
+        let mut st = self.state.lock();
+        let now = now_ms;
+        let st = &mut *st;
+        let mut n = purge(&mut st.results, |(_, e)| e.is_some_and(|e| e <= now), max);
+        n += purge(&mut st.kv, |(_, e)| e.is_some_and(|e| e <= now), max - n);
+        n += purge(&mut st.expiring, |(_, e)| *e <= now, max - n);
+        n += purge(&mut st.chords, |c| c.until <= now, max - n);
+        Ok(n)
+    }
+}
+
+/// Delete up to `max` entries of `map` that are `expired`; returns how many. (A scan: this
+/// backend holds what one process holds, and the purge runs once a minute.)
+fn purge<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    expired: impl Fn(&V) -> bool,
+    max: usize,
+) -> usize {
+    let gone: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| expired(v))
+        .map(|(k, _)| k.clone())
+        .take(max)
+        .collect();
+    for k in &gone {
+        map.remove(k);
+    }
+    gone.len()
 }
 
 impl Results for MemoryStorage {

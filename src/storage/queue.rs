@@ -149,9 +149,18 @@ pub trait Queue {
     fn release(&self, leases: &[Lease]) -> Result<()>;
 }
 
-/// The schedule: entries written by [`Batch::schedule`], made ready when due.
+/// Time-driven upkeep: schedule entries written by [`Batch::schedule`] made ready when due, and
+/// expired entries deleted.
 pub trait Schedule {
     /// Atomically move schedule entries due at `now_ms` to the ready queue, in eta order;
     /// returns how many.
     fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
+
+    /// Delete up to `max` entries that expired at `now_ms` — results with a TTL, key-value
+    /// entries (claims, locks, revocations), expiring counters and chord bookkeeping — and
+    /// return how many. Work per call is bounded by `max` and found through an index on
+    /// expiry; a call that returns `max` may have left more. Expired entries already read as
+    /// absent, so this changes no answer, only the size of the storage. The consumer calls it
+    /// about once a minute (Redis expires keys itself and only trims its indexes here).
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize>;
 }

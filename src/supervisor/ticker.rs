@@ -16,8 +16,11 @@ use crate::events::{Event, EventKind};
 use crate::message::Message;
 use crate::storage::Ns;
 
-/// How long a periodic claim is kept (long enough to outlive any restart in the same minute).
-const CLAIM_TTL: Duration = Duration::from_secs(3 * 3600);
+/// How long a periodic claim is kept. It is needed only while some consumer could still look
+/// at that second: this one after a restart, another whose clock is a little behind, or one
+/// catching up a short stall (up to five seconds). Ten minutes covers all of them; then the
+/// claim expires and the purge deletes it, so a once-a-minute task keeps about ten claims.
+const CLAIM_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// Decides which periodic tasks are due; the clock is passed in, so tests can drive it.
 pub struct Ticker {

@@ -449,6 +449,19 @@ impl Schedule for RedisStorage {
         let n: i64 = self.invoke(false, &inv)?;
         Ok(n.max(0) as usize)
     }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = self.call(&self.scripts.purge);
+        inv.arg(now_ms).arg(max.min(i64::MAX as usize) as i64);
+        for ns in Ns::ALL {
+            inv.arg(ns.as_str());
+        }
+        let n: i64 = self.invoke(true, &inv)?;
+        Ok(n.max(0) as usize)
+    }
 }
 
 impl Results for RedisStorage {

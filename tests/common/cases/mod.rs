@@ -16,6 +16,7 @@ mod chords;
 mod fencing;
 mod inspect;
 mod kv;
+mod purge;
 mod queue;
 mod schedule_results;
 
