@@ -48,7 +48,7 @@ delegate!(Queue {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
-    fn release(&self, leases: &[Lease]) -> Result<()>;
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 });
 
 delegate!(Schedule {

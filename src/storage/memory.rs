@@ -287,12 +287,15 @@ impl Queue for MemoryStorage {
         Ok(())
     }
 
-    fn release(&self, leases: &[Lease]) -> Result<()> {
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
         let mut st = self.state.lock();
         for l in leases {
             if let Some((seq, token)) = parse_lease(l) {
                 if st.leased.get(&seq).is_some_and(|e| e.token == token) {
-                    let l = st.leased.remove(&seq).expect("checked");
+                    let mut l = st.leased.remove(&seq).expect("checked");
+                    if !started {
+                        l.entry.deliveries = l.entry.deliveries.saturating_sub(1);
+                    }
                     st.unlease(l);
                 }
             }

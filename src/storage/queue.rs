@@ -145,8 +145,12 @@ pub trait Queue {
     /// Push the expiry of these leases to now + `lease` (leases no longer held are ignored).
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
 
-    /// Give these leases up: the messages are ready again at once.
-    fn release(&self, leases: &[Lease]) -> Result<()>;
+    /// Give these leases up: the messages are ready again at once (leases no longer held are
+    /// ignored). `started` says whether their tasks began to run: a message handed back
+    /// unstarted (from a prefetch buffer, at a graceful stop) takes back the delivery its
+    /// dequeue counted, so deploys cannot dead-letter a task that never ran; one whose run was
+    /// interrupted keeps it.
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 }
 
 /// Time-driven upkeep: schedule entries written by [`Batch::schedule`] made ready when due, and

@@ -428,11 +428,12 @@ impl Queue for RedisStorage {
         Ok(())
     }
 
-    fn release(&self, leases: &[Lease]) -> Result<()> {
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
         if leases.is_empty() {
             return Ok(());
         }
         let mut inv = self.call(&self.scripts.release);
+        inv.arg(started as u8);
         push_leases(&mut inv, leases, false);
         let _: i64 = self.invoke(true, &inv)?;
         Ok(())

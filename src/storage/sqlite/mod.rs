@@ -361,17 +361,18 @@ impl Queue for SqliteStorage {
         })
     }
 
-    fn release(&self, leases: &[Lease]) -> Result<()> {
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
         if leases.is_empty() {
             return Ok(());
         }
         self.write(|tx| {
             let mut st = tx.prepare_cached(
-                "UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_until = NULL
+                "UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+                 deliveries = CASE WHEN ?3 THEN deliveries ELSE max(deliveries - 1, 0) END
                  WHERE seq = ?1 AND lease_token = ?2",
             )?;
             for (seq, token) in leases.iter().filter_map(parse_lease) {
-                st.execute(params![seq, token])?;
+                st.execute(params![seq, token, started])?;
             }
             Ok(())
         })?;

@@ -259,11 +259,12 @@ chunked('ZADD', K_LEASES, z, 'XX')
 return 1
 "#;
 
-/// release. ARGV: prefix, then leases.
+/// release. ARGV: prefix, started (0/1), then leases. Unstarted ones go back with the delivery
+/// their dequeue counted taken back.
 pub(super) const RELEASE: &str = r#"
-local leases = held(2, #ARGV)
+local leases = held(3, #ARGV)
 chunked('ZREM', K_LEASES, leases)
-requeue(leases)
+requeue(leases, ARGV[2] == '0')
 notify()
 return 1
 "#;
