@@ -141,6 +141,13 @@ impl State {
 
     /// Write one batch if its lease (if any) is held; returns whether it was written.
     fn apply(&mut self, batch: &Batch, now: u64) -> bool {
+        let claim = batch.claim.as_ref().map(|c| (Ns::Claims, c.key.clone()));
+        if claim
+            .as_ref()
+            .is_some_and(|k| State::live(self.kv.get(k), now).is_some())
+        {
+            return false; // claimed before
+        }
         if let Some(l) = &batch.lease {
             let held = parse_lease(l)
                 .filter(|(seq, token)| self.leased.get(seq).is_some_and(|e| e.token == *token));
@@ -148,6 +155,10 @@ impl State {
                 return false; // fenced off: the lease is gone
             };
             self.leased.remove(&seq);
+        }
+        if let (Some(k), Some(c)) = (claim, &batch.claim) {
+            let exp = now.saturating_add(ms(c.ttl));
+            self.kv.insert(k, (b"1".to_vec(), Some(exp)));
         }
         for r in &batch.enqueue {
             self.push_ready(r.clone(), 0);

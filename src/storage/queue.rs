@@ -77,6 +77,14 @@ pub struct DeadPut {
     pub error: String,
 }
 
+/// A once-only marker guarding a batch (see [`Batch::claim`]): a key in
+/// [`super::Ns::Claims`], kept for `ttl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub key: String,
+    pub ttl: Duration,
+}
+
 /// One atomic write: one outcome of a delivery (fenced by its lease), or a producer's write.
 /// Empty vectors cost nothing.
 ///
@@ -87,7 +95,10 @@ pub struct DeadPut {
 /// writes nothing at all: no result, no retry, no next stage, no dead letter, no chord count.
 /// So an outcome is written at most once, and re-sending a batch is safe.
 ///
-/// A batch without a lease (a producer's enqueue) is always written.
+/// A batch without a lease (a producer's enqueue) is always written, unless it carries a
+/// [`Claim`]: then it is written only if that claim is not held yet, and takes it in the same
+/// step, so a write several consumers attempt (a periodic run) happens once between them and
+/// is never claimed without being written.
 ///
 /// Its parts are applied in field order; chord counts come last, so a callback made ready by
 /// one is queued after the batch's own enqueues.
@@ -95,6 +106,8 @@ pub struct DeadPut {
 pub struct Batch {
     /// The delivery this batch is the outcome of: the fence, acknowledged by the write.
     pub lease: Option<Lease>,
+    /// A claim the batch takes: written only if the claim is not held (an expired one is not).
+    pub claim: Option<Claim>,
     pub enqueue: Vec<Ready>,
     pub schedule: Vec<Scheduled>,
     pub results: Vec<ResultPut>,
@@ -115,6 +128,7 @@ impl Batch {
     /// True when the batch writes nothing (not even an ack).
     pub fn is_empty(&self) -> bool {
         self.lease.is_none()
+            && self.claim.is_none()
             && self.enqueue.is_empty()
             && self.schedule.is_empty()
             && self.results.is_empty()

@@ -266,9 +266,14 @@ fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
     }
 }
 
-/// One batch as arguments of the apply script: its lease ("" for none), then its sections.
+/// One batch as arguments of the apply script: its lease ("" for none), its claim key ("" for
+/// none) and TTL, then its sections.
 fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
     inv.arg(batch.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+    match &batch.claim {
+        Some(c) => inv.arg(&c.key).arg(capped_ms(c.ttl)),
+        None => inv.arg("").arg(0),
+    };
     inv.arg(batch.enqueue.len());
     for r in &batch.enqueue {
         pack(packed, r);

@@ -259,6 +259,17 @@ impl SqliteStorage {
 /// Write one batch in the transaction `tx` if its lease (if any) is held: the ack is the
 /// fence, so a batch whose lease is gone writes nothing. Returns whether it was written.
 fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<bool> {
+    if let Some(c) = &batch.claim {
+        let held = tx
+            .prepare_cached(
+                "SELECT 1 FROM kv WHERE ns = ?1 AND key = ?2
+                 AND (expires IS NULL OR expires > ?3)",
+            )?
+            .exists(params![Ns::Claims.as_str(), c.key, now])?;
+        if held {
+            return Ok(false);
+        }
+    }
     if let Some(l) = &batch.lease {
         let Some((seq, token)) = parse_lease(l) else {
             return Ok(false);
@@ -269,6 +280,16 @@ fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<
         if acked == 0 {
             return Ok(false);
         }
+    }
+    if let Some(c) = &batch.claim {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO kv(ns, key, value, expires) VALUES(?1, ?2, x'31', ?3)",
+        )?
+        .execute(params![
+            Ns::Claims.as_str(),
+            c.key,
+            now.saturating_add(sql_ms(ms(c.ttl)))
+        ])?;
     }
     let mut insert = tx
         .prepare_cached("INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)")?;

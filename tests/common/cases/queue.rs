@@ -285,6 +285,7 @@ fn batch_writes_every_part() {
     let d = one(&*s, "c", LONG_LEASE);
     s.apply(&Batch {
         lease: Some(d.lease),
+        claim: None,
         enqueue: vec![ready("next", "default", 0)],
         schedule: vec![Scheduled {
             eta_ms: now_ms() + 60_000,
@@ -324,6 +325,7 @@ fn batch_is_atomic_to_concurrent_readers() {
             let id = format!("t{i}");
             writer
                 .apply(&Batch {
+                    claim: None,
                     enqueue: vec![ready(&id, "default", 0)],
                     schedule: vec![Scheduled {
                         eta_ms: now_ms() + 600_000,
