@@ -276,9 +276,12 @@ notify()
 return 1
 "#;
 
-/// promote_due. ARGV: prefix, now ms, max. Returns how many were promoted.
+/// promote_due. ARGV: prefix, now ms, max. Returns how many were promoted. Due means due by
+/// the earlier of the caller's clock and the server's: a consumer whose clock runs ahead
+/// cannot make tasks ready early.
 pub(super) const PROMOTE: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local now = math.min(tonumber(ARGV[2]), now_ms())
+local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', int(now), 'LIMIT', 0, ARGV[3])
 if #due == 0 then return 0 end
 local msgs = hmget(K_SMSG, due)
 chunked('ZREM', K_SCHED, due)
