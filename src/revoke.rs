@@ -1,9 +1,15 @@
 //! Revocation: skip a task instance (by id) or every instance of a task (by name), for good,
 //! for its next run only, or until a time. Entries live in storage (`Ns::Revoked`), shared by
 //! every consumer; a consumer reads them all in one call per fetched batch.
+//!
+//! Entries do not pile up: one that revokes until a time expires at that time, and one that
+//! revokes a task instance by id is kept [`REVOKED_ID_RETENTION`] (or the app's result TTL,
+//! if longer) — an instance runs once, so its revocation is useless after that — and then
+//! deleted by the consumers' purge. Revocations of a task by name are few and kept until
+//! restored.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +18,10 @@ use crate::clock::{self, now_ms};
 use crate::error::Result;
 use crate::message::Message;
 use crate::storage::{Ns, Storage};
+
+/// How long a revocation by id is kept (at least; the app's result TTL if that is longer): a
+/// task instance due later than this after being revoked runs.
+pub const REVOKED_ID_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 /// How to revoke: for good (default), for the next run only, or until a time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,19 +94,30 @@ fn task_key(name: &str) -> String {
 }
 
 impl Huey {
-    fn revoke_key(&self, key: String, how: Revoke) -> Result<()> {
+    /// Store a revocation, kept at most `keep` (and never past its `until`).
+    fn revoke_key(&self, key: String, how: Revoke, keep: Option<Duration>) -> Result<()> {
         let bytes = postcard::to_allocvec(&how)?;
-        self.storage().put(Ns::Revoked, &key, &bytes, None)
+        let until = how
+            .until_ms
+            .map(|u| Duration::from_millis(u.saturating_sub(now_ms()).max(1)));
+        let ttl = match (keep, until) {
+            (Some(k), Some(u)) => Some(k.min(u)),
+            (k, u) => k.or(u),
+        };
+        self.storage().put(Ns::Revoked, &key, &bytes, ttl)
     }
 
-    /// Revoke one task instance by id.
+    /// Revoke one task instance by id (kept [`REVOKED_ID_RETENTION`], or the result TTL if
+    /// longer).
     pub fn revoke_id(&self, id: &str, how: Revoke) -> Result<()> {
-        self.revoke_key(id_key(id), how)
+        let result_ttl = self.policy().result_ttl.unwrap_or_default();
+        let keep = REVOKED_ID_RETENTION.max(result_ttl);
+        self.revoke_key(id_key(id), how, Some(keep))
     }
 
     /// Revoke every instance of a task by name.
     pub fn revoke_task(&self, name: &str, how: Revoke) -> Result<()> {
-        self.revoke_key(task_key(name), how)
+        self.revoke_key(task_key(name), how, None)
     }
 
     /// Undo a revocation by id; returns whether there was one.
@@ -142,5 +163,56 @@ impl Huey {
     /// Whether `msg` is revoked now by id or task name (consumes revoke-once entries).
     pub(crate) fn is_revoked(&self, msg: &Message, rev: &Revocations) -> Result<bool> {
         rev.consume(&*self.storage(), msg, now_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Ns;
+
+    /// The expiry stored with a revocation, through a purge far in the future: whether it is
+    /// deleted at `after` from now.
+    fn gone_after(app: &Huey, after: Duration) -> bool {
+        app.storage()
+            .purge_expired(now_ms() + crate::clock::ms(after), usize::MAX)
+            .unwrap()
+            > 0
+    }
+
+    #[test]
+    fn revocations_by_id_and_until_a_time_expire_by_task_name_do_not() {
+        let app = Huey::open("revoke", "memory:").unwrap();
+        app.revoke_task("t", Revoke::default()).unwrap();
+        assert!(!gone_after(&app, Duration::from_secs(100 * 365 * 86_400)));
+
+        app.revoke_id("a", Revoke::default()).unwrap();
+        assert!(!gone_after(
+            &app,
+            REVOKED_ID_RETENTION - Duration::from_secs(60)
+        ));
+        assert!(gone_after(
+            &app,
+            REVOKED_ID_RETENTION + Duration::from_secs(1)
+        ));
+
+        // A result TTL longer than the retention keeps it that long.
+        app.set_result_ttl(Some(REVOKED_ID_RETENTION * 2));
+        app.revoke_id("b", Revoke::once()).unwrap();
+        assert!(!gone_after(
+            &app,
+            REVOKED_ID_RETENTION + Duration::from_secs(60)
+        ));
+        assert!(gone_after(
+            &app,
+            REVOKED_ID_RETENTION * 2 + Duration::from_secs(1)
+        ));
+
+        // Until a time: expires then, for a name too.
+        let until = SystemTime::now() + Duration::from_secs(3600);
+        app.revoke_task("u", Revoke::until(until)).unwrap();
+        assert!(!gone_after(&app, Duration::from_secs(3000)));
+        assert!(gone_after(&app, Duration::from_secs(3601)));
+        assert_eq!(app.storage().list(Ns::Revoked).unwrap().len(), 1, "t stays");
     }
 }

@@ -166,3 +166,37 @@ fn several_consumers_enqueue_each_run_once_on_sqlite() {
 fn several_consumers_enqueue_each_run_once_on_redis() {
     several_consumers_enqueue_each_run_once(Backend::redis());
 }
+
+#[test]
+fn a_storage_error_claims_nothing_and_the_runs_are_written_on_the_next_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("periodic.db");
+    let app = app_on(&format!("sqlite:{}?busy_timeout=0.1", db.display()));
+    assert_eq!(app.storage().counts().unwrap().ready, 0);
+    let mut t = Ticker::new(&app);
+
+    // Another connection holds the write lock while two runs are due.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert!(t.enqueue_due(at(10, 6, 0)).is_err());
+    let claims: i64 = holder
+        .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(claims, 0, "no run claimed without being enqueued");
+    holder.execute_batch("COMMIT").unwrap();
+
+    // The next turn writes them, though their second has passed; a second consumer (or this one
+    // after a restart) finds them claimed.
+    let mut enqueued = t.enqueue_due(at(10, 6, 1)).unwrap();
+    enqueued.sort();
+    assert_eq!(enqueued, ["every_10s", "every_minute"]);
+    assert!(Ticker::new(&app)
+        .enqueue_due(at(10, 6, 0))
+        .unwrap()
+        .is_empty());
+    assert!(
+        t.enqueue_due(at(10, 6, 2)).unwrap().is_empty(),
+        "written once"
+    );
+    assert_eq!(app.storage().counts().unwrap().ready, 2);
+}

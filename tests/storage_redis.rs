@@ -369,3 +369,27 @@ fn concurrent_consumers_get_each_message_once() {
     assert_eq!(all, expected);
     assert_eq!(producer.counts().unwrap(), storage::Counts::default());
 }
+
+/// Promotion follows the server's clock: a consumer whose clock runs an hour ahead does not
+/// promote a task due in ten minutes.
+#[test]
+fn a_consumer_clock_ahead_cannot_promote_early() {
+    let server = factory();
+    let s = server();
+    let now = huey::clock::now_ms();
+    common::suite::schedule(&*s, "later", now + 600_000);
+    common::suite::schedule(&*s, "due", now.saturating_sub(1_000));
+    assert_eq!(s.promote_due(now + 3_600_000, 100).unwrap(), 1);
+    let got = payloads(&s.dequeue(&req("c", &["default"], 10)).unwrap());
+    assert_eq!(got, ["due"]);
+    assert_eq!(
+        s.counts().unwrap().scheduled,
+        1,
+        "still waiting for its time"
+    );
+    // A clock behind the server's promotes by its own, later, time (never early).
+    assert_eq!(
+        s.promote_due(now.saturating_sub(3_600_000), 100).unwrap(),
+        0
+    );
+}

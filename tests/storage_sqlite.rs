@@ -429,3 +429,101 @@ fn a_database_locked_by_another_process_is_a_clear_error_and_loses_nothing() {
         "the retried write went through, nothing lost"
     );
 }
+
+/// Rows of expiring entries in the file, counted through a connection of its own.
+fn expiring_rows(db: &Path) -> u64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT (SELECT COUNT(*) FROM kv) + (SELECT COUNT(*) FROM results)",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// A long run compressed: thousands of claims, results and rate-limit windows with a short TTL
+/// are written round after round, with the consumer's purge (bounded calls, repeated while
+/// one hits its bound) between rounds. The file holds only what has not expired yet; without
+/// the purge it holds everything ever written.
+#[test]
+fn expired_rows_are_deleted_so_the_file_stays_bounded() {
+    use huey::clock::now_ms;
+    use huey::storage::{Ns, ResultPut};
+    const TTL: Duration = Duration::from_millis(100);
+    const ROUNDS: usize = 60;
+    const PER_ROUND: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("purge.db");
+    let s = open(&db);
+    // (written from, written until, rows) per round.
+    let mut rounds: Vec<(u64, u64, u64)> = Vec::new();
+    let mut most = 0;
+    let ttl = TTL.as_millis() as u64;
+    for r in 0..ROUNDS {
+        let from = now_ms();
+        for i in 0..PER_ROUND {
+            let key = format!("periodic:task:{r}:{i}");
+            assert!(s.put_if_empty(Ns::Claims, &key, b"1", Some(TTL)).unwrap());
+        }
+        let results = (0..PER_ROUND)
+            .map(|i| ResultPut {
+                id: format!("{r}-{i}"),
+                value: vec![0; 32],
+                ttl: Some(TTL),
+            })
+            .collect();
+        s.apply(&Batch {
+            results,
+            ..Batch::default()
+        })
+        .unwrap();
+        for w in 0..20 {
+            s.incr_expiring(&format!("window:{r}:{w}"), 1, TTL).unwrap();
+        }
+        rounds.push((from, now_ms(), (2 * PER_ROUND + 20) as u64));
+        thread::sleep(Duration::from_millis(20));
+
+        // The consumer's purge: bounded calls, again while one hits its bound.
+        let now = now_ms();
+        while s.purge_expired(now, 500).unwrap() == 500 {}
+        let left = expiring_rows(&db);
+        most = most.max(left);
+        // Rounds that expired entirely are gone; rounds not expired at all are all there.
+        let live_at_most: u64 = rounds.iter().filter(|r| r.1 + ttl > now).map(|r| r.2).sum();
+        let live_at_least: u64 = rounds.iter().filter(|r| r.0 + ttl > now).map(|r| r.2).sum();
+        assert!(
+            (live_at_least..=live_at_most).contains(&left),
+            "round {r}: {left} rows, expected {live_at_least}..={live_at_most}"
+        );
+    }
+    let written: u64 = rounds.iter().map(|r| r.2).sum();
+    eprintln!("expiring rows: at most {most} at once, {written} written");
+    assert!(
+        most * 4 < written,
+        "at most {most} rows at once of {written} written"
+    );
+    // Counts never included expired rows: the same before and after the last purge.
+    thread::sleep(TTL + Duration::from_millis(50));
+    assert_eq!(s.counts().unwrap().results, 0);
+    while s.purge_expired(now_ms(), 500).unwrap() == 500 {}
+    assert_eq!(expiring_rows(&db), 0);
+    assert_eq!(s.counts().unwrap().results, 0);
+
+    // The purge finds expired rows through the indexes on expiry, not by scanning.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    for (table, key) in [("results", "rowid"), ("kv", "ns, key")] {
+        let sql =
+            format!("EXPLAIN QUERY PLAN SELECT {key} FROM {table} WHERE expires <= 5 LIMIT 10");
+        let plan: Vec<String> = c
+            .prepare(&sql)
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p.contains(&format!("{table}_expires"))),
+            "{table}: {plan:?}"
+        );
+    }
+}

@@ -51,6 +51,17 @@ fn fence(fx: &mut Effects, lease: Option<&Lease>) {
     }
 }
 
+/// Retry backoff grows a task's retry delay up to this: one hour. A `retry_delay` configured
+/// above it is kept as it is, never grown.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 3_600_000;
+
+/// The retry delay after one more retry: `delay` grown by `backoff`, capped at
+/// [`MAX_RETRY_BACKOFF_MS`] (or at `delay` itself when that is larger).
+fn backed_off(delay: u64, backoff: f32) -> u64 {
+    let grown = (delay as f64 * f64::from(backoff.max(0.0))) as u64;
+    grown.min(MAX_RETRY_BACKOFF_MS.max(delay))
+}
+
 /// The app-wide settings decisions depend on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Policy {
@@ -197,8 +208,7 @@ pub fn complete(
             next.attempt += 1;
             next.options.retries -= 1;
             let delay = msg.options.retry_delay_ms;
-            next.options.retry_delay_ms =
-                (delay as f64 * f64::from(msg.options.retry_backoff.max(0.0))) as u64;
+            next.options.retry_delay_ms = backed_off(delay, msg.options.retry_backoff);
             next.eta_ms = (delay > 0).then(|| now_ms.saturating_add(delay));
             retry(msg, next, f, EventKind::Retrying, now_ms, policy, fx);
         }

@@ -424,8 +424,8 @@ fn a_huge_retry_delay_saturates_instead_of_overflowing() {
     let next = Message::decode(&later.ready.payload).unwrap();
     assert_eq!(
         next.options.retry_delay_ms,
-        u64::MAX,
-        "the backoff saturates too"
+        u64::MAX - 1,
+        "a delay above the cap is kept, not grown"
     );
 
     let mut fx = Effects::default();
@@ -448,4 +448,26 @@ fn a_revocation_lookup_that_fails_leaves_the_delivery_alone() {
     );
     assert!(failed.is_err());
     assert!(fx.batch.is_empty() && fx.events.is_empty());
+}
+
+#[test]
+fn retry_backoff_stops_growing_at_one_hour() {
+    let mut m = msg("t");
+    m.options.retries = 10;
+    m.options.retry_delay_ms = 1_000;
+    m.options.retry_backoff = 10.0;
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        let mut fx = Effects::default();
+        let f = Failure::new(FailureKind::Error, "boom");
+        complete(Some(&lease()), &m, Err(f), NOW, Policy::default(), &mut fx);
+        let s = &fx.batch.schedule[0];
+        delays.push(s.eta_ms - NOW);
+        m = Message::decode(&s.ready.payload).unwrap();
+    }
+    assert_eq!(
+        delays,
+        [1_000, 10_000, 100_000, 1_000_000, 3_600_000, 3_600_000]
+    );
+    assert_eq!(MAX_RETRY_BACKOFF_MS, 3_600_000);
 }

@@ -19,6 +19,9 @@ pub enum Ns {
 }
 
 impl Ns {
+    /// Every namespace.
+    pub const ALL: [Ns; 4] = [Ns::Locks, Ns::Revoked, Ns::Claims, Ns::Data];
+
     /// A short stable name, usable as a table or key prefix.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -48,11 +48,12 @@ delegate!(Queue {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
-    fn release(&self, leases: &[Lease]) -> Result<()>;
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 });
 
 delegate!(Schedule {
     fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize>;
 });
 
 delegate!(Results {

@@ -141,6 +141,13 @@ impl State {
 
     /// Write one batch if its lease (if any) is held; returns whether it was written.
     fn apply(&mut self, batch: &Batch, now: u64) -> bool {
+        let claim = batch.claim.as_ref().map(|c| (Ns::Claims, c.key.clone()));
+        if claim
+            .as_ref()
+            .is_some_and(|k| State::live(self.kv.get(k), now).is_some())
+        {
+            return false; // claimed before
+        }
         if let Some(l) = &batch.lease {
             let held = parse_lease(l)
                 .filter(|(seq, token)| self.leased.get(seq).is_some_and(|e| e.token == *token));
@@ -148,6 +155,10 @@ impl State {
                 return false; // fenced off: the lease is gone
             };
             self.leased.remove(&seq);
+        }
+        if let (Some(k), Some(c)) = (claim, &batch.claim) {
+            let exp = now.saturating_add(ms(c.ttl));
+            self.kv.insert(k, (b"1".to_vec(), Some(exp)));
         }
         for r in &batch.enqueue {
             self.push_ready(r.clone(), 0);
@@ -287,12 +298,15 @@ impl Queue for MemoryStorage {
         Ok(())
     }
 
-    fn release(&self, leases: &[Lease]) -> Result<()> {
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
         let mut st = self.state.lock();
         for l in leases {
             if let Some((seq, token)) = parse_lease(l) {
                 if st.leased.get(&seq).is_some_and(|e| e.token == token) {
-                    let l = st.leased.remove(&seq).expect("checked");
+                    let mut l = st.leased.remove(&seq).expect("checked");
+                    if !started {
+                        l.entry.deliveries = l.entry.deliveries.saturating_sub(1);
+                    }
                     st.unlease(l);
                 }
             }
@@ -322,6 +336,36 @@ impl Schedule for MemoryStorage {
         }
         Ok(due.len())
     }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize> {
+        let mut st = self.state.lock();
+        let now = now_ms;
+        let st = &mut *st;
+        let mut n = purge(&mut st.results, |(_, e)| e.is_some_and(|e| e <= now), max);
+        n += purge(&mut st.kv, |(_, e)| e.is_some_and(|e| e <= now), max - n);
+        n += purge(&mut st.expiring, |(_, e)| *e <= now, max - n);
+        n += purge(&mut st.chords, |c| c.until <= now, max - n);
+        Ok(n)
+    }
+}
+
+/// Delete up to `max` entries of `map` that are `expired`; returns how many. (A scan: this
+/// backend holds what one process holds, and the purge runs once a minute.)
+fn purge<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    expired: impl Fn(&V) -> bool,
+    max: usize,
+) -> usize {
+    let gone: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| expired(v))
+        .map(|(k, _)| k.clone())
+        .take(max)
+        .collect();
+    for k in &gone {
+        map.remove(k);
+    }
+    gone.len()
 }
 
 impl Results for MemoryStorage {

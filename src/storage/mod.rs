@@ -44,7 +44,8 @@ pub use kv::{Kv, Ns};
 pub use lazy::LazyStorage;
 pub use memory::MemoryStorage;
 pub use queue::{
-    Batch, DeadPut, Delivery, DequeueRequest, Lease, Queue, Ready, ResultPut, Schedule, Scheduled,
+    Batch, Claim, DeadPut, Delivery, DequeueRequest, Lease, Queue, Ready, ResultPut, Schedule,
+    Scheduled,
 };
 pub use results::Results;
 pub use sqlite::{SqliteOptions, SqliteStorage, Synchronous};

@@ -77,6 +77,14 @@ pub struct DeadPut {
     pub error: String,
 }
 
+/// A once-only marker guarding a batch (see [`Batch::claim`]): a key in
+/// [`super::Ns::Claims`], kept for `ttl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub key: String,
+    pub ttl: Duration,
+}
+
 /// One atomic write: one outcome of a delivery (fenced by its lease), or a producer's write.
 /// Empty vectors cost nothing.
 ///
@@ -87,7 +95,10 @@ pub struct DeadPut {
 /// writes nothing at all: no result, no retry, no next stage, no dead letter, no chord count.
 /// So an outcome is written at most once, and re-sending a batch is safe.
 ///
-/// A batch without a lease (a producer's enqueue) is always written.
+/// A batch without a lease (a producer's enqueue) is always written, unless it carries a
+/// [`Claim`]: then it is written only if that claim is not held yet, and takes it in the same
+/// step, so a write several consumers attempt (a periodic run) happens once between them and
+/// is never claimed without being written.
 ///
 /// Its parts are applied in field order; chord counts come last, so a callback made ready by
 /// one is queued after the batch's own enqueues.
@@ -95,6 +106,8 @@ pub struct DeadPut {
 pub struct Batch {
     /// The delivery this batch is the outcome of: the fence, acknowledged by the write.
     pub lease: Option<Lease>,
+    /// A claim the batch takes: written only if the claim is not held (an expired one is not).
+    pub claim: Option<Claim>,
     pub enqueue: Vec<Ready>,
     pub schedule: Vec<Scheduled>,
     pub results: Vec<ResultPut>,
@@ -115,6 +128,7 @@ impl Batch {
     /// True when the batch writes nothing (not even an ack).
     pub fn is_empty(&self) -> bool {
         self.lease.is_none()
+            && self.claim.is_none()
             && self.enqueue.is_empty()
             && self.schedule.is_empty()
             && self.results.is_empty()
@@ -145,13 +159,26 @@ pub trait Queue {
     /// Push the expiry of these leases to now + `lease` (leases no longer held are ignored).
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
 
-    /// Give these leases up: the messages are ready again at once.
-    fn release(&self, leases: &[Lease]) -> Result<()>;
+    /// Give these leases up: the messages are ready again at once (leases no longer held are
+    /// ignored). `started` says whether their tasks began to run: a message handed back
+    /// unstarted (from a prefetch buffer, at a graceful stop) takes back the delivery its
+    /// dequeue counted, so deploys cannot dead-letter a task that never ran; one whose run was
+    /// interrupted keeps it.
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 }
 
-/// The schedule: entries written by [`Batch::schedule`], made ready when due.
+/// Time-driven upkeep: schedule entries written by [`Batch::schedule`] made ready when due, and
+/// expired entries deleted.
 pub trait Schedule {
     /// Atomically move schedule entries due at `now_ms` to the ready queue, in eta order;
     /// returns how many.
     fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize>;
+
+    /// Delete up to `max` entries that expired at `now_ms` — results with a TTL, key-value
+    /// entries (claims, locks, revocations), expiring counters and chord bookkeeping — and
+    /// return how many. Work per call is bounded by `max` and found through an index on
+    /// expiry; a call that returns `max` may have left more. Expired entries already read as
+    /// absent, so this changes no answer, only the size of the storage. The consumer calls it
+    /// about once a minute (Redis expires keys itself and only trims its indexes here).
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize>;
 }

@@ -139,7 +139,7 @@ impl Dispatcher {
         self.fetch_outstanding = false;
         if self.stopping {
             let leases: Vec<Lease> = f.deliveries.iter().map(|d| d.lease.clone()).collect();
-            release(app, &leases);
+            release(app, &leases, false);
             return;
         }
         let now = now_ms();
@@ -245,16 +245,17 @@ impl Dispatcher {
 
     pub fn release_waiting(&mut self, app: &Huey) {
         let leases: Vec<Lease> = self.waiting.drain(..).map(|j| j.lease).collect();
-        release(app, &leases);
+        release(app, &leases, false);
     }
 }
 
-/// Give leases back for redelivery now rather than when they expire.
-pub(super) fn release(app: &Huey, leases: &[Lease]) {
+/// Give leases back for redelivery now rather than when they expire. `started`: their tasks
+/// began to run (interrupted), so the delivery counts; unstarted ones do not count one.
+pub(super) fn release(app: &Huey, leases: &[Lease], started: bool) {
     if leases.is_empty() {
         return;
     }
-    if let Err(e) = app.storage().release(leases) {
+    if let Err(e) = app.storage().release(leases, started) {
         tracing::warn!(
             "could not release {} leases (they will expire): {e}",
             leases.len()

@@ -385,7 +385,8 @@ impl Supervisor {
             }
             let interrupted = self.pool.interrupt();
             self.stats.interrupted += interrupted.count;
-            dispatcher::release(&self.app, &interrupted.leases);
+            dispatcher::release(&self.app, &interrupted.leases, true);
+            dispatcher::release(&self.app, &interrupted.unstarted, false);
             return !fetching || self.immediate;
         }
         false

@@ -65,8 +65,10 @@ impl Returns {
 /// Running tasks cut short by a stop.
 pub(super) struct Interrupted {
     pub count: u64,
-    /// Their leases and those of the jobs queued behind them, to release.
+    /// Their leases, to release (their deliveries count).
     pub leases: Vec<Lease>,
+    /// The leases of the jobs queued behind them, never started (their deliveries do not).
+    pub unstarted: Vec<Lease>,
 }
 
 pub(super) struct Pool {
@@ -479,10 +481,11 @@ impl Pool {
         let mut out = Interrupted {
             count: 0,
             leases: Vec::new(),
+            unstarted: Vec::new(),
         };
         for s in &mut self.slots {
             for job in s.unstarted() {
-                out.leases.push(job.lease);
+                out.unstarted.push(job.lease);
             }
             if let Some(job) = s.jobs.pop_front() {
                 s.state = State::Down { respawn_at: None };

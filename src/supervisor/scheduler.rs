@@ -1,5 +1,6 @@
 //! The scheduler: moves scheduled tasks whose time has come to their ready queues, once per
-//! scheduler interval.
+//! scheduler interval, and about once a minute deletes expired entries (results, claims,
+//! counters, chord bookkeeping) so the storage does not grow with them.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,19 @@ pub use super::ticker::Ticker;
 /// Tasks promoted per storage call (a long backlog takes several).
 const PROMOTE_AT_ONCE: usize = 1000;
 
+/// How often expired entries are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Expired entries deleted per storage call (one short write transaction), and calls per
+/// turn: a larger backlog is worked off over the next turns, so the loop is never held long.
+const PURGE_AT_ONCE: usize = 500;
+const PURGE_CALLS_PER_TURN: usize = 10;
+
 pub(super) struct Scheduler {
     every: Every,
+    purge: Every,
+    /// The last purge stopped at its bound: go on at the next turn.
+    purge_more: bool,
 }
 
 impl Scheduler {
@@ -22,6 +34,8 @@ impl Scheduler {
     pub(super) fn new(interval: Duration, first: Instant) -> Scheduler {
         Scheduler {
             every: Every::new(interval, first),
+            purge: Every::new(PURGE_INTERVAL, first),
+            purge_more: false,
         }
     }
 
@@ -40,7 +54,33 @@ impl Scheduler {
                 }
             }
         }
+        if self.purge.due(now) || std::mem::take(&mut self.purge_more) {
+            self.purge_more = purge(app) == PURGE_AT_ONCE * PURGE_CALLS_PER_TURN;
+        }
     }
+}
+
+/// Delete expired entries, a bounded number of calls; returns how many were deleted.
+fn purge(app: &Huey) -> usize {
+    let mut total = 0;
+    for _ in 0..PURGE_CALLS_PER_TURN {
+        match app.storage().purge_expired(now_ms(), PURGE_AT_ONCE) {
+            Ok(n) => {
+                total += n;
+                if n < PURGE_AT_ONCE {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!("could not delete expired entries: {e}");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::debug!(deleted = total, "deleted expired entries");
+    }
+    total
 }
 
 #[cfg(test)]
@@ -89,5 +129,42 @@ mod tests {
         assert_eq!(counts().1, 1, "not before the interval has passed");
         s.run(&app, t0 + Duration::from_secs(1));
         assert_eq!(counts().1, 0);
+    }
+
+    #[test]
+    fn purges_expired_entries_once_a_minute_and_a_backlog_over_the_next_turns() {
+        use crate::storage::Ns;
+        let app = Huey::open("scheduler", "memory:").unwrap();
+        let at_once = PURGE_AT_ONCE * PURGE_CALLS_PER_TURN;
+        let expire = |n: usize| {
+            for i in 0..n {
+                let ttl = Some(Duration::from_millis(1));
+                app.storage()
+                    .put(Ns::Claims, &format!("{n}:{i}"), b"1", ttl)
+                    .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // What is left to delete (counted by deleting it, so only at the end).
+        let left = || app.storage().purge_expired(now_ms(), usize::MAX).unwrap();
+
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1), t0);
+        expire(at_once + 7);
+        s.run(&app, t0);
+        // The next turn goes on with the backlog, though the minute has not passed.
+        expire(3);
+        s.run(&app, t0 + Duration::from_secs(1));
+        expire(5);
+        s.run(&app, t0 + Duration::from_secs(2));
+        assert_eq!(
+            left(),
+            5,
+            "the backlog done, then nothing before the minute"
+        );
+
+        expire(4);
+        s.run(&app, t0 + PURGE_INTERVAL);
+        assert_eq!(left(), 0);
     }
 }

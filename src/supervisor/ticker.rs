@@ -1,9 +1,12 @@
 //! The periodic ticker: enqueues each periodic task once per matching time, at the start of
 //! that minute (or second, for six-field schedules), whatever the consumer's start offset. It
 //! looks at the current time only, so after a stall it does not enqueue a burst of missed runs.
-//! Each run is claimed in storage before it is enqueued (`put_if_empty` on a key naming the
-//! task and the time), so a restart within the same minute does not enqueue it again, and
-//! several consumers sharing one storage enqueue it once between them.
+//! Each run is enqueued in a batch that takes a claim on a key naming the task and the time
+//! (written only if the claim is not held, claim and enqueue in one atomic write), so a restart
+//! within the same minute does not enqueue it again, several consumers sharing one storage
+//! enqueue it once between them, and a storage error cannot claim a run without enqueuing it.
+//! The runs due in one second are one storage call; if it fails they are tried again on the
+//! next turns (for up to a minute), which the claims make safe.
 
 use std::time::Duration;
 
@@ -13,16 +16,25 @@ use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::events::{Event, EventKind};
+use crate::lifecycle;
 use crate::message::Message;
-use crate::storage::Ns;
+use crate::storage::{Batch, Claim};
 
-/// How long a periodic claim is kept (long enough to outlive any restart in the same minute).
-const CLAIM_TTL: Duration = Duration::from_secs(3 * 3600);
+/// How long a periodic claim is kept. It is needed only while some consumer could still look
+/// at that second: this one after a restart, another whose clock is a little behind, or one
+/// catching up a short stall (up to five seconds). Ten minutes covers all of them; then the
+/// claim expires and the purge deletes it, so a once-a-minute task keeps about ten claims.
+const CLAIM_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How long runs whose write failed are tried again (well within the claim's life).
+const RETRY_FOR_SECS: i64 = 60;
 
 /// Decides which periodic tasks are due; the clock is passed in, so tests can drive it.
 pub struct Ticker {
     app: Huey,
     last_second: Option<i64>,
+    /// Runs whose write failed, to try again.
+    unwritten: Vec<(String, DateTime<Utc>)>,
 }
 
 impl Ticker {
@@ -31,6 +43,7 @@ impl Ticker {
         Ticker {
             app: app.clone(),
             last_second: None,
+            unwritten: Vec::new(),
         }
     }
 
@@ -66,24 +79,56 @@ impl Ticker {
         out
     }
 
-    /// Claim and enqueue each due run; returns the names enqueued by this call.
+    /// Claim and enqueue each due run (and those whose write failed before, for up to a
+    /// minute) in one storage call; returns the names enqueued by this call. A run that cannot
+    /// be encoded is logged and does not keep the others from being enqueued.
     pub fn enqueue_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>> {
-        let mut enqueued = Vec::new();
-        for (name, at) in self.due(now) {
-            let key = format!("periodic:{name}:{}", at.timestamp());
-            let storage = self.app.storage();
-            if !storage.put_if_empty(Ns::Claims, &key, b"1", Some(CLAIM_TTL))? {
-                continue; // another consumer (or this one before a restart) has it
-            }
+        let mut runs = std::mem::take(&mut self.unwritten);
+        runs.retain(|(_, at)| (now - *at).num_seconds() < RETRY_FOR_SECS);
+        runs.extend(self.due(now));
+        let written_at = now_ms();
+        let mut batches = Vec::new();
+        let mut msgs = Vec::new();
+        for (name, at) in runs {
             let Some(def) = self.app.task_def(&name) else {
                 continue;
             };
             let args = postcard::to_allocvec(&()).unwrap_or_default();
-            let msg = Message::new(name.clone(), args, def.options.to_message_options(now_ms()));
-            self.app.enqueue_messages(std::slice::from_ref(&msg))?;
-            self.app
-                .emit(&Event::for_message(EventKind::Enqueued, &msg));
-            enqueued.push(name);
+            let opts = def.options.to_message_options(written_at);
+            let msg = Message::new(name.clone(), args, opts);
+            let mut batch = Batch {
+                claim: Some(Claim {
+                    key: format!("periodic:{name}:{}", at.timestamp()),
+                    ttl: CLAIM_TTL,
+                }),
+                ..Batch::default()
+            };
+            match lifecycle::push_message(&mut batch, &msg, written_at) {
+                Ok(()) => {
+                    batches.push(batch);
+                    msgs.push((name, at, msg));
+                }
+                Err(e) => tracing::error!(task = %name, "could not enqueue periodic task: {e}"),
+            }
+        }
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let written = match self.app.storage().apply_all(&batches) {
+            Ok(w) => w,
+            Err(e) => {
+                self.unwritten = msgs.into_iter().map(|(n, at, _)| (n, at)).collect();
+                return Err(e);
+            }
+        };
+        let mut enqueued = Vec::new();
+        // Not written: another consumer (or this one before a restart) has the run.
+        for ((name, _, msg), w) in msgs.into_iter().zip(written) {
+            if w {
+                self.app
+                    .emit(&Event::for_message(EventKind::Enqueued, &msg));
+                enqueued.push(name);
+            }
         }
         Ok(enqueued)
     }

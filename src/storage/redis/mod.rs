@@ -266,9 +266,14 @@ fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
     }
 }
 
-/// One batch as arguments of the apply script: its lease ("" for none), then its sections.
+/// One batch as arguments of the apply script: its lease ("" for none), its claim key ("" for
+/// none) and TTL, then its sections.
 fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
     inv.arg(batch.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+    match &batch.claim {
+        Some(c) => inv.arg(&c.key).arg(capped_ms(c.ttl)),
+        None => inv.arg("").arg(0),
+    };
     inv.arg(batch.enqueue.len());
     for r in &batch.enqueue {
         pack(packed, r);
@@ -428,11 +433,12 @@ impl Queue for RedisStorage {
         Ok(())
     }
 
-    fn release(&self, leases: &[Lease]) -> Result<()> {
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
         if leases.is_empty() {
             return Ok(());
         }
         let mut inv = self.call(&self.scripts.release);
+        inv.arg(started as u8);
         push_leases(&mut inv, leases, false);
         let _: i64 = self.invoke(true, &inv)?;
         Ok(())
@@ -447,6 +453,19 @@ impl Schedule for RedisStorage {
         let mut inv = self.call(&self.scripts.promote);
         inv.arg(now_ms).arg(max.min(i64::MAX as usize) as i64);
         let n: i64 = self.invoke(false, &inv)?;
+        Ok(n.max(0) as usize)
+    }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = self.call(&self.scripts.purge);
+        inv.arg(now_ms).arg(max.min(i64::MAX as usize) as i64);
+        for ns in Ns::ALL {
+            inv.arg(ns.as_str());
+        }
+        let n: i64 = self.invoke(true, &inv)?;
         Ok(n.max(0) as usize)
     }
 }

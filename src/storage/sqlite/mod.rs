@@ -259,6 +259,17 @@ impl SqliteStorage {
 /// Write one batch in the transaction `tx` if its lease (if any) is held: the ack is the
 /// fence, so a batch whose lease is gone writes nothing. Returns whether it was written.
 fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<bool> {
+    if let Some(c) = &batch.claim {
+        let held = tx
+            .prepare_cached(
+                "SELECT 1 FROM kv WHERE ns = ?1 AND key = ?2
+                 AND (expires IS NULL OR expires > ?3)",
+            )?
+            .exists(params![Ns::Claims.as_str(), c.key, now])?;
+        if held {
+            return Ok(false);
+        }
+    }
     if let Some(l) = &batch.lease {
         let Some((seq, token)) = parse_lease(l) else {
             return Ok(false);
@@ -269,6 +280,16 @@ fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<
         if acked == 0 {
             return Ok(false);
         }
+    }
+    if let Some(c) = &batch.claim {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO kv(ns, key, value, expires) VALUES(?1, ?2, x'31', ?3)",
+        )?
+        .execute(params![
+            Ns::Claims.as_str(),
+            c.key,
+            now.saturating_add(sql_ms(ms(c.ttl)))
+        ])?;
     }
     let mut insert = tx
         .prepare_cached("INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)")?;
@@ -361,17 +382,18 @@ impl Queue for SqliteStorage {
         })
     }
 
-    fn release(&self, leases: &[Lease]) -> Result<()> {
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
         if leases.is_empty() {
             return Ok(());
         }
         self.write(|tx| {
             let mut st = tx.prepare_cached(
-                "UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_until = NULL
+                "UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+                 deliveries = CASE WHEN ?3 THEN deliveries ELSE max(deliveries - 1, 0) END
                  WHERE seq = ?1 AND lease_token = ?2",
             )?;
             for (seq, token) in leases.iter().filter_map(parse_lease) {
-                st.execute(params![seq, token])?;
+                st.execute(params![seq, token, started])?;
             }
             Ok(())
         })?;
@@ -406,6 +428,31 @@ impl Schedule for SqliteStorage {
             self.notify();
         }
         Ok(n)
+    }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let now = sql_ms(now_ms);
+        // Both found through the partial indexes on `expires`: the work is the rows deleted.
+        self.write(|tx| {
+            let mut n = tx
+                .prepare_cached(
+                    "DELETE FROM results WHERE rowid IN
+                     (SELECT rowid FROM results WHERE expires <= ?1 LIMIT ?2)",
+                )?
+                .execute(params![now, limit(max)])?;
+            if n < max {
+                n += tx
+                    .prepare_cached(
+                        "DELETE FROM kv WHERE (ns, key) IN
+                         (SELECT ns, key FROM kv WHERE expires <= ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![now, limit(max - n)])?;
+            }
+            Ok(n)
+        })
     }
 }
 

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS counters(
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Expired rows are found through these by the purge (rows without expiry are left out).
+-- Created by every open, so a file made by an older build gains them too.
+CREATE INDEX IF NOT EXISTS results_expires ON results(expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dead(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,

@@ -11,6 +11,7 @@ fn outcome(lease: &Lease, tag: &str) -> Batch {
     let (_, cb) = callback();
     Batch {
         lease: Some(lease.clone()),
+        claim: None,
         enqueue: vec![ready(&format!("{tag}-retry"), "default", 0)],
         schedule: vec![Scheduled {
             eta_ms: now_ms() + 600_000,
@@ -140,4 +141,62 @@ fn one_call_writes_live_outcomes_and_producer_writes_and_skips_stale_ones() {
         drain_names(&*s),
         ["callback", "live-retry", "produced", "produced"]
     );
+}
+
+/// A batch that takes a claim (a periodic run).
+fn claimed(key: &str, id: &str, ttl: Duration) -> Batch {
+    Batch {
+        claim: Some(Claim {
+            key: key.into(),
+            ttl,
+        }),
+        enqueue: vec![ready(id, "default", 0)],
+        ..Batch::default()
+    }
+}
+
+#[test]
+fn a_claimed_batch_is_written_once_with_its_claim_and_never_without_it() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    let short = Duration::from_millis(200);
+    // Two consumers, and two runs in one call: each claim is written once, with its enqueue.
+    let w = a
+        .apply_all(&[
+            claimed("run:1", "first", short),
+            claimed("run:2", "other", LONG_LEASE),
+        ])
+        .unwrap();
+    assert_eq!(w, [true, true]);
+    let w = b
+        .apply_all(&[
+            claimed("run:1", "again", short),
+            claimed("run:3", "third", LONG_LEASE),
+        ])
+        .unwrap();
+    assert_eq!(
+        w,
+        [false, true],
+        "a taken claim fences its batch, not the others"
+    );
+    assert_eq!(a.get(Ns::Claims, "run:1").unwrap(), Some(b"1".to_vec()));
+    let got = names(
+        &a.dequeue(&request("c", &["default"], 10, LONG_LEASE))
+            .unwrap(),
+    );
+    assert_eq!(got, ["first", "other", "third"]);
+
+    // A claim held blocks even a batch with a lease, which stays unacknowledged.
+    enqueue(&*a, vec![ready("leased", "default", 0)]);
+    let d = one(&*a, "c", LONG_LEASE);
+    let fenced = Batch {
+        lease: Some(d.lease.clone()),
+        ..claimed("run:2", "x", LONG_LEASE)
+    };
+    assert!(!a.apply(&fenced).unwrap());
+    assert_eq!(a.counts().unwrap().in_flight, 4, "nothing acknowledged");
+
+    // An expired claim is free again (it lived only its TTL).
+    sleep_past(short);
+    assert!(b.apply(&claimed("run:1", "later", short)).unwrap());
 }

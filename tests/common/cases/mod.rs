@@ -16,6 +16,7 @@ mod chords;
 mod fencing;
 mod inspect;
 mod kv;
+mod purge;
 mod queue;
 mod schedule_results;
 
@@ -27,7 +28,8 @@ use std::time::{Duration, Instant};
 use huey::clock::now_ms;
 use huey::message::{Message, MessageOptions};
 use huey::storage::{
-    Batch, ChordCallback, ChordCount, DeadPut, Flush, Lease, Ns, ResultPut, Scheduled, Storage,
+    Batch, ChordCallback, ChordCount, Claim, DeadPut, Flush, Lease, Ns, ResultPut, Scheduled,
+    Storage,
 };
 
 use crate::common::suite::*;

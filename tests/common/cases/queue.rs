@@ -153,7 +153,8 @@ fn unknown_or_malformed_leases_are_ignored() {
     ];
     ack(&*s, junk.clone());
     s.extend(&junk, LONG_LEASE).unwrap();
-    s.release(&junk).unwrap();
+    s.release(&junk, true).unwrap();
+    s.release(&junk, false).unwrap();
     assert_eq!(s.counts().unwrap().in_flight, 1);
     ack(&*s, vec![d.lease]);
     assert_eq!(s.counts().unwrap().in_flight, 0);
@@ -240,14 +241,40 @@ fn release_makes_a_message_ready_at_once() {
     );
     let d = one(&*a, "c1", LONG_LEASE);
     assert_eq!(d.payload, b"x");
-    a.release(std::slice::from_ref(&d.lease)).unwrap();
+    a.release(std::slice::from_ref(&d.lease), true).unwrap();
     // Ready again at once, keeping its place ahead of "y".
     let again = one(&*b, "c2", LONG_LEASE);
     assert_eq!(again.payload, b"x");
-    assert_eq!(again.deliveries, 2);
+    assert_eq!(again.deliveries, 2, "a started delivery counts");
     // Releasing a stale lease does nothing.
-    a.release(&[d.lease]).unwrap();
+    a.release(&[d.lease], false).unwrap();
     assert_eq!(a.counts().unwrap().in_flight, 1);
+}
+
+#[test]
+fn releasing_unstarted_messages_does_not_count_a_delivery() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(&*s, vec![ready("x", "default", 0)]);
+    let mut req = request("c", &["default"], 1, LONG_LEASE);
+    req.max_deliveries = 3;
+    // Handed back unstarted far more often than the limit allows deliveries (deploy after
+    // deploy): never dead-lettered, and still the first delivery when it finally runs.
+    for _ in 0..10 {
+        let ds = s.dequeue(&req).unwrap();
+        assert_eq!(ds.len(), 1, "not dead-lettered");
+        assert_eq!(ds[0].deliveries, 1);
+        s.release(&[ds[0].lease.clone()], false).unwrap();
+    }
+    assert_eq!(s.counts().unwrap().dead, 0);
+    // Interrupted runs do count: the limit still stops a task that keeps being cut short.
+    for n in 1..=3 {
+        let ds = s.dequeue(&req).unwrap();
+        assert_eq!(ds[0].deliveries, n);
+        s.release(&[ds[0].lease.clone()], true).unwrap();
+    }
+    assert!(s.dequeue(&req).unwrap().is_empty());
+    assert_eq!(s.counts().unwrap().dead, 1);
 }
 
 #[test]
@@ -258,6 +285,7 @@ fn batch_writes_every_part() {
     let d = one(&*s, "c", LONG_LEASE);
     s.apply(&Batch {
         lease: Some(d.lease),
+        claim: None,
         enqueue: vec![ready("next", "default", 0)],
         schedule: vec![Scheduled {
             eta_ms: now_ms() + 60_000,
@@ -297,6 +325,7 @@ fn batch_is_atomic_to_concurrent_readers() {
             let id = format!("t{i}");
             writer
                 .apply(&Batch {
+                    claim: None,
                     enqueue: vec![ready(&id, "default", 0)],
                     schedule: vec![Scheduled {
                         eta_ms: now_ms() + 600_000,

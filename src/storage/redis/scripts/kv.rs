@@ -78,3 +78,22 @@ for _, k in ipairs(redis.call('ZRANGE', index, 0, -1)) do
 end
 return out
 "#;
+
+/// purge. ARGV: prefix, now ms, max, then kv namespaces. Trims expired members from the
+/// indexes (results, chords, each namespace's `kvi:`): the keys themselves carry Redis TTLs
+/// and are gone already. Time is the earlier of the caller's and the server's (index scores
+/// are server times). Returns how many members were removed, at most `max`.
+pub(super) const PURGE: &str = r#"
+local now = math.min(tonumber(ARGV[2]), now_ms())
+local max = tonumber(ARGV[3])
+local indexes = {K_RESULTS, K_CHORDS}
+for k = 4, #ARGV do indexes[#indexes + 1] = prefix .. 'kvi:' .. ARGV[k] end
+local n = 0
+for _, index in ipairs(indexes) do
+  if n >= max then break end
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, max - n)
+  chunked('ZREM', index, gone)
+  n = n + #gone
+end
+return n
+"#;

@@ -197,8 +197,9 @@ local function held(i, j)
   end
   return out, seqs
 end
--- Messages whose lease (member) was just removed go back to their queue, at their old place.
-local function requeue(leases)
+-- Messages whose lease (member) was just removed go back to their queue, at their old place
+-- (with one delivery fewer when `uncount`: they were handed back unstarted).
+local function requeue(leases, uncount)
   local n = #leases
   if n == 0 then return end
   local seqs = {}
@@ -210,7 +211,11 @@ local function requeue(leases)
     local prio, queue
     if m then prio, queue = unpack_head(m) end
     if prio then
-      make_ready(unleased(leases[k]), queue, int(-prio))
+      local member = unleased(leases[k])
+      if uncount then
+        member = seqs[k] .. '.' .. int(math.max(0, deliveries(member) - 1))
+      end
+      make_ready(member, queue, int(-prio))
     else
       gone[#gone + 1] = seqs[k]
     end
@@ -246,6 +251,7 @@ pub struct Scripts {
     pub kv_list: Lua,
     pub kv_delete_if: Lua,
     pub incr_expiring: Lua,
+    pub purge: Lua,
     pub counts: Lua,
     pub pending: Lua,
     pub scheduled: Lua,
@@ -277,6 +283,7 @@ impl Scripts {
             kv_list: script(KV_LIST),
             kv_delete_if: script(KV_DELETE_IF),
             incr_expiring: script(INCR_EXPIRING),
+            purge: script(PURGE),
             counts: script(COUNTS),
             pending: script(PENDING),
             scheduled: script(SCHEDULED),

@@ -2,7 +2,7 @@
 //! extend, release and promote.
 
 /// apply(batches). ARGV after the prefix: the number of batches, then per batch its lease (""
-/// for none: a producer's write) and its sections, each a count then its items: enqueues (queue, score = -priority, packed message), schedule (eta,
+/// for none: a producer's write), its claim key ("" for none) and claim TTL ms, and its sections, each a count then its items: enqueues (queue, score = -priority, packed message), schedule (eta,
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
 /// payload head, payload tail, args head, args tail and missing item). Returns 1 or 0 per
@@ -145,8 +145,15 @@ end
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
 local written = {}
 for b = 1, count() do
-  local live = fence(ARGV[i])
-  i = i + 1
+  -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
+  local lease, claim, claim_ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  local claim_key = prefix .. 'kv:claims:' .. claim
+  local live = (claim == '' or redis.call('EXISTS', claim_key) == 0) and fence(lease)
+  if live and claim ~= '' then
+    redis.call('SET', claim_key, '1', 'PX', claim_ttl)
+    redis.call('ZADD', prefix .. 'kvi:claims', int(now + tonumber(claim_ttl)), claim)
+  end
   written[b] = live and 1 or 0
   for _, sec in ipairs(sections) do
     local n = count()
@@ -259,18 +266,22 @@ chunked('ZADD', K_LEASES, z, 'XX')
 return 1
 "#;
 
-/// release. ARGV: prefix, then leases.
+/// release. ARGV: prefix, started (0/1), then leases. Unstarted ones go back with the delivery
+/// their dequeue counted taken back.
 pub(super) const RELEASE: &str = r#"
-local leases = held(2, #ARGV)
+local leases = held(3, #ARGV)
 chunked('ZREM', K_LEASES, leases)
-requeue(leases)
+requeue(leases, ARGV[2] == '0')
 notify()
 return 1
 "#;
 
-/// promote_due. ARGV: prefix, now ms, max. Returns how many were promoted.
+/// promote_due. ARGV: prefix, now ms, max. Returns how many were promoted. Due means due by
+/// the earlier of the caller's clock and the server's: a consumer whose clock runs ahead
+/// cannot make tasks ready early.
 pub(super) const PROMOTE: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local now = math.min(tonumber(ARGV[2]), now_ms())
+local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', int(now), 'LIMIT', 0, ARGV[3])
 if #due == 0 then return 0 end
 local msgs = hmget(K_SMSG, due)
 chunked('ZREM', K_SCHED, due)
