@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::failure::Failure;
 use crate::message::Output;
 
-/// The largest frame either side accepts (64 MiB).
+/// The largest frame either side accepts (64 MiB): room for a message of
+/// [`crate::message::MAX_MESSAGE_BYTES`] and the frame's own fields.
 pub const MAX_FRAME: usize = 64 << 20;
 
 /// Supervisor → worker.
@@ -96,6 +97,25 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, F
         .map_err(|e| FrameError::Corrupt(e.to_string()))
 }
 
+/// Take one frame from the front of `buf` (bytes read so far): the value and how many bytes it
+/// used, or `None` until the whole frame is there. The length is checked before waiting for
+/// the body, so a huge announced length is an error at once, not a wait or an allocation.
+pub fn take_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    postcard::from_bytes(body)
+        .map(|v| Some((v, 4 + len)))
+        .map_err(|e| FrameError::Corrupt(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +190,59 @@ mod tests {
             read_frame::<ToWorker>(&mut &cut[..]),
             Err(FrameError::Io(_))
         ));
+    }
+
+    #[test]
+    fn a_frame_for_the_largest_message_fits() {
+        let payload = vec![0u8; crate::message::MAX_MESSAGE_BYTES];
+        let mut buf = Vec::new();
+        let run = ToWorkerRef::Run {
+            job: u64::MAX,
+            payload: serde_bytes::Bytes::new(&payload),
+        };
+        write_frame(&mut buf, &run).unwrap();
+        assert!(buf.len() - 4 <= MAX_FRAME);
+    }
+
+    #[test]
+    fn random_truncated_and_huge_frames_never_panic() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut good = Vec::new();
+        let done = FromWorker::Done {
+            job: 3,
+            outcome: Err(Failure::new(FailureKind::Panic, "boom")),
+            rss_kib: 1,
+        };
+        write_frame(&mut good, &done).unwrap();
+        for round in 0..20_000 {
+            let mut b: Vec<u8> = match round % 3 {
+                0 => (0..next() % 64).map(|_| next() as u8).collect(),
+                1 => good[..next() as usize % good.len()].to_vec(),
+                _ => {
+                    let mut b = good.clone();
+                    let i = next() as usize % b.len();
+                    b[i] = next() as u8;
+                    b
+                }
+            };
+            if round % 7 == 0 && b.len() >= 4 {
+                b[..4].copy_from_slice(&(next() as u32 | 1 << 31).to_le_bytes());
+            }
+            // Both readers: never a panic, and a length over the limit is refused before
+            // anything is allocated for it.
+            match take_frame::<FromWorker>(&b) {
+                Ok(Some((_, n))) => assert!(n <= b.len()),
+                Ok(None) | Err(FrameError::Corrupt(_)) => {}
+                Err(FrameError::TooLarge(n)) => assert!(n > MAX_FRAME),
+                Err(FrameError::Io(e)) => panic!("{e}"),
+            }
+            let _ = read_frame::<ToWorker>(&mut &b[..]);
+        }
     }
 }

@@ -152,7 +152,7 @@ fn a_task_past_its_timeout_ends_and_the_jobs_behind_it_are_given_back_in_order()
     pool.add();
     until(&mut pool, &rx, |p| p.room(3) == 3);
     for id in 1..=3 {
-        let i = pool.emptiest(3).expect("room");
+        let i = pool.emptiest(3, 0).expect("room");
         pool.hand_over(i, job(id, "block", &(), Some(50)))
             .unwrap_or_else(|_| panic!("the worker is up"));
     }
