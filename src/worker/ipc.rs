@@ -45,6 +45,10 @@ pub enum FromWorker {
     },
 }
 
+/// A frame of length 0: never a message (every frame has a body). The supervisor writes it
+/// into a worker's result pipe once the worker process has exited.
+pub const EXIT_MARKER: [u8; 4] = [0; 4];
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -54,6 +58,8 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("corrupt frame: {0}")]
     Corrupt(String),
+    #[error("an empty frame")]
+    Empty,
 }
 
 /// [`ToWorker::Run`] with a borrowed payload: the same bytes on the wire, without a copy.
@@ -90,29 +96,13 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, F
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
     postcard::from_bytes(&body)
         .map(Some)
-        .map_err(|e| FrameError::Corrupt(e.to_string()))
-}
-
-/// Take one frame from the front of `buf` (bytes read so far): the value and how many bytes it
-/// used, or `None` until the whole frame is there. The length is checked before waiting for
-/// the body, so a huge announced length is an error at once, not a wait or an allocation.
-pub fn take_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
-    let Some(len) = buf.get(..4) else {
-        return Ok(None);
-    };
-    let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let Some(body) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
-    postcard::from_bytes(body)
-        .map(|v| Some((v, 4 + len)))
         .map_err(|e| FrameError::Corrupt(e.to_string()))
 }
 
@@ -165,6 +155,14 @@ mod tests {
         assert!(matches!(
             read_frame::<ToWorker>(&mut r),
             Err(FrameError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn the_exit_marker_is_no_frame() {
+        assert!(matches!(
+            read_frame::<FromWorker>(&mut &EXIT_MARKER[..]),
+            Err(FrameError::Empty)
         ));
     }
 
@@ -234,15 +232,13 @@ mod tests {
             if round % 7 == 0 && b.len() >= 4 {
                 b[..4].copy_from_slice(&(next() as u32 | 1 << 31).to_le_bytes());
             }
-            // Both readers: never a panic, and a length over the limit is refused before
-            // anything is allocated for it.
-            match take_frame::<FromWorker>(&b) {
-                Ok(Some((_, n))) => assert!(n <= b.len()),
-                Ok(None) | Err(FrameError::Corrupt(_)) => {}
-                Err(FrameError::TooLarge(n)) => assert!(n > MAX_FRAME),
-                Err(FrameError::Io(e)) => panic!("{e}"),
+            // Never a panic, and a length over the limit is refused before anything is
+            // allocated for it.
+            let mut r = &b[..];
+            while let Ok(Some(_)) = read_frame::<FromWorker>(&mut r) {}
+            if let Err(FrameError::TooLarge(n)) = read_frame::<ToWorker>(&mut &b[..]) {
+                assert!(n > MAX_FRAME);
             }
-            let _ = read_frame::<ToWorker>(&mut &b[..]);
         }
     }
 }

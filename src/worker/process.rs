@@ -13,10 +13,10 @@
 //! the supervisor's, so whatever task code prints cannot corrupt the protocol. It dies with the
 //! supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
 //!
-//! The supervisor never blocks on a worker: its end of fd 3 is non-blocking, frames wait in a
-//! buffer of the handle until the pipe takes them ([`ProcessWorker::flush`]), and each worker's
-//! reader thread watches the process itself (a pidfd) as well as its pipe, so a task's child
-//! that keeps the pipe open cannot hide the worker's death.
+//! The supervisor never blocks on a worker: its end of fd 3 is non-blocking, and frames wait in
+//! a buffer of the handle until the pipe takes them ([`ProcessWorker::flush`]). A worker's death
+//! is seen from the process itself: a watcher thread waits on its pidfd and then writes an exit
+//! marker into the result pipe, so a task's child that keeps the pipe open cannot hide it.
 //!
 //! Task code runs in a clean process context: the protocol descriptors are close-on-exec in
 //! the worker, the worker marker is gone from its environment before the app is built, and
@@ -24,7 +24,7 @@
 //! start with the default dispositions.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -39,7 +39,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::{pipe2, Pid};
 
 use super::ipc::{
-    read_frame, take_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef,
+    read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef, EXIT_MARKER,
 };
 use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
@@ -75,10 +75,9 @@ impl ProcessWorker {
     ) -> std::io::Result<ProcessWorker> {
         let (task_r, task_w) = pipe2(OFlag::O_CLOEXEC)?;
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
-        // The parent's ends only (each end is its own open file): the supervisor never waits
-        // on a full pipe, and the reader polls.
+        // The parent's end only (each end is its own open file): the supervisor never waits
+        // on a full pipe; the worker's end stays blocking.
         fcntl(task_w.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        fcntl(out_r.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         let mut cmd = Command::new(exe);
         cmd.env(WORKER_ENV, "1")
             .stdin(Stdio::null())
@@ -115,12 +114,19 @@ impl ProcessWorker {
             });
         }
         let child = cmd.spawn()?;
-        drop((task_r, out_w));
         let pid = child.id();
-        let pidfd = pidfd_open(pid);
+        // The watcher keeps a write end of the result pipe for its exit marker.
+        if let Some(pidfd) = pidfd_open(pid) {
+            let marker = File::from(out_w.try_clone()?);
+            std::thread::Builder::new()
+                .name(format!("huey-watch-{pid}"))
+                .stack_size(64 << 10)
+                .spawn(move || watch_exit(pidfd, marker))?;
+        }
+        drop((task_r, out_w));
         std::thread::Builder::new()
             .name(format!("huey-reader-{pid}"))
-            .spawn(move || read_worker(child, pidfd, out_r, slot, gen, events))?;
+            .spawn(move || read_worker(child, out_r, slot, gen, events))?;
         let mut worker = ProcessWorker {
             pid,
             to_worker: Some(File::from(task_w)),
@@ -193,7 +199,7 @@ impl ProcessWorker {
 }
 
 /// A pidfd for `pid`, which polls readable once the process has exited (`None` where the
-/// kernel has none: then end of file on the pipe is the only sign).
+/// kernel has none: then end of file on the pipe is the only sign of its death).
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; a new
     // descriptor is owned by no one else, so wrapping it in an `OwnedFd` is sound.
@@ -203,35 +209,36 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     }
 }
 
-/// The reader thread: forwards the worker's frames as events until the worker exits (its
-/// pidfd) or its pipe ends, then reaps it and reports how it exited. A child of the worker that
-/// holds the pipe open cannot delay this: once the process is gone, what it wrote is read and
-/// the rest of the pipe ignored.
-fn read_worker(
-    mut child: Child,
-    pidfd: Option<OwnedFd>,
-    out_r: OwnedFd,
-    slot: usize,
-    gen: u64,
-    events: EventSink,
-) {
+/// The reader thread: forwards the worker's frames as events until the worker has exited (the
+/// exit marker its watcher writes) or its pipe ends, then reaps it and reports how it exited.
+fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: EventSink) {
     let send = |event| {
         let _ = events(Tagged { slot, gen, event });
     };
-    let mut pipe = File::from(out_r);
-    let mut buf = Vec::new();
+    let mut r = BufReader::new(File::from(out_r));
     let mut problem = None;
     loop {
-        let exited = wait_readable(&pipe, pidfd.as_ref());
-        let ended = read_available(&mut pipe, &mut buf);
-        if let Err(e) = forward_frames(&mut buf, &send) {
-            // A worker that breaks the protocol cannot be trusted with another task.
-            let _ = child.kill();
-            problem = Some(format!("protocol error: {e}"));
-            break;
-        }
-        if ended || exited {
-            break;
+        match read_frame::<FromWorker>(&mut r) {
+            Ok(Some(FromWorker::Ready { pid })) => send(WorkerEvent::Ready { pid }),
+            Ok(Some(FromWorker::Done {
+                job,
+                outcome,
+                rss_kib,
+            })) => send(WorkerEvent::Done {
+                job,
+                outcome,
+                rss_kib,
+            }),
+            Ok(None) => break,
+            // The watcher writes the marker only once the process is gone; from a live worker
+            // it is a broken protocol like any other.
+            Err(FrameError::Empty) if matches!(child.try_wait(), Ok(Some(_))) => break,
+            Err(e) => {
+                // A worker that breaks the protocol cannot be trusted with another task.
+                let _ = child.kill();
+                problem = Some(format!("protocol error: {e}"));
+                break;
+            }
         }
     }
     let status = match child.wait() {
@@ -245,62 +252,18 @@ fn read_worker(
     send(WorkerEvent::Exited { status });
 }
 
-/// Wait until the pipe has data (or ended) or the process exited; returns whether it exited.
-fn wait_readable(pipe: &File, pidfd: Option<&OwnedFd>) -> bool {
-    let mut fds = vec![PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-    if let Some(p) = pidfd {
-        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-    }
-    match poll(&mut fds, PollTimeout::NONE) {
-        Ok(_) => fds
-            .get(1)
-            .and_then(|p| p.revents())
-            .is_some_and(|r| !r.is_empty()),
-        // EINTR: look again.
-        Err(_) => false,
-    }
-}
-
-/// Read what the pipe holds now into `buf`; true at end of file (or a read error).
-fn read_available(pipe: &mut File, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 64 << 10];
-    loop {
-        match pipe.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                // A short read emptied the pipe: no need for a read that finds nothing.
-                if n < chunk.len() {
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
+/// The watcher thread: waits (idle) for the worker process to exit, then writes the exit
+/// marker into its result pipe, after everything the worker wrote. The reader stops there even
+/// if a child of a task still holds the pipe open, so no end of file ever comes.
+fn watch_exit(pidfd: OwnedFd, mut marker: File) {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    while let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+        if e != nix::errno::Errno::EINTR {
+            return; // the pipe's end of file stays the sign of its death
         }
     }
-}
-
-/// Send every whole frame at the front of `buf` on as an event, keeping a partial one.
-fn forward_frames(buf: &mut Vec<u8>, send: &impl Fn(WorkerEvent)) -> Result<(), FrameError> {
-    let mut used = 0;
-    while let Some((frame, n)) = take_frame::<FromWorker>(&buf[used..])? {
-        used += n;
-        send(match frame {
-            FromWorker::Ready { pid } => WorkerEvent::Ready { pid },
-            FromWorker::Done {
-                job,
-                outcome,
-                rss_kib,
-            } => WorkerEvent::Done {
-                job,
-                outcome,
-                rss_kib,
-            },
-        });
-    }
-    buf.drain(..used);
-    Ok(())
+    // Fails only once the reader is gone (a broken protocol), when no one needs it.
+    let _ = marker.write_all(&EXIT_MARKER);
 }
 
 /// A child's exit status in words: "exited with status 1", "killed by signal 9 (SIGKILL)".
