@@ -1,6 +1,8 @@
 //! Soak: the fault tests at scale. Consumers drain tens of thousands of tasks while workers,
-//! supervisors and (on Redis) the Redis server itself are killed at random; at the end every
-//! task must have its result or a recorded final failure. Prints one line of figures.
+//! supervisors and (on Redis) the Redis server itself are killed at random, a consumer is now
+//! and then paused (SIGSTOP) past its lease, large messages mix with long tasks, and tasks
+//! start subprocesses (the app's own binary among them, and children left running); at the end
+//! every task must have its result or a recorded final failure. Prints one line of figures.
 //!
 //! Run through `scripts/soak [SECONDS] [sqlite|redis]`. The consumers are the `testbed` example
 //! (`hueyd` plus the fault-injection tasks), built beside this one.
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use huey::{Error, Huey, Task};
+use huey::{Error, Huey, Task, TaskResult};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -102,6 +104,103 @@ impl Redis {
     }
 }
 
+/// Wait for a task's outcome until `end`: `Some(Ok)`, `Some(Err)` (a recorded final failure)
+/// or `None` (lost). Storage errors (a restarting Redis) are retried.
+fn settle<R: serde::de::DeserializeOwned>(
+    h: &TaskResult<R>,
+    end: Instant,
+) -> Option<Result<R, huey::TaskError>> {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match h.wait(left.min(Duration::from_secs(2))) {
+            Ok(v) => return Some(Ok(v)),
+            Err(Error::Task(e)) => return Some(Err(e)),
+            Err(Error::Timeout(_)) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// What the testbed's `spawn` task returns: pid, exit code, stdout.
+type Spawned = (u32, Option<i32>, String);
+
+/// The extra faults: large messages behind long tasks, and tasks that start subprocesses.
+struct Extras {
+    echo: Task<String, String>,
+    sleep: Task<u64, u64>,
+    spawn: Task<(Vec<String>, bool), Spawned>,
+    large: Vec<(TaskResult<String>, usize)>,
+    long: Vec<TaskResult<u64>>,
+    spawned: Vec<TaskResult<Spawned>>,
+}
+
+impl Extras {
+    fn new(app: &Huey) -> Extras {
+        Extras {
+            echo: Task::from_name(app, "echo").unwrap(),
+            sleep: Task::from_name(app, "sleep").unwrap(),
+            spawn: Task::from_name(app, "spawn").unwrap(),
+            large: Vec::new(),
+            long: Vec::new(),
+            spawned: Vec::new(),
+        }
+    }
+
+    /// A long task, a few large messages behind it, and two tasks with subprocesses: one runs
+    /// the app's own binary (`enqueue`), one leaves a child running past its end.
+    fn enqueue(&mut self, rng: &mut Rng, exe: &std::path::Path, url: &str) {
+        if let Ok(h) = self.sleep.enqueue(500 + rng.below(2500)) {
+            self.long.push(h);
+        }
+        for _ in 0..3 {
+            let len = 10_000 + rng.below(90_000) as usize;
+            if let Ok(h) = self.echo.enqueue("L".repeat(len)) {
+                self.large.push((h, len));
+            }
+        }
+        let own = vec![
+            exe.display().to_string(),
+            "--storage".into(),
+            url.into(),
+            "enqueue".into(),
+            "add".into(),
+            "[1, 2]".into(),
+        ];
+        let stray = ["sh", "-c", "sleep 5 >/dev/null 2>&1 &"]
+            .map(String::from)
+            .to_vec();
+        for argv in [own, stray] {
+            if let Ok(h) = self.spawn.enqueue((argv, true)) {
+                self.spawned.push(h);
+            }
+        }
+    }
+
+    /// (completed, failed, lost, wrong) over the extra tasks.
+    fn settle(&self, end: Instant) -> (u64, u64, u64, u64) {
+        let mut t = (0, 0, 0, 0);
+        let mut count = |o: Option<Result<bool, huey::TaskError>>| match o {
+            Some(Ok(true)) => t.0 += 1,
+            Some(Ok(false)) => t.3 += 1,
+            Some(Err(_)) => t.1 += 1,
+            None => t.2 += 1,
+        };
+        for (h, len) in &self.large {
+            count(settle(h, end).map(|r| r.map(|s| s.len() == *len)));
+        }
+        for h in &self.long {
+            count(settle(h, end).map(|r| r.map(|_| true)));
+        }
+        for h in &self.spawned {
+            count(settle(h, end).map(|r| r.map(|(_, code, _)| code == Some(0))));
+        }
+        t
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
@@ -129,6 +228,7 @@ fn main() {
     let app = Huey::open("hueyd", &url).expect("open storage");
     testbed::register(&app).unwrap();
     let record: Task<u64, u32> = Task::from_name(&app, "record").unwrap();
+    let mut extras = Extras::new(&app);
 
     let mut consumers = vec![consumer(&exe, &url), consumer(&exe, &url)];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
@@ -137,12 +237,26 @@ fn main() {
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut last_supervisor_kill = Instant::now();
     let mut last_redis_restart = Instant::now();
+    let mut last_pause = Instant::now();
+    let mut pauses = 0u64;
     while Instant::now() < end {
         if handles.len() < 200_000 {
             match record.enqueue_many(std::iter::repeat_n(1 + rng.below(3), 500)) {
                 Ok(hs) => handles.extend(hs),
                 Err(e) => eprintln!("enqueue failed (retrying): {e}"),
             }
+            if rng.below(5) == 0 {
+                extras.enqueue(&mut rng, &exe, &url);
+            }
+        }
+        if last_pause.elapsed() > Duration::from_secs(11) {
+            // Past its 2 s lease: another consumer takes its tasks over meanwhile.
+            let pid = Pid::from_raw(consumers[rng.below(2) as usize].id() as i32);
+            let _ = kill(pid, Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = kill(pid, Signal::SIGCONT);
+            pauses += 1;
+            last_pause = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(100));
         let c = rng.below(consumers.len() as u64) as usize;
@@ -173,7 +287,8 @@ fn main() {
     }
     // Let the consumers finish in peace.
     let (mut ok, mut failed, mut lost, mut twice) = (0u64, 0u64, 0u64, 0u64);
-    let settle_end = Instant::now() + Duration::from_secs(120);
+    // Long enough for a backlog left by Redis restarts (each reloads a growing append-only file).
+    let settle_end = Instant::now() + Duration::from_secs(300);
     for h in &handles {
         loop {
             let left = settle_end.saturating_duration_since(Instant::now());
@@ -196,6 +311,7 @@ fn main() {
             }
         }
     }
+    let (x_ok, x_failed, x_lost, x_wrong) = extras.settle(settle_end);
     let dead = app.storage().counts().map(|c| c.dead).unwrap_or(0);
     for mut c in consumers {
         let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
@@ -206,11 +322,12 @@ fn main() {
         let _ = r.child.wait();
     }
     println!(
-        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, redis {redis_restarts}), lost {lost}, ran twice {twice}, dead-lettered {dead}",
+        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, redis {redis_restarts}), pauses {pauses}, lost {lost}, ran twice {twice}, dead-lettered {dead}; large/long/spawning tasks {}, completed {x_ok}, failed {x_failed}, lost {x_lost}, wrong {x_wrong}",
         handles.len(),
-        worker_kills + supervisor_kills + redis_restarts
+        worker_kills + supervisor_kills + redis_restarts,
+        extras.large.len() + extras.long.len() + extras.spawned.len(),
     );
-    if lost > 0 {
+    if lost > 0 || x_lost > 0 || x_wrong > 0 {
         std::process::exit(1);
     }
 }

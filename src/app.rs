@@ -29,6 +29,8 @@ struct Inner {
     immediate: AtomicBool,
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
+    /// The largest message `enqueue` writes (at most the hard limit).
+    max_message_bytes: std::sync::atomic::AtomicUsize,
     handlers: RwLock<Vec<EventHandler>>,
     hooks: RwLock<Hooks>,
 }
@@ -102,6 +104,7 @@ impl Huey {
                 immediate: AtomicBool::new(false),
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
+                max_message_bytes: crate::message::MAX_MESSAGE_BYTES.into(),
                 handlers: RwLock::new(Vec::new()),
                 hooks: RwLock::new(Hooks::default()),
             }),
@@ -161,6 +164,19 @@ impl Huey {
     /// Keep stored results for this long only (`None`: until read).
     pub fn set_result_ttl(&self, ttl: Option<Duration>) {
         *self.inner.result_ttl.write() = ttl;
+    }
+
+    /// Refuse to enqueue messages larger than `bytes` (encoded, arguments included). The
+    /// default, and the most, is [`crate::message::MAX_MESSAGE_BYTES`]: what fits in a
+    /// worker's pipe frame.
+    pub fn set_max_message_bytes(&self, bytes: usize) {
+        let bytes = bytes.min(crate::message::MAX_MESSAGE_BYTES);
+        self.inner.max_message_bytes.store(bytes, Ordering::SeqCst);
+    }
+
+    /// The largest message `enqueue` writes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes.load(Ordering::SeqCst)
     }
 
     /// Call `f` with every event in the process that runs the supervisor (or the caller, in

@@ -30,6 +30,17 @@ impl Huey {
                 lifecycle::push_message(&mut batch, m, now)?;
             }
         }
+        let limit = self.max_message_bytes();
+        let sizes = batch
+            .enqueue
+            .iter()
+            .chain(batch.schedule.iter().map(|s| &s.ready));
+        if let Some(big) = sizes.map(|r| r.payload.len()).find(|&n| n > limit) {
+            return Err(Error::Encode {
+                what: "message",
+                message: format!("{big} bytes encoded, over the limit of {limit} bytes"),
+            });
+        }
         if !batch.is_empty() {
             self.storage().apply(&batch)?;
         }

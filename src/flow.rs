@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::app::Huey;
 use crate::error::{Error, Result};
-use crate::message::{ChordMember, Message};
+use crate::message::{check_nesting, ChordMember, Message};
 use crate::result::{StoredResult, TaskResult};
 use crate::task::{Call, Task, TaskError};
 
@@ -157,6 +157,8 @@ impl<R> Pipeline<R> {
                 message: e.to_string(),
             });
         }
+        // Each stage nests in the one before: refused before a value too deep is built.
+        check_nesting("pipeline", self.stages.len())?;
         let mut next: Option<Box<Message>> = None;
         for stage in self.stages.iter().rev() {
             let mut m = stage.clone();

@@ -2,14 +2,31 @@
 //!
 //! A message is one version byte followed by a postcard body. Bytes that do not decode are an
 //! [`Error::Decode`] value, never a panic, so the consumer can dead-letter them and go on.
+//!
+//! Two limits keep any message a consumer might meet workable: its size
+//! ([`MAX_MESSAGE_BYTES`], so it fits in a worker's pipe frame) and its nesting
+//! ([`MAX_DEPTH`], so decoding, which recurses through continuations, cannot exhaust a stack).
+//! [`Message::encode`] refuses a message beyond either, so a producer hears of it at enqueue;
+//! [`Message::decode`] refuses one found in storage, which the consumer dead-letters.
 
-use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 use crate::failure::TaskError;
 
 /// The envelope version this build writes and reads.
 pub const VERSION: u8 = 1;
+
+/// The largest encoded message: a producer's `enqueue` refuses a bigger one, and a consumer
+/// dead-letters one found in storage (it would not fit in a worker's pipe frame).
+pub const MAX_MESSAGE_BYTES: usize = (64 << 20) - 1024;
+
+/// The deepest nesting of messages (pipeline continuations, error handlers, chord callbacks)
+/// that is encoded or decoded: a longer pipeline is refused at enqueue, and a deeper message
+/// found in storage is dead-lettered, so no input can exhaust a decoder's stack.
+pub const MAX_DEPTH: usize = 500;
 
 /// The name of the queue a task goes to unless it says otherwise.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -72,10 +89,13 @@ pub struct Message {
     /// When the message was first enqueued (ms since the epoch).
     pub enqueued_ms: u64,
     /// Pipeline continuation: enqueued with this task's result prepended to its arguments.
+    #[serde(deserialize_with = "nested")]
     pub on_complete: Option<Box<Message>>,
     /// Pipeline error handler: enqueued with the error when this task fails for good.
+    #[serde(deserialize_with = "nested")]
     pub on_error: Option<Box<Message>>,
     /// Membership of a chord: when every member has finished, the callback runs once.
+    #[serde(deserialize_with = "nested")]
     pub chord: Option<Box<ChordMember>>,
 }
 
@@ -109,24 +129,71 @@ impl Message {
         }
     }
 
-    /// Encode as version byte + postcard.
+    /// Encode as version byte + postcard; a message nested deeper than [`MAX_DEPTH`] or
+    /// larger than [`MAX_MESSAGE_BYTES`] is an [`Error::Encode`].
     pub fn encode(&self) -> Result<Vec<u8>> {
+        let refuse = |message: String| Error::Encode {
+            what: "message",
+            message,
+        };
+        let depth = self.depth();
+        if depth > MAX_DEPTH {
+            return Err(refuse(format!(
+                "nested {depth} levels deep (pipeline stages, error handlers, chord callbacks), over the limit of {MAX_DEPTH}"
+            )));
+        }
         let mut out = Vec::with_capacity(64 + self.args.len());
         out.push(VERSION);
-        postcard::to_io(self, &mut out).map_err(|e| Error::Encode {
-            what: "message",
-            message: e.to_string(),
-        })?;
+        postcard::to_io(self, &mut out).map_err(|e| refuse(e.to_string()))?;
+        if out.len() > MAX_MESSAGE_BYTES {
+            return Err(refuse(format!(
+                "{} bytes encoded, over the limit of {MAX_MESSAGE_BYTES} bytes",
+                out.len()
+            )));
+        }
         Ok(out)
     }
 
-    /// Decode bytes written by [`Message::encode`].
+    /// How many messages deep the continuations, error handlers and chord callbacks below
+    /// this one nest (0: none). Walks without recursion.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self, 0)];
+        while let Some((m, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            let below = [
+                m.on_complete.as_deref(),
+                m.on_error.as_deref(),
+                m.chord.as_deref().map(|c| &c.callback),
+            ];
+            stack.extend(below.into_iter().flatten().map(|n| (n, d + 1)));
+        }
+        deepest
+    }
+
+    /// Decode bytes written by [`Message::encode`]. Bytes over [`MAX_MESSAGE_BYTES`] and
+    /// messages nested deeper than [`MAX_DEPTH`] are errors (found before any deep recursion).
     pub fn decode(bytes: &[u8]) -> Result<Message> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::Decode(format!(
+                "a message of {} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes",
+                bytes.len()
+            )));
+        }
         match bytes.split_first() {
             None => Err(Error::Decode("empty message".into())),
             Some((&VERSION, body)) => {
-                let (msg, rest) = postcard::take_from_bytes::<Message>(body)
-                    .map_err(|e| Error::Decode(format!("{e} ({} bytes)", bytes.len())))?;
+                TOO_DEEP.with(|t| t.set(false));
+                let (msg, rest) = postcard::take_from_bytes::<Message>(body).map_err(|e| {
+                    if TOO_DEEP.with(|t| t.get()) {
+                        Error::Decode(format!(
+                            "messages nest deeper than the limit of {MAX_DEPTH} ({} bytes)",
+                            bytes.len()
+                        ))
+                    } else {
+                        Error::Decode(format!("{e} ({} bytes)", bytes.len()))
+                    }
+                })?;
                 if rest.is_empty() {
                     Ok(msg)
                 } else {
@@ -151,6 +218,59 @@ impl Message {
     pub fn queue(&self) -> &str {
         &self.options.queue
     }
+}
+
+thread_local! {
+    /// How deep the message being decoded on this thread is, at this point.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The last decode on this thread stopped at the depth limit (the decoder's own error
+    /// does not carry the reason).
+    static TOO_DEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One level of nesting while decoding; the level is left when it drops (also on an error).
+struct Level;
+
+impl Level {
+    fn enter<E: serde::de::Error>() -> std::result::Result<Level, E> {
+        DEPTH.with(|d| {
+            // The fields of a message at depth n are entered at n + 1.
+            if d.get() > MAX_DEPTH {
+                TOO_DEEP.with(|t| t.set(true));
+                return Err(E::custom(format_args!(
+                    "messages nest deeper than the limit of {MAX_DEPTH}"
+                )));
+            }
+            d.set(d.get() + 1);
+            Ok(Level)
+        })
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Decode a nested message (or chord membership), counting the level.
+fn nested<'de, D, T>(d: D) -> std::result::Result<Option<Box<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let _level = Level::enter::<D::Error>()?;
+    Option::<Box<T>>::deserialize(d)
+}
+
+/// Refuse `levels` messages nested in one another (a pipeline's stages) beyond [`MAX_DEPTH`]:
+/// for callers that build the nesting, before they build it.
+pub(crate) fn check_nesting(what: &'static str, levels: usize) -> Result<()> {
+    if levels > MAX_DEPTH {
+        let message = format!("{levels} levels nest deeper than the limit of {MAX_DEPTH}");
+        return Err(Error::Encode { what, message });
+    }
+    Ok(())
 }
 
 /// What a successful attempt produced.
@@ -241,5 +361,125 @@ mod tests {
         longer.push(0);
         assert!(Message::decode(&longer).is_err());
         assert!(Message::decode(&[VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    /// A chain of `levels` messages below `leaf` through `on_complete`, as raw bytes (no deep
+    /// value is built).
+    fn chain_bytes(leaf: &Message, levels: usize) -> Vec<u8> {
+        let bytes = leaf.encode().unwrap();
+        // The body ends with three `None`s: on_complete, on_error, chord.
+        let head = &bytes[1..bytes.len() - 3];
+        let mut out = vec![VERSION];
+        for _ in 0..levels {
+            out.extend_from_slice(head);
+            out.push(1);
+        }
+        out.extend_from_slice(head);
+        out.extend([0, 0, 0]);
+        out.extend(std::iter::repeat_n(0, 2 * levels));
+        out
+    }
+
+    fn chain(levels: usize) -> Message {
+        let mut m = Message::new("leaf", vec![], Default::default());
+        for _ in 0..levels {
+            let mut outer = Message::new("stage", vec![1], Default::default());
+            outer.on_complete = Some(Box::new(m));
+            m = outer;
+        }
+        m
+    }
+
+    #[test]
+    fn the_depth_limit_holds_for_encode_and_decode() {
+        let ok = chain(MAX_DEPTH);
+        assert_eq!(ok.depth(), MAX_DEPTH);
+        let bytes = ok.encode().unwrap();
+        assert_eq!(Message::decode(&bytes).unwrap(), ok);
+        let deep = chain(MAX_DEPTH + 1);
+        let e = deep.encode().unwrap_err().to_string();
+        assert!(e.contains("nest"), "{e}");
+        let leaf = Message::new("leaf", vec![], Default::default());
+        assert_eq!(
+            Message::decode(&chain_bytes(&leaf, MAX_DEPTH))
+                .unwrap()
+                .depth(),
+            MAX_DEPTH
+        );
+        for levels in [MAX_DEPTH + 1, 300_000] {
+            let e = Message::decode(&chain_bytes(&leaf, levels))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("nest deeper"), "{e}");
+        }
+        // The refusal left nothing behind: the next decode starts at depth 0.
+        assert_eq!(Message::decode(&bytes).unwrap(), ok);
+        let mut member = Message::new("m", vec![], Default::default());
+        member.chord = Some(Box::new(ChordMember {
+            chord: "c".into(),
+            index: 0,
+            size: 1,
+            callback: chain(MAX_DEPTH),
+        }));
+        assert!(member.encode().unwrap_err().to_string().contains("nest"));
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_both_ways() {
+        let m = Message::new("echo", vec![0; MAX_MESSAGE_BYTES], Default::default());
+        let e = m.encode().unwrap_err().to_string();
+        assert!(e.contains("limit"), "{e}");
+        let e = Message::decode(&vec![VERSION; MAX_MESSAGE_BYTES + 1]).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
+    }
+
+    /// A small deterministic generator (xorshift), so a failure can be replayed.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_bytes_never_panic() {
+        let mut rng = Noise(0x9e37_79b9_7f4a_7c15);
+        let mut good = chain(3);
+        good.on_error = Some(Box::new(chain(2)));
+        let bytes = good.encode().unwrap();
+        for round in 0..20_000 {
+            let input = match round % 4 {
+                0 => {
+                    let n = (rng.next() % 200) as usize;
+                    let mut b = rng.bytes(n);
+                    b.insert(0, VERSION);
+                    b
+                }
+                1 => bytes[..(rng.next() as usize % bytes.len())].to_vec(),
+                2 => {
+                    let mut b = bytes.clone();
+                    for _ in 0..1 + rng.next() % 4 {
+                        let i = rng.next() as usize % b.len();
+                        b[i] = rng.next() as u8;
+                    }
+                    b
+                }
+                _ => {
+                    // Huge announced lengths: varints of 0xff.. where a length is read.
+                    let mut b = bytes.clone();
+                    let i = 1 + rng.next() as usize % (b.len() - 1);
+                    b.splice(i..i, [0xff, 0xff, 0xff, 0xff, 0x0f]);
+                    b
+                }
+            };
+            let _ = Message::decode(&input);
+        }
     }
 }

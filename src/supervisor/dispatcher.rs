@@ -31,6 +31,10 @@ const MAX_BUFFER_PER_WORKER: usize = 64;
 const PIPE_AHEAD: Duration = Duration::from_millis(2);
 /// The most jobs handed to one worker at once.
 const MAX_DEPTH: usize = 8;
+/// The most bytes of jobs queued in a worker's pipe behind its running one: well under a
+/// pipe's capacity (64 KiB on Linux), so a hand-over seldom meets a full pipe, and a large
+/// message goes only to a worker that starts it at once.
+pub(super) const PIPE_BYTES: usize = 32 << 10;
 
 /// The recent average time a worker spends per task (an exponentially weighted mean), for
 /// sizing the buffer. Starts pessimistic: no buffer until tasks show they are fast.
@@ -172,13 +176,15 @@ impl Dispatcher {
         }
     }
 
-    /// Hand waiting jobs to workers with room, emptiest first, then send them in one write
-    /// per worker.
+    /// Hand waiting jobs, in order, to workers with room (in jobs and in pipe bytes),
+    /// emptiest first, then send them in one write per worker.
     pub fn dispatch(&mut self, pool: &mut Pool) {
         let depth = self.pace.depth();
         let mut touched = Vec::new();
-        while !self.waiting.is_empty() {
-            let Some(i) = pool.emptiest(depth) else { break };
+        while let Some(next) = self.waiting.front() {
+            let Some(i) = pool.emptiest(depth, next.payload.len()) else {
+                break;
+            };
             let job = self.waiting.pop_front().expect("not empty");
             match pool.hand_over(i, job) {
                 Ok(()) => {

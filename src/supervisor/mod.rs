@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::app::Huey;
 use crate::error::{Error, Result};
 use crate::storage::Flush;
-use crate::worker::{EventSink, Tagged};
+use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use dispatcher::{Dispatcher, Fetched};
 use outbox::Outbox;
@@ -195,6 +195,12 @@ impl Stats {
 
 /// How long the loop waits for input before it runs its timers anyway.
 const TURN: Duration = Duration::from_millis(50);
+/// The wait while a pipe has not taken all that was written to it (a large frame going to a
+/// worker that reads it now).
+const UNSENT_TURN: Duration = Duration::from_millis(2);
+/// The longest a stopping supervisor waits for its workers to run their shutdown hooks and
+/// exit (they are killed when it exits).
+const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     /// Prepare a supervisor (no workers start until [`Supervisor::run`]).
@@ -282,7 +288,12 @@ impl Supervisor {
     /// Wait a short while for input, then take everything already queued, so completions
     /// batch up before the write. False once no sender is left.
     fn receive(&mut self) -> bool {
-        match self.rx.recv_timeout(TURN) {
+        let turn = if self.pool.flush_unsent() {
+            UNSENT_TURN
+        } else {
+            TURN
+        };
+        match self.rx.recv_timeout(turn) {
             Ok(input) => self.handle(input),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return false,
@@ -394,8 +405,9 @@ impl Supervisor {
 
     fn shutdown(&mut self) {
         self.dispatcher.release_waiting(&self.app);
-        self.pool.stop_all();
+        let exiting = self.pool.stop_all();
         self.outbox.drain(&self.app);
+        self.await_exits(exiting);
         tracing::info!(
             completed = self.stats.completed,
             failed = self.stats.failed,
@@ -404,6 +416,31 @@ impl Supervisor {
             interrupted = self.stats.interrupted,
             "consumer stopped"
         );
+    }
+}
+
+impl Supervisor {
+    /// Wait (at most [`EXIT_WAIT`]) for the stopped process workers to exit: they run their
+    /// shutdown hooks first, which the parent-death signal would cut short.
+    fn await_exits(&mut self, mut exiting: Vec<(usize, u64)>) {
+        let end = Instant::now() + EXIT_WAIT;
+        while !exiting.is_empty() {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Input::Worker(t)) if matches!(t.event, WorkerEvent::Exited { .. }) => {
+                    exiting.retain(|&w| w != (t.slot, t.gen));
+                }
+                Ok(Input::Fetched(f)) => self.dispatcher.on_fetched(&self.app, f, &mut self.outbox),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        workers = exiting.len(),
+                        "workers still running their shutdown hooks at exit"
+                    );
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -115,10 +115,10 @@ impl Pool {
         self.slots.iter().map(|s| s.room(depth)).sum()
     }
 
-    /// The slot with the most room, if any has room.
-    pub fn emptiest(&self, depth: usize) -> Option<usize> {
+    /// The slot with the most room that takes a job of `size` bytes, if any does.
+    pub fn emptiest(&self, depth: usize, size: usize) -> Option<usize> {
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].room(depth) > 0)
+            .filter(|&i| self.slots[i].takes(depth, size))
             .max_by_key(|&i| self.slots[i].room(depth))
     }
 
@@ -131,11 +131,25 @@ impl Pool {
         Ok(())
     }
 
-    /// Send slot `i`'s buffered jobs to its worker.
+    /// Send slot `i`'s buffered jobs to its worker, as far as its pipe takes them now.
     pub fn flush(&mut self, i: usize) {
         if let Some(Worker::Process(p)) = &mut self.slots[i].worker {
             p.flush();
         }
+    }
+
+    /// Go on writing what pipes did not take before; true while some bytes still wait (the
+    /// loop then comes back soon rather than after a whole turn).
+    pub fn flush_unsent(&mut self) -> bool {
+        let mut left = false;
+        for s in &mut self.slots {
+            if let Some(Worker::Process(p)) = &mut s.worker {
+                if p.unsent() > 0 {
+                    left |= p.flush() > 0;
+                }
+            }
+        }
+        left
     }
 
     /// Every job handed to a worker (running ones first in each slot).
@@ -153,8 +167,11 @@ impl Pool {
         self.stopping = true;
     }
 
-    /// A new slot, its worker starting.
+    /// A new slot, its worker starting (none once stopping).
     pub fn add(&mut self) {
+        if self.stopping {
+            return;
+        }
         let now = Instant::now();
         self.slots.push(Slot {
             gen: 0,
@@ -189,8 +206,14 @@ impl Pool {
         }
     }
 
+    /// Start a worker in slot `i`; never once stopping (a SIGHUP, a recycle or a timeout
+    /// during a stop leaves the slot down).
     fn spawn(&mut self, i: usize, now: Instant) {
         let slot = &mut self.slots[i];
+        if self.stopping {
+            slot.state = State::Down { respawn_at: None };
+            return;
+        }
         slot.gen += 1;
         slot.tasks_run = 0;
         slot.recycle = false;
@@ -501,12 +524,19 @@ impl Pool {
         out
     }
 
-    /// Close every worker's pipe: process workers exit, thread workers end after their task.
-    pub fn stop_all(&mut self) {
-        for s in &mut self.slots {
+    /// Close every worker's pipe: process workers run their shutdown hooks and exit, thread
+    /// workers end after their task. Returns the (slot, generation) of each process worker
+    /// whose exit is to be awaited; their other events are ignored from now on.
+    pub fn stop_all(&mut self) -> Vec<(usize, u64)> {
+        let mut exiting = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if matches!(s.worker, Some(Worker::Process(_))) {
+                exiting.push((i, s.gen));
+            }
             s.stop_worker(false);
             s.gen += 1;
         }
+        exiting
     }
 }
 

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::failure::Failure;
 use crate::message::Output;
 
-/// The largest frame either side accepts (64 MiB).
+/// The largest frame either side accepts (64 MiB): room for a message of
+/// [`crate::message::MAX_MESSAGE_BYTES`] and the frame's own fields.
 pub const MAX_FRAME: usize = 64 << 20;
 
 /// Supervisor → worker.
@@ -44,6 +45,10 @@ pub enum FromWorker {
     },
 }
 
+/// A frame of length 0: never a message (every frame has a body). The supervisor writes it
+/// into a worker's result pipe once the worker process has exited.
+pub const EXIT_MARKER: [u8; 4] = [0; 4];
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -53,6 +58,8 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("corrupt frame: {0}")]
     Corrupt(String),
+    #[error("an empty frame")]
+    Empty,
 }
 
 /// [`ToWorker::Run`] with a borrowed payload: the same bytes on the wire, without a copy.
@@ -88,6 +95,9 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, F
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
@@ -149,6 +159,14 @@ mod tests {
     }
 
     #[test]
+    fn the_exit_marker_is_no_frame() {
+        assert!(matches!(
+            read_frame::<FromWorker>(&mut &EXIT_MARKER[..]),
+            Err(FrameError::Empty)
+        ));
+    }
+
+    #[test]
     fn corrupt_and_truncated_frames_are_errors() {
         let mut bytes = 3u32.to_le_bytes().to_vec();
         bytes.extend([9, 9, 9]);
@@ -170,5 +188,57 @@ mod tests {
             read_frame::<ToWorker>(&mut &cut[..]),
             Err(FrameError::Io(_))
         ));
+    }
+
+    #[test]
+    fn a_frame_for_the_largest_message_fits() {
+        let payload = vec![0u8; crate::message::MAX_MESSAGE_BYTES];
+        let mut buf = Vec::new();
+        let run = ToWorkerRef::Run {
+            job: u64::MAX,
+            payload: serde_bytes::Bytes::new(&payload),
+        };
+        write_frame(&mut buf, &run).unwrap();
+        assert!(buf.len() - 4 <= MAX_FRAME);
+    }
+
+    #[test]
+    fn random_truncated_and_huge_frames_never_panic() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut good = Vec::new();
+        let done = FromWorker::Done {
+            job: 3,
+            outcome: Err(Failure::new(FailureKind::Panic, "boom")),
+            rss_kib: 1,
+        };
+        write_frame(&mut good, &done).unwrap();
+        for round in 0..20_000 {
+            let mut b: Vec<u8> = match round % 3 {
+                0 => (0..next() % 64).map(|_| next() as u8).collect(),
+                1 => good[..next() as usize % good.len()].to_vec(),
+                _ => {
+                    let mut b = good.clone();
+                    let i = next() as usize % b.len();
+                    b[i] = next() as u8;
+                    b
+                }
+            };
+            if round % 7 == 0 && b.len() >= 4 {
+                b[..4].copy_from_slice(&(next() as u32 | 1 << 31).to_le_bytes());
+            }
+            // Never a panic, and a length over the limit is refused before anything is
+            // allocated for it.
+            let mut r = &b[..];
+            while let Ok(Some(_)) = read_frame::<FromWorker>(&mut r) {}
+            if let Err(FrameError::TooLarge(n)) = read_frame::<ToWorker>(&mut &b[..]) {
+                assert!(n > MAX_FRAME);
+            }
+        }
     }
 }

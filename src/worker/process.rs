@@ -2,28 +2,45 @@
 //! mode), the worker's side of the pipe protocol, and describing how a worker died.
 //!
 //! This is the one module with `unsafe`: the `pre_exec` hook that runs in the forked child
-//! before `exec`, and adopting the inherited pipe descriptors in the worker. The supervisor has
-//! threads, so the child of its `fork` only calls async-signal-safe functions before `exec`
-//! replaces it: `fcntl`, `dup2`, `prctl`, `getppid`, `sigaction` and `_exit`. No Rust code that
-//! allocates or takes locks runs between `fork` and `exec`.
+//! before `exec`, adopting the inherited pipe descriptors in the worker, removing the worker
+//! marker from its environment, and opening a pidfd. The supervisor has threads, so the child
+//! of its `fork` only calls async-signal-safe functions before `exec` replaces it: `fcntl`,
+//! `dup2`, `prctl`, `getppid`, `signal` and `_exit`. No Rust code that allocates or takes locks
+//! runs between `fork` and `exec`.
 //!
 //! Protocol: the worker reads [`ToWorker`] frames on fd 3 (a `Setup` naming the storage first,
-//! then attempts to run) and writes [`FromWorker`] frames on fd 4. Its stdout and stderr are the supervisor's, so whatever task code prints cannot corrupt
-//! the protocol. It dies with the supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
+//! then attempts to run) and writes [`FromWorker`] frames on fd 4. Its stdout and stderr are
+//! the supervisor's, so whatever task code prints cannot corrupt the protocol. It dies with the
+//! supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
+//!
+//! The supervisor never blocks on a worker: its end of fd 3 is non-blocking, and frames wait in
+//! a buffer of the handle until the pipe takes them ([`ProcessWorker::flush`]). A worker's death
+//! is seen from the process itself: a watcher thread waits on its pidfd and then writes an exit
+//! marker into the result pipe, so a task's child that keeps the pipe open cannot hide it.
+//!
+//! Task code runs in a clean process context: the protocol descriptors are close-on-exec in
+//! the worker, the worker marker is gone from its environment before the app is built, and
+//! the signals a worker does not act on are caught (not ignored), so a task's subprocesses
+//! start with the default dispositions.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{pipe2, Pid};
 
-use super::ipc::{read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef};
+use super::ipc::{
+    read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef, EXIT_MARKER,
+};
 use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
 use crate::error::Result;
@@ -39,7 +56,11 @@ const FD_OUT: i32 = 4;
 /// The supervisor's handle on one worker process.
 pub struct ProcessWorker {
     pid: u32,
-    to_worker: Option<BufWriter<File>>,
+    /// The non-blocking write end of the worker's task pipe (closed by `stop`).
+    to_worker: Option<File>,
+    /// Frames not yet taken by the pipe, from `written` on.
+    outbound: Vec<u8>,
+    written: usize,
 }
 
 impl ProcessWorker {
@@ -54,6 +75,9 @@ impl ProcessWorker {
     ) -> std::io::Result<ProcessWorker> {
         let (task_r, task_w) = pipe2(OFlag::O_CLOEXEC)?;
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
+        // The parent's end only (each end is its own open file): the supervisor never waits
+        // on a full pipe; the worker's end stays blocking.
+        fcntl(task_w.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         let mut cmd = Command::new(exe);
         cmd.env(WORKER_ENV, "1")
             .stdin(Stdio::null())
@@ -81,7 +105,8 @@ impl ProcessWorker {
                 }
                 // Only the supervisor stops workers (by closing their pipe or killing them);
                 // a group-wide SIGTERM from an init system must not cut tasks short. Ignored
-                // dispositions survive exec.
+                // until the worker catches them (`worker_main`), so that a signal arriving
+                // during exec does not kill it.
                 for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
                     libc::signal(sig, libc::SIG_IGN);
                 }
@@ -89,22 +114,30 @@ impl ProcessWorker {
             });
         }
         let child = cmd.spawn()?;
-        drop((task_r, out_w));
         let pid = child.id();
+        // The watcher keeps a write end of the result pipe for its exit marker.
+        if let Some(pidfd) = pidfd_open(pid) {
+            let marker = File::from(out_w.try_clone()?);
+            std::thread::Builder::new()
+                .name(format!("huey-watch-{pid}"))
+                .stack_size(64 << 10)
+                .spawn(move || watch_exit(pidfd, marker))?;
+        }
+        drop((task_r, out_w));
         std::thread::Builder::new()
             .name(format!("huey-reader-{pid}"))
             .spawn(move || read_worker(child, out_r, slot, gen, events))?;
         let mut worker = ProcessWorker {
             pid,
-            to_worker: Some(BufWriter::new(File::from(task_w))),
+            to_worker: Some(File::from(task_w)),
+            outbound: Vec::new(),
+            written: 0,
         };
         let setup = ToWorker::Setup {
             storage_url: storage_url.to_string(),
         };
-        // A worker that is gone already fails this write; its reader reports the exit.
-        if let Some(w) = &mut worker.to_worker {
-            let _ = write_frame(w, &setup);
-        }
+        // A URL is far below the frame limit.
+        let _ = write_frame(&mut worker.outbound, &setup);
         worker.flush();
         Ok(worker)
     }
@@ -116,22 +149,44 @@ impl ProcessWorker {
 
     /// Queue an attempt for it (buffered until [`ProcessWorker::flush`]).
     pub fn send(&mut self, job: u64, payload: &[u8]) -> Result<(), FrameError> {
+        if self.to_worker.is_none() {
+            return Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        }
         let payload = serde_bytes::Bytes::new(payload);
-        match &mut self.to_worker {
-            Some(w) => write_frame(w, &ToWorkerRef::Run { job, payload }),
-            None => Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into())),
-        }
+        write_frame(&mut self.outbound, &ToWorkerRef::Run { job, payload })
     }
 
-    /// Write what was queued, in one system call where it fits.
-    pub fn flush(&mut self) {
-        if let Some(w) = &mut self.to_worker {
-            // A failed write means the worker is gone; its reader reports the exit.
-            let _ = w.flush();
+    /// Write what was queued, in one system call where the pipe has room, never waiting for
+    /// room. Returns how many bytes are left for a later call (0 once all are written).
+    pub fn flush(&mut self) -> usize {
+        let Some(w) = &mut self.to_worker else {
+            return 0;
+        };
+        while self.written < self.outbound.len() {
+            match w.write(&self.outbound[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // The worker is gone; its reader reports the exit.
+                Err(_) => self.written = self.outbound.len(),
+            }
         }
+        if self.written == self.outbound.len() {
+            self.outbound.clear();
+            self.written = 0;
+        } else if self.written > self.outbound.len() / 2 {
+            self.outbound.drain(..self.written);
+            self.written = 0;
+        }
+        self.outbound.len() - self.written
     }
 
-    /// Close its pipe: it exits after its current attempt.
+    /// Bytes queued for the worker that the pipe has not taken yet.
+    pub fn unsent(&self) -> usize {
+        self.outbound.len() - self.written
+    }
+
+    /// Close its pipe: it exits after its current attempt (and its shutdown hooks).
     pub fn stop(&mut self) {
         self.to_worker = None;
     }
@@ -143,34 +198,41 @@ impl ProcessWorker {
     }
 }
 
+/// A pidfd for `pid`, which polls readable once the process has exited (`None` where the
+/// kernel has none: then end of file on the pipe is the only sign of its death).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; a new
+    // descriptor is owned by no one else, so wrapping it in an `OwnedFd` is sound.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd as i32))
+    }
+}
+
+/// The reader thread: forwards the worker's frames as events until the worker has exited (the
+/// exit marker its watcher writes) or its pipe ends, then reaps it and reports how it exited.
 fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: EventSink) {
+    let send = |event| {
+        let _ = events(Tagged { slot, gen, event });
+    };
     let mut r = BufReader::new(File::from(out_r));
     let mut problem = None;
     loop {
         match read_frame::<FromWorker>(&mut r) {
-            Ok(Some(FromWorker::Ready { pid })) => {
-                let _ = events(Tagged {
-                    slot,
-                    gen,
-                    event: WorkerEvent::Ready { pid },
-                });
-            }
+            Ok(Some(FromWorker::Ready { pid })) => send(WorkerEvent::Ready { pid }),
             Ok(Some(FromWorker::Done {
                 job,
                 outcome,
                 rss_kib,
-            })) => {
-                let _ = events(Tagged {
-                    slot,
-                    gen,
-                    event: WorkerEvent::Done {
-                        job,
-                        outcome,
-                        rss_kib,
-                    },
-                });
-            }
+            })) => send(WorkerEvent::Done {
+                job,
+                outcome,
+                rss_kib,
+            }),
             Ok(None) => break,
+            // The watcher writes the marker only once the process is gone; from a live worker
+            // it is a broken protocol like any other.
+            Err(FrameError::Empty) if matches!(child.try_wait(), Ok(Some(_))) => break,
             Err(e) => {
                 // A worker that breaks the protocol cannot be trusted with another task.
                 let _ = child.kill();
@@ -187,11 +249,21 @@ fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: 
         Some(p) => format!("{p}; {status}"),
         None => status,
     };
-    let _ = events(Tagged {
-        slot,
-        gen,
-        event: WorkerEvent::Exited { status },
-    });
+    send(WorkerEvent::Exited { status });
+}
+
+/// The watcher thread: waits (idle) for the worker process to exit, then writes the exit
+/// marker into its result pipe, after everything the worker wrote. The reader stops there even
+/// if a child of a task still holds the pipe open, so no end of file ever comes.
+fn watch_exit(pidfd: OwnedFd, mut marker: File) {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    while let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+        if e != nix::errno::Errno::EINTR {
+            return; // the pipe's end of file stays the sign of its death
+        }
+    }
+    // Fails only once the reader is gone (a broken protocol), when no one needs it.
+    let _ = marker.write_all(&EXIT_MARKER);
 }
 
 /// A child's exit status in words: "exited with status 1", "killed by signal 9 (SIGKILL)".
@@ -211,9 +283,33 @@ pub fn describe_exit(s: ExitStatus) -> String {
     }
 }
 
-/// Whether this process was started as a worker.
+/// Whether this process was started as a worker. The marker is taken out of the environment
+/// at once, so no subprocess of task code inherits it (and turns into a worker); call this
+/// first thing in `main`, while the process has one thread.
 pub fn is_worker() -> bool {
-    std::env::var_os(WORKER_ENV).is_some()
+    static WORKER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKER.get_or_init(|| {
+        let set = std::env::var_os(WORKER_ENV).is_some();
+        if set {
+            std::env::remove_var(WORKER_ENV);
+        }
+        set
+    })
+}
+
+/// Make the worker's process context clean for task code: the protocol descriptors close on
+/// exec (a task's subprocess neither reads the worker's tasks nor keeps its result pipe open),
+/// and the signals the supervisor set to ignored are caught instead: a worker still goes on
+/// through a group-wide SIGTERM, but exec resets caught signals to their defaults, so a task's
+/// subprocesses can be stopped.
+fn clean_context() -> std::io::Result<()> {
+    for fd in [FD_IN, FD_OUT] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
+        signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false)))?;
+    }
+    Ok(())
 }
 
 /// The worker's side: read the storage URL on fd 3 and build the app with `build`, then read
@@ -222,6 +318,10 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
     // SAFETY: the supervisor placed the two pipe ends on fds 3 and 4 before exec (see
     // `spawn`); nothing else in this process owns them, so adopting them is sound.
     let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
+    if let Err(e) = clean_context() {
+        eprintln!("huey worker {}: {e}", std::process::id());
+        return 3;
+    }
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let pid = std::process::id();

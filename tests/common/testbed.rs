@@ -13,9 +13,12 @@ use huey::{Huey, TaskContext, TaskError};
 /// `collect` (a chord callback: the sum of the members that succeeded; each run adds 1 to the
 /// counter `collect-runs`), `locked_sleep` (sleeps holding the lock `demo-lock`, whose TTL is
 /// 3 s), `record(ms)` (counts its runs per task id in storage under `runs:ID`, sleeps, returns
-/// the count), `failing(ms)` (like `record`, but fails every attempt; one retry) and
-/// `garble(len)` (writes a corrupt frame onto its worker's result pipe; process
-/// workers only). A startup hook adds 1 to the counter `worker-starts` in every worker.
+/// the count), `failing(ms)` (like `record`, but fails every attempt; one retry),
+/// `garble(len)` (writes a corrupt frame onto its worker's result pipe; process workers only)
+/// and `spawn((argv, wait))` (runs a command; with `wait`, returns its pid, exit code and
+/// stdout, without, leaves it running and returns its pid). A startup hook adds 1 to the
+/// counter `worker-starts` in every worker; a shutdown hook sleeps for the value of the counter
+/// `shutdown-sleep-ms`, then adds 1 to `worker-stops`.
 pub fn register(app: &Huey) -> huey::Result<()> {
     huey::demo::register(app)?;
     app.on_startup(|app| {
@@ -23,6 +26,14 @@ pub fn register(app: &Huey) -> huey::Result<()> {
             tracing::warn!("could not count a worker start: {e}");
         }
     });
+    app.on_shutdown(|app| {
+        let ms = app.storage().incr("shutdown-sleep-ms", 0).unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms.max(0) as u64));
+        if let Err(e) = app.storage().incr("worker-stops", 1) {
+            tracing::warn!("could not count a worker stop: {e}");
+        }
+    });
+    app.task("spawn").register(spawn)?;
     app.task("pid")
         .register(|(): ()| Ok::<_, String>(std::process::id()))?;
     app.task("panic")
@@ -85,4 +96,22 @@ fn garble(len: u32) -> Result<(), String> {
     drop(pipe);
     std::thread::sleep(Duration::from_secs(5));
     Ok(())
+}
+
+/// Run `argv`; with `wait`, to its end: (pid, exit code, stdout). Without, the child is left
+/// running (not reaped by the task) and only its pid is returned.
+fn spawn((argv, wait): (Vec<String>, bool)) -> Result<(u32, Option<i32>, String), String> {
+    let (exe, args) = argv.split_first().ok_or("an empty command")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    if !wait {
+        let child = cmd.spawn().map_err(|e| e.to_string())?;
+        return Ok((child.id(), None, String::new()));
+    }
+    cmd.stdout(std::process::Stdio::piped());
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    let pid = child.id();
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok((pid, out.status.code(), stdout))
 }

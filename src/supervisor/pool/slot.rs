@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::supervisor::dispatcher::Job;
+use crate::supervisor::dispatcher::{Job, PIPE_BYTES};
 use crate::worker::process::ProcessWorker;
 use crate::worker::thread::ThreadWorker;
 
@@ -48,6 +48,18 @@ impl Slot {
         }
     }
 
+    /// Whether it takes a job of `size` bytes now: it has room for another job, and the job
+    /// either runs at once or fits in the pipe's byte budget behind the running one (a large
+    /// frame never waits in a pipe behind a task that may turn out long).
+    pub(super) fn takes(&self, depth: usize, size: usize) -> bool {
+        self.room(depth) > 0 && (self.jobs.is_empty() || self.queued_bytes() + size <= PIPE_BYTES)
+    }
+
+    /// Bytes of the jobs waiting behind the running one.
+    fn queued_bytes(&self) -> usize {
+        self.jobs.iter().skip(1).map(|j| j.payload.len()).sum()
+    }
+
     /// Not removed for good.
     pub(super) fn live(&self) -> bool {
         !matches!(self.state, State::Down { respawn_at: None })
@@ -71,7 +83,14 @@ impl Slot {
     /// the job back if the worker is gone.
     pub(super) fn push(&mut self, job: Box<Job>) -> Result<bool, Box<Job>> {
         let sent = match &mut self.worker {
-            Some(Worker::Process(p)) => p.send(job.id, &job.payload).is_ok(),
+            // A payload decoded from storage is within the message limit, so its frame fits.
+            Some(Worker::Process(p)) => match p.send(job.id, &job.payload) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(id = %job.msg.id, "could not hand a task to worker {}: {e}", p.pid());
+                    false
+                }
+            },
             Some(Worker::Thread(t)) => t.send(job.id, job.msg.clone()),
             None => false,
         };

@@ -152,7 +152,7 @@ fn a_task_past_its_timeout_ends_and_the_jobs_behind_it_are_given_back_in_order()
     pool.add();
     until(&mut pool, &rx, |p| p.room(3) == 3);
     for id in 1..=3 {
-        let i = pool.emptiest(3).expect("room");
+        let i = pool.emptiest(3, 0).expect("room");
         pool.hand_over(i, job(id, "block", &(), Some(50)))
             .unwrap_or_else(|_| panic!("the worker is up"));
     }
@@ -176,4 +176,35 @@ fn a_task_past_its_timeout_ends_and_the_jobs_behind_it_are_given_back_in_order()
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
     until(&mut pool, &rx, |p| p.room(1) == 1);
+}
+
+#[test]
+fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
+    use crate::supervisor::dispatcher::PIPE_BYTES;
+    let app = Huey::open("pool", "memory:").unwrap();
+    let (mut pool, _rx) = pool(&app, Config::default());
+    pool.slots.push(Slot {
+        gen: 1,
+        worker: None,
+        state: State::Up,
+        jobs: VecDeque::new(),
+        tasks_run: 0,
+        quick_deaths: 0,
+        recycle: false,
+        retired: false,
+    });
+    assert_eq!(pool.emptiest(8, 10 * PIPE_BYTES), Some(0), "idle: any size");
+    pool.slots[0].jobs.push_back(job(1, "long", &(), None));
+    assert_eq!(
+        pool.emptiest(8, PIPE_BYTES + 1),
+        None,
+        "not behind a running job"
+    );
+    let fits = job(2, "small", &vec![0u8; PIPE_BYTES / 2], None);
+    let size = fits.payload.len();
+    assert_eq!(pool.emptiest(8, size), Some(0));
+    pool.slots[0].jobs.push_back(fits);
+    assert_eq!(pool.emptiest(8, size), None, "the budget is spent");
+    assert_eq!(pool.emptiest(8, 100), Some(0), "small ones still fit");
+    assert_eq!(pool.emptiest(2, 100), None, "and the depth holds too");
 }
