@@ -309,3 +309,131 @@ fn no_worker_is_spawned_once_stopping() {
     assert!(most <= 1, "{most} workers while stopping: {}", h.log());
     assert_eq!(app.storage().incr("worker-starts", 0).unwrap(), starts);
 }
+
+/// Whether a process is gone, or a zombie nobody has reaped yet.
+fn dead(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn a_timed_out_task_leaves_no_child_behind() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("echo $$ > {}; exec sleep 120", pidfile.display());
+    let argv: Vec<String> = ["sh", "-c", &script]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let r = spawn_task(&app)
+        .call((argv, true))
+        .timeout(Duration::from_secs(1))
+        .enqueue()
+        .unwrap();
+    match r.wait(LONG) {
+        Err(Error::Task(e)) => assert_eq!(e.kind, FailureKind::Timeout),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(LONG, || dead(pid)),
+        "the task's child {pid} outlived its killed worker"
+    );
+}
+
+#[test]
+fn a_second_stop_signal_cuts_the_wait_for_shutdown_hooks() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    app.storage().incr("shutdown-sleep-ms", 60_000).unwrap();
+    let mut h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
+    h.wait_workers(1, LONG);
+    h.signal(Signal::SIGTERM);
+    assert!(h.wait_log("stopping gracefully", LONG));
+    let second = Instant::now();
+    h.signal(Signal::SIGTERM);
+    assert!(h.wait_exit(LONG).is_some(), "it exits");
+    // Waiting out the hook would take the whole bounded wait (10 s).
+    assert!(
+        second.elapsed() < Duration::from_secs(8),
+        "took {:?} after the second signal: {}",
+        second.elapsed(),
+        h.log()
+    );
+}
+
+#[test]
+fn a_task_cut_short_by_a_second_signal_is_not_left_leased_on_thread_workers() {
+    let b = Backend::redis();
+    let app = b.app();
+    let sleep: Task<u64, u64> = Task::from_name(&app, "sleep").unwrap();
+    for _ in 0..3 {
+        let mut h = Hueyd::testbed(&b.url(), &["-k", "thread", "-w", "2"]);
+        sleep.enqueue(20_000).unwrap();
+        assert!(h.wait_log("task=sleep", LONG), "{}", h.log());
+        h.signal(Signal::SIGTERM);
+        assert!(h.wait_log("stopping gracefully", LONG));
+        h.signal(Signal::SIGTERM);
+        assert!(h.wait_exit(LONG).is_some());
+        let c = app.storage().counts().unwrap();
+        assert_eq!((c.in_flight, c.ready), (0, 1), "{}", h.log());
+        app.storage()
+            .flush(huey::storage::Flush {
+                queue: true,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_worker_started_by_hand_is_a_clear_usage_error() {
+    let out = std::process::Command::new(testbed_exe())
+        .arg("status")
+        .env("HUEY_WORKER", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HUEY_WORKER"), "{err}");
+}
+
+#[test]
+fn a_result_too_large_for_a_frame_fails_the_task_and_the_worker_goes_on() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
+    let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
+    let before = pid.enqueue(()).unwrap().wait(LONG).unwrap();
+    let script = "head -c 70000000 /dev/zero | tr '\\0' x".to_string();
+    let argv: Vec<String> = vec!["sh".into(), "-c".into(), script];
+    match spawn_task(&app).enqueue((argv, true)).unwrap().wait(LONG) {
+        Err(Error::Task(e)) => {
+            assert_eq!(e.kind, FailureKind::Error);
+            assert!(e.message.contains("over the"), "{}", e.message);
+        }
+        other => panic!(
+            "expected a failure, got {:?}",
+            other.map(|(p, c, o)| (p, c, o.len()))
+        ),
+    }
+    assert_eq!(
+        pid.enqueue(()).unwrap().wait(LONG).unwrap(),
+        before,
+        "the same worker"
+    );
+}

@@ -33,7 +33,7 @@ use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use dispatcher::{Dispatcher, Fetched};
 use outbox::Outbox;
-use pool::{Ended, Pool, Returns};
+use pool::{Ended, Exiting, Pool, Returns};
 use scheduler::Scheduler;
 use signals::{Pending, Signals};
 use ticker::Ticker;
@@ -259,7 +259,7 @@ impl Supervisor {
         } else {
             Stopped::Graceful
         };
-        self.shutdown();
+        self.shutdown(&mut signals);
         Ok((outcome, self.stats))
     }
 
@@ -403,11 +403,11 @@ impl Supervisor {
         false
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self, signals: &mut Signals) {
         self.dispatcher.release_waiting(&self.app);
         let exiting = self.pool.stop_all();
         self.outbox.drain(&self.app);
-        self.await_exits(exiting);
+        self.await_exits(exiting, signals);
         tracing::info!(
             completed = self.stats.completed,
             failed = self.stats.failed,
@@ -420,25 +420,39 @@ impl Supervisor {
 }
 
 impl Supervisor {
-    /// Wait (at most [`EXIT_WAIT`]) for the stopped process workers to exit: they run their
-    /// shutdown hooks first, which the parent-death signal would cut short.
-    fn await_exits(&mut self, mut exiting: Vec<(usize, u64)>) {
+    /// Wait (at most [`EXIT_WAIT`]) for the stopped process workers to exit — they run their
+    /// shutdown hooks first, which the parent-death signal would cut short — and for a fetch
+    /// still on its way, whose messages are then released rather than left leased. Another
+    /// stop signal meanwhile ends the wait at once: the workers left are killed.
+    fn await_exits(&mut self, mut exiting: Vec<Exiting>, signals: &mut Signals) {
         let end = Instant::now() + EXIT_WAIT;
-        while !exiting.is_empty() {
+        let stops = signals.poll().stops;
+        // A second stop signal (or any, after a stop asked for by a handle) means "at once".
+        let at_once = |p: Pending| p.stops >= 2 || p.stops > stops;
+        while !exiting.is_empty() || self.dispatcher.fetch_outstanding() {
             let left = end.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+            if left.is_zero() {
+                exiting.iter().for_each(Exiting::kill);
+                tracing::warn!(
+                    workers = exiting.len(),
+                    "shutdown hooks still running at exit"
+                );
+                return;
+            }
+            if !exiting.is_empty() && (self.immediate || at_once(signals.poll())) {
+                // Stop at once: the workers go, the fetch on its way is still waited for
+                // (a blocking dequeue, at most `poll_wait`) so what it leases is released.
+                exiting.iter().for_each(Exiting::kill);
+                tracing::warn!(workers = exiting.len(), "shutdown hooks cut short");
+                exiting.clear();
+            }
+            match self.rx.recv_timeout(left.min(TURN)) {
                 Ok(Input::Worker(t)) if matches!(t.event, WorkerEvent::Exited { .. }) => {
-                    exiting.retain(|&w| w != (t.slot, t.gen));
+                    exiting.retain(|w| (w.slot, w.gen) != (t.slot, t.gen));
                 }
                 Ok(Input::Fetched(f)) => self.dispatcher.on_fetched(&self.app, f, &mut self.outbox),
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(
-                        workers = exiting.len(),
-                        "workers still running their shutdown hooks at exit"
-                    );
-                    return;
-                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }

@@ -527,16 +527,35 @@ impl Pool {
     /// Close every worker's pipe: process workers run their shutdown hooks and exit, thread
     /// workers end after their task. Returns the (slot, generation) of each process worker
     /// whose exit is to be awaited; their other events are ignored from now on.
-    pub fn stop_all(&mut self) -> Vec<(usize, u64)> {
+    pub fn stop_all(&mut self) -> Vec<Exiting> {
         let mut exiting = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if matches!(s.worker, Some(Worker::Process(_))) {
-                exiting.push((i, s.gen));
+            if let Some(Worker::Process(p)) = &s.worker {
+                exiting.push(Exiting {
+                    slot: i,
+                    gen: s.gen,
+                    pid: p.pid(),
+                });
             }
             s.stop_worker(false);
             s.gen += 1;
         }
         exiting
+    }
+}
+
+/// A process worker told to stop, until its exit is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Exiting {
+    pub slot: usize,
+    pub gen: u64,
+    pub pid: u32,
+}
+
+impl Exiting {
+    /// SIGKILL it and its process group (what its tasks started).
+    pub fn kill(&self) {
+        crate::worker::process::kill_group(self.pid);
     }
 }
 

@@ -35,11 +35,12 @@ use std::sync::Arc;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::stat::{fstat, SFlag};
 use nix::unistd::{pipe2, Pid};
 
 use super::ipc::{
-    read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef, EXIT_MARKER,
+    read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef, EXIT_MARKER, MAX_FRAME,
 };
 use super::{rss_kib, EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
@@ -191,11 +192,21 @@ impl ProcessWorker {
         self.to_worker = None;
     }
 
-    /// SIGKILL it (its reader thread reaps it and reports the exit).
+    /// SIGKILL it and whatever its task started in its process group (the worker leads one),
+    /// so a timed-out or revoked task leaves no orphans behind (its reader thread reaps the
+    /// worker and reports the exit).
     pub fn kill(&mut self) {
         self.to_worker = None;
-        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        kill_group(self.pid);
     }
+}
+
+/// SIGKILL a worker and its process group: the worker leads one, so this also ends what its
+/// task started there.
+pub(crate) fn kill_group(pid: u32) {
+    let pid = Pid::from_raw(pid as i32);
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
 }
 
 /// A pidfd for `pid`, which polls readable once the process has exited (`None` where the
@@ -302,6 +313,12 @@ pub fn is_worker() -> bool {
 /// and the signals the supervisor set to ignored are caught instead: a worker still goes on
 /// through a group-wide SIGTERM, but exec resets caught signals to their defaults, so a task's
 /// subprocesses can be stopped.
+/// Whether `fd` is open and a pipe.
+fn is_pipe(fd: i32) -> bool {
+    fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
+}
+
 fn clean_context() -> std::io::Result<()> {
     for fd in [FD_IN, FD_OUT] {
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
@@ -315,8 +332,16 @@ fn clean_context() -> std::io::Result<()> {
 /// The worker's side: read the storage URL on fd 3 and build the app with `build`, then read
 /// attempts, run them and answer on fd 4, until end of file. Returns the process exit code.
 pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
+    if ![FD_IN, FD_OUT].iter().all(|&fd| is_pipe(fd)) {
+        eprintln!(
+            "{WORKER_ENV} is set, but this process was not started by a supervisor (fds {FD_IN} \
+             and {FD_OUT} are not its pipes): unset {WORKER_ENV} to run the command line"
+        );
+        return 2;
+    }
     // SAFETY: the supervisor placed the two pipe ends on fds 3 and 4 before exec (see
-    // `spawn`); nothing else in this process owns them, so adopting them is sound.
+    // `spawn`), and both were just checked to be pipes; nothing else in this process owns
+    // them, so adopting them is sound.
     let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
     if let Err(e) = clean_context() {
         eprintln!("huey worker {}: {e}", std::process::id());
@@ -374,18 +399,40 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
             Ok(msg) => app.run_attempt(&msg),
             Err(e) => Err(Failure::new(FailureKind::Undecodable, e.to_string())),
         };
-        let done = FromWorker::Done {
-            job,
-            outcome,
-            rss_kib: rss_kib(),
-        };
         // Answer before starting the next attempt: the supervisor times the running attempt
         // from this answer, so holding it back behind a long task would be wrong.
-        if write_frame(&mut output, &done)
-            .and_then(|()| output.flush().map_err(FrameError::from))
-            .is_err()
-        {
+        if answer(&mut output, job, outcome).is_err() {
             return 1;
         }
     }
+}
+
+/// Send an attempt's outcome. A result too large for a frame (nothing of it is written) is
+/// answered as a failure that says so, instead of killing the worker.
+fn answer(
+    output: &mut impl Write,
+    job: u64,
+    outcome: std::result::Result<crate::message::Output, Failure>,
+) -> std::result::Result<(), FrameError> {
+    let done = FromWorker::Done {
+        job,
+        outcome,
+        rss_kib: rss_kib(),
+    };
+    match write_frame(output, &done) {
+        Err(FrameError::TooLarge(n)) => {
+            let f = Failure::new(
+                FailureKind::Error,
+                format!("its result is {n} bytes encoded, over the {MAX_FRAME}-byte limit of a worker's answer"),
+            );
+            let failed = FromWorker::Done {
+                job,
+                outcome: Err(f),
+                rss_kib: rss_kib(),
+            };
+            write_frame(output, &failed)?;
+        }
+        other => other?,
+    }
+    output.flush().map_err(FrameError::from)
 }

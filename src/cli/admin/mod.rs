@@ -214,10 +214,8 @@ fn print_messages(items: Vec<Value>, as_json: bool) {
     }
     for v in items {
         if let Some(e) = v.get("undecodable") {
-            out.line(format!(
-                "(undecodable message: {})",
-                e.as_str().unwrap_or("")
-            ));
+            // The error says "undecodable message: …" itself.
+            out.line(format!("({})", e.as_str().unwrap_or("")));
             continue;
         }
         let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
