@@ -73,12 +73,16 @@ end
 local now = now_ms()
 local i = 2
 local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
--- A fenced batch is written only while its lease is held; the ack is the test.
+-- A fenced batch is written only while its lease is held; the ack is the test. The acks
+-- themselves are made in two variadic calls at the end (`acked`), and a lease seen once in this
+-- call is not held for a second batch of the same call.
+local acked, acked_msgs, fenced = {}, {}, {}
 local function fence(lease)
   if lease == '' then return true end
-  if not redis.call('ZSCORE', K_LEASES, lease) then return false end
-  redis.call('ZREM', K_LEASES, lease)
-  redis.call('HDEL', K_MSG, sub(lease, 1, 16))
+  if fenced[lease] or not redis.call('ZSCORE', K_LEASES, lease) then return false end
+  fenced[lease] = true
+  acked[#acked + 1] = lease
+  acked_msgs[#acked_msgs + 1] = sub(lease, 1, 16)
   return true
 end
 local function enqueue(n)
@@ -170,6 +174,10 @@ for b = 1, count() do
       i = i + n * sec[2]
     end
   end
+end
+if #acked > 0 then
+  chunked('ZREM', K_LEASES, acked)
+  chunked('HDEL', K_MSG, acked_msgs)
 end
 if results_written then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now)) end
 flush_dead(now)
