@@ -171,9 +171,7 @@ pub(super) fn count_chord(
         delete.execute(params![CHORD_ITEM, member(i)])?;
     }
     delete.execute(params![CHORD_COUNT, c.chord])?;
-    // Marks stay until they expire, so a member that runs again is not counted again; the
-    // expired chord entries of every chord go now.
-    tx.prepare_cached("DELETE FROM kv WHERE ns IN (?1, ?2) AND expires <= ?3")?
-        .execute(params![CHORD_MARK, CHORD_ITEM, now])?;
+    // Marks stay until they expire, so a member that runs again is not counted again; expired
+    // ones go with the consumer's purge (indexed by expiry), never by a scan here.
     Ok(Some(ready))
 }
