@@ -181,19 +181,10 @@ fn a_task_subprocess_can_be_stopped_by_sigterm() {
         .wait(LONG)
         .unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
-    // Dead: gone, or a zombie its worker has not reaped.
-    let dead = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true)
-    };
-    assert!(wait_until(Duration::from_secs(10), dead), "SIGTERM ignored");
+    assert!(
+        wait_until(Duration::from_secs(10), || dead(pid)),
+        "SIGTERM ignored"
+    );
 }
 
 /// A message nested `levels` deep through `on_complete`, as raw bytes (no deep value is built).
