@@ -59,12 +59,19 @@ fn large_frames_queued_behind_a_long_task_never_block_the_supervisor() {
         .enqueue_many(std::iter::repeat_n(big.clone(), 12))
         .unwrap();
     assert!(h.wait_log("task=sleep", LONG), "{}", h.log());
-    std::thread::sleep(Duration::from_millis(300)); // the echoes reach the worker's pipe
+    // Every echo leased: they are on their way into the busy worker's pipe.
+    assert!(wait_until(LONG, || app
+        .storage()
+        .counts()
+        .unwrap()
+        .in_flight
+        == 13));
     let sent = Instant::now();
     h.signal(Signal::SIGTERM);
+    // Blocked on the pipe, the supervisor handled it only once the 30 s task ended.
     assert!(
-        h.wait_log("stopping gracefully", Duration::from_secs(3)),
-        "SIGTERM not handled within 3 s: {}",
+        h.wait_log("stopping gracefully", Duration::from_secs(8)),
+        "SIGTERM not handled within 8 s: {}",
         h.log()
     );
     println!("SIGTERM handled after {:?}", sent.elapsed());

@@ -58,23 +58,10 @@ pub fn register(app: &Huey) -> huey::Result<()> {
         })?;
     app.task("record")
         .retries(5)
-        .register_with_context(|ms: u64, ctx: &TaskContext| {
-            let runs = ctx
-                .app()
-                .storage()
-                .incr(&format!("runs:{}", ctx.id()), 1)
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(ms));
-            Ok::<_, String>(runs as u32)
-        })?;
+        .register_with_context(|ms: u64, ctx: &TaskContext| count_run(ms, ctx))?;
     app.task("failing").retries(1).register_with_context(
         |ms: u64, ctx: &TaskContext| -> Result<u32, String> {
-            let runs = ctx
-                .app()
-                .storage()
-                .incr(&format!("runs:{}", ctx.id()), 1)
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(ms));
+            let runs = count_run(ms, ctx)?;
             Err(format!("run {runs} failed on purpose"))
         },
     )?;
@@ -114,4 +101,15 @@ fn spawn((argv, wait): (Vec<String>, bool)) -> Result<(u32, Option<i32>, String)
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     Ok((pid, out.status.code(), stdout))
+}
+
+/// Count one more run of this task id in storage (`runs:<id>`), then take `ms`.
+fn count_run(ms: u64, ctx: &TaskContext) -> Result<u32, String> {
+    let runs = ctx
+        .app()
+        .storage()
+        .incr(&format!("runs:{}", ctx.id()), 1)
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(runs as u32)
 }
