@@ -185,7 +185,8 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        self.slots.push(Slot::new(self.concurrency, now));
+        let futures = self.kind == WorkerKind::Async;
+        self.slots.push(Slot::new(self.concurrency, futures, now));
         self.spawn(self.slots.len() - 1, now);
     }
 

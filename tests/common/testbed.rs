@@ -119,9 +119,12 @@ fn count_run(ms: u64, ctx: &TaskContext) -> Result<u32, String> {
 /// The async tasks: `async_sleep(ms)`, `async_record(ms)` and `async_failing(ms)` (as `record`
 /// and `failing`, waiting on a timer), `async_locked_sleep(ms)` (holds `demo-lock` like
 /// `locked_sleep`), `async_pid` (the pid of the process that ran it), `async_panic`,
-/// `async_touch((path, ms))` (waits, then creates the file: a cancelled attempt never does) and
+/// `async_touch((path, ms))` (waits, then creates the file and returns `ms`: a cancelled
+/// attempt never does) and
 /// `in_flight(ms)` (adds 1 to the counter `in-flight` for `ms`; returns the count it saw on
-/// arrival, so the largest answer is the most that ran at once).
+/// arrival, so the largest answer is the most that ran at once) and `async_block(ms)` (a
+/// broken async task: it blocks its runtime thread for `ms` without ever yielding, so it
+/// cannot be cancelled in the meantime).
 pub fn register_async(app: &Huey) -> huey::Result<()> {
     app.task("async_sleep")
         .register_async(|ms: u64| async move {
@@ -163,7 +166,12 @@ pub fn register_async(app: &Huey) -> huey::Result<()> {
         .register_async(|(path, ms): (String, u64)| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             std::fs::write(&path, b"done").map_err(|e| e.to_string())?;
-            Ok::<_, String>(())
+            Ok::<_, String>(ms)
+        })?;
+    app.task("async_block")
+        .register_async(|ms: u64| async move {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok::<_, String>(ms)
         })?;
     app.task("in_flight")
         .register_async_with_context(|ms: u64, ctx: TaskContext| async move {

@@ -38,6 +38,8 @@ pub(super) struct Slot {
     pub(super) state: State,
     /// How many attempts its worker runs at once.
     pub(super) concurrency: usize,
+    /// Its worker runs attempts as futures, which it cancels one by one.
+    pub(super) futures: bool,
     /// The running jobs, by job id.
     pub(super) running: BTreeMap<u64, Box<Job>>,
     /// Jobs waiting in the pipe of a worker that runs one at a time, in order.
@@ -54,8 +56,9 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    /// An empty slot whose workers run `concurrency` attempts at once.
-    pub(super) fn new(concurrency: usize, now: Instant) -> Slot {
+    /// An empty slot whose workers run `concurrency` attempts at once (as futures, or one by
+    /// one).
+    pub(super) fn new(concurrency: usize, futures: bool, now: Instant) -> Slot {
         Slot {
             gen: 0,
             worker: None,
@@ -63,6 +66,7 @@ impl Slot {
                 respawn_at: Some(now),
             },
             concurrency: concurrency.max(1),
+            futures: futures || concurrency > 1,
             running: BTreeMap::new(),
             queued: VecDeque::new(),
             cancelling: HashMap::new(),
@@ -73,9 +77,10 @@ impl Slot {
         }
     }
 
-    /// Whether its worker runs many attempts at once (and cancels them one by one).
+    /// Whether its worker runs attempts as futures: it starts every job it is handed at once,
+    /// ends them in any order, and cancels them one by one.
     pub(super) fn concurrent(&self) -> bool {
-        self.concurrency > 1
+        self.futures
     }
 
     /// How many more jobs it takes: a concurrent worker up to its concurrency, a sequential

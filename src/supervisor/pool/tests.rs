@@ -183,7 +183,7 @@ fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
     use crate::supervisor::dispatcher::PIPE_BYTES;
     let app = Huey::open("pool", "memory:").unwrap();
     let (mut pool, _rx) = pool(&app, Config::default());
-    let mut slot = Slot::new(1, Instant::now());
+    let mut slot = Slot::new(1, false, Instant::now());
     (slot.gen, slot.state) = (1, State::Up);
     pool.slots.push(slot);
     assert_eq!(pool.emptiest(8, 10 * PIPE_BYTES), Some(0), "idle: any size");

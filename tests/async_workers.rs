@@ -1,0 +1,266 @@
+//! Async workers with real consumers: `-k async` (futures on one runtime in the consumer) and
+//! `-k process --concurrency N` (a runtime in each worker process). A timed-out or revoked
+//! attempt is cancelled — its future dropped, so what it would have done after that point never
+//! happens — while its worker stays up and runs the next task; a stop cancels what still runs
+//! at its deadline without counting a delivery; many attempts really run at once.
+
+#[macro_use]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::hueyd::{wait_until, Backend, Hueyd, Kind};
+use huey::{Error, FailureKind, Huey, Task};
+use nix::sys::signal::Signal;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn task<A: 'static, R: 'static>(app: &Huey, name: &str) -> Task<A, R> {
+    Task::from_name(app, name).unwrap()
+}
+
+fn touch(app: &Huey) -> Task<(String, u64), u64> {
+    task(app, "async_touch")
+}
+
+/// The pid of the process that runs this kind's tasks (the same one before and after a
+/// cancellation is the proof that nothing was killed).
+fn runner_pid(app: &Huey) -> u32 {
+    let pid: Task<(), u32> = task(app, "async_pid");
+    pid.enqueue(()).unwrap().wait(LONG).unwrap()
+}
+
+/// The failure an attempt ended with.
+fn failure<R: serde::de::DeserializeOwned + std::fmt::Debug>(
+    r: &huey::TaskResult<R>,
+    h: &Hueyd,
+) -> huey::TaskError {
+    match r.wait(LONG) {
+        Err(Error::Task(e)) => e,
+        other => panic!("expected a task failure, got {other:?}: {}", h.log()),
+    }
+}
+
+/// Run a file-writing task that takes `ms`; once its file exists, any earlier task's write
+/// point that is due before it has passed.
+fn touch_and_wait(app: &Huey, dir: &Path, name: &str, ms: u64) {
+    let path = dir.join(name);
+    touch(app)
+        .enqueue((path.display().to_string(), ms))
+        .unwrap()
+        .wait(LONG)
+        .unwrap();
+    assert!(path.exists());
+}
+
+fn a_timed_out_async_task_is_cancelled_and_its_worker_goes_on(kind: Kind) {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = kind.testbed(&b.url(), &["-w", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let before = runner_pid(&app);
+    let late = dir.path().join("late");
+    let r = touch(&app)
+        .call((late.display().to_string(), 1500))
+        .timeout(Duration::from_millis(300))
+        .enqueue()
+        .unwrap();
+    let e = failure(&r, &h);
+    assert_eq!(e.kind, FailureKind::Timeout, "{e}");
+    assert!(e.message.contains("future was dropped"), "{e}");
+    // Starts after the timeout and takes longer than what was left of the cancelled one.
+    touch_and_wait(&app, dir.path(), "after", 1500);
+    assert!(
+        !late.exists(),
+        "the cancelled attempt went on after its timeout"
+    );
+    assert_eq!(runner_pid(&app), before, "no process was killed");
+    if kind.is_process() {
+        assert_eq!(h.workers(), vec![before as i32]);
+    }
+}
+
+#[test]
+fn a_timed_out_async_task_is_cancelled_on_an_async_worker() {
+    a_timed_out_async_task_is_cancelled_and_its_worker_goes_on(Kind::Async);
+}
+
+#[test]
+fn a_timed_out_async_task_is_cancelled_in_a_concurrent_process_worker() {
+    a_timed_out_async_task_is_cancelled_and_its_worker_goes_on(Kind::ProcessConcurrent);
+}
+
+fn a_revoked_running_async_task_is_cancelled_and_its_worker_goes_on(b: Backend, kind: Kind) {
+    let app = b.app();
+    let h = kind.testbed(&b.url(), &["-w", "1", "-c", "0.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let before = runner_pid(&app);
+    let late = dir.path().join("late");
+    let r = touch(&app)
+        .enqueue((late.display().to_string(), 3000))
+        .unwrap();
+    assert!(
+        h.wait_log(&format!("id={}", r.id()), LONG),
+        "never started: {}",
+        h.log()
+    );
+    r.revoke().unwrap();
+    let e = failure(&r, &h);
+    assert_eq!(e.kind, FailureKind::Revoked, "{e}");
+    assert!(e.message.contains("future was dropped"), "{e}");
+    touch_and_wait(&app, dir.path(), "after", 3000);
+    assert!(!late.exists(), "the revoked attempt went on");
+    assert_eq!(runner_pid(&app), before, "no process was killed");
+    if kind.is_process() {
+        assert_eq!(h.workers(), vec![before as i32]);
+    }
+}
+
+#[test]
+fn a_revoked_running_async_task_is_cancelled_on_an_async_worker() {
+    a_revoked_running_async_task_is_cancelled_and_its_worker_goes_on(
+        Backend::sqlite(),
+        Kind::Async,
+    );
+}
+
+#[test]
+fn a_revoked_running_async_task_is_cancelled_in_a_concurrent_process_worker() {
+    a_revoked_running_async_task_is_cancelled_and_its_worker_goes_on(
+        Backend::redis(),
+        Kind::ProcessConcurrent,
+    );
+}
+
+#[test]
+fn an_async_task_that_never_yields_is_ended_by_killing_its_process_after_a_grace() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = Kind::ProcessConcurrent.testbed(&b.url(), &["-w", "1"]);
+    let before = runner_pid(&app);
+    let block: Task<u64, u64> = task(&app, "async_block");
+    let r = block
+        .call(120_000)
+        .timeout(Duration::from_millis(200))
+        .enqueue()
+        .unwrap();
+    let e = failure(&r, &h);
+    assert_eq!(e.kind, FailureKind::Timeout, "{e}");
+    assert!(e.message.contains("did not stop"), "{e}");
+    let after = runner_pid(&app);
+    assert_ne!(after, before, "the stuck worker was replaced");
+}
+
+#[test]
+fn a_sync_task_past_its_timeout_on_an_async_worker_is_abandoned_and_others_go_on() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = Kind::Async.testbed(&b.url(), &["-w", "4"]);
+    let before = runner_pid(&app);
+    let sleep: Task<u64, u64> = task(&app, "sleep");
+    let r = sleep
+        .call(20_000)
+        .timeout(Duration::from_millis(300))
+        .enqueue()
+        .unwrap();
+    let e = failure(&r, &h);
+    assert_eq!(e.kind, FailureKind::Timeout, "{e}");
+    assert!(e.message.contains("thread was abandoned"), "{e}");
+    assert_eq!(sleep.enqueue(1).unwrap().wait(LONG).unwrap(), 1);
+    assert_eq!(runner_pid(&app), before);
+}
+
+#[test]
+fn sync_tasks_on_an_async_worker_do_not_hold_up_its_futures() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = Kind::Async.testbed(&b.url(), &["-w", "16"]);
+    let sleep: Task<u64, u64> = task(&app, "sleep");
+    let cpu: Task<u64, u64> = task(&app, "cpu");
+    // Busy threads: more sync tasks than the machine has cores.
+    let blocked = sleep
+        .enqueue_many([15_000, 15_000, 15_000, 15_000])
+        .unwrap();
+    let spinning = cpu.enqueue_many([4_000_000_000, 4_000_000_000]).unwrap();
+    assert!(wait_until(LONG, || h.log().matches("task started").count() == 6));
+    let quick: Task<u64, u64> = task(&app, "async_sleep");
+    for r in quick.enqueue_many((0..8).map(|_| 10)).unwrap() {
+        assert_eq!(r.wait(LONG).unwrap(), 10);
+    }
+    let still_running = blocked.iter().chain(&spinning);
+    assert!(
+        still_running.into_iter().all(|r| !r.is_ready().unwrap()),
+        "the async tasks finished while the sync ones ran"
+    );
+}
+
+fn many_attempts_run_at_once(args: &[&str], tasks: usize, at_least: i64) {
+    let b = Backend::redis();
+    let app = b.app();
+    let h = Hueyd::testbed(&b.url(), args);
+    let in_flight: Task<u64, i64> = task(&app, "in_flight");
+    let rs = in_flight
+        .enqueue_many(std::iter::repeat_n(500, tasks))
+        .unwrap();
+    let seen: Vec<i64> = rs
+        .iter()
+        .map(|r| r.wait(LONG).unwrap_or_else(|e| panic!("{e}: {}", h.log())))
+        .collect();
+    let most = seen.iter().copied().max().unwrap();
+    assert!(most >= at_least, "at most {most} at once");
+    assert_eq!(app.storage().incr("in-flight", 0).unwrap(), 0);
+}
+
+#[test]
+fn an_async_worker_runs_hundreds_of_attempts_at_once() {
+    many_attempts_run_at_once(&["-k", "async", "-w", "500", "-q"], 500, 250);
+}
+
+#[test]
+fn concurrent_process_workers_run_their_concurrency_each_at_once() {
+    let args = ["-k", "process", "-w", "2", "--concurrency", "64", "-q"];
+    many_attempts_run_at_once(&args, 256, 64);
+}
+
+fn a_stop_cancels_running_futures_and_releases_them_without_counting_a_delivery(kind: Kind) {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let args = ["-w", "4", "--stop-timeout", "0.3", "--max-deliveries", "1"];
+    let mut h = kind.testbed(&b.url(), &args);
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<String> = (0..2)
+        .map(|i| dir.path().join(format!("f{i}")).display().to_string())
+        .collect();
+    let rs = touch(&app)
+        .enqueue_many(paths.iter().map(|p| (p.clone(), 3000)))
+        .unwrap();
+    assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
+    h.signal(Signal::SIGTERM);
+    let status = h.wait_exit(LONG).expect("exits");
+    assert!(status.success(), "{status:?}: {}", h.log());
+    assert!(
+        rs.iter().all(|r| !r.is_ready().unwrap()),
+        "not acknowledged"
+    );
+    assert_eq!(app.storage().counts().unwrap().ready, 2, "released");
+    // One delivery allowed: had the cancelled one counted, they would be dead-lettered now.
+    let _h2 = kind.testbed(&b.url(), &args);
+    for r in &rs {
+        r.wait(LONG).unwrap();
+    }
+    assert!(paths.iter().all(|p| Path::new(p).exists()));
+    assert_eq!(app.storage().counts().unwrap().dead, 0);
+}
+
+#[test]
+fn a_stop_cancels_running_futures_on_an_async_worker() {
+    a_stop_cancels_running_futures_and_releases_them_without_counting_a_delivery(Kind::Async);
+}
+
+#[test]
+fn a_stop_cancels_running_futures_in_concurrent_process_workers() {
+    a_stop_cancels_running_futures_and_releases_them_without_counting_a_delivery(
+        Kind::ProcessConcurrent,
+    );
+}
