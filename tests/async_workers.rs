@@ -264,3 +264,61 @@ fn a_stop_cancels_running_futures_in_concurrent_process_workers() {
         Kind::ProcessConcurrent,
     );
 }
+
+fn workflows_of_async_tasks_run_on_concurrent_workers(kind: Kind) {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = kind.testbed(&b.url(), &["-w", "2"]);
+    let add: Task<(i64, i64), i64> = task(&app, "async_add");
+    // A pipeline, and a chord whose sync callback sums async members.
+    let p = add
+        .s((1, 2))
+        .then(&add, 10)
+        .then(&add, 100)
+        .enqueue()
+        .unwrap();
+    assert_eq!(p.wait(LONG).unwrap(), 113);
+    let collect: Task<Vec<Result<i64, huey::TaskError>>, i64> = task(&app, "collect");
+    let chord = add
+        .map((0..20).map(|i| (i, 1)))
+        .then_with(&collect)
+        .enqueue()
+        .unwrap();
+    assert_eq!(chord.callback.wait(LONG).unwrap(), (1..=20).sum::<i64>());
+    // Retries: one retry, then the failure is final; each run counted.
+    let failing: Task<u64, u32> = task(&app, "async_failing");
+    let r = failing.enqueue(10).unwrap();
+    assert_eq!(failure(&r, &h).kind, FailureKind::Error);
+    let runs = app.storage().incr(&format!("runs:{}", r.id()), 0).unwrap();
+    assert_eq!(runs, 2, "one attempt and one retry");
+    // A lock held elsewhere makes the attempt fail as locked; released, it runs.
+    let locked: Task<u64, u64> = task(&app, "async_locked_sleep");
+    let guard = app.lock_task("demo-lock").acquire().unwrap();
+    assert_eq!(
+        failure(&locked.enqueue(1).unwrap(), &h).kind,
+        FailureKind::Locked
+    );
+    drop(guard);
+    assert_eq!(locked.enqueue(1).unwrap().wait(LONG).unwrap(), 1);
+    // Over its rate limit, a call waits for the next window.
+    let limited: Task<(), u8> = task(&app, "async_limited");
+    assert_eq!(limited.enqueue(()).unwrap().wait(LONG).unwrap(), 1);
+    let second = limited.enqueue(()).unwrap();
+    assert!(wait_until(LONG, || app
+        .storage()
+        .counts()
+        .unwrap()
+        .scheduled
+        == 1));
+    assert!(!second.is_ready().unwrap());
+}
+
+#[test]
+fn workflows_of_async_tasks_run_on_an_async_worker() {
+    workflows_of_async_tasks_run_on_concurrent_workers(Kind::Async);
+}
+
+#[test]
+fn workflows_of_async_tasks_run_in_concurrent_process_workers() {
+    workflows_of_async_tasks_run_on_concurrent_workers(Kind::ProcessConcurrent);
+}

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::hueyd::{wait_until, Backend, Hueyd};
+use common::hueyd::{wait_until, Backend, Hueyd, Kind};
 use huey::supervisor::{Config, Supervisor, WorkerKind};
 use huey::task::Control;
 use huey::{Error, EventKind, FailureKind, Huey, Revoke, Task, TaskError};
@@ -26,10 +26,10 @@ fn counter(app: &Huey, key: &str) -> i64 {
     app.storage().incr(key, 0).unwrap()
 }
 
-fn chord_callback_fires_once_with_members_on_two_consumers(b: Backend, kind: &str) {
+fn chord_callback_fires_once_with_members_on_two_consumers(b: Backend, kind: Kind) {
     let app = b.app();
-    let _c1 = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "3"]);
-    let _c2 = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "3"]);
+    let _c1 = kind.testbed(&b.url(), &["-w", "3"]);
+    let _c2 = kind.testbed(&b.url(), &["-w", "3"]);
     let add: Task<(i64, i64), i64> = task(&app, "add");
     let collect: Task<Vec<Result<i64, TaskError>>, i64> = task(&app, "collect");
     for round in 0..3 {
@@ -47,20 +47,30 @@ fn chord_callback_fires_once_with_members_on_two_consumers(b: Backend, kind: &st
 
 #[test]
 fn chord_callback_fires_once_with_members_on_two_consumers_sqlite() {
-    chord_callback_fires_once_with_members_on_two_consumers(Backend::sqlite(), "thread");
+    chord_callback_fires_once_with_members_on_two_consumers(Backend::sqlite(), Kind::Thread);
+}
+
+#[test]
+fn chord_callback_fires_once_with_members_on_two_async_consumers() {
+    chord_callback_fires_once_with_members_on_two_consumers(Backend::sqlite(), Kind::Async);
+}
+
+#[test]
+fn chord_callback_fires_once_with_members_on_two_concurrent_process_consumers() {
+    let kind = Kind::ProcessConcurrent;
+    chord_callback_fires_once_with_members_on_two_consumers(Backend::redis(), kind);
 }
 
 #[test]
 fn chord_callback_fires_once_with_members_on_two_consumers_redis() {
-    chord_callback_fires_once_with_members_on_two_consumers(Backend::redis(), "process");
+    chord_callback_fires_once_with_members_on_two_consumers(Backend::redis(), Kind::Process);
 }
 
-#[test]
-fn lock_held_by_a_killed_task_expires_through_its_ttl() {
+fn lock_held_by_a_killed_task_expires_through_its_ttl(kind: Kind) {
     let b = Backend::sqlite();
     let app = b.app();
-    let h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
-    let locked: Task<u64, u64> = task(&app, "locked_sleep");
+    let h = kind.testbed(&b.url(), &["-w", "1"]);
+    let locked: Task<u64, u64> = task(&app, kind.task("locked_sleep"));
     let lock = app.lock_task("demo-lock");
     let first = locked.enqueue(60_000).unwrap();
     assert!(
@@ -79,6 +89,16 @@ fn lock_held_by_a_killed_task_expires_through_its_ttl() {
     assert!(wait_until(LONG, || !lock.is_locked().unwrap()));
     let again = locked.enqueue(10).unwrap();
     assert_eq!(again.wait(LONG).unwrap(), 10);
+}
+
+#[test]
+fn lock_held_by_a_killed_task_expires_through_its_ttl_process() {
+    lock_held_by_a_killed_task_expires_through_its_ttl(Kind::Process);
+}
+
+#[test]
+fn lock_held_by_a_killed_async_task_expires_through_its_ttl() {
+    lock_held_by_a_killed_task_expires_through_its_ttl(Kind::ProcessConcurrent);
 }
 
 fn revoking_a_running_task_kills_its_worker(b: Backend) {
@@ -144,6 +164,15 @@ fn startup_hooks_run_in_every_worker_of_either_kind() {
 
 #[test]
 fn supervisor_handlers_receive_each_consumer_event() {
+    supervisor_handlers_receive_each_consumer_event_from(WorkerKind::Thread);
+}
+
+#[test]
+fn supervisor_handlers_receive_each_consumer_event_from_an_async_worker() {
+    supervisor_handlers_receive_each_consumer_event_from(WorkerKind::Async);
+}
+
+fn supervisor_handlers_receive_each_consumer_event_from(kind: WorkerKind) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("t.db").display());
     let app = Huey::open("t", &url).unwrap();
@@ -163,7 +192,7 @@ fn supervisor_handlers_receive_each_consumer_event() {
         .unwrap();
     let cfg = Config {
         workers: 2,
-        kind: WorkerKind::Thread,
+        kind,
         log_tasks: false,
         scheduler_interval: Duration::from_millis(100),
         ..Config::default()

@@ -116,7 +116,8 @@ fn count_run(ms: u64, ctx: &TaskContext) -> Result<u32, String> {
     Ok(runs as u32)
 }
 
-/// The async tasks: `async_sleep(ms)`, `async_record(ms)` and `async_failing(ms)` (as `record`
+/// The async tasks: `async_add`, `async_limited` (once an hour, under the rate limit
+/// `async-limit`), `async_sleep(ms)`, `async_record(ms)` and `async_failing(ms)` (as `record`
 /// and `failing`, waiting on a timer), `async_locked_sleep(ms)` (holds `demo-lock` like
 /// `locked_sleep`), `async_pid` (the pid of the process that ran it), `async_panic`,
 /// `async_touch((path, ms))` (waits, then creates the file and returns `ms`: a cancelled
@@ -168,6 +169,14 @@ pub fn register_async(app: &Huey) -> huey::Result<()> {
             std::fs::write(&path, b"done").map_err(|e| e.to_string())?;
             Ok::<_, String>(ms)
         })?;
+    app.task("async_add")
+        .register_async(|(a, b): (i64, i64)| async move {
+            tokio::task::yield_now().await;
+            a.checked_add(b).ok_or("overflow")
+        })?;
+    app.task("async_limited")
+        .rate_limit("async-limit", 1, Duration::from_secs(3600))
+        .register_async(|(): ()| async { Ok::<_, String>(1u8) })?;
     app.task("async_block")
         .register_async(|ms: u64| async move {
             std::thread::sleep(Duration::from_millis(ms));
