@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{rss_kib, EventSink, Tagged, WorkerEvent};
+use super::{EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
 use crate::failure::{Failure, FailureKind};
 use crate::message::{Message, Output};
@@ -199,10 +199,11 @@ impl AsyncWorker {
             Arc::new(move |event| events(Tagged { slot, gen, event }));
         let s = send.clone();
         let report: Report = Arc::new(move |job, outcome| {
+            // `--max-memory` is for process workers: no need to read it per attempt here.
             s(WorkerEvent::Done {
                 job,
                 outcome,
-                rss_kib: rss_kib(),
+                rss_kib: 0,
             });
         });
         let runner = Runner::new(app.clone(), 0, blocking_threads(concurrency), report)?;
