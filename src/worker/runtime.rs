@@ -139,8 +139,8 @@ async fn attempt(app: Huey, msg: Message) -> Result<Output, Failure> {
     }
     let limit = msg.options.timeout_ms.map(Duration::from_millis);
     let deadline = limit.map(|t| Instant::now() + t);
-    let gave_up = Arc::new(AtomicBool::new(false));
-    let g = gave_up.clone();
+    let gave_up = GiveUp(Arc::new(AtomicBool::new(false)));
+    let g = gave_up.0.clone();
     let blocking = tokio::task::spawn_blocking(move || {
         if g.load(Ordering::SeqCst) {
             return Err(Failure::new(FailureKind::Timeout, "never started"));
@@ -161,12 +161,22 @@ async fn attempt(app: Huey, msg: Message) -> Result<Output, Failure> {
     match tokio::time::timeout_at(at.into(), joined).await {
         Ok(out) => out,
         Err(_) => {
-            gave_up.store(true, Ordering::SeqCst);
+            drop(gave_up);
             Err(Failure::new(
                 FailureKind::Timeout,
                 format!("ran past its {limit:?} timeout; its thread was abandoned"),
             ))
         }
+    }
+}
+
+/// Set once the attempt of a sync task is over for the worker (timed out, cancelled, or
+/// done): a blocking thread that only now gets to it does not start it.
+struct GiveUp(Arc<AtomicBool>);
+
+impl Drop for GiveUp {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
