@@ -201,3 +201,102 @@ fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
     assert_eq!(pool.emptiest(8, 100), Some(0), "small ones still fit");
     assert_eq!(pool.emptiest(2, 100), None, "and the depth holds too");
 }
+
+/// A pool with one async worker running up to `concurrency` attempts of `nap(ms)` at once.
+fn async_pool(concurrency: usize) -> (Huey, Pool, Receiver<Tagged>) {
+    let app = Huey::open("pool", "memory:").unwrap();
+    app.task("nap")
+        .register_async(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        })
+        .unwrap();
+    let cfg = Config {
+        kind: WorkerKind::Async,
+        workers: concurrency,
+        log_tasks: false,
+        ..Config::default()
+    };
+    let (mut pool, rx) = pool(&app, cfg);
+    pool.add();
+    until(&mut pool, &rx, |p| p.room(1) == concurrency);
+    (app, pool, rx)
+}
+
+fn hand(pool: &mut Pool, job: Box<Job>) {
+    let i = pool.emptiest(1, job.payload.len()).expect("room");
+    pool.hand_over(i, job)
+        .unwrap_or_else(|_| panic!("the worker is up"));
+}
+
+#[test]
+fn a_concurrent_worker_runs_its_jobs_at_once_and_they_end_in_any_order() {
+    let (_app, mut pool, rx) = async_pool(3);
+    for (id, ms) in [(1, 400u64), (2, 10), (3, 150)] {
+        hand(&mut pool, job(id, "nap", &ms, None));
+    }
+    assert_eq!(
+        (pool.busy(), pool.room(8)),
+        (3, 0),
+        "all running, no more room"
+    );
+    assert!(pool.jobs().all(|j| j.deadline.is_none()));
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        let r = until(&mut pool, &rx, |p| p.busy() < 3 - order.len());
+        order.extend(r.ended.iter().map(|e| e.job.id));
+        assert!(r.ended.iter().all(|e| e.outcome.is_ok()));
+    }
+    assert_eq!(order, [2, 3, 1], "each as it ends");
+    assert_eq!(pool.room(1), 3);
+}
+
+#[test]
+fn a_concurrent_worker_cancels_a_revoked_job_and_its_others_go_on() {
+    let (app, mut pool, rx) = async_pool(2);
+    let long = job(1, "nap", &60_000u64, None);
+    app.revoke_id(&long.msg.id, crate::revoke::Revoke::default())
+        .unwrap();
+    hand(&mut pool, long);
+    hand(&mut pool, job(2, "nap", &300u64, None));
+    let later = Instant::now() + Duration::from_secs(2);
+    assert!(
+        pool.cancel_revoked(later).ended.is_empty(),
+        "asked, not ended"
+    );
+    let r = until(&mut pool, &rx, |p| p.busy() < 2);
+    let [ended] = &r.ended[..] else {
+        panic!("one attempt ended")
+    };
+    assert_eq!(ended.job.id, 1);
+    let f = ended.outcome.as_ref().expect_err("revoked");
+    assert_eq!(f.kind, FailureKind::Revoked, "{f:?}");
+    assert_eq!(pool.slots[0].gen, 1, "the same worker");
+    let r = until(&mut pool, &rx, |p| p.busy() == 0);
+    assert!(r.ended[0].outcome.is_ok(), "the other one finished");
+}
+
+#[test]
+fn an_attempt_a_concurrent_worker_does_not_end_is_given_up_after_the_grace() {
+    let (_app, mut pool, rx) = async_pool(2);
+    hand(&mut pool, job(1, "nap", &60_000u64, Some(60_000)));
+    hand(&mut pool, job(2, "nap", &20u64, None));
+    let deadline = pool.jobs().find_map(|j| j.deadline).expect("timed");
+    assert!(
+        pool.check(deadline).ended.is_empty(),
+        "the worker's own timer first"
+    );
+    let out = pool.check(deadline + health::GRACE);
+    let [ended] = &out.ended[..] else {
+        panic!("one attempt ended")
+    };
+    assert_eq!(ended.job.id, 1);
+    let f = ended.outcome.as_ref().expect_err("timed out");
+    assert_eq!(f.kind, FailureKind::Timeout, "{f:?}");
+    let r = until(&mut pool, &rx, |p| p.busy() == 0);
+    assert_eq!(r.ended[0].job.id, 2, "the other attempt ran on");
+    assert_eq!(
+        pool.slots[0].gen, 1,
+        "an in-process runtime is not replaced"
+    );
+}
