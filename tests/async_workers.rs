@@ -322,3 +322,66 @@ fn workflows_of_async_tasks_run_on_an_async_worker() {
 fn workflows_of_async_tasks_run_in_concurrent_process_workers() {
     workflows_of_async_tasks_run_on_concurrent_workers(Kind::ProcessConcurrent);
 }
+
+#[test]
+fn concurrent_workers_killed_at_random_lose_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = Hueyd::testbed(
+        &b.url(),
+        &["-k", "process", "-w", "4", "--concurrency", "8", "-q"],
+    );
+    h.wait_workers(4, LONG);
+    let record: Task<u64, u32> = task(&app, "async_record");
+    let handles = record.enqueue_many(std::iter::repeat_n(20, 3000)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (done, kills, pid) = (done.clone(), kills.clone(), h.pid());
+        std::thread::spawn(move || {
+            let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+            while !done.load(Ordering::SeqCst) && kills.load(Ordering::SeqCst) < 100 {
+                std::thread::sleep(Duration::from_millis(100));
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let ws = common::hueyd::children(pid);
+                if let Some(&w) = ws.get((rng % ws.len().max(1) as u64) as usize) {
+                    let w = nix::unistd::Pid::from_raw(w);
+                    if nix::sys::signal::kill(w, Signal::SIGKILL).is_ok() {
+                        kills.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    let outcomes: Vec<Result<u32, huey::TaskError>> = handles
+        .iter()
+        .map(|r| match r.wait(Duration::from_secs(120)) {
+            Ok(runs) => Ok(runs),
+            Err(Error::Task(e)) => Err(e),
+            Err(e) => panic!("no outcome: {e}: {}", h.log()),
+        })
+        .collect();
+    done.store(true, Ordering::SeqCst);
+    killer.join().unwrap();
+    let kills = kills.load(Ordering::SeqCst);
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    let twice = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(n) if *n > 1))
+        .count();
+    println!("kills {kills}, failed {failed}, ran twice {twice}");
+    assert!(kills >= 3, "the test killed workers ({kills})");
+    // A kill ends the attempts running in that process (at most its concurrency); the jobs
+    // it had not started are never run twice.
+    assert!(
+        twice + failed <= kills * 8,
+        "{twice} ran twice and {failed} failed with {kills} kills"
+    );
+    for e in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!(e.kind, FailureKind::WorkerLost, "{e}");
+    }
+}
