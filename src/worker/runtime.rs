@@ -12,9 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use super::{EventSink, Tagged, WorkerEvent};
@@ -35,7 +36,9 @@ struct Running {
 
 /// A tokio runtime running attempts, up to what it is given (the supervisor counts).
 pub struct Runner {
+    /// Taken on drop, to shut it down without waiting for blocking threads.
     rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     app: Huey,
     running: Arc<Running>,
     report: Report,
@@ -60,6 +63,7 @@ impl Runner {
             .enable_all()
             .build()?;
         Ok(Runner {
+            handle: rt.handle().clone(),
             rt: Some(rt),
             app,
             running: Arc::default(),
@@ -67,20 +71,12 @@ impl Runner {
         })
     }
 
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.rt.as_ref().expect("only taken on drop").handle()
-    }
-
     /// Start one attempt now; its outcome goes to the report.
     pub fn start(&self, job: u64, msg: Message) {
         let (tx, rx) = oneshot::channel::<()>();
-        self.running
-            .cancels
-            .lock()
-            .expect("poisoned")
-            .insert(job, tx);
+        self.running.cancels.lock().insert(job, tx);
         let (app, running, report) = (self.app.clone(), self.running.clone(), self.report.clone());
-        self.handle().spawn(async move {
+        self.handle.spawn(async move {
             let outcome = tokio::select! {
                 biased;
                 _ = rx => Err(Failure::new(
@@ -90,7 +86,7 @@ impl Runner {
                 out = attempt(app, msg) => out,
             };
             {
-                let mut cancels = running.cancels.lock().expect("poisoned");
+                let mut cancels = running.cancels.lock();
                 cancels.remove(&job);
                 if cancels.is_empty() {
                     running.idle.notify_all();
@@ -102,21 +98,21 @@ impl Runner {
 
     /// Cancel a running attempt (it ends as `Revoked`); false when it is not running.
     pub fn cancel(&self, job: u64) -> bool {
-        let tx = self.running.cancels.lock().expect("poisoned").remove(&job);
+        let tx = self.running.cancels.lock().remove(&job);
         tx.is_some_and(|tx| tx.send(()).is_ok())
     }
 
     /// Block until no attempt runs.
     pub fn wait_idle(&self) {
-        let mut cancels = self.running.cancels.lock().expect("poisoned");
+        let mut cancels = self.running.cancels.lock();
         while !cancels.is_empty() {
-            cancels = self.running.idle.wait(cancels).expect("poisoned");
+            self.running.idle.wait(&mut cancels);
         }
     }
 
     /// Run `f` on the blocking pool.
     pub fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) {
-        self.handle().spawn_blocking(f);
+        self.handle.spawn_blocking(f);
     }
 }
 
