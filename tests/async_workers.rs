@@ -385,3 +385,59 @@ fn concurrent_workers_killed_at_random_lose_nothing() {
         assert_eq!(e.kind, FailureKind::WorkerLost, "{e}");
     }
 }
+
+#[test]
+fn a_revoked_sync_task_in_a_concurrent_process_worker_is_given_up_and_the_worker_goes_on() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = Kind::ProcessConcurrent.testbed(&b.url(), &["-w", "1", "-c", "0.2"]);
+    let before = runner_pid(&app);
+    let sleep: Task<u64, u64> = task(&app, "sleep");
+    let r = sleep.enqueue(600_000).unwrap();
+    assert!(h.wait_log(&format!("id={}", r.id()), LONG), "{}", h.log());
+    r.revoke().unwrap();
+    assert_eq!(failure(&r, &h).kind, FailureKind::Revoked);
+    assert_eq!(sleep.enqueue(1).unwrap().wait(LONG).unwrap(), 1);
+    assert_eq!(runner_pid(&app), before, "no process was killed");
+}
+
+#[test]
+fn a_sync_task_that_timed_out_waiting_for_a_blocking_thread_never_starts() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    // Four more sync tasks at once than the async worker has blocking threads (4 per CPU, at
+    // least 16: see docs/async-workers.md).
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = (4 * cpus).max(16);
+    let workers = (threads + 4).to_string();
+    let h = Kind::Async.testbed(&b.url(), &["-w", &workers, "-q"]);
+    let record: Task<u64, u32> = task(&app, "record");
+    let rs: Vec<_> = (0..threads + 4)
+        .map(|_| {
+            let call = record.call(2000).retries(0);
+            call.timeout(Duration::from_millis(500)).enqueue().unwrap()
+        })
+        .collect();
+    for r in &rs {
+        assert_eq!(failure(r, &h).kind, FailureKind::Timeout);
+    }
+    // Queued behind the abandoned ones: once it runs, every one of them was taken up.
+    assert_eq!(
+        record
+            .call(1)
+            .retries(0)
+            .enqueue()
+            .unwrap()
+            .wait(LONG)
+            .unwrap(),
+        1
+    );
+    let ran = rs
+        .iter()
+        .filter(|r| app.storage().incr(&format!("runs:{}", r.id()), 0).unwrap() > 0)
+        .count();
+    assert_eq!(
+        ran, threads,
+        "the four that had no thread before their timeout never ran"
+    );
+}
