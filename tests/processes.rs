@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::hueyd::{exe, testbed_exe, wait_until, Backend, Hueyd};
+use common::hueyd::{exe, testbed_exe, wait_until, Backend, Hueyd, Kind};
 use huey::message::{Message, MAX_DEPTH, MAX_MESSAGE_BYTES};
 use huey::storage::{Batch, Ready};
 use huey::{Error, FailureKind, Huey, Task};
@@ -265,21 +265,32 @@ fn a_message_nested_too_deep_in_storage_is_dead_lettered_and_admin_survives() {
 
 #[test]
 fn a_stop_waits_for_the_workers_shutdown_hooks() {
+    for (kind, workers) in [
+        (Kind::Process, 2),
+        (Kind::ProcessConcurrent, 2),
+        (Kind::Async, 1),
+    ] {
+        a_stop_waits_for_the_shutdown_hooks_of(kind, workers);
+    }
+}
+
+/// `workers`: how many run hooks (an async worker is one runtime, whatever `-w` says).
+fn a_stop_waits_for_the_shutdown_hooks_of(kind: Kind, workers: i64) {
     let b = Backend::sqlite();
     let app = b.app();
     app.storage().incr("shutdown-sleep-ms", 500).unwrap();
-    let mut h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "2"]);
+    let mut h = kind.testbed(&b.url(), &["-w", "2"]);
     assert!(wait_until(LONG, || app
         .storage()
         .incr("worker-starts", 0)
         .unwrap()
-        == 2));
+        == workers));
     h.signal(Signal::SIGTERM);
     assert!(h.wait_exit(LONG).expect("exits").success());
     assert_eq!(
         app.storage().incr("worker-stops", 0).unwrap(),
-        2,
-        "every worker ran its shutdown hook: {}",
+        workers,
+        "{kind:?}: every worker ran its shutdown hook: {}",
         h.log()
     );
 }

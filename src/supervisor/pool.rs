@@ -423,18 +423,25 @@ impl Pool {
     }
 
     /// Close every worker's pipe: process workers run their shutdown hooks and exit, thread
-    /// workers end after their task. Returns the (slot, generation) of each process worker
-    /// whose exit is to be awaited; their other events are ignored from now on.
+    /// workers end after their task, async workers run their shutdown hooks once idle.
+    /// Returns the (slot, generation) of each process or async worker whose exit is to be
+    /// awaited; their other events are ignored from now on.
     pub fn stop_all(&mut self) -> Vec<Exiting> {
         let mut exiting = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if let Some(Worker::Process(p)) = &s.worker {
-                exiting.push(Exiting {
-                    slot: i,
-                    gen: s.gen,
-                    pid: p.pid(),
-                });
-            }
+            let pid = match &s.worker {
+                Some(Worker::Process(p)) => Some(p.pid()),
+                // Its shutdown hooks run on a thread of its own, waited for the same way.
+                Some(Worker::Async(_)) => None,
+                _ => continue,
+            };
+            exiting.push(Exiting {
+                slot: i,
+                gen: s.gen,
+                pid,
+            });
+        }
+        for s in &mut self.slots {
             s.stop_worker(false);
             s.gen += 1;
         }
@@ -442,18 +449,22 @@ impl Pool {
     }
 }
 
-/// A process worker told to stop, until its exit is seen.
+/// A process or async worker told to stop, until its exit is seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Exiting {
     pub slot: usize,
     pub gen: u64,
-    pub pid: u32,
+    /// The worker's process (`None`: an async worker, in the supervisor's own process).
+    pub pid: Option<u32>,
 }
 
 impl Exiting {
-    /// SIGKILL it and its process group (what its tasks started).
+    /// SIGKILL a worker process and its process group (what its tasks started); an async
+    /// worker's hooks are left behind when the supervisor exits.
     pub fn kill(&self) {
-        crate::worker::process::kill_group(self.pid);
+        if let Some(pid) = self.pid {
+            crate::worker::process::kill_group(pid);
+        }
     }
 }
 
