@@ -26,10 +26,11 @@ use crate::message::{Message, Output};
 /// Where a runner reports each attempt's end: (job, outcome).
 pub type Report = Arc<dyn Fn(u64, Result<Output, Failure>) + Send + Sync>;
 
-/// The attempts running, each with the sender that cancels it.
+/// The attempts running, each with the sender that cancels it (taken once used: an attempt
+/// stays here until it has reported its end).
 #[derive(Default)]
 struct Running {
-    cancels: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    cancels: Mutex<HashMap<u64, Option<oneshot::Sender<()>>>>,
     /// Signalled when the last running attempt ends.
     idle: Condvar,
 }
@@ -74,7 +75,7 @@ impl Runner {
     /// Start one attempt now; its outcome goes to the report.
     pub fn start(&self, job: u64, msg: Message) {
         let (tx, rx) = oneshot::channel::<()>();
-        self.running.cancels.lock().insert(job, tx);
+        self.running.cancels.lock().insert(job, Some(tx));
         let (app, running, report) = (self.app.clone(), self.running.clone(), self.report.clone());
         self.handle.spawn(async move {
             let outcome = tokio::select! {
@@ -85,20 +86,20 @@ impl Runner {
                 )),
                 out = attempt(app, msg) => out,
             };
-            {
-                let mut cancels = running.cancels.lock();
-                cancels.remove(&job);
-                if cancels.is_empty() {
-                    running.idle.notify_all();
-                }
-            }
+            // Reported before it leaves the running set, so an idle runner has no answer left
+            // to give.
             report(job, outcome);
+            let mut cancels = running.cancels.lock();
+            cancels.remove(&job);
+            if cancels.is_empty() {
+                running.idle.notify_all();
+            }
         });
     }
 
     /// Cancel a running attempt (it ends as `Revoked`); false when it is not running.
     pub fn cancel(&self, job: u64) -> bool {
-        let tx = self.running.cancels.lock().remove(&job);
+        let tx = self.running.cancels.lock().get_mut(&job).and_then(Option::take);
         tx.is_some_and(|tx| tx.send(()).is_ok())
     }
 
