@@ -347,6 +347,10 @@ fn bad_command_lines_exit_2_with_a_clear_message() {
         (&["--lease=0"], "positive"),
         (&["--max-deliveries", "x"], "max-deliveries"),
         (&["-s", "soon"], "soon"),
+        (&["-k", "thread", "--concurrency", "4"], "--concurrency"),
+        (&["-k", "process", "-w", "2000"], "over 1024"),
+        (&["-k", "async", "-w", "200000"], "200000"),
+        (&["-k", "process", "--concurrency", "0"], "concurrency"),
     ];
     for (args, needle) in cases {
         let out = std::process::Command::new(common::hueyd::exe())

@@ -38,8 +38,9 @@ pub(super) struct ConsumerArgs {
     /// Seconds between moves of due scheduled tasks to the queue.
     #[arg(short = 's', long, default_value = "1", value_parser = seconds)]
     scheduler_interval: Duration,
-    /// Seconds between checks for running tasks revoked since they started (process workers
-    /// running one are killed). Dead workers and timeouts are handled at once regardless.
+    /// Seconds between checks for running tasks revoked since they started (async attempts are
+    /// cancelled; process workers running a sync one are killed). Dead workers and timeouts
+    /// are handled at once regardless.
     #[arg(short = 'c', long, default_value = "1", value_parser = seconds)]
     health_check_interval: Duration,
     /// Replace a worker after it has run this many tasks.
