@@ -147,12 +147,6 @@ pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Resu
         );
     }
     let app = open()?;
-    // Written once the storage is open and the flags are valid, so an init script that waits
-    // for it knows the consumer really started.
-    let _pid = match &c.pidfile {
-        Some(p) => Some(Pidfile::create(p)?),
-        None => None,
-    };
     let cfg = c.config()?;
     if cfg.kind == WorkerKind::Process && app.storage_url().is_some_and(|u| u.backend() == "memory")
     {
@@ -163,7 +157,15 @@ pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Resu
             "--max-memory applies to process workers only: threads and async workers share the supervisor's memory"
         );
     }
-    let (stopped, _) = Supervisor::new(app, cfg)?.run()?;
+    let supervisor = Supervisor::new(app, cfg)?;
+    // Written once the storage is open, the flags are valid and the signal handlers are in
+    // place, so an init script that waits for it knows the consumer really started (and may
+    // stop it gracefully at once).
+    let _pid = match &c.pidfile {
+        Some(p) => Some(Pidfile::create(p)?),
+        None => None,
+    };
+    let (stopped, _) = supervisor.run()?;
     Ok(match stopped {
         Stopped::Graceful | Stopped::Interrupted => ExitCode::SUCCESS,
     })

@@ -173,6 +173,9 @@ pub struct Supervisor {
     stopping: Option<Instant>,
     /// A second stop signal: stop at once.
     immediate: bool,
+    /// The signal handlers, installed by [`Supervisor::new`] so that a signal sent as soon as
+    /// it returns (after a pidfile appears, say) is already counted.
+    signals: Option<Signals>,
     stats: Stats,
 }
 
@@ -248,6 +251,9 @@ impl Supervisor {
             rx,
             stopping: None,
             immediate: false,
+            signals: Some(
+                Signals::install().map_err(|e| Error::io("installing signal handlers", e))?,
+            ),
             stats: Stats::default(),
         })
     }
@@ -259,8 +265,10 @@ impl Supervisor {
 
     /// Run until stopped by a signal or a [`StopHandle`].
     pub fn run(mut self) -> Result<(Stopped, Stats)> {
-        let mut signals =
-            Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
+        let mut signals = match self.signals.take() {
+            Some(s) => s,
+            None => Signals::install().map_err(|e| Error::io("installing signal handlers", e))?,
+        };
         self.start()?;
         while self.receive() {
             self.dispatcher.dispatch(&mut self.pool);
