@@ -428,15 +428,26 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
 
 /// Send an attempt's outcome. A result too large for a frame (nothing of it is written) is
 /// answered as a failure that says so, instead of killing the worker.
-pub(super) fn answer(
+fn answer(
     output: &mut impl Write,
     job: u64,
     outcome: std::result::Result<crate::message::Output, Failure>,
 ) -> std::result::Result<(), FrameError> {
+    write_answer(output, job, outcome, rss_kib())?;
+    output.flush().map_err(FrameError::from)
+}
+
+/// Write an attempt's outcome, with the worker's resident memory (`rss_kib`), without flushing.
+pub(super) fn write_answer(
+    output: &mut impl Write,
+    job: u64,
+    outcome: std::result::Result<crate::message::Output, Failure>,
+    rss_kib: u64,
+) -> std::result::Result<(), FrameError> {
     let done = FromWorker::Done {
         job,
         outcome,
-        rss_kib: rss_kib(),
+        rss_kib,
     };
     match write_frame(output, &done) {
         Err(FrameError::TooLarge(n)) => {
@@ -447,11 +458,10 @@ pub(super) fn answer(
             let failed = FromWorker::Done {
                 job,
                 outcome: Err(f),
-                rss_kib: rss_kib(),
+                rss_kib,
             };
-            write_frame(output, &failed)?;
+            write_frame(output, &failed)
         }
-        other => other?,
+        other => other,
     }
-    output.flush().map_err(FrameError::from)
 }

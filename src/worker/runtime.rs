@@ -284,6 +284,32 @@ enum Outgoing {
     Flushed(std::sync::mpsc::Sender<()>),
 }
 
+/// The writer thread of a concurrent process worker: the answers that are ready go out
+/// together, in one flush, with one reading of the worker's memory.
+fn write_answers(
+    rx: &std::sync::mpsc::Receiver<Outgoing>,
+    output: &mut impl std::io::Write,
+) -> Result<(), super::ipc::FrameError> {
+    while let Ok(first) = rx.recv() {
+        let rss = super::rss_kib();
+        let mut next = Some(first);
+        while let Some(out) = next {
+            match out {
+                Outgoing::Done(job, outcome) => {
+                    super::process::write_answer(output, job, outcome, rss)?;
+                }
+                Outgoing::Flushed(ack) => {
+                    output.flush()?;
+                    let _ = ack.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        output.flush()?;
+    }
+    Ok(())
+}
+
 /// A process worker's side with a concurrency: read `Run` and `Cancel` frames and start or
 /// cancel attempts at once (the supervisor never hands it more than its concurrency), answer
 /// each attempt as it ends, in any order. At end of file the running attempts finish, then
@@ -300,18 +326,9 @@ pub(super) fn serve(
     let writer = std::thread::Builder::new()
         .name("huey-answers".into())
         .spawn(move || {
-            for out in rx {
-                match out {
-                    Outgoing::Done(job, outcome) => {
-                        if super::process::answer(&mut output, job, outcome).is_err() {
-                            // The supervisor is gone: nothing is left to do.
-                            std::process::exit(1);
-                        }
-                    }
-                    Outgoing::Flushed(ack) => {
-                        let _ = ack.send(());
-                    }
-                }
+            // The supervisor is gone when a write fails: nothing is left to do then.
+            if write_answers(&rx, &mut output).is_err() {
+                std::process::exit(1);
             }
         });
     if let Err(e) = writer {
