@@ -423,9 +423,15 @@ fn a_worker_started_by_hand_is_a_clear_usage_error() {
 
 #[test]
 fn a_result_too_large_for_a_frame_fails_the_task_and_the_worker_goes_on() {
+    for kind in [Kind::Process, Kind::ProcessConcurrent] {
+        a_result_too_large_for_a_frame_fails_the_task_on(kind);
+    }
+}
+
+fn a_result_too_large_for_a_frame_fails_the_task_on(kind: Kind) {
     let b = Backend::sqlite();
     let app = b.app();
-    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1"]);
+    let _h = kind.testbed(&b.url(), &["-w", "1"]);
     let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
     let before = pid.enqueue(()).unwrap().wait(LONG).unwrap();
     let script = "head -c 70000000 /dev/zero | tr '\\0' x".to_string();

@@ -99,7 +99,12 @@ impl Runner {
 
     /// Cancel a running attempt (it ends as `Revoked`); false when it is not running.
     pub fn cancel(&self, job: u64) -> bool {
-        let tx = self.running.cancels.lock().get_mut(&job).and_then(Option::take);
+        let tx = self
+            .running
+            .cancels
+            .lock()
+            .get_mut(&job)
+            .and_then(Option::take);
         tx.is_some_and(|tx| tx.send(()).is_ok())
     }
 
