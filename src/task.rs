@@ -387,3 +387,5 @@ impl Huey {
             .collect())
     }
 }
+
+mod async_enqueue;
