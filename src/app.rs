@@ -310,10 +310,25 @@ impl Huey {
     }
 }
 
+/// One attempt of an async task, type-erased: what an async worker polls (and drops to
+/// cancel it).
+pub type TaskFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Output, Failure>> + Send>>;
+
 /// A task's code, type-erased.
 pub trait Handler: Send + Sync {
-    /// Run one attempt from argument bytes. Panics are caught and become failures.
+    /// Run one attempt from argument bytes. Panics are caught and become failures. An async
+    /// task runs to its end (or its timeout) on a small runtime of this thread.
     fn run(&self, args: &[u8], ctx: &TaskContext) -> Result<Output, Failure>;
+    /// An async task's attempt as a future, for a worker that runs many at once; `None` for a
+    /// task registered with sync code.
+    fn run_async(&self, _args: &[u8], _ctx: TaskContext) -> Option<TaskFuture> {
+        None
+    }
+    /// Whether the task was registered with async code.
+    fn is_async(&self) -> bool {
+        false
+    }
     /// JSON arguments to postcard bytes of the argument type.
     fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, String>;
     /// Postcard argument bytes to JSON (all the bytes must be one value).

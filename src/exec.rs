@@ -3,9 +3,10 @@
 //! [`Huey::execute`], a delivery's whole path in one thread. The decisions come from
 //! [`crate::lifecycle`]; this module does the I/O around them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::{guarded, Huey, TaskContext, TaskDef};
+use crate::app::{guarded, Hooks, Huey, TaskContext, TaskDef};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
@@ -132,6 +133,35 @@ impl Huey {
 
     /// Run one attempt of a message in this thread (what a worker does).
     pub(crate) fn run_attempt(&self, msg: &Message) -> std::result::Result<Output, Failure> {
+        let (def, ctx) = self.attempt_context(msg)?;
+        let hooks = self.hooks();
+        pre_hooks(&hooks, &ctx)?;
+        let outcome = self.run_guarded(&def, msg, &ctx);
+        post_hooks(&hooks, &ctx, &outcome);
+        outcome
+    }
+
+    /// One attempt of an async task as a future (what an async worker polls): the same steps
+    /// as [`Huey::run_attempt`], the storage calls of the rate limit and the lock on the
+    /// runtime's blocking pool, and the task's future dropped at its deadline. Dropping this
+    /// future cancels the attempt and releases its lock.
+    pub(crate) async fn run_attempt_async(
+        self,
+        msg: Message,
+    ) -> std::result::Result<Output, Failure> {
+        let (def, ctx) = self.attempt_context(&msg)?;
+        let hooks = self.hooks();
+        pre_hooks(&hooks, &ctx)?;
+        let outcome = self.run_guarded_async(def, msg, ctx.clone()).await;
+        post_hooks(&hooks, &ctx, &outcome);
+        outcome
+    }
+
+    /// The task's definition and the context of an attempt starting now.
+    fn attempt_context(
+        &self,
+        msg: &Message,
+    ) -> std::result::Result<(Arc<TaskDef>, TaskContext), Failure> {
         let def = self.task_def(&msg.task).ok_or_else(|| {
             Failure::new(
                 FailureKind::UnknownTask,
@@ -149,21 +179,7 @@ impl Huey {
                 .timeout_ms
                 .map(|t| Instant::now() + Duration::from_millis(t)),
         };
-        let hooks = self.hooks();
-        for h in &hooks.pre {
-            if let Some(Err(reason)) = guarded("a pre-execute hook", || h(&ctx)) {
-                let f = Failure::new(FailureKind::Canceled, reason);
-                for h in &hooks.post {
-                    guarded("a post-execute hook", || h(&ctx, Some(&f)));
-                }
-                return Err(f);
-            }
-        }
-        let outcome = self.run_guarded(&def, msg, &ctx);
-        for h in &hooks.post {
-            guarded("a post-execute hook", || h(&ctx, outcome.as_ref().err()));
-        }
-        outcome
+        Ok((def, ctx))
     }
 
     /// The task's rate limit and lock options around its code.
@@ -173,22 +189,52 @@ impl Huey {
         msg: &Message,
         ctx: &TaskContext,
     ) -> std::result::Result<Output, Failure> {
+        let _guard = self.take_guards(def)?;
+        def.handler.run(&msg.args, ctx)
+    }
+
+    async fn run_guarded_async(
+        &self,
+        def: Arc<TaskDef>,
+        msg: Message,
+        ctx: TaskContext,
+    ) -> std::result::Result<Output, Failure> {
+        let app = self.clone();
+        let d = def.clone();
+        let _guard = tokio::task::spawn_blocking(move || app.take_guards(&d))
+            .await
+            .map_err(|e| Failure::new(FailureKind::Error, format!("taking the lock: {e}")))??;
+        let deadline = ctx.deadline;
+        let Some(fut) = def.handler.run_async(&msg.args, ctx) else {
+            return Err(Failure::new(
+                FailureKind::Error,
+                "a sync task cannot run as a future",
+            ));
+        };
+        crate::registry::within(deadline, fut).await
+    }
+
+    /// Count the attempt against the task's rate limit and take its lock (held until the
+    /// guard is dropped).
+    fn take_guards(
+        &self,
+        def: &TaskDef,
+    ) -> std::result::Result<Option<crate::lock::LockGuard>, Failure> {
         let as_failure = |e: Error| crate::task::IntoFailure::into_failure(e);
         if let Some(r) = &def.options.rate_limit {
             self.rate_limit(&r.name, r.limit, r.period)
                 .map_err(as_failure)?;
         }
-        let _guard = match &def.options.lock {
+        match &def.options.lock {
             Some(l) => {
                 let mut lock = self.lock_task(l.name.clone());
                 if let Some(ttl) = l.ttl {
                     lock = lock.ttl(ttl);
                 }
-                Some(lock.acquire().map_err(as_failure)?)
+                Ok(Some(lock.acquire().map_err(as_failure)?))
             }
-            None => None,
-        };
-        def.handler.run(&msg.args, ctx)
+            None => Ok(None),
+        }
     }
 
     /// Decide whether a fetched message runs (see [`lifecycle::admit`]). Its one I/O is taking
@@ -219,5 +265,26 @@ impl Huey {
             self.emit(e);
         }
         Ok(true)
+    }
+}
+
+/// Run the pre-execute hooks; the first that refuses cancels the attempt (the post-execute
+/// hooks then run with its failure).
+fn pre_hooks(hooks: &Hooks, ctx: &TaskContext) -> std::result::Result<(), Failure> {
+    for h in &hooks.pre {
+        if let Some(Err(reason)) = guarded("a pre-execute hook", || h(ctx)) {
+            let f = Failure::new(FailureKind::Canceled, reason);
+            for h in &hooks.post {
+                guarded("a post-execute hook", || h(ctx, Some(&f)));
+            }
+            return Err(f);
+        }
+    }
+    Ok(())
+}
+
+fn post_hooks(hooks: &Hooks, ctx: &TaskContext, outcome: &std::result::Result<Output, Failure>) {
+    for h in &hooks.post {
+        guarded("a post-execute hook", || h(ctx, outcome.as_ref().err()));
     }
 }

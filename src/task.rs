@@ -348,6 +348,56 @@ impl TaskBuilder {
         F: Fn(A, &TaskContext) -> std::result::Result<R, E> + Send + Sync + 'static,
     {
         let handler = crate::registry::typed_handler::<A, R, E, F>(f);
+        self.register_handler(handler)
+    }
+
+    /// Register an async function of the arguments: `--kind async` and process workers with
+    /// `--concurrency` run many of its attempts at once, and drop an attempt's future to cancel
+    /// it (past its timeout, or revoked while running). Every other path runs it to its end on
+    /// a small runtime of the thread.
+    ///
+    /// ```
+    /// use huey::Huey;
+    ///
+    /// # fn main() -> huey::Result<()> {
+    /// let app = Huey::immediate("docs");
+    /// let double = app.task("double").register_async(|n: i64| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    ///     Ok::<_, String>(n * 2)
+    /// })?;
+    /// assert_eq!(double.enqueue(21)?.get()?, Some(42));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn register_async<A, R, E, F, Fut>(self, f: F) -> Result<Task<A, R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        E: IntoFailure + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<R, E>> + Send + 'static,
+    {
+        self.register_async_with_context(move |a, _ctx: TaskContext| f(a))
+    }
+
+    /// Register an async function of the arguments and the [`TaskContext`] (owned, so the
+    /// future can keep it across awaits).
+    pub fn register_async_with_context<A, R, E, F, Fut>(self, f: F) -> Result<Task<A, R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        E: IntoFailure + 'static,
+        F: Fn(A, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<R, E>> + Send + 'static,
+    {
+        let handler = crate::registry::typed_async_handler::<A, R, E, F, Fut>(f);
+        self.register_handler(handler)
+    }
+
+    fn register_handler<A, R>(
+        self,
+        handler: std::sync::Arc<dyn crate::app::Handler>,
+    ) -> Result<Task<A, R>> {
         self.app
             .register_handler(&self.name, self.options.clone(), self.periodic, handler)?;
         Ok(Task {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::hueyd::{wait_until, Backend, Hueyd};
+use common::hueyd::{wait_until, Backend, Hueyd, Kind};
 use huey::{Error, FailureKind, Huey, Task};
 use nix::sys::signal::Signal;
 
@@ -18,30 +18,53 @@ fn task<A: 'static, R: 'static>(app: &Huey, name: &str) -> Task<A, R> {
     Task::from_name(app, name).unwrap()
 }
 
-/// One behaviour on each storage and worker kind.
+/// A consumer of `kind` that runs exactly two attempts at once.
+fn two_at_once(kind: Kind, url: &str) -> Hueyd {
+    match kind {
+        Kind::ProcessConcurrent => {
+            Hueyd::testbed(url, &["-k", "process", "-w", "1", "--concurrency", "2"])
+        }
+        _ => kind.start(url, &["-w", "2"]),
+    }
+}
+
+/// One behaviour on each storage and worker kind. On the kinds that run futures (`async`,
+/// `process --concurrency 8`) the tests run the async twins of the testbed's tasks.
 macro_rules! each {
     ($name:ident, $body:expr) => {
         mod $name {
             use super::*;
             #[test]
             fn sqlite_thread() {
-                $body(Backend::sqlite(), "thread")
+                $body(Backend::sqlite(), Kind::Thread)
             }
             #[test]
             fn sqlite_process() {
-                $body(Backend::sqlite(), "process")
+                $body(Backend::sqlite(), Kind::Process)
             }
             #[test]
             fn redis_process() {
-                $body(Backend::redis(), "process")
+                $body(Backend::redis(), Kind::Process)
+            }
+            #[test]
+            fn sqlite_async() {
+                $body(Backend::sqlite(), Kind::Async)
+            }
+            #[test]
+            fn redis_async() {
+                $body(Backend::redis(), Kind::Async)
+            }
+            #[test]
+            fn sqlite_process_concurrent() {
+                $body(Backend::sqlite(), Kind::ProcessConcurrent)
             }
         }
     };
 }
 
-each!(tasks_run_and_results_come_back, |b: Backend, kind: &str| {
+each!(tasks_run_and_results_come_back, |b: Backend, kind: Kind| {
     let app = b.app();
-    let _h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
+    let _h = kind.start(&b.url(), &["-w", "2"]);
     let add: Task<(i64, i64), i64> = task(&app, "add");
     let handles = add.enqueue_many((0..50).map(|i| (i, 1))).unwrap();
     for (i, h) in handles.iter().enumerate() {
@@ -51,9 +74,9 @@ each!(tasks_run_and_results_come_back, |b: Backend, kind: &str| {
 
 each!(
     panicking_task_is_a_task_error_not_a_dead_worker,
-    |b: Backend, kind: &str| {
+    |b: Backend, kind: Kind| {
         let app = b.app();
-        let h = Hueyd::testbed(&b.url(), &["-k", kind, "-w", "1"]);
+        let h = kind.testbed(&b.url(), &["-w", "1"]);
         let fail: Task<String, ()> = task(&app, "fail");
         let r = fail.enqueue("bad input".into()).unwrap();
         let Err(Error::Task(e)) = r.wait(LONG) else {
@@ -63,17 +86,19 @@ each!(
             (e.kind, e.message.as_str()),
             (FailureKind::Error, "bad input")
         );
-        let panics: Task<String, ()> = task(&app, "panic");
-        let pid: Task<(), u32> = task(&app, "pid");
+        let panics: Task<String, ()> = task(&app, kind.task("panic"));
+        let pid: Task<(), u32> = task(&app, kind.task("pid"));
         let before = pid.enqueue(()).unwrap().wait(LONG).unwrap();
         let r = panics.enqueue("kaboom".into()).unwrap();
         let Err(Error::Task(e)) = r.wait(LONG) else {
             panic!("expected a panic error")
         };
         assert_eq!((e.kind, e.message.as_str()), (FailureKind::Panic, "kaboom"));
-        if kind == "process" {
+        if kind != Kind::Thread {
             let after = pid.enqueue(()).unwrap().wait(LONG).unwrap();
             assert_eq!(before, after, "the same worker keeps running");
+        }
+        if kind.is_process() {
             assert_eq!(h.workers(), vec![before as i32]);
         }
     }
@@ -81,15 +106,15 @@ each!(
 
 each!(
     worker_killed_mid_task_is_retried_and_completes,
-    |b: Backend, kind: &str| {
-        if kind != "process" {
+    |b: Backend, kind: Kind| {
+        if !kind.is_process() {
             return;
         }
         let app = b.app();
-        let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "1"]);
+        let h = kind.start(&b.url(), &["-w", "1"]);
         let w = h.wait_workers(1, LONG);
         assert_eq!(w.len(), 1);
-        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
         let r = sleep.call(1500).retries(1).enqueue().unwrap();
         assert!(h.wait_log("task started", LONG));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(w[0]), Signal::SIGKILL).unwrap();
@@ -103,19 +128,27 @@ each!(
 
 each!(
     worker_lost_without_retries_fails_and_is_dead_lettered,
-    |b: Backend, kind: &str| {
-        if kind != "process" {
+    |b: Backend, kind: Kind| {
+        if !kind.is_process() {
             return;
         }
         let app = b.app();
-        let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "2"]);
+        let _h = kind.testbed(&b.url(), &["-w", "2"]);
         let crash: Task<(), ()> = task(&app, "crash");
         let add: Task<(i64, i64), i64> = task(&app, "add");
         let r = crash.enqueue(()).unwrap();
-        let others = add.enqueue_many((0..20).map(|i| (i, i))).unwrap();
+        // A crash takes every attempt running in its process with it: on a concurrent
+        // worker the others are enqueued once it is over.
+        let mut others = Vec::new();
+        if !kind.concurrent() {
+            others = add.enqueue_many((0..20).map(|i| (i, i))).unwrap();
+        }
         let Err(Error::Task(e)) = r.wait(LONG) else {
             panic!("expected worker lost")
         };
+        if kind.concurrent() {
+            others = add.enqueue_many((0..20).map(|i| (i, i))).unwrap();
+        }
         assert_eq!(e.kind, FailureKind::WorkerLost);
         assert!(e.message.contains("SIGABRT"), "{}", e.message);
         for (i, o) in others.iter().enumerate() {
@@ -129,10 +162,10 @@ each!(
 
 each!(
     task_past_its_timeout_fails_and_the_worker_is_replaced,
-    |b: Backend, kind: &str| {
+    |b: Backend, kind: Kind| {
         let app = b.app();
-        let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
-        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let h = kind.start(&b.url(), &["-w", "1"]);
+        let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
         let slow = sleep
             .call(20_000)
             .timeout(Duration::from_millis(300))
@@ -148,7 +181,7 @@ each!(
             1,
             "the next task runs on the new worker"
         );
-        if kind == "process" {
+        if kind.is_process() {
             assert_eq!(h.wait_workers(1, LONG).len(), 1);
         }
     }
@@ -156,10 +189,10 @@ each!(
 
 each!(
     sigterm_lets_running_tasks_finish_and_leaves_the_rest_queued,
-    |b: Backend, kind: &str| {
+    |b: Backend, kind: Kind| {
         let app = b.app();
-        let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
-        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let mut h = two_at_once(kind, &b.url());
+        let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
         let running = sleep.enqueue_many([700, 700]).unwrap();
         assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
         let queued = sleep.enqueue_many([10, 10, 10]).unwrap();
@@ -175,7 +208,7 @@ each!(
             (3, 0),
             "the rest is still queued, nothing leased"
         );
-        let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
+        let _h2 = two_at_once(kind, &b.url());
         for r in &queued {
             assert_eq!(r.wait(LONG).unwrap(), 10);
         }
@@ -184,10 +217,10 @@ each!(
 
 each!(
     stop_deadline_kills_running_tasks_and_they_are_redelivered,
-    |b: Backend, kind: &str| {
+    |b: Backend, kind: Kind| {
         let app = b.app();
-        let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--stop-timeout", "0.3"]);
-        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let mut h = kind.start(&b.url(), &["-w", "2", "--stop-timeout", "0.3"]);
+        let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
         let long = sleep.enqueue_many([3000, 3000]).unwrap();
         assert!(wait_until(LONG, || h.log().matches("task started").count() == 2));
         h.signal(Signal::SIGTERM);
@@ -199,17 +232,17 @@ each!(
         );
         let c = app.storage().counts().unwrap();
         assert_eq!(c.ready, 2, "released for redelivery: {c:?}");
-        let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2"]);
+        let _h2 = kind.start(&b.url(), &["-w", "2"]);
         for r in &long {
             assert_eq!(r.wait(LONG).unwrap(), 3000);
         }
     }
 );
 
-each!(second_signal_stops_at_once, |b: Backend, kind: &str| {
+each!(second_signal_stops_at_once, |b: Backend, kind: Kind| {
     let app = b.app();
-    let mut h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1"]);
-    let sleep: Task<u64, u64> = task(&app, "sleep");
+    let mut h = kind.start(&b.url(), &["-w", "1"]);
+    let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
     let r = sleep.enqueue(20_000).unwrap();
     assert!(h.wait_log("task started", LONG));
     h.signal(Signal::SIGINT);
@@ -225,10 +258,10 @@ each!(second_signal_stops_at_once, |b: Backend, kind: &str| {
 
 each!(
     killed_supervisor_leases_expire_and_another_consumer_finishes,
-    |b: Backend, kind: &str| {
+    |b: Backend, kind: Kind| {
         let app = b.app();
-        let h = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--lease", "1"]);
-        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let h = kind.start(&b.url(), &["-w", "2", "--lease", "1"]);
+        let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
         let rs = sleep.enqueue_many([5000, 5000, 1, 1]).unwrap();
         assert!(wait_until(LONG, || h.log().matches("task started").count() >= 2));
         let workers = h.workers();
@@ -244,19 +277,19 @@ each!(
                     .map(|s| s.contains(") Z "))
                     .unwrap_or(true)));
         }
-        let _h2 = Hueyd::start(&b.url(), &["-k", kind, "-w", "2", "--lease", "1"]);
+        let _h2 = kind.start(&b.url(), &["-w", "2", "--lease", "1"]);
         let got: Vec<u64> = rs.iter().map(|r| r.wait(LONG).unwrap()).collect();
         assert_eq!(got, vec![5000, 5000, 1, 1]);
     }
 );
 
-each!(max_tasks_recycles_workers, |b: Backend, kind: &str| {
-    if kind != "process" {
+each!(max_tasks_recycles_workers, |b: Backend, kind: Kind| {
+    if !kind.is_process() {
         return;
     }
     let app = b.app();
-    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "1", "-M", "2"]);
-    let pid: Task<(), u32> = task(&app, "pid");
+    let _h = kind.testbed(&b.url(), &["-w", "1", "-M", "2"]);
+    let pid: Task<(), u32> = task(&app, kind.task("pid"));
     let mut pids = Vec::new();
     for _ in 0..6 {
         pids.push(pid.enqueue(()).unwrap().wait(LONG).unwrap());
@@ -267,9 +300,9 @@ each!(max_tasks_recycles_workers, |b: Backend, kind: &str| {
     assert_ne!(pids[1], pids[2]);
 });
 
-each!(delayed_task_runs_about_on_time, |b: Backend, kind: &str| {
+each!(delayed_task_runs_about_on_time, |b: Backend, kind: Kind| {
     let app = b.app();
-    let _h = Hueyd::start(&b.url(), &["-k", kind, "-w", "1", "-s", "0.2"]);
+    let _h = kind.start(&b.url(), &["-w", "1", "-s", "0.2"]);
     let add: Task<(i64, i64), i64> = task(&app, "add");
     let t0 = std::time::Instant::now();
     let r = add.schedule((1, 2), Duration::from_secs(2)).unwrap();
@@ -281,14 +314,14 @@ each!(delayed_task_runs_about_on_time, |b: Backend, kind: &str| {
 
 each!(
     sighup_restarts_workers_without_losing_tasks,
-    |b: Backend, kind: &str| {
-        if kind != "process" {
+    |b: Backend, kind: Kind| {
+        if !kind.is_process() {
             return;
         }
         let app = b.app();
-        let h = Hueyd::start(&b.url(), &["-k", "process", "-w", "2"]);
+        let h = kind.start(&b.url(), &["-w", "2"]);
         let before = h.wait_workers(2, LONG);
-        let sleep: Task<u64, u64> = task(&app, "sleep");
+        let sleep: Task<u64, u64> = task(&app, kind.task("sleep"));
         let rs = sleep.enqueue_many(std::iter::repeat_n(50, 40)).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         h.signal(Signal::SIGHUP);

@@ -13,12 +13,17 @@ use crate::supervisor::{Config, Stopped, Supervisor, WorkerKind};
 
 #[derive(Args, Debug, Clone)]
 pub(super) struct ConsumerArgs {
-    /// Number of workers.
-    #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Number of workers (at most 1024; with `-k async`, attempts run at once, at most 100000).
+    #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_ASYNC))]
     workers: u32,
-    /// Worker kind: thread, or process for CPU-bound work.
+    /// Worker kind: thread, process for CPU-bound work, or async for many I/O-bound tasks at
+    /// once (futures on one runtime).
     #[arg(short = 'k', long, value_enum, default_value = "thread")]
     kind: WorkerKind,
+    /// Attempts each process worker runs at once, as futures on a runtime of its own (async
+    /// tasks; sync ones on its blocking threads).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_ASYNC))]
+    concurrency: u32,
     /// Queues to serve, in order (comma-separated).
     #[arg(
         short = 'Q',
@@ -76,6 +81,11 @@ pub(super) struct ConsumerArgs {
     _backoff: Option<f64>,
 }
 
+/// The most workers of a kind other than async.
+const MAX_WORKERS: u32 = 1024;
+/// The most attempts an async worker runs at once.
+const MAX_ASYNC: i64 = 100_000;
+
 fn seconds(s: &str) -> std::result::Result<Duration, String> {
     let v: f64 = s
         .parse()
@@ -87,10 +97,22 @@ fn seconds(s: &str) -> std::result::Result<Duration, String> {
 }
 
 impl ConsumerArgs {
-    fn config(&self) -> Config {
-        Config {
+    fn config(&self) -> Result<Config> {
+        if self.kind != WorkerKind::Async && self.workers > MAX_WORKERS {
+            return Err(Error::Config(format!(
+                "--workers {} is over {MAX_WORKERS} (only async workers run more)",
+                self.workers
+            )));
+        }
+        if self.kind != WorkerKind::Process && self.concurrency > 1 {
+            return Err(Error::Config(
+                "--concurrency is for process workers (-k process); -k async runs --workers attempts at once".into(),
+            ));
+        }
+        Ok(Config {
             workers: self.workers as usize,
             kind: self.kind,
+            concurrency: self.concurrency as usize,
             queues: self.queues.clone(),
             periodic: !self.no_periodic,
             scheduler_interval: self.scheduler_interval,
@@ -103,7 +125,7 @@ impl ConsumerArgs {
             stop_deadline: self.stop_timeout,
             log_tasks: !self.quiet,
             ..Config::default()
-        }
+        })
     }
 
     fn log_level(&self) -> &'static str {
@@ -130,14 +152,14 @@ pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Resu
         Some(p) => Some(Pidfile::create(p)?),
         None => None,
     };
-    let cfg = c.config();
+    let cfg = c.config()?;
     if cfg.kind == WorkerKind::Process && app.storage_url().is_some_and(|u| u.backend() == "memory")
     {
         tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");
     }
-    if cfg.kind == WorkerKind::Thread && cfg.max_memory_kib.is_some() {
+    if cfg.kind != WorkerKind::Process && cfg.max_memory_kib.is_some() {
         tracing::warn!(
-            "--max-memory applies to process workers only: threads share the supervisor's memory"
+            "--max-memory applies to process workers only: threads and async workers share the supervisor's memory"
         );
     }
     let (stopped, _) = Supervisor::new(app, cfg)?.run()?;

@@ -210,7 +210,7 @@ impl Dispatcher {
             return;
         }
         let idle = pool.room(self.pace.depth());
-        let buffer = self.pace.buffer(pool.len());
+        let buffer = self.pace.buffer(pool.lanes());
         if let Some(n) = to_request(idle, buffer, self.waiting.len()) {
             self.fetcher.request(n);
             self.fetch_outstanding = true;

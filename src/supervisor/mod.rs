@@ -45,13 +45,21 @@ pub enum WorkerKind {
     Thread,
     /// Separate processes of the app's binary: for CPU-bound work, and isolation from crashes.
     Process,
+    /// Futures on one tokio runtime in the supervisor's process: `--workers` attempts at once
+    /// (hundreds or thousands) for I/O-bound async tasks; sync tasks run on a bounded pool of
+    /// blocking threads beside them (huey's greenlets).
+    Async,
 }
 
 /// How a consumer runs. Built from the command line by [`crate::cli`], or by hand.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Workers (`Async`: attempts at once).
     pub workers: usize,
     pub kind: WorkerKind,
+    /// Attempts each process worker runs at once, as futures on a runtime of its own (1: one
+    /// at a time, on its main thread).
+    pub concurrency: usize,
     /// Queues served, in order.
     pub queues: Vec<String>,
     /// Enqueue periodic tasks from this consumer.
@@ -83,6 +91,7 @@ impl Default for Config {
         Config {
             workers: 1,
             kind: WorkerKind::Thread,
+            concurrency: 1,
             queues: vec![crate::message::DEFAULT_QUEUE.to_string()],
             periodic: true,
             scheduler_interval: Duration::from_secs(1),
@@ -208,6 +217,15 @@ impl Supervisor {
         if cfg.workers == 0 {
             return Err(Error::Config("--workers must be at least 1".into()));
         }
+        if cfg.concurrency == 0 {
+            return Err(Error::Config("--concurrency must be at least 1".into()));
+        }
+        if cfg.concurrency > 1 && cfg.kind != WorkerKind::Process {
+            return Err(Error::Config(
+                "--concurrency is for process workers; async workers run --workers attempts at once"
+                    .into(),
+            ));
+        }
         if cfg.kind == WorkerKind::Process && app.storage_url().is_none() {
             return Err(Error::Config(
                 "process workers open the app's storage by its URL: open the app with Huey::open"
@@ -271,13 +289,19 @@ impl Supervisor {
             })?;
             tracing::info!("flushed all locks");
         }
-        for _ in 0..self.cfg.workers {
+        // An async worker is one runtime running `workers` attempts at once.
+        let slots = match self.cfg.kind {
+            WorkerKind::Async => 1,
+            _ => self.cfg.workers,
+        };
+        for _ in 0..slots {
             self.pool.add();
         }
         notify_systemd("READY=1");
         tracing::info!(
             workers = self.cfg.workers,
             kind = ?self.cfg.kind,
+            concurrency = self.cfg.concurrency,
             storage = self.app.storage().backend(),
             queues = ?self.cfg.queues,
             "consumer started"
@@ -355,11 +379,17 @@ impl Supervisor {
             tracing::info!("SIGHUP: restarting workers gracefully");
             self.pool.restart();
         }
-        for _ in 0..sig.add_workers {
-            self.pool.add();
-        }
-        for _ in 0..sig.remove_workers {
-            self.pool.remove();
+        if self.cfg.kind == WorkerKind::Async && sig.add_workers + sig.remove_workers > 0 {
+            tracing::warn!(
+                "SIGTTIN/SIGTTOU are ignored by async workers: their concurrency is fixed at start"
+            );
+        } else {
+            for _ in 0..sig.add_workers {
+                self.pool.add();
+            }
+            for _ in 0..sig.remove_workers {
+                self.pool.remove();
+            }
         }
         if sig.reopen_log {
             crate::logging::reopen_log();

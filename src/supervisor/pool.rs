@@ -2,12 +2,13 @@
 //! past a task's timeout, runs a task revoked since it started, or is due for recycling.
 //!
 //! A slot holds one worker at a time, tagged with a generation number; events from an older
-//! generation (a worker already replaced) are ignored. A slot's jobs are a queue: the first is
-//! running, the others (only when tasks are fast, see `dispatcher`) wait in the worker's pipe
-//! so it never idles between tasks. If the worker dies or is killed, only the first job was
-//! running; the others are given back unstarted, never run twice. A worker that dies mid-task
-//! makes its task fail with `WorkerLost` at once (the retry policy applies); a worker that
-//! keeps dying right after start is respawned with a growing delay instead of in a tight loop.
+//! generation (a worker already replaced) are ignored. A slot's worker runs up to its
+//! concurrency of jobs at once (see `slot`); a sequential worker's extra jobs (only when tasks
+//! are fast, see `dispatcher`) wait in its pipe so it never idles between tasks. If the worker
+//! dies or is killed, only its running jobs were running; the others are given back unstarted,
+//! never run twice. A worker that dies mid-task makes its tasks fail with `WorkerLost` at once
+//! (the retry policy applies); a worker that keeps dying right after start is respawned with a
+//! growing delay instead of in a tight loop. Timeouts and revocations are in `health`.
 //!
 //! The pool records nothing itself: attempts that end come back as [`Ended`], jobs to run
 //! elsewhere as [`Returns::unstarted`], for the supervisor to pass on.
@@ -24,11 +25,13 @@ use crate::failure::{Failure, FailureKind};
 use crate::message::Output;
 use crate::storage::Lease;
 use crate::worker::process::ProcessWorker;
+use crate::worker::runtime::AsyncWorker;
 use crate::worker::thread::ThreadWorker;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use slot::{Slot, State, Worker};
 
+mod health;
 mod slot;
 #[cfg(test)]
 mod tests;
@@ -78,6 +81,8 @@ pub(super) struct Pool {
     max_tasks: Option<u32>,
     max_memory_kib: Option<u64>,
     log_tasks: bool,
+    /// How many attempts each worker runs at once.
+    concurrency: usize,
     /// Where workers send their events.
     events: EventSink,
     slots: Vec<Slot>,
@@ -98,6 +103,11 @@ impl Pool {
             max_tasks: cfg.max_tasks,
             max_memory_kib: cfg.max_memory_kib,
             log_tasks: cfg.log_tasks,
+            concurrency: match cfg.kind {
+                WorkerKind::Async => cfg.workers,
+                _ => cfg.concurrency,
+            }
+            .max(1),
             events,
             slots: Vec::new(),
             revocation_check: Every::new(interval, Instant::now() + interval),
@@ -105,9 +115,9 @@ impl Pool {
         }
     }
 
-    /// The number of slots (retired ones included).
-    pub fn len(&self) -> usize {
-        self.slots.len()
+    /// How many attempts the workers run at once, all together (retired slots included).
+    pub fn lanes(&self) -> usize {
+        self.slots.len() * self.concurrency
     }
 
     /// How many more jobs the workers take with queues of `depth`.
@@ -125,8 +135,8 @@ impl Pool {
     /// Hand a job to slot `i`'s worker (buffered: see [`Pool::flush`]); it starts at once if
     /// the worker was idle. Gives the job back if the worker is gone.
     pub fn hand_over(&mut self, i: usize, job: Box<Job>) -> Result<(), Box<Job>> {
-        if self.slots[i].push(job)? {
-            self.begin(i);
+        if let Some(id) = self.slots[i].push(job)? {
+            self.begin(i, id);
         }
         Ok(())
     }
@@ -154,12 +164,14 @@ impl Pool {
 
     /// Every job handed to a worker (running ones first in each slot).
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
-        self.slots.iter().flat_map(|s| s.jobs.iter().map(|j| &**j))
+        self.slots
+            .iter()
+            .flat_map(|s| s.running.values().chain(s.queued.iter()).map(|j| &**j))
     }
 
-    /// How many workers are running a task.
+    /// How many attempts are running.
     pub fn busy(&self) -> usize {
-        self.slots.iter().filter(|s| s.job().is_some()).count()
+        self.slots.iter().map(|s| s.running.len()).sum()
     }
 
     /// Stop respawning workers (the supervisor is stopping).
@@ -173,18 +185,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        self.slots.push(Slot {
-            gen: 0,
-            worker: None,
-            state: State::Down {
-                respawn_at: Some(now),
-            },
-            jobs: VecDeque::new(),
-            tasks_run: 0,
-            quick_deaths: 0,
-            recycle: false,
-            retired: false,
-        });
+        self.slots.push(Slot::new(self.concurrency, now));
         self.spawn(self.slots.len() - 1, now);
     }
 
@@ -194,7 +195,7 @@ impl Pool {
             return;
         }
         if let Some(s) = self.slots.iter_mut().rev().find(|s| s.live()) {
-            if !s.jobs.is_empty() {
+            if !s.is_idle() {
                 s.recycle = true;
             } else {
                 s.stop_worker(false);
@@ -224,6 +225,11 @@ impl Pool {
                 ThreadWorker::spawn(self.app.clone(), i, gen, i as u32 + 1, events)
                     .map(Worker::Thread)
             }
+            WorkerKind::Async => {
+                let n = self.concurrency;
+                AsyncWorker::spawn(self.app.clone(), i, gen, i as u32 + 1, n, events)
+                    .map(Worker::Async)
+            }
             WorkerKind::Process => {
                 let exe = match &self.exe {
                     Some(p) => Ok(p.clone()),
@@ -232,7 +238,8 @@ impl Pool {
                 let url = self.app.storage_url().ok_or_else(|| {
                     std::io::Error::other("the app was not opened from a storage URL")
                 });
-                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, i, gen, events))
+                let n = self.concurrency;
+                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, n, i, gen, events))
                     .map(Worker::Process)
             }
         };
@@ -312,10 +319,7 @@ impl Pool {
         rss_kib: u64,
     ) -> Option<Ended> {
         let slot = &mut self.slots[i];
-        if slot.jobs.front().is_none_or(|j| j.id != job) {
-            return None;
-        }
-        let j = slot.jobs.pop_front().expect("checked");
+        let (j, next) = slot.end(job)?;
         let elapsed = j.started.elapsed();
         slot.tasks_run += 1;
         slot.quick_deaths = 0;
@@ -330,8 +334,10 @@ impl Pool {
                 tracing::info!(worker, rss_kib, "recycling worker over its memory limit");
             }
         }
-        let retire = slot.recycle && slot.jobs.is_empty();
-        self.begin(i);
+        let retire = slot.recycle && slot.is_idle();
+        if let Some(id) = next {
+            self.begin(i, id);
+        }
         if retire {
             self.recycle(i);
         }
@@ -351,30 +357,30 @@ impl Pool {
         slot.worker = None;
         slot.state = State::Down { respawn_at: None };
         out.give_back(slot.unstarted());
-        match slot.jobs.pop_front() {
-            Some(job) => {
-                tracing::error!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker {status} while running a task");
-                let f = Failure::new(FailureKind::WorkerLost, format!("worker {pid} {status}"));
-                out.ended.push(Ended {
-                    elapsed: job.started.elapsed(),
-                    job,
-                    outcome: Err(f),
-                    worker: pid,
-                    lost: true,
-                });
-            }
-            _ if !self.stopping => tracing::warn!(worker = pid, "worker {status}"),
-            _ => {}
+        let running = slot.take_running();
+        if running.is_empty() && !self.stopping {
+            tracing::warn!(worker = pid, "worker {status}");
+        }
+        for job in running.into_values() {
+            tracing::error!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker {status} while running a task");
+            let f = Failure::new(FailureKind::WorkerLost, format!("worker {pid} {status}"));
+            out.ended.push(Ended {
+                elapsed: job.started.elapsed(),
+                job,
+                outcome: Err(f),
+                worker: pid,
+                lost: true,
+            });
         }
         if !self.stopping {
             self.schedule_respawn(i, boot_failure, Instant::now());
         }
     }
 
-    /// The slot's first job has started: time it, log it, tell the handlers.
-    fn begin(&mut self, i: usize) {
+    /// A job of the slot has started: time it, log it, tell the handlers.
+    fn begin(&mut self, i: usize, id: u64) {
         let worker = self.slots[i].worker_id();
-        let Some(job) = self.slots[i].jobs.front_mut() else {
+        let Some(job) = self.slots[i].running.get_mut(&id) else {
             return;
         };
         job.started = Instant::now();
@@ -408,120 +414,11 @@ impl Pool {
     pub fn restart(&mut self) {
         for i in 0..self.slots.len() {
             match self.slots[i].state {
-                State::Up if !self.slots[i].jobs.is_empty() => self.slots[i].recycle = true,
+                State::Up if !self.slots[i].is_idle() => self.slots[i].recycle = true,
                 State::Up | State::Starting => self.recycle(i),
                 State::Down { .. } => {}
             }
         }
-    }
-
-    /// Once per health-check interval: process workers running a task revoked since it
-    /// started are killed (and replaced); the task is recorded as revoked. One read of the
-    /// revocations per check, only while busy.
-    pub fn cancel_revoked(&mut self, now: Instant) -> Returns {
-        let mut out = Returns::default();
-        if !self.revocation_check.due(now) || self.kind != WorkerKind::Process || self.busy() == 0 {
-            return out;
-        }
-        let rev = match self.app.revocations() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("could not read revocations: {e}");
-                return out;
-            }
-        };
-        if rev.is_empty() {
-            return out;
-        }
-        for i in 0..self.slots.len() {
-            let revoked = self.slots[i]
-                .job()
-                .is_some_and(|j| self.app.is_revoked(&j.msg, &rev).unwrap_or(false));
-            if !revoked {
-                continue;
-            }
-            let (job, worker) = self.kill_running(i, &mut out);
-            tracing::info!(id = %job.msg.id, task = %job.msg.task, worker, "revoked while running: worker killed");
-            let f = Failure::new(
-                FailureKind::Revoked,
-                format!("revoked while running; worker {worker} was killed"),
-            );
-            out.ended.push(Ended::killed(job, f, worker));
-            if !self.stopping {
-                self.spawn(i, now);
-            }
-        }
-        out
-    }
-
-    /// Every loop turn (no I/O): kill workers whose task ran past its timeout, respawn those
-    /// whose time has come.
-    pub fn check(&mut self, now: Instant) -> Returns {
-        let mut out = Returns::default();
-        for i in 0..self.slots.len() {
-            let timed_out = self.slots[i]
-                .job()
-                .is_some_and(|j| j.deadline.is_some_and(|d| d <= now));
-            if timed_out {
-                let (job, worker) = self.kill_running(i, &mut out);
-                let limit = Duration::from_millis(job.msg.options.timeout_ms.unwrap_or(0));
-                let f = Failure::new(
-                    FailureKind::Timeout,
-                    format!("ran past its {limit:?} timeout; worker {worker} was replaced"),
-                );
-                out.ended.push(Ended::killed(job, f, worker));
-                if !self.stopping {
-                    self.spawn(i, now);
-                }
-                continue;
-            }
-            if let State::Down {
-                respawn_at: Some(at),
-            } = self.slots[i].state
-            {
-                if at <= now && !self.stopping {
-                    self.spawn(i, now);
-                }
-            }
-        }
-        out
-    }
-
-    /// Kill a slot's worker; returns its running job (its queued jobs are given back).
-    fn kill_running(&mut self, i: usize, out: &mut Returns) -> (Box<Job>, u32) {
-        let slot = &mut self.slots[i];
-        let worker = slot.worker_id();
-        slot.stop_worker(true);
-        slot.state = State::Starting;
-        out.give_back(slot.unstarted());
-        let job = slot.jobs.pop_front().expect("a running job");
-        (job, worker)
-    }
-
-    /// Stop deadline or second signal: kill busy workers; their tasks are to be given back
-    /// unacked.
-    pub fn interrupt(&mut self) -> Interrupted {
-        let mut out = Interrupted {
-            count: 0,
-            leases: Vec::new(),
-            unstarted: Vec::new(),
-        };
-        for s in &mut self.slots {
-            for job in s.unstarted() {
-                out.unstarted.push(job.lease);
-            }
-            if let Some(job) = s.jobs.pop_front() {
-                s.state = State::Down { respawn_at: None };
-                tracing::warn!(id = %job.msg.id, task = %job.msg.task, worker = s.worker_id(), "task interrupted; it will be redelivered");
-                self.app
-                    .emit(&Event::for_message(EventKind::Interrupted, &job.msg));
-                out.leases.push(job.lease);
-                out.count += 1;
-                s.stop_worker(true);
-                s.gen += 1;
-            }
-        }
-        out
     }
 
     /// Close every worker's pipe: process workers run their shutdown hooks and exit, thread

@@ -27,8 +27,15 @@ pub enum ToWorker {
     /// The first frame, and only the first: the storage the worker's app opens (the URL
     /// travels on the pipe, so no environment variable hands it on to task subprocesses and
     /// no command line shows its password). After `Run`, which `ToWorkerRef` writes as the
-    /// first variant.
-    Setup { storage_url: String },
+    /// first variant. `concurrency`: attempts run at once (over 1: as futures on a runtime,
+    /// `Run` frames overlapping and answered in any order).
+    Setup {
+        storage_url: String,
+        concurrency: u32,
+    },
+    /// Cancel a running attempt (a concurrent worker drops its future and answers `Done` with
+    /// a `Revoked` failure); a job not running is ignored.
+    Cancel { job: u64 },
 }
 
 /// Worker → supervisor.
@@ -136,6 +143,7 @@ mod tests {
         let mut buf = Vec::new();
         let setup = ToWorker::Setup {
             storage_url: "redis://u:p@h:1/0".into(),
+            concurrency: 64,
         };
         write_frame(&mut buf, &setup).unwrap();
         let payload = serde_bytes::Bytes::new(&[1, 2, 3]);
@@ -147,6 +155,10 @@ mod tests {
             payload: vec![1, 2, 3],
         };
         assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(run));
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &ToWorker::Cancel { job: 9 }).unwrap();
+        let cancel = read_frame::<ToWorker>(&mut &buf[..]).unwrap();
+        assert_eq!(cancel, Some(ToWorker::Cancel { job: 9 }));
     }
 
     #[test]

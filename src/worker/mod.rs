@@ -1,9 +1,12 @@
 //! Workers: where task code runs. Process workers are separate processes of the app's own
-//! binary, spoken to over pipes ([`ipc`]); thread workers run in the supervisor's process.
-//! Both report to the supervisor on one channel with the same events.
+//! binary, spoken to over pipes ([`ipc`]); thread workers run in the supervisor's process;
+//! async workers ([`runtime`]) run many attempts at once as futures, in the supervisor's
+//! process or inside a process worker started with a concurrency. All report to the
+//! supervisor on one channel with the same events.
 
 pub mod ipc;
 pub mod process;
+pub mod runtime;
 pub mod thread;
 
 use crate::failure::Failure;

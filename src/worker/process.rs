@@ -70,6 +70,7 @@ impl ProcessWorker {
     pub fn spawn(
         exe: &Path,
         storage_url: &StorageUrl,
+        concurrency: usize,
         slot: usize,
         gen: u64,
         events: EventSink,
@@ -136,6 +137,7 @@ impl ProcessWorker {
         };
         let setup = ToWorker::Setup {
             storage_url: storage_url.to_string(),
+            concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
         };
         // A URL is far below the frame limit.
         let _ = write_frame(&mut worker.outbound, &setup);
@@ -155,6 +157,14 @@ impl ProcessWorker {
         }
         let payload = serde_bytes::Bytes::new(payload);
         write_frame(&mut self.outbound, &ToWorkerRef::Run { job, payload })
+    }
+
+    /// Queue a request to cancel a running attempt (a concurrent worker drops its future).
+    pub fn cancel(&mut self, job: u64) -> Result<(), FrameError> {
+        if self.to_worker.is_none() {
+            return Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        write_frame(&mut self.outbound, &ToWorker::Cancel { job })
     }
 
     /// Write what was queued, in one system call where the pipe has room, never waiting for
@@ -350,8 +360,11 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let pid = std::process::id();
-    let url = match read_frame::<ToWorker>(&mut input) {
-        Ok(Some(ToWorker::Setup { storage_url })) => storage_url.parse::<StorageUrl>(),
+    let (url, concurrency) = match read_frame::<ToWorker>(&mut input) {
+        Ok(Some(ToWorker::Setup {
+            storage_url,
+            concurrency,
+        })) => (storage_url.parse::<StorageUrl>(), concurrency as usize),
         Ok(None) => return 0,
         Ok(Some(other)) => {
             eprintln!("huey worker {pid}: expected the setup frame first, got {other:?}");
@@ -379,9 +392,15 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
     {
         return 1;
     }
+    if concurrency > 1 {
+        return super::runtime::serve(&app, input, output, concurrency);
+    }
     loop {
         let (job, payload) = match read_frame::<ToWorker>(&mut input) {
             Ok(Some(ToWorker::Run { job, payload })) => (job, payload),
+            // Only concurrent workers cancel; this one's attempt is never running when it
+            // reads the frame.
+            Ok(Some(ToWorker::Cancel { .. })) => continue,
             Ok(Some(ToWorker::Setup { .. })) => {
                 eprintln!("huey worker {pid}: a second setup frame");
                 return 3;
@@ -409,7 +428,7 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
 
 /// Send an attempt's outcome. A result too large for a frame (nothing of it is written) is
 /// answered as a failure that says so, instead of killing the worker.
-fn answer(
+pub(super) fn answer(
     output: &mut impl Write,
     job: u64,
     outcome: std::result::Result<crate::message::Output, Failure>,

@@ -39,6 +39,74 @@ impl Backend {
     }
 }
 
+/// The worker kinds the behaviour tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Thread,
+    Process,
+    /// `-k async`: futures on one runtime in the consumer.
+    Async,
+    /// `-k process --concurrency 8`: futures on a runtime in each worker process.
+    ProcessConcurrent,
+}
+
+impl Kind {
+    /// `-k KIND` (and `--concurrency 8`), then `args`.
+    pub fn args<'a>(self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = match self {
+            Kind::Thread => vec!["-k", "thread"],
+            Kind::Process => vec!["-k", "process"],
+            Kind::Async => vec!["-k", "async"],
+            Kind::ProcessConcurrent => vec!["-k", "process", "--concurrency", "8"],
+        };
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// Its tasks run in worker processes.
+    pub fn is_process(self) -> bool {
+        matches!(self, Kind::Process | Kind::ProcessConcurrent)
+    }
+
+    /// Its workers run many attempts at once, as futures.
+    pub fn concurrent(self) -> bool {
+        matches!(self, Kind::Async | Kind::ProcessConcurrent)
+    }
+
+    /// The task a behaviour test runs for one of the testbed's sync tasks: on the kinds that
+    /// run futures, its async twin (`sleep` → `async_sleep`), where there is one.
+    pub fn task(self, name: &'static str) -> &'static str {
+        if !self.concurrent() {
+            return name;
+        }
+        match name {
+            "sleep" => "async_sleep",
+            "record" => "async_record",
+            "failing" => "async_failing",
+            "locked_sleep" => "async_locked_sleep",
+            "pid" => "async_pid",
+            "panic" => "async_panic",
+            other => other,
+        }
+    }
+
+    /// Start a consumer of this kind with `args`: the real `hueyd` for sync kinds, the
+    /// testbed (which has the async tasks) for the others.
+    pub fn start(self, url: &str, args: &[&str]) -> Hueyd {
+        let args = self.args(args);
+        if self.concurrent() {
+            Hueyd::testbed(url, &args)
+        } else {
+            Hueyd::start(url, &args)
+        }
+    }
+
+    /// Start the testbed consumer of this kind with `args`.
+    pub fn testbed(self, url: &str, args: &[&str]) -> Hueyd {
+        Hueyd::testbed(url, &self.args(args))
+    }
+}
+
 /// A running `hueyd`.
 pub struct Hueyd {
     child: Child,

@@ -18,9 +18,11 @@ use huey::{Huey, TaskContext, TaskError};
 /// and `spawn((argv, wait))` (runs a command; with `wait`, returns its pid, exit code and
 /// stdout, without, leaves it running and returns its pid). A startup hook adds 1 to the
 /// counter `worker-starts` in every worker; a shutdown hook sleeps for the value of the counter
-/// `shutdown-sleep-ms`, then adds 1 to `worker-stops`.
+/// `shutdown-sleep-ms`, then adds 1 to `worker-stops`. The async tasks are in
+/// [`register_async`].
 pub fn register(app: &Huey) -> huey::Result<()> {
     huey::demo::register(app)?;
+    register_async(app)?;
     app.on_startup(|app| {
         if let Err(e) = app.storage().incr("worker-starts", 1) {
             tracing::warn!("could not count a worker start: {e}");
@@ -112,4 +114,72 @@ fn count_run(ms: u64, ctx: &TaskContext) -> Result<u32, String> {
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(ms));
     Ok(runs as u32)
+}
+
+/// The async tasks: `async_sleep(ms)`, `async_record(ms)` and `async_failing(ms)` (as `record`
+/// and `failing`, waiting on a timer), `async_locked_sleep(ms)` (holds `demo-lock` like
+/// `locked_sleep`), `async_pid` (the pid of the process that ran it), `async_panic`,
+/// `async_touch((path, ms))` (waits, then creates the file: a cancelled attempt never does) and
+/// `in_flight(ms)` (adds 1 to the counter `in-flight` for `ms`; returns the count it saw on
+/// arrival, so the largest answer is the most that ran at once).
+pub fn register_async(app: &Huey) -> huey::Result<()> {
+    app.task("async_sleep")
+        .register_async(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        })?;
+    app.task("async_record")
+        .retries(5)
+        .register_async_with_context(|ms: u64, ctx: TaskContext| async move {
+            let runs = incr(&ctx, format!("runs:{}", ctx.id()), 1).await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(runs as u32)
+        })?;
+    app.task("async_failing")
+        .retries(1)
+        .register_async_with_context(|ms: u64, ctx: TaskContext| async move {
+            let runs = incr(&ctx, format!("runs:{}", ctx.id()), 1).await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Err::<u32, _>(format!("run {runs} failed on purpose"))
+        })?;
+    app.task("async_locked_sleep")
+        .lock("demo-lock")
+        .lock_ttl(Duration::from_secs(3))
+        .register_async(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        })?;
+    app.task("async_pid")
+        .register_async(|(): ()| async { Ok::<_, String>(std::process::id()) })?;
+    app.task("async_panic")
+        .register_async(|message: String| async move {
+            tokio::task::yield_now().await;
+            if !message.is_empty() {
+                panic!("{message}");
+            }
+            Ok::<(), String>(())
+        })?;
+    app.task("async_touch")
+        .register_async(|(path, ms): (String, u64)| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            std::fs::write(&path, b"done").map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        })?;
+    app.task("in_flight")
+        .register_async_with_context(|ms: u64, ctx: TaskContext| async move {
+            let seen = incr(&ctx, "in-flight".into(), 1).await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            incr(&ctx, "in-flight".into(), -1).await?;
+            Ok::<_, String>(seen)
+        })?;
+    Ok(())
+}
+
+/// Add to a counter in storage off the runtime's threads (a storage call blocks).
+async fn incr(ctx: &TaskContext, key: String, by: i64) -> Result<i64, String> {
+    let app = ctx.app().clone();
+    tokio::task::spawn_blocking(move || app.storage().incr(&key, by))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }

@@ -183,18 +183,11 @@ fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
     use crate::supervisor::dispatcher::PIPE_BYTES;
     let app = Huey::open("pool", "memory:").unwrap();
     let (mut pool, _rx) = pool(&app, Config::default());
-    pool.slots.push(Slot {
-        gen: 1,
-        worker: None,
-        state: State::Up,
-        jobs: VecDeque::new(),
-        tasks_run: 0,
-        quick_deaths: 0,
-        recycle: false,
-        retired: false,
-    });
+    let mut slot = Slot::new(1, Instant::now());
+    (slot.gen, slot.state) = (1, State::Up);
+    pool.slots.push(slot);
     assert_eq!(pool.emptiest(8, 10 * PIPE_BYTES), Some(0), "idle: any size");
-    pool.slots[0].jobs.push_back(job(1, "long", &(), None));
+    pool.slots[0].running.insert(1, job(1, "long", &(), None));
     assert_eq!(
         pool.emptiest(8, PIPE_BYTES + 1),
         None,
@@ -203,7 +196,7 @@ fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
     let fits = job(2, "small", &vec![0u8; PIPE_BYTES / 2], None);
     let size = fits.payload.len();
     assert_eq!(pool.emptiest(8, size), Some(0));
-    pool.slots[0].jobs.push_back(fits);
+    pool.slots[0].queued.push_back(fits);
     assert_eq!(pool.emptiest(8, size), None, "the budget is spent");
     assert_eq!(pool.emptiest(8, 100), Some(0), "small ones still fit");
     assert_eq!(pool.emptiest(2, 100), None, "and the depth holds too");

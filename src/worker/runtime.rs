@@ -1,0 +1,359 @@
+//! The runtime of concurrent workers: many attempts at once as futures on one tokio runtime,
+//! each one cancellable on its own. `--kind async` runs one in the consumer ([`AsyncWorker`]);
+//! a process worker started with `--concurrency` runs one in its process (see
+//! `process::worker_main`).
+//!
+//! An async task's attempt is its future: past its timeout, or on a [`Runner::cancel`] (the
+//! task was revoked while running), the future is dropped and the attempt ends as `Timeout` or
+//! `Revoked`; nothing else is disturbed. A sync task runs on the runtime's bounded blocking
+//! pool, so CPU-bound code never stalls the futures; past its timeout its attempt ends as
+//! `Timeout` and its thread is abandoned to finish on its own (sync code cannot be cancelled,
+//! as with thread workers); one that timed out before a blocking thread took it never starts.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{rss_kib, EventSink, Tagged, WorkerEvent};
+use crate::app::Huey;
+use crate::failure::{Failure, FailureKind};
+use crate::message::{Message, Output};
+
+/// Where a runner reports each attempt's end: (job, outcome).
+pub type Report = Arc<dyn Fn(u64, Result<Output, Failure>) + Send + Sync>;
+
+/// The attempts running, each with the sender that cancels it.
+#[derive(Default)]
+struct Running {
+    cancels: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Signalled when the last running attempt ends.
+    idle: Condvar,
+}
+
+/// A tokio runtime running attempts, up to what it is given (the supervisor counts).
+pub struct Runner {
+    rt: Option<tokio::runtime::Runtime>,
+    app: Huey,
+    running: Arc<Running>,
+    report: Report,
+}
+
+impl Runner {
+    /// A runtime of `threads` threads (0: one per CPU) and at most `blocking` threads for sync
+    /// tasks, reporting to `report`.
+    pub fn new(
+        app: Huey,
+        threads: usize,
+        blocking: usize,
+        report: Report,
+    ) -> std::io::Result<Runner> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 0 {
+            b.worker_threads(threads);
+        }
+        let rt = b
+            .max_blocking_threads(blocking.max(1))
+            .thread_name("huey-async")
+            .enable_all()
+            .build()?;
+        Ok(Runner {
+            rt: Some(rt),
+            app,
+            running: Arc::default(),
+            report,
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.rt.as_ref().expect("only taken on drop").handle()
+    }
+
+    /// Start one attempt now; its outcome goes to the report.
+    pub fn start(&self, job: u64, msg: Message) {
+        let (tx, rx) = oneshot::channel::<()>();
+        self.running
+            .cancels
+            .lock()
+            .expect("poisoned")
+            .insert(job, tx);
+        let (app, running, report) = (self.app.clone(), self.running.clone(), self.report.clone());
+        self.handle().spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                _ = rx => Err(Failure::new(
+                    FailureKind::Revoked,
+                    "revoked while running: its future was dropped",
+                )),
+                out = attempt(app, msg) => out,
+            };
+            {
+                let mut cancels = running.cancels.lock().expect("poisoned");
+                cancels.remove(&job);
+                if cancels.is_empty() {
+                    running.idle.notify_all();
+                }
+            }
+            report(job, outcome);
+        });
+    }
+
+    /// Cancel a running attempt (it ends as `Revoked`); false when it is not running.
+    pub fn cancel(&self, job: u64) -> bool {
+        let tx = self.running.cancels.lock().expect("poisoned").remove(&job);
+        tx.is_some_and(|tx| tx.send(()).is_ok())
+    }
+
+    /// Block until no attempt runs.
+    pub fn wait_idle(&self) {
+        let mut cancels = self.running.cancels.lock().expect("poisoned");
+        while !cancels.is_empty() {
+            cancels = self.running.idle.wait(cancels).expect("poisoned");
+        }
+    }
+
+    /// Run `f` on the blocking pool.
+    pub fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) {
+        self.handle().spawn_blocking(f);
+    }
+}
+
+impl Drop for Runner {
+    /// Running futures are dropped; blocking threads are left to finish on their own.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One attempt: an async task as its future, a sync task on the blocking pool.
+async fn attempt(app: Huey, msg: Message) -> Result<Output, Failure> {
+    if app
+        .task_def(&msg.task)
+        .is_some_and(|d| d.handler.is_async())
+    {
+        return app.run_attempt_async(msg).await;
+    }
+    let limit = msg.options.timeout_ms.map(Duration::from_millis);
+    let deadline = limit.map(|t| Instant::now() + t);
+    let gave_up = Arc::new(AtomicBool::new(false));
+    let g = gave_up.clone();
+    let blocking = tokio::task::spawn_blocking(move || {
+        if g.load(Ordering::SeqCst) {
+            return Err(Failure::new(FailureKind::Timeout, "never started"));
+        }
+        app.run_attempt(&msg)
+    });
+    let joined = async {
+        blocking.await.unwrap_or_else(|e| {
+            Err(Failure::new(
+                FailureKind::Error,
+                format!("the task's thread failed: {e}"),
+            ))
+        })
+    };
+    let (Some(at), Some(limit)) = (deadline, limit) else {
+        return joined.await;
+    };
+    match tokio::time::timeout_at(at.into(), joined).await {
+        Ok(out) => out,
+        Err(_) => {
+            gave_up.store(true, Ordering::SeqCst);
+            Err(Failure::new(
+                FailureKind::Timeout,
+                format!("ran past its {limit:?} timeout; its thread was abandoned"),
+            ))
+        }
+    }
+}
+
+/// The most blocking threads an async worker of `concurrency` gives sync tasks.
+pub fn blocking_threads(concurrency: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    concurrency.clamp(1, (4 * cpus).max(16))
+}
+
+/// `--kind async`: one runtime in the consumer's process running up to its slot's concurrency
+/// of attempts at once, on the same dispatch and completion path as the other workers.
+pub struct AsyncWorker {
+    runner: Option<Runner>,
+    app: Huey,
+    num: u32,
+    send: Arc<dyn Fn(WorkerEvent) -> bool + Send + Sync>,
+}
+
+impl AsyncWorker {
+    /// Start a runtime for a slot: its startup hooks run on the blocking pool, then it is ready.
+    pub fn spawn(
+        app: Huey,
+        slot: usize,
+        gen: u64,
+        num: u32,
+        concurrency: usize,
+        events: EventSink,
+    ) -> std::io::Result<AsyncWorker> {
+        let send: Arc<dyn Fn(WorkerEvent) -> bool + Send + Sync> =
+            Arc::new(move |event| events(Tagged { slot, gen, event }));
+        let s = send.clone();
+        let report: Report = Arc::new(move |job, outcome| {
+            s(WorkerEvent::Done {
+                job,
+                outcome,
+                rss_kib: rss_kib(),
+            });
+        });
+        let runner = Runner::new(app.clone(), 0, blocking_threads(concurrency), report)?;
+        let (a, s) = (app.clone(), send.clone());
+        runner.spawn_blocking(move || {
+            a.run_startup_hooks();
+            s(WorkerEvent::Ready { pid: num });
+        });
+        Ok(AsyncWorker {
+            runner: Some(runner),
+            app,
+            num,
+            send,
+        })
+    }
+
+    /// Start an attempt; false once stopped.
+    pub fn send(&self, job: u64, msg: Message) -> bool {
+        match &self.runner {
+            Some(r) => {
+                r.start(job, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancel a running attempt: its future is dropped and it ends as `Revoked`.
+    pub fn cancel(&self, job: u64) -> bool {
+        self.runner.as_ref().is_some_and(|r| r.cancel(job))
+    }
+
+    /// Let its running attempts end, then run the shutdown hooks (on a thread of their own,
+    /// as thread workers do) and report the exit.
+    pub fn stop(&mut self) {
+        let Some(runner) = self.runner.take() else {
+            return;
+        };
+        let (app, send) = (self.app.clone(), self.send.clone());
+        let stopped = std::thread::Builder::new()
+            .name(format!("huey-async-stop-{}", self.num))
+            .spawn(move || {
+                runner.wait_idle();
+                app.run_shutdown_hooks();
+                drop(runner);
+                send(WorkerEvent::Exited {
+                    status: "stopped".into(),
+                });
+            });
+        if let Err(e) = stopped {
+            tracing::warn!("could not run the shutdown hooks of async worker: {e}");
+        }
+    }
+
+    /// Give up on it: every running future is dropped at once, sync tasks' threads are left
+    /// to finish on their own.
+    pub fn abandon(&mut self) {
+        self.runner = None;
+    }
+
+    /// The worker's number.
+    pub fn num(&self) -> u32 {
+        self.num
+    }
+}
+
+/// What the writer thread of a concurrent process worker is given.
+enum Outgoing {
+    Done(u64, Result<Output, Failure>),
+    /// Everything before it is written: say so.
+    Flushed(std::sync::mpsc::Sender<()>),
+}
+
+/// A process worker's side with a concurrency: read `Run` and `Cancel` frames and start or
+/// cancel attempts at once (the supervisor never hands it more than its concurrency), answer
+/// each attempt as it ends, in any order. At end of file the running attempts finish, then
+/// the shutdown hooks run. Returns the process exit code.
+pub(super) fn serve(
+    app: &Huey,
+    mut input: impl std::io::Read,
+    mut output: impl std::io::Write + Send + 'static,
+    concurrency: usize,
+) -> i32 {
+    use super::ipc::{read_frame, ToWorker};
+    let pid = std::process::id();
+    let (tx, rx) = std::sync::mpsc::channel::<Outgoing>();
+    let writer = std::thread::Builder::new()
+        .name("huey-answers".into())
+        .spawn(move || {
+            for out in rx {
+                match out {
+                    Outgoing::Done(job, outcome) => {
+                        if super::process::answer(&mut output, job, outcome).is_err() {
+                            // The supervisor is gone: nothing is left to do.
+                            std::process::exit(1);
+                        }
+                    }
+                    Outgoing::Flushed(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        });
+    if let Err(e) = writer {
+        eprintln!("huey worker {pid}: {e}");
+        return 3;
+    }
+    let done = tx.clone();
+    let report: Report = Arc::new(move |job, outcome| {
+        let _ = done.send(Outgoing::Done(job, outcome));
+    });
+    let runner = match Runner::new(
+        app.clone(),
+        1,
+        blocking_threads(concurrency),
+        report.clone(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("huey worker {pid}: could not start its runtime: {e}");
+            return 3;
+        }
+    };
+    loop {
+        match read_frame::<ToWorker>(&mut input) {
+            Ok(Some(ToWorker::Run { job, payload })) => match Message::decode(&payload) {
+                Ok(msg) => runner.start(job, msg),
+                Err(e) => report(
+                    job,
+                    Err(Failure::new(FailureKind::Undecodable, e.to_string())),
+                ),
+            },
+            Ok(Some(ToWorker::Cancel { job })) => {
+                runner.cancel(job);
+            }
+            Ok(Some(ToWorker::Setup { .. })) => {
+                eprintln!("huey worker {pid}: a second setup frame");
+                return 3;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("huey worker {pid}: {e}");
+                return 3;
+            }
+        }
+    }
+    runner.wait_idle();
+    app.run_shutdown_hooks();
+    let (ack, flushed) = std::sync::mpsc::channel();
+    if tx.send(Outgoing::Flushed(ack)).is_ok() {
+        let _ = flushed.recv();
+    }
+    0
+}
