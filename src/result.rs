@@ -17,7 +17,7 @@ use crate::revoke::Revoke;
 mod hub;
 mod wait_async;
 
-pub(crate) use wait_async::blocking;
+pub(crate) use wait_async::run_blocking;
 
 /// A handle on one task instance's result.
 ///

@@ -14,8 +14,24 @@ use crate::storage::Storage;
 
 type Cache = Arc<Mutex<Option<StoredResult>>>;
 
+/// Run a blocking storage call where it cannot stall other tasks: on a multi-threaded runtime
+/// in place, after handing this worker's other tasks to another thread
+/// ([`tokio::task::block_in_place`]: no hand-off on the caller's path); elsewhere on tokio's
+/// blocking pool. Needs a tokio runtime.
+pub(crate) async fn run_blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => blocking(f).await,
+    }
+}
+
 /// Run a blocking storage call on tokio's blocking pool. Needs a tokio runtime.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+async fn blocking<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
@@ -55,7 +71,7 @@ impl<R: DeserializeOwned> TaskResult<R> {
             Some(c) => Some(c),
             None => {
                 let (storage, id, take, cache) = self.parts();
-                blocking(move || read_into(&*storage, &id, take, &cache)).await?
+                run_blocking(move || read_into(&*storage, &id, take, &cache)).await?
             }
         };
         stored.map(Self::finish).transpose()
@@ -115,7 +131,7 @@ impl<R: DeserializeOwned> TaskResult<R> {
                 return Ok(c);
             }
             let (storage, id, take, cache) = self.parts();
-            let (mut registration, found) = blocking(move || {
+            let (mut registration, found) = run_blocking(move || {
                 let registration = hub::register(&storage, &id)?;
                 let found = read_into(&*storage, &id, take, &cache)?;
                 Ok((registration, found))

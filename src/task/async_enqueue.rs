@@ -12,7 +12,7 @@ use super::{Call, Task};
 use crate::app::Huey;
 use crate::error::Result;
 use crate::message::Message;
-use crate::result::{blocking, TaskResult};
+use crate::result::{run_blocking, TaskResult};
 
 /// Write `msgs` in one storage call on the blocking pool; their handles in the same order.
 async fn enqueue_blocking<R: DeserializeOwned>(
@@ -20,7 +20,7 @@ async fn enqueue_blocking<R: DeserializeOwned>(
     msgs: Vec<Message>,
 ) -> Result<Vec<TaskResult<R>>> {
     let app2 = app.clone();
-    let msgs = blocking(move || app2.enqueue_messages(&msgs).map(|()| msgs)).await?;
+    let msgs = run_blocking(move || app2.enqueue_messages(&msgs).map(|()| msgs)).await?;
     Ok(msgs
         .into_iter()
         .map(|m| TaskResult::new(app.clone(), m.id.clone(), Some(m)))
