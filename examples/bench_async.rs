@@ -64,10 +64,11 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// The consumer's tasks: `hueyd`'s demo tasks and an async sleep.
 fn register(app: &Huey) -> huey::Result<()> {
     huey::demo::register(app)?;
-    app.task("sleep_async").register_async(|ms: u64| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<_, huey::TaskError>(())
-    })?;
+    app.task("sleep_async")
+        .register_async(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, huey::TaskError>(())
+        })?;
     Ok(())
 }
 
@@ -135,8 +136,8 @@ impl Consumer {
     /// Peak RSS (VmHWM) of the consumer and of its largest child, in KiB.
     fn peak_kib(&self) -> (u64, Option<u64>) {
         let pid = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         let child_max = children
             .split_whitespace()
             .filter_map(|p| hwm_kib(p.parse().ok()?))

@@ -19,8 +19,11 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const WAITERS: usize = 1000;
 const LONG: Duration = Duration::from_secs(60);
 
+/// One test at a time, starting once the watcher of the one before has ended.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(wait_until(Duration::from_secs(10), || watchers() == 0));
+    guard
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -266,4 +269,55 @@ fn futures_are_send(t: Task<(i64, i64), i64>, h: huey::TaskResult<i64>) {
     send(t.enqueue_many_async([(1, 1)]));
     send(h.wait_async(LONG));
     send(h.get_async());
+}
+
+#[test]
+fn on_a_multi_threaded_runtime_the_calls_run_in_place_and_waits_are_woken() {
+    let _s = serial();
+    let b = Backend::sqlite();
+    let app = b.app();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let add = add(&app);
+    // Spawned tasks on worker threads: enqueue, then wait, 200 at once.
+    let joins: Vec<_> = (0..200i64)
+        .map(|i| {
+            let add = add.clone();
+            rt.spawn(async move { add.enqueue_async((i, 1)).await?.wait_async(LONG).await })
+        })
+        .collect();
+    let _consumer = Hueyd::start(&b.url(), &["-k", "thread", "-w", "4"]);
+    rt.block_on(async {
+        for (i, j) in joins.into_iter().enumerate() {
+            assert_eq!(j.await.unwrap().unwrap(), i as i64 + 1);
+        }
+    });
+}
+
+#[test]
+fn outside_a_runtime_the_async_calls_fail_with_an_error() {
+    let app = Huey::open("hueyd", "memory:").unwrap();
+    common::testbed::register(&app).unwrap();
+    // Polled by a minimal executor that is not tokio.
+    let out = block_on_without_tokio(add(&app).enqueue_async((1, 1)));
+    match out {
+        Err(Error::Config(m)) => assert!(m.contains("tokio runtime"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.storage().counts().unwrap().ready, 0);
+}
+
+fn block_on_without_tokio<F: Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
 }

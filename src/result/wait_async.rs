@@ -16,27 +16,24 @@ type Cache = Arc<Mutex<Option<StoredResult>>>;
 
 /// Run a blocking storage call where it cannot stall other tasks: on a multi-threaded runtime
 /// in place, after handing this worker's other tasks to another thread
-/// ([`tokio::task::block_in_place`]: no hand-off on the caller's path); elsewhere on tokio's
-/// blocking pool. Needs a tokio runtime.
+/// ([`tokio::task::block_in_place`]: no hand-off on the caller's path); on a current-thread
+/// runtime on tokio's blocking pool. Outside a tokio runtime, an error.
 pub(crate) async fn run_blocking<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => blocking(f).await,
+    let Ok(handle) = Handle::try_current() else {
+        return Err(Error::Config(
+            "the async API of huey needs a tokio runtime: call it from code that runs on one"
+                .into(),
+        ));
+    };
+    if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(f);
     }
-}
-
-/// Run a blocking storage call on tokio's blocking pool. Needs a tokio runtime.
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
+    match handle.spawn_blocking(f).await {
         Ok(out) => out,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(Error::io(
