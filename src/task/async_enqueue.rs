@@ -38,11 +38,12 @@ impl<A: Serialize, R: DeserializeOwned + 'static> Task<A, R> {
     /// let app = Huey::open("docs", "memory:")?;
     /// let add = app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
     /// rt.block_on(async {
-    ///     add.enqueue_async((1, 2)).await?;
+    ///     let one: huey::TaskResult<i64> = add.enqueue_async((1, 2)).await?;
+    ///     assert!(!one.id().is_empty());
     ///     add.call((3, 4)).priority(5).enqueue_async().await?;
     ///     let handles = add.enqueue_many_async([(5, 6), (7, 8)]).await?;
     ///     assert_eq!(handles.len(), 2);
-    ///     huey::Result::Ok(())
+    ///     Ok::<_, huey::Error>(())
     /// })?;
     /// assert_eq!(app.storage().counts()?.ready, 4);
     /// # Ok(())
