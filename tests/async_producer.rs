@@ -321,3 +321,67 @@ fn block_on_without_tokio<F: Future>(f: F) -> F::Output {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn a_result_taken_by_a_cancelled_wait_stays_in_its_handle() {
+    let _s = serial();
+    on_each_backend(|app| {
+        let rt = runtime();
+        let h = rt.block_on(add(app).enqueue_async((40, 2))).unwrap();
+        assert_eq!(common::drain(app, &["default"]), 1);
+        // Polled once, then dropped: on a current-thread runtime the destructive read runs on
+        // the blocking pool and finishes after the wait is gone.
+        rt.block_on(async {
+            let mut wait = std::pin::pin!(h.wait_async(LONG));
+            std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_pending()))
+                .await
+        });
+        assert!(wait_until(LONG, || h.get().unwrap() == Some(42)));
+        let id = h.id().to_string();
+        assert_eq!(
+            app.storage().result(&id, false).unwrap(),
+            None,
+            "it was taken"
+        );
+        assert_eq!(rt.block_on(h.wait_async(LONG)).unwrap(), 42);
+    });
+}
+
+#[test]
+fn a_wait_whose_redis_goes_away_ends_with_a_storage_error() {
+    let _s = serial();
+    let mut b = Backend::redis();
+    let app = b.app();
+    let rt = runtime();
+    let handles = rt
+        .block_on(add(&app).enqueue_many_async((0..50).map(|i| (i, i))))
+        .unwrap();
+    let _in_rt = rt.enter();
+    let mut set = JoinSet::new();
+    for h in handles {
+        set.spawn(async move { h.wait_async(LONG).await });
+    }
+    rt.block_on(async {
+        while watchers() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let Backend::Redis(server) = &mut b else {
+        unreachable!()
+    };
+    server.kill();
+    let started = Instant::now();
+    rt.block_on(async {
+        while let Some(j) = set.join_next().await {
+            match j.unwrap() {
+                Err(Error::Storage { backend, .. }) => assert_eq!(backend, "redis"),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not left to run out"
+    );
+    assert!(wait_until(Duration::from_secs(10), || watchers() == 0));
+}
