@@ -222,24 +222,27 @@ fn io(a: &Args) -> Res<Value> {
 /// Enqueue rate, no consumer, the same `noop` calls through both APIs in one process: `one`
 /// = one call at a time (sync: a loop of `enqueue`; async: a loop of `enqueue_async().await`
 /// on a multi-threaded runtime); `many` = C enqueuers at once (sync: C threads; async: C tokio
-/// tasks). Each figure is the best of three rounds, taken in turn.
+/// tasks). Each figure is the best of four rounds; each pair runs back to back, sync first in
+/// even rounds and async first in odd ones.
 fn enqueue(a: &Args) -> Res<Value> {
     let app = fresh_app(&a.storage)?;
     let noop: Task<(), ()> = Task::from_name(&app, "noop")?;
     let rt = tokio::runtime::Runtime::new()?;
     let (n, c) = (a.tasks, a.concurrency.max(1));
     let mut best = [0f64; 4];
-    for _ in 0..3 {
-        let runs: [&dyn Fn() -> Res<()>; 4] = [
-            &|| sync_enqueue(&noop, n, 1),
-            &|| rt.block_on(async_enqueue(&noop, n, 1)),
-            &|| sync_enqueue(&noop, n, c),
-            &|| rt.block_on(async_enqueue(&noop, n, c)),
-        ];
-        for (i, run) in runs.iter().enumerate() {
+    let runs: [&dyn Fn() -> Res<()>; 4] = [
+        &|| sync_enqueue(&noop, n, 1),
+        &|| rt.block_on(async_enqueue(&noop, n, 1)),
+        &|| sync_enqueue(&noop, n, c),
+        &|| rt.block_on(async_enqueue(&noop, n, c)),
+    ];
+    for round in 0..4 {
+        // Each pair back to back, sync first in even rounds and async first in odd ones.
+        let order = if round % 2 == 0 { [0, 1, 2, 3] } else { [1, 0, 3, 2] };
+        for i in order {
             app.storage().flush(Flush::all())?;
             let t = Instant::now();
-            run()?;
+            runs[i]()?;
             let rate = n as f64 / t.elapsed().as_secs_f64();
             let ready = app.storage().counts()?.ready;
             if ready != n as u64 {
