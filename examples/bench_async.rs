@@ -238,7 +238,11 @@ fn enqueue(a: &Args) -> Res<Value> {
     ];
     for round in 0..4 {
         // Each pair back to back, sync first in even rounds and async first in odd ones.
-        let order = if round % 2 == 0 { [0, 1, 2, 3] } else { [1, 0, 3, 2] };
+        let order = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [1, 0, 3, 2]
+        };
         for i in order {
             app.storage().flush(Flush::all())?;
             let t = Instant::now();

@@ -1,6 +1,7 @@
 //! Reading and waiting for a result from async code, without blocking the runtime: storage
-//! calls run on tokio's blocking pool, and a wait sleeps on a one-shot channel that the
-//! storage's watcher thread (see `hub.rs`) fires when the result is written.
+//! calls run where they stall no other task ([`run_blocking`]), and a wait sleeps on a
+//! one-shot channel that the storage's watcher thread (see `hub.rs`) fires when the result is
+//! written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,8 +61,9 @@ fn read_into(
 }
 
 impl<R: DeserializeOwned> TaskResult<R> {
-    /// [`TaskResult::get`] for async code: the read runs on tokio's blocking pool, so the
-    /// runtime's threads never wait for storage. Needs a tokio runtime.
+    /// [`TaskResult::get`] for async code: the read stalls no other task of the runtime (on a
+    /// multi-threaded runtime it runs in place through `block_in_place`, on a current-thread
+    /// one on tokio's blocking pool). Needs a tokio runtime.
     pub async fn get_async(&self) -> Result<Option<R>> {
         let cached = self.cached.lock().clone();
         let stored = match cached {

@@ -1,5 +1,6 @@
-//! Enqueueing from async code: the call is encoded in the caller, and the storage write runs on
-//! tokio's blocking pool, so no runtime thread waits for storage. The futures are `Send` and
+//! Enqueueing from async code: the call is encoded in the caller, and the storage write stalls
+//! no other task of the runtime (on a multi-threaded runtime it runs in place through
+//! `block_in_place`, on a current-thread one on tokio's blocking pool). The futures are `Send` and
 //! `'static` (they hold no borrow of the task or its arguments): an axum or actix handler can
 //! await them as they are.
 
@@ -14,7 +15,7 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::result::{run_blocking, TaskResult};
 
-/// Write `msgs` in one storage call on the blocking pool; their handles in the same order.
+/// Write `msgs` in one storage call; their handles in the same order.
 async fn enqueue_blocking<R: DeserializeOwned>(
     app: Huey,
     msgs: Vec<Message>,

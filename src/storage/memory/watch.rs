@@ -1,4 +1,5 @@
-//! Watching many results at once (see [`Results::watch_results`]), woken by every write.
+//! Watching many results at once, woken by every write (see
+//! [`Results::watch_results`](crate::storage::Results::watch_results)).
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
-//! Watching many results at once (see [`Results::watch_results`]): one `BLPOP` on the wake-up
-//! lists of every watched id plus the watcher's own list, on one connection, instead of one
-//! blocked connection per waiter.
+//! Watching many results at once (see
+//! [`Results::watch_results`](crate::storage::Results::watch_results)): one `BLPOP` on the
+//! wake-up lists of every watched id plus the watcher's own list, on one connection, instead of
+//! one blocked connection per waiter.
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
-//! Watching many results at once (see [`Results::watch_results`]): one `PRAGMA data_version`
-//! poll and one query per change for every waiter of a process, instead of one each.
+//! Watching many results at once (see
+//! [`Results::watch_results`](crate::storage::Results::watch_results)): one
+//! `PRAGMA data_version` poll and one query per change for every waiter of a process, instead
+//! of one each.
 
 use std::time::Duration;
 
