@@ -138,8 +138,26 @@ pub(crate) fn register(storage: &Arc<dyn Storage>, id: &str) -> Result<Registrat
     Ok(reg)
 }
 
+/// Should the watcher thread panic, the hub is left able to start another, and its waiters
+/// read for themselves (and register again).
+struct PanicGuard<'a>(&'a Hub);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.0.state.lock();
+            st.running = false;
+            st.watching = false;
+            for (_, tx) in st.waiters.drain().flat_map(|(_, v)| v) {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
 /// The watcher thread: watch until nothing is registered.
 fn serve(hub: &Hub, storage: &dyn Storage) {
+    let _guard = PanicGuard(hub);
     loop {
         {
             let mut st = hub.state.lock();
