@@ -11,15 +11,22 @@ Same scenarios, same definitions, same storage, one JSON line per run:
       latency   --kind K --workers W --count C  enqueue echo + wait for the result, C times
       startup   --kind K --workers W --repeat R launch the consumer to first task finished
       memory    --kind K --workers W --tasks N  peak RSS of consumer and worker
+      io        --kind greenlet --workers W --tasks N --sleep-ms S
+                                                N tasks that each sleep S ms (time.sleep under
+                                                gevent), drained by W greenlets
 
 Storage URLs: sqlite:PATH (SqliteHuey on that file, deleted first) or
 redis://127.0.0.1:PORT/0 (RedisHuey, blocking dequeue, notify_result=True so result waits
-use BLPOP instead of polling).
+use BLPOP instead of polling, a connection pool large enough for every greenlet worker).
 
 The consumer is huey's own `huey_consumer` (from the same virtualenv as this interpreter),
 started as a subprocess with `-q -n -d 0.001 -m 0.01`: warnings only, no periodic tasks, and
 the shortest polling its consumer sensibly takes (SqliteHuey cannot block in dequeue). Result
 waits that cannot block poll every millisecond (`get(blocking=True, backoff=1, max_delay=0.001)`).
+
+Greenlet consumers (`-k greenlet`) are started through a wrapper that applies gevent's
+`monkey.patch_all()` before anything else is imported, as huey's documentation asks, so that
+`time.sleep` and sockets yield to other greenlets.
 
 This module is also what the consumer imports (`bench_huey.huey`): the app is built at import
 from $BENCH_HUEY_STORAGE.
@@ -45,8 +52,10 @@ def _make_huey(url):
     if url.startswith("redis://"):
         hostport, _, db = url[len("redis://"):].partition("/")
         host, _, port = hostport.partition(":")
+        # redis-py's pool holds 100 connections by default; every greenlet worker blocked in
+        # BRPOP holds one, so allow as many as the largest -w.
         return RedisHuey("bench", host=host, port=int(port), db=int(db or 0),
-                         notify_result=True)
+                         notify_result=True, max_connections=20000)
     raise SystemExit("unknown storage URL %r" % url)
 
 
@@ -78,6 +87,10 @@ if __name__ != "__main__":
     @huey.task()
     def cpu(n):
         return xorshift(n)
+
+    @huey.task()
+    def sleep_io(ms):
+        time.sleep(ms / 1000.0)
 
 
 # ----- helpers --------------------------------------------------------------------------------
@@ -115,6 +128,8 @@ class Consumer:
                    PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [exe, "bench_huey.huey", "-k", args.kind, "-w", str(workers),
                "-d", "0.001", "-m", "0.01", "-q", "-n"]
+        if args.kind == "greenlet":
+            cmd = [sys.executable, "-c", GEVENT_CONSUMER] + cmd[1:]
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL)
 
@@ -131,6 +146,13 @@ class Consumer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+GEVENT_CONSUMER = (
+    "from gevent import monkey; monkey.patch_all()\n"
+    "from huey.bin.huey_consumer import consumer_main\n"
+    "consumer_main()\n"
+)
 
 
 def percentile(sorted_values, p):
@@ -327,6 +349,39 @@ def sc_memory(args):
             "idle": idle, "drain": drained}
 
 
+def sc_io(args):
+    """The drain measurement with sleep_io(S) tasks; the ideal interval is N * S / W."""
+    fresh(args.storage)
+    start = echo("start")
+    for _ in range(args.tasks):
+        sleep_io(args.sleep_ms)
+    ends = [echo("end-%d" % i) for i in range(args.workers)]
+    launched = now()
+    consumer = Consumer(args, args.workers)
+    try:
+        wait(start)
+        first = now()
+        for e in ends:
+            wait(e)
+        interval = now() - first
+        hwm = (mem_kib(consumer.pid) or (0, 0))[0]
+        child = [m[0] for m in (mem_kib(c) for c in children(consumer.pid)) if m]
+    finally:
+        consumer.stop()
+    ideal = args.tasks * args.sleep_ms / 1000.0 / args.workers
+    return {
+        "kind": args.kind, "workers": args.workers, "tasks": args.tasks,
+        "sleep_ms": args.sleep_ms,
+        "startup_s": round(first - launched, 4),
+        "drain_s": round(interval, 4),
+        "ideal_s": round(ideal, 4),
+        "ideal_pct": round(100.0 * ideal / interval, 1),
+        "tasks_per_s": round((args.tasks + len(ends)) / interval, 1),
+        "consumer_hwm_kib": hwm,
+        "worker_hwm_kib": max(child) if child else None,
+    }
+
+
 SCENARIOS = {
     "calibrate": sc_calibrate,
     "drain": sc_drain,
@@ -335,6 +390,7 @@ SCENARIOS = {
     "latency": sc_latency,
     "startup": sc_startup,
     "memory": sc_memory,
+    "io": sc_io,
 }
 
 
@@ -342,7 +398,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("scenario", choices=sorted(SCENARIOS))
     p.add_argument("--storage", default="sqlite:target/bench_huey.db")
-    p.add_argument("--kind", default="process", choices=["process", "thread"])
+    p.add_argument("--kind", default="process", choices=["process", "thread", "greenlet"])
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--tasks", type=int, default=20000)
     p.add_argument("--batch", type=int, default=1000)
@@ -350,6 +406,7 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--iters", type=int, default=0)
     p.add_argument("--target-ms", type=float, default=20.0)
+    p.add_argument("--sleep-ms", type=int, default=10)
     args = p.parse_args()
 
     out = {"system": "huey-py", "scenario": args.scenario}

@@ -38,6 +38,10 @@ def figures(r):
                 ("batch of %d" % r["batch"], r["batch_per_s"], "tasks/s", "higher")]
     if s == "latency":
         return [("p50", r["p50_ms"], "ms", "lower"), ("p99", r["p99_ms"], "ms", "lower")]
+    if s == "io":
+        return [("throughput", r["tasks_per_s"], "tasks/s", "higher"),
+                ("of the ideal N*S/W", r["ideal_pct"], "%", "higher"),
+                ("consumer peak RSS", round(r["consumer_hwm_kib"] / 1024, 1), "MiB", "lower")]
     if s == "startup":
         return [("launch to first result", r["median_ms"], "ms", "lower")]
     if s == "memory":
@@ -59,6 +63,22 @@ def fmt(v):
     if isinstance(v, float) and v >= 100:
         return "{:,.0f}".format(v)
     return "{:,}".format(v)
+
+
+def enqueue_async_table(runs):
+    """huey-rs alone: Task::enqueue against Task::enqueue_async on the same storage, same run."""
+    runs = [r for r in runs if r.get("scenario") == "enqueue_async" and not r.get("error")]
+    if not runs:
+        return ""
+    lines = ["", "", "enqueue_async against enqueue (huey-rs, same storage, same run):", "",
+             "| storage | enqueuers | enqueue (tasks/s) | enqueue_async (tasks/s) | async/sync |",
+             "|---|---|---:|---:|---:|"]
+    for r in runs:
+        for mode, n in (("one", "1"), ("many", str(r["concurrency"]))):
+            lines.append("| %s | %s | %s | %s | %s%% |" % (
+                r["storage"], n, fmt(r["sync_%s_per_s" % mode]),
+                fmt(r["async_%s_per_s" % mode]), r["async_%s_pct" % mode]))
+    return "\n".join(lines)
 
 
 def main():
@@ -115,7 +135,7 @@ def main():
         if c:
             notes.append("cpu task: %s runs %s xorshift iterations (%.1f ms when calibrated)"
                          % (sysname, "{:,}".format(c["iters"]), c["check_ms"]))
-    table = "\n".join(lines)
+    table = "\n".join(lines) + enqueue_async_table(runs)
     text = table + "\n\n" + "\n".join("- " + n for n in notes) + "\n"
     if len(sys.argv) > 4:
         with open(sys.argv[4]) as f:

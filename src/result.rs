@@ -1,6 +1,7 @@
 //! Result handles: read, wait for, preserve, revoke, restore and reschedule one task instance.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -12,6 +13,11 @@ pub use crate::message::StoredResult;
 use crate::message::{new_id, Message};
 use crate::options::When;
 use crate::revoke::Revoke;
+
+mod hub;
+mod wait_async;
+
+pub(crate) use wait_async::run_blocking;
 
 /// A handle on one task instance's result.
 ///
@@ -41,7 +47,9 @@ pub struct TaskResult<R> {
     id: String,
     message: Option<Message>,
     preserve: bool,
-    cached: Mutex<Option<StoredResult>>,
+    /// The result once read; shared with a blocking read still running for a cancelled
+    /// [`TaskResult::wait_async`], so a result it took is not lost.
+    cached: Arc<Mutex<Option<StoredResult>>>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -58,7 +66,7 @@ impl<R: DeserializeOwned> TaskResult<R> {
             id,
             message,
             preserve: false,
-            cached: Mutex::new(None),
+            cached: Arc::new(Mutex::new(None)),
             _r: PhantomData,
         }
     }

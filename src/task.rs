@@ -437,3 +437,5 @@ impl Huey {
             .collect())
     }
 }
+
+mod async_enqueue;

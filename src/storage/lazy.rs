@@ -59,6 +59,8 @@ delegate!(Schedule {
 delegate!(Results {
     fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>>;
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>>;
+    fn watch_results(&self, watcher: &str, pending: Pending, timeout: Duration) -> Result<Vec<String>>;
+    fn wake_watcher(&self, watcher: &str) -> Result<()>;
     fn delete_result(&self, id: &str) -> Result<bool>;
 });
 

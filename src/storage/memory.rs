@@ -11,6 +11,8 @@ use super::*;
 use crate::clock::{ms, now_ms};
 use crate::error::Result;
 
+mod watch;
+
 #[derive(Debug, Clone)]
 struct Entry {
     id: String,
@@ -396,6 +398,10 @@ impl Results for MemoryStorage {
             let step = deadline - Instant::now();
             self.changed.wait_for(&mut st, step);
         }
+    }
+
+    fn watch_results(&self, _: &str, pending: Pending, timeout: Duration) -> Result<Vec<String>> {
+        self.watch(pending, timeout)
     }
 
     fn delete_result(&self, id: &str) -> Result<bool> {

@@ -47,7 +47,7 @@ pub use queue::{
     Batch, Claim, DeadPut, Delivery, DequeueRequest, Lease, Queue, Ready, ResultPut, Schedule,
     Scheduled,
 };
-pub use results::Results;
+pub use results::{Pending, Results};
 pub use sqlite::{SqliteOptions, SqliteStorage, Synchronous};
 pub use url::{open, IntoStorageUrl, StorageUrl, DEFAULT_URL};
 

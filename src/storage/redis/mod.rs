@@ -63,6 +63,7 @@ mod conn;
 mod inspect;
 mod kv;
 mod scripts;
+mod watch;
 
 use std::time::{Duration, Instant};
 
@@ -498,6 +499,19 @@ impl Results for RedisStorage {
                 return Ok(v);
             }
         }
+    }
+
+    fn watch_results(
+        &self,
+        watcher: &str,
+        pending: Pending,
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
+        self.watch(watcher, pending, timeout)
+    }
+
+    fn wake_watcher(&self, watcher: &str) -> Result<()> {
+        self.wake(watcher)
     }
 
     fn delete_result(&self, id: &str) -> Result<bool> {

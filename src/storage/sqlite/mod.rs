@@ -12,6 +12,7 @@
 mod inspect;
 mod kv;
 mod schema;
+mod watch;
 
 use std::time::{Duration, Instant};
 
@@ -480,6 +481,10 @@ impl Results for SqliteStorage {
             }
             self.wait_change(generation, dv, deadline)?;
         }
+    }
+
+    fn watch_results(&self, _: &str, pending: Pending, timeout: Duration) -> Result<Vec<String>> {
+        self.watch(pending, timeout)
     }
 
     fn delete_result(&self, id: &str) -> Result<bool> {
