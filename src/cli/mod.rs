@@ -8,6 +8,7 @@
 
 mod admin;
 mod consumer;
+mod web;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ struct Cli {
 enum Command {
     /// Run a short demonstration on the embedded storage.
     Demo(crate::demo::DemoArgs),
+    /// Serve the web dashboard (loopback by default; any other address needs --token).
+    Web(web::WebArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -130,6 +133,10 @@ fn run(
             crate::logging::init_logging(None, "off")?;
             let url = storage_chosen.then_some(cli.storage);
             crate::demo::run(name, url, args, register)
+        }
+        Some(Command::Web(args)) => {
+            let app = open_app(name, &cli.storage, register)?;
+            web::run(&app, args)
         }
         Some(Command::Admin(cmd)) => {
             let app = open_app(name, &cli.storage, register)?;
