@@ -1,0 +1,522 @@
+//! `hueyd web` as a user runs it: the real binary on a real SQLite file (and Redis), beside a
+//! real consumer. HTTP-level tests of the pages, the JSON API and the safety rules, and a
+//! headless Chromium that watches the overview while a consumer drains tasks, then retries a
+//! dead letter by clicking its button.
+
+#[macro_use]
+mod common;
+mod web_dashboard {
+    pub mod webdriver;
+}
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::hueyd::{exe, Backend, Hueyd};
+use huey::{Huey, Task};
+use serde_json::{json, Value};
+use web_dashboard::webdriver::{self, Browser};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A running `hueyd web`, killed when dropped.
+struct Web {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+}
+
+impl Web {
+    fn start(url: &str, args: &[&str]) -> Web {
+        let mut child = Command::new(exe())
+            .args(["--storage", url, "web", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("HUEY_STORAGE")
+            .env_remove("HUEY_WEB_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hueyd web");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(LONG).expect("hueyd web printed no address");
+        let base = line
+            .trim()
+            .strip_prefix("dashboard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .trim_end_matches('/')
+            .replace("0.0.0.0", "127.0.0.1");
+        Web { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        http("GET", &self.url(path), &[], None)
+    }
+
+    fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    /// The CSRF token, as the pages carry it.
+    fn csrf(&self, headers: &[(&str, &str)]) -> String {
+        let r = http("GET", &self.url("/"), headers, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let at = r.body.find("name=\"csrf-token\" content=\"").unwrap() + 27;
+        r.body[at..at + 64].to_string()
+    }
+
+    /// POST a JSON body with the CSRF token and this origin.
+    fn api(&self, path: &str, body: Value) -> Resp {
+        let csrf = self.csrf(&[]);
+        let origin = self.base.clone();
+        http(
+            "POST",
+            &self.url(path),
+            &[("X-CSRF-Token", &csrf), ("Origin", &origin)],
+            Some(("application/json", &body.to_string())),
+        )
+    }
+
+    /// POST a form (fields urlencoded as given).
+    fn form(&self, path: &str, headers: &[(&str, &str)], fields: &[(&str, &str)]) -> Resp {
+        let body: String = form_urlencoded_pairs(fields);
+        http(
+            "POST",
+            &self.url(path),
+            headers,
+            Some(("application/x-www-form-urlencoded", &body)),
+        )
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn form_urlencoded_pairs(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+struct Resp {
+    status: u16,
+    body: String,
+    location: Option<String>,
+    cookie: Option<String>,
+    content_type: String,
+}
+
+fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>) -> Resp {
+    let agent = ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some((ctype, b)) => req.set("Content-Type", ctype).send_string(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    Resp {
+        status: r.status(),
+        location: r.header("location").map(str::to_string),
+        cookie: r.header("set-cookie").map(str::to_string),
+        content_type: r.header("content-type").unwrap_or("").to_string(),
+        body: r.into_string().unwrap_or_default(),
+    }
+}
+
+/// `hueyd web ARGS` that must fail: its exit code and stderr.
+fn refused(args: &[&str]) -> (i32, String) {
+    let out = Command::new(exe())
+        .args(["--storage", "memory:", "web"])
+        .args(args)
+        .env_remove("HUEY_WEB_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bind_beyond_loopback_needs_a_token() {
+    let (code, err) = refused(&["--bind", "0.0.0.0:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("without --token"), "{err}");
+    let (code, err) = refused(&["--bind", "0.0.0.0:0", "--token", "short"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 16"), "{err}");
+    let (code, err) = refused(&["--bind", "not an address"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid --bind"), "{err}");
+
+    // With a token it serves every interface, and asks for the token.
+    let b = Backend::sqlite();
+    let mut child = Command::new(exe())
+        .args(["--storage", &b.url(), "web", "--bind", "0.0.0.0:0"])
+        .env("HUEY_WEB_TOKEN", "0123456789abcdef-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let web = Web {
+        child,
+        base: line
+            .trim()
+            .trim_start_matches("dashboard listening on ")
+            .trim_end_matches('/')
+            .replace("0.0.0.0", "127.0.0.1"),
+    };
+    assert_eq!(web.get("/api/overview").status, 401);
+    let bearer = [("Authorization", "Bearer 0123456789abcdef-secret")];
+    let r = http("GET", &web.url("/api/overview"), &bearer, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_token_guards_pages_api_and_actions() {
+    let b = Backend::sqlite();
+    let token = "a-long-enough-token-1234";
+    let web = Web::start(&b.url(), &["--token", token]);
+    let r = web.get("/");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location.as_deref(), Some("/login?next=%2F"));
+    assert_eq!(web.get("/api/overview").status, 401);
+    assert_eq!(web.get("/tasks/abc").status, 303);
+    let login = web.get("/login?next=/dead");
+    assert_eq!(login.status, 200);
+    let at = login.body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = login.body[at..at + 64].to_string();
+
+    // A wrong token, and the login form without its CSRF token, are refused.
+    let wrong = web.form(
+        "/login",
+        &[],
+        &[("csrf", &csrf), ("token", "nope"), ("next", "/dead")],
+    );
+    assert_eq!(wrong.status, 401);
+    let no_csrf = web.form("/login", &[], &[("token", token), ("next", "/dead")]);
+    assert_eq!(no_csrf.status, 403);
+
+    let ok = web.form(
+        "/login",
+        &[],
+        &[("csrf", &csrf), ("token", token), ("next", "/dead")],
+    );
+    assert_eq!(ok.status, 303);
+    assert_eq!(ok.location.as_deref(), Some("/dead"));
+    let cookie = ok.cookie.expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let session = cookie.split(';').next().unwrap().to_string();
+    let r = http("GET", &web.url("/dead"), &[("Cookie", &session)], None);
+    assert_eq!(r.status, 200);
+    // The session still needs the CSRF token to act; a bearer header does not.
+    let cookie_post = web.form(
+        "/actions/revoke",
+        &[("Cookie", &session)],
+        &[("id", "abc"), ("next", "/")],
+    );
+    assert_eq!(cookie_post.status, 403);
+    let bearer = format!("Bearer {token}");
+    let r = http(
+        "POST",
+        &web.url("/api/revoke"),
+        &[("Authorization", &bearer)],
+        Some(("application/json", r#"{"id": "abc"}"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(b.app().is_id_revoked("abc").unwrap());
+}
+
+#[test]
+fn posts_need_the_csrf_token_and_this_origin() {
+    let b = Backend::sqlite();
+    let web = Web::start(&b.url(), &[]);
+    let app = b.app();
+    let csrf = web.csrf(&[]);
+    let fields = |t: &str| vec![("csrf", t.to_string()), ("id", "t-1".to_string())];
+    let post = |headers: &[(&str, &str)], f: Vec<(&str, String)>| {
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        web.form("/actions/revoke", headers, &f)
+    };
+    assert_eq!(post(&[], vec![("id", "t-1".into())]).status, 403);
+    assert_eq!(post(&[], fields("0".repeat(64).as_str())).status, 403);
+    let evil = [("Origin", "http://evil.example")];
+    assert_eq!(post(&evil, fields(&csrf)).status, 403);
+    assert!(!app.is_id_revoked("t-1").unwrap());
+    // A JSON POST without the header is refused too.
+    let r = http(
+        "POST",
+        &web.url("/api/revoke"),
+        &[],
+        Some(("application/json", r#"{"id": "t-1"}"#)),
+    );
+    assert_eq!((r.status, r.content_type.as_str()), (403, "application/json"));
+
+    let origin = web.base.clone();
+    let r = post(&[("Origin", &origin)], fields(&csrf));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(app.is_id_revoked("t-1").unwrap());
+    let o = web.get_json("/api/overview");
+    assert_eq!(o["revoked"][0]["target"], "t-1");
+
+    // A page on another host name (DNS rebinding) is not answered.
+    let r = http("GET", &web.url("/"), &[("Host", "evil.example")], None);
+    assert_eq!(r.status, 421);
+}
+
+#[test]
+fn bad_ids_and_parameters_get_4xx() {
+    let b = Backend::sqlite();
+    let web = Web::start(&b.url(), &[]);
+    let r = web.get("/tasks/no-such-task");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("No task with this id"), "{}", r.body);
+    assert_eq!(web.get("/api/tasks/no-such-task").status, 404);
+    assert_eq!(web.get("/tasks/a%01b").status, 400);
+    assert_eq!(web.get(&format!("/tasks/{}", "x".repeat(300))).status, 400);
+    assert_eq!(web.get("/tasks?id=").status, 400);
+    assert_eq!(web.get("/tasks?id=abc").location.as_deref(), Some("/tasks/abc"));
+    for q in ["limit=abc", "limit=0", "limit=99999999999999999999", "limit=-1"] {
+        let r = web.get(&format!("/api/dead?{q}"));
+        assert_eq!(r.status, 400, "{q}");
+        assert!(r.body.contains("limit"), "{}", r.body);
+    }
+    assert_eq!(web.get("/api/overview?minutes=0").status, 400);
+    assert_eq!(web.get("/no/such/page").status, 404);
+    for (path, body) in [
+        ("/api/dead/retry", json!({ "keys": ["nope"] })),
+        ("/api/dead/retry", json!({ "keys": [] })),
+        ("/api/dead/retry", json!({ "all": true, "keys": ["x"] })),
+        ("/api/dead/retry", json!([1, 2])),
+        ("/api/flush", json!({ "everything": true })),
+        ("/api/flush", json!({})),
+        ("/api/revoke", json!({ "task": "not-registered" })),
+        ("/api/revoke", json!({})),
+        ("/api/cancel", json!({ "task": "add" })),
+        ("/api/revoke", json!({ "id": "a\u{7}b" })),
+    ] {
+        let r = web.api(path, body.clone());
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        assert!(r.body.starts_with("{\"error\""), "{}", r.body);
+    }
+    let r = http(
+        "POST",
+        &web.url("/api/revoke"),
+        &[("X-CSRF-Token", &web.csrf(&[]))],
+        Some(("application/json", "{not json")),
+    );
+    assert_eq!(r.status, 400);
+    // A body over the limit is refused before it is read whole.
+    let huge = format!("{{\"id\": \"{}\"}}", "x".repeat(1 << 20));
+    let r = http(
+        "POST",
+        &web.url("/api/revoke"),
+        &[("X-CSRF-Token", &web.csrf(&[]))],
+        Some(("application/json", &huge)),
+    );
+    assert_eq!(r.status, 413);
+    // Still serving.
+    assert_eq!(web.get("/").status, 200);
+}
+
+/// An app that knows only the demo tasks: a `pid` task (a testbed task) is dead-lettered by it.
+fn demo_app(b: &Backend) -> Huey {
+    let app = Huey::open("hueyd", &b.url()).unwrap();
+    huey::demo::register(&app).unwrap();
+    app
+}
+
+#[test]
+fn pages_and_actions_work() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let web = Web::start(&b.url(), &[]);
+    let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+    let queued = add.enqueue((20, 22)).unwrap();
+    let later = add
+        .schedule((1, 1), Duration::from_secs(3600))
+        .unwrap();
+    let o = web.get_json("/api/overview");
+    assert_eq!((o["counts"]["ready"].as_u64(), o["counts"]["scheduled"].as_u64()), (Some(1), Some(1)));
+
+    // A queued task: its page shows the state and the arguments as JSON.
+    let t = web.get_json(&format!("/api/tasks/{}", queued.id()));
+    assert_eq!(t["state"], "queued");
+    assert_eq!(t["args"], json!([20, 22]));
+    let page = web.get(&format!("/tasks/{}", queued.id()));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("queued") && page.body.contains("20,"), "{}", page.body);
+
+    // Scheduled: listed with its eta, and the periodic task with its next run.
+    let s = web.get_json("/api/scheduled");
+    assert_eq!(s["scheduled"][0]["id"], later.id());
+    assert_eq!(s["periodic"][0]["name"], "heartbeat");
+    let page = web.get("/scheduled");
+    assert!(page.body.contains(later.id()) && page.body.contains("* * * * *"));
+
+    // Run the queued task here; the result shows as JSON.
+    common::drain(&app, &["default"]);
+    let t = web.get_json(&format!("/api/tasks/{}", queued.id()));
+    assert_eq!((t["state"].as_str(), t["result"].as_i64()), (Some("done"), Some(42)));
+
+    // Revoke and restore the scheduled one through the API.
+    assert_eq!(web.api("/api/revoke", json!({ "id": later.id() })).status, 200);
+    assert!(later.is_revoked().unwrap());
+    let r = web.api("/api/restore", json!({ "id": later.id() }));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!later.is_revoked().unwrap());
+
+    // A dead letter: retried through the API, deleted through the form.
+    let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
+    let lost = pid.enqueue(()).unwrap();
+    common::drain(&demo_app(&b), &["default"]);
+    let dead = web.get_json("/api/dead");
+    assert_eq!(dead[0]["id"], lost.id());
+    assert_eq!(web.get_json(&format!("/api/tasks/{}", lost.id()))["state"], "dead-lettered");
+    let key = dead[0]["key"].as_str().unwrap();
+    let r = web.api("/api/dead/retry", json!({ "keys": [key] }));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["count"], 1);
+    common::drain(&app, &["default"]);
+    assert_eq!(lost.get().unwrap(), Some(std::process::id()));
+    pid.enqueue(()).unwrap();
+    common::drain(&demo_app(&b), &["default"]);
+    let csrf = web.csrf(&[]);
+    let r = web.form("/actions/dead/delete", &[], &[("csrf", &csrf), ("next", "/dead")]);
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/dead")));
+    assert_eq!(app.storage().counts().unwrap().dead, 0);
+
+    // Flush the schedule through the form.
+    let r = web.form("/actions/flush", &[], &[("csrf", &csrf), ("schedule", "on")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(app.storage().counts().unwrap().scheduled, 0);
+}
+
+/// The number shown for a count on the overview (-1 when missing).
+fn shown(browser: &Browser, key: &str) -> i64 {
+    browser
+        .eval(&format!(
+            "const e = document.querySelector('[data-count=\"{key}\"]'); \
+             return e ? Number(e.textContent) : -1;"
+        ))
+        .as_i64()
+        .unwrap_or(-1)
+}
+
+/// Wait until the overview shows exactly the storage's counts (two reads that agree).
+fn counts_agree(browser: &Browser, app: &Huey) -> bool {
+    webdriver::wait_for(LONG, || {
+        let c = app.storage().counts().unwrap();
+        let page: Vec<i64> = ["ready", "scheduled", "in_flight", "results", "dead"]
+            .iter()
+            .map(|k| shown(browser, k))
+            .collect();
+        let want = [c.ready, c.scheduled, c.in_flight, c.results, c.dead].map(|n| n as i64);
+        page == want && app.storage().counts().unwrap() == c
+    })
+}
+
+#[test]
+fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
+    if let Err(reason) = webdriver::ensure_installed() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let b = Backend::sqlite();
+    let app = b.app();
+    let web = Web::start(&b.url(), &[]);
+    let sleep: Task<u64, u64> = Task::from_name(&app, "sleep").unwrap();
+    sleep
+        .enqueue_many(std::iter::repeat_n(250, 16))
+        .unwrap();
+    // `pid` is a testbed task: the plain hueyd does not know it and dead-letters it.
+    let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
+    let lost = pid.enqueue(()).unwrap();
+
+    let browser = Browser::start();
+    browser.goto(&web.url("/"));
+    assert_eq!(shown(&browser, "ready"), 17, "the page before any consumer runs");
+
+    // A consumer drains the queue; the page follows without a reload.
+    let plain = Hueyd::start(&b.url(), &["-w", "2"]);
+    let live = browser.wait_true(
+        LONG,
+        "return document.querySelectorAll('#consumers tr[data-consumer]').length >= 1",
+    );
+    assert!(live, "the page never showed the consumer");
+    let dead_shown = browser.wait_true(
+        LONG,
+        &format!(
+            "return [...document.querySelectorAll('#dead tr[data-key]')]\
+             .some(r => r.textContent.includes('{}'))",
+            lost.id()
+        ),
+    );
+    assert!(dead_shown, "the page never showed the dead letter");
+    assert!(webdriver::wait_for(LONG, || shown(&browser, "ready") == 0));
+    assert!(counts_agree(&browser, &app), "the page's counts are not the storage's");
+    assert_eq!(shown(&browser, "dead"), 1);
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard.png");
+    browser.screenshot(&target);
+
+    // The right binary is deployed; retry the dead letter by clicking its button.
+    drop(plain);
+    let _testbed = Hueyd::testbed(&b.url(), &["-w", "1"]);
+    browser.click("#dead tr[data-key] button");
+    let gone = browser.wait_true(LONG, "return location.pathname === '/' && \
+        document.querySelectorAll('#dead tr[data-key]').length === 0");
+    assert!(gone, "the dead letter is still listed after the retry");
+    let ran = webdriver::wait_for(LONG, || lost.is_ready().unwrap_or(false));
+    assert!(ran, "the retried task did not run");
+    browser.goto(&web.url(&format!("/tasks/{}", lost.id())));
+    let done = browser.eval("return document.getElementById('state').textContent");
+    assert_eq!(done, json!("done"));
+    let result = browser.eval("return document.querySelector('#result pre').textContent");
+    assert!(result.as_str().unwrap().trim().parse::<u32>().is_ok(), "{result}");
+    browser.screenshot(&target.with_file_name("dashboard-task.png"));
+}
