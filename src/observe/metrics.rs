@@ -23,11 +23,31 @@ use crate::storage::Storage;
 type Labels = Vec<(&'static str, String)>;
 
 /// Worker changes counted by the pool (process-wide: one supervisor per process).
-pub static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
+static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
 /// Workers that died (killed, crashed) rather than being stopped.
-pub static WORKER_DEATHS: AtomicU64 = AtomicU64::new(0);
+static WORKER_DEATHS: AtomicU64 = AtomicU64::new(0);
 /// Workers replaced on purpose: `--max-tasks`, `--max-memory`, SIGHUP, timeouts, revocations.
-pub static WORKER_RECYCLES: AtomicU64 = AtomicU64::new(0);
+static WORKER_RECYCLES: AtomicU64 = AtomicU64::new(0);
+
+/// A change in a consumer's pool of workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerChange {
+    Start,
+    /// Died (killed, crashed) rather than being stopped.
+    Death,
+    /// Replaced on purpose (`--max-tasks`, `--max-memory`, SIGHUP, a timeout, a revocation).
+    Recycle,
+}
+
+/// Count a worker change (the pool calls it; the metrics read the counts).
+pub fn count_worker(change: WorkerChange) {
+    let c = match change {
+        WorkerChange::Start => &WORKER_STARTS,
+        WorkerChange::Death => &WORKER_DEATHS,
+        WorkerChange::Recycle => &WORKER_RECYCLES,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}
 
 /// The consumer's metrics.
 pub struct Metrics {

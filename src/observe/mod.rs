@@ -21,7 +21,7 @@ mod state;
 mod stats;
 mod types;
 
-pub use metrics::{serve_metrics, Metrics};
+pub use metrics::{count_worker, serve_metrics, Metrics, WorkerChange};
 pub use observer::{Observer, ObserverConfig};
 pub use types::{ConsumerInfo, MinuteStats, TaskState, WorkerInfo};
 
