@@ -130,7 +130,7 @@ fn run(
     match cli.command {
         Some(Command::Demo(args)) => {
             // The demo prints its own lines; logs only when asked for with HUEY_LOG.
-            crate::logging::init_logging(None, "off")?;
+            crate::logging::init_logging(None, "off", Default::default())?;
             let url = storage_chosen.then_some(cli.storage);
             crate::demo::run(name, url, args, register)
         }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+mod locate;
+
 use super::*;
 use crate::clock::{ms, now_ms};
 use crate::error::Result;
@@ -481,6 +483,10 @@ impl Kv for MemoryStorage {
 impl Inspect for MemoryStorage {
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn locate(&self, id: &str) -> Result<Option<Location>> {
+        Ok(locate::find(&self.state.lock(), id, now_ms()))
     }
 
     fn counts(&self) -> Result<Counts> {

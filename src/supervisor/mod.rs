@@ -15,6 +15,7 @@
 //! The loop itself keeps only what spans them: the stop state and the stats.
 
 mod dispatcher;
+mod observing;
 mod outbox;
 mod pool;
 pub mod scheduler;
@@ -32,6 +33,7 @@ use crate::storage::Flush;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use dispatcher::{Dispatcher, Fetched};
+use observing::Observing;
 use outbox::Outbox;
 use pool::{Ended, Exiting, Pool, Returns};
 use scheduler::Scheduler;
@@ -76,6 +78,10 @@ pub struct Config {
     pub log_tasks: bool,
     /// The binary started for process workers (default: this one).
     pub worker_exe: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Write a heartbeat record and per-minute counters to storage (see [`crate::observe`]).
+    pub heartbeat: bool,
 }
 
 impl Default for Config {
@@ -96,6 +102,8 @@ impl Default for Config {
             stop_deadline: Duration::from_secs(30),
             log_tasks: true,
             worker_exe: None,
+            metrics_bind: None,
+            heartbeat: true,
         }
     }
 }
@@ -165,6 +173,7 @@ pub struct Supervisor {
     /// A second stop signal: stop at once.
     immediate: bool,
     stats: Stats,
+    observing: Option<Observing>,
 }
 
 /// Counters for the summary line.
@@ -231,6 +240,7 @@ impl Supervisor {
             stopping: None,
             immediate: false,
             stats: Stats::default(),
+            observing: None,
         })
     }
 
@@ -271,6 +281,7 @@ impl Supervisor {
             })?;
             tracing::info!("flushed all locks");
         }
+        self.observing = Some(Observing::start(&self.app, &self.cfg)?);
         for _ in 0..self.cfg.workers {
             self.pool.add();
         }
@@ -341,6 +352,9 @@ impl Supervisor {
         self.settle(returns);
         let returns = self.pool.cancel_revoked(now);
         self.settle(returns);
+        if let Some(o) = &mut self.observing {
+            o.tick(&self.pool, now);
+        }
     }
 
     fn react(&mut self, sig: Pending) {
@@ -408,6 +422,7 @@ impl Supervisor {
         let exiting = self.pool.stop_all();
         self.outbox.drain(&self.app);
         self.await_exits(exiting, signals);
+        self.observing = None; // its last counts written, its record removed
         tracing::info!(
             completed = self.stats.completed,
             failed = self.stats.failed,

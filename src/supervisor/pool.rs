@@ -30,6 +30,7 @@ use crate::worker::{EventSink, Tagged, WorkerEvent};
 use slot::{Slot, State, Worker};
 
 mod slot;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -238,6 +239,7 @@ impl Pool {
         };
         match started {
             Ok(w) => {
+                crate::observe::count_worker(crate::observe::WorkerChange::Start);
                 slot.worker = Some(w);
                 slot.state = State::Starting;
             }
@@ -367,6 +369,7 @@ impl Pool {
             _ => {}
         }
         if !self.stopping {
+            crate::observe::count_worker(crate::observe::WorkerChange::Death);
             self.schedule_respawn(i, boot_failure, Instant::now());
         }
     }
@@ -394,6 +397,7 @@ impl Pool {
 
     /// Replace a slot's worker with a fresh one (after its current task).
     fn recycle(&mut self, i: usize) {
+        crate::observe::count_worker(crate::observe::WorkerChange::Recycle);
         let s = &mut self.slots[i];
         s.stop_worker(false);
         if s.retired {
@@ -489,6 +493,7 @@ impl Pool {
 
     /// Kill a slot's worker; returns its running job (its queued jobs are given back).
     fn kill_running(&mut self, i: usize, out: &mut Returns) -> (Box<Job>, u32) {
+        crate::observe::count_worker(crate::observe::WorkerChange::Recycle);
         let slot = &mut self.slots[i];
         let worker = slot.worker_id();
         slot.stop_worker(true);

@@ -1,0 +1,250 @@
+//! Prometheus metrics of a consumer (`--metrics-bind`): task outcomes and durations, queue
+//! gauges, worker changes, and the observer's storage writes, served as OpenMetrics text at
+//! `/metrics` by a small HTTP thread of their own.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::storage::Storage;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Worker changes counted by the pool (process-wide: one supervisor per process).
+static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
+/// Workers that died (killed, crashed) rather than being stopped.
+static WORKER_DEATHS: AtomicU64 = AtomicU64::new(0);
+/// Workers replaced on purpose: `--max-tasks`, `--max-memory`, SIGHUP, timeouts, revocations.
+static WORKER_RECYCLES: AtomicU64 = AtomicU64::new(0);
+
+/// A change in a consumer's pool of workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerChange {
+    Start,
+    /// Died (killed, crashed) rather than being stopped.
+    Death,
+    /// Replaced on purpose (`--max-tasks`, `--max-memory`, SIGHUP, a timeout, a revocation).
+    Recycle,
+}
+
+/// Count a worker change (the pool calls it; the metrics read the counts).
+pub fn count_worker(change: WorkerChange) {
+    let c = match change {
+        WorkerChange::Start => &WORKER_STARTS,
+        WorkerChange::Death => &WORKER_DEATHS,
+        WorkerChange::Recycle => &WORKER_RECYCLES,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The consumer's metrics.
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram>,
+    messages: Family<Labels, Gauge>,
+    workers: Family<Labels, Counter>,
+    worker_seen: Mutex<[u64; 3]>,
+    writes: Histogram,
+    write_errors: Counter,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, all at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let tasks = Family::<Labels, Counter>::default();
+        let durations =
+            Family::<Labels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
+        let messages = Family::<Labels, Gauge>::default();
+        let workers = Family::<Labels, Counter>::default();
+        let writes = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
+        let write_errors = Counter::default();
+        registry.register(
+            "huey_tasks",
+            "Task attempts ended, by task, queue and outcome",
+            tasks.clone(),
+        );
+        registry.register(
+            "huey_task_duration_seconds",
+            "How long task attempts ran, by task and queue",
+            durations.clone(),
+        );
+        registry.register(
+            "huey_messages",
+            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every second",
+            messages.clone(),
+        );
+        registry.register(
+            "huey_worker_changes",
+            "Worker processes or threads started, died, or recycled",
+            workers.clone(),
+        );
+        registry.register(
+            "huey_storage_write_seconds",
+            "How long the consumer's observer writes (heartbeats, counters) took",
+            writes.clone(),
+        );
+        registry.register(
+            "huey_storage_write_errors",
+            "Observer writes to the storage that failed",
+            write_errors.clone(),
+        );
+        Metrics {
+            registry,
+            tasks,
+            durations,
+            messages,
+            workers,
+            worker_seen: Mutex::new([0; 3]),
+            writes,
+            write_errors,
+        }
+    }
+
+    /// Count an attempt's outcome (an event the observer counts as `outcome`).
+    pub fn on_outcome(&self, e: &Event, outcome: &'static str) {
+        let labels = vec![
+            ("task", e.task.clone()),
+            ("queue", e.queue.clone()),
+            ("outcome", outcome.to_string()),
+        ];
+        self.tasks.get_or_create(&labels).inc();
+        if let Some(d) = e.duration {
+            if outcome != "dead" {
+                let labels = vec![("task", e.task.clone()), ("queue", e.queue.clone())];
+                self.durations
+                    .get_or_create(&labels)
+                    .observe(d.as_secs_f64());
+            }
+        }
+    }
+
+    /// A storage write took `took`; `ok` says whether it worked.
+    pub fn storage_write(&self, took: Duration, ok: bool) {
+        self.writes.observe(took.as_secs_f64());
+        if !ok {
+            self.write_errors.inc();
+        }
+    }
+
+    /// Read the storage's counts into the gauges, and the pool's worker changes into their
+    /// counters.
+    pub fn refresh_gauges(&self, storage: &dyn Storage) {
+        match storage.counts() {
+            Ok(c) => {
+                for (state, n) in [
+                    ("ready", c.ready),
+                    ("scheduled", c.scheduled),
+                    ("in_flight", c.in_flight),
+                    ("dead", c.dead),
+                ] {
+                    let labels = vec![("state", state.to_string())];
+                    self.messages
+                        .get_or_create(&labels)
+                        .set(n.min(i64::MAX as u64) as i64);
+                }
+            }
+            Err(e) => tracing::debug!("could not read the queue counts for the metrics: {e}"),
+        }
+        let now = [
+            WORKER_STARTS.load(Ordering::Relaxed),
+            WORKER_DEATHS.load(Ordering::Relaxed),
+            WORKER_RECYCLES.load(Ordering::Relaxed),
+        ];
+        let mut seen = self.worker_seen.lock();
+        for (i, change) in ["start", "death", "recycle"].into_iter().enumerate() {
+            let labels = vec![("change", change.to_string())];
+            let c = self.workers.get_or_create(&labels);
+            c.inc_by(now[i].saturating_sub(seen[i]));
+            seen[i] = now[i].max(seen[i]);
+        }
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serve `metrics` at `http://addr/metrics` from a thread of its own (one request at a time:
+/// a scrape is small). Returns the address bound (a port of 0 picks a free one).
+pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| Error::Config(format!("--metrics-bind {addr}: cannot listen: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the metrics address", e))?;
+    std::thread::Builder::new()
+        .name("huey-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer(stream, &metrics) {
+                    tracing::debug!("metrics request failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting the metrics thread", e))?;
+    Ok(bound)
+}
+
+/// Answer one HTTP request: `GET /metrics` gets the metrics, anything else a 404 or 405.
+fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Skip the headers (bounded: a request is small).
+    let mut header = String::new();
+    for _ in 0..100 {
+        header.clear();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        (_, "/metrics") => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+        _ => ("404 Not Found", "text/plain", "see /metrics\n".into()),
+    };
+    let mut out = stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    out.flush()
+}
