@@ -30,7 +30,12 @@ struct Web {
 
 impl Web {
     fn start(url: &str, args: &[&str]) -> Web {
-        let mut child = Command::new(exe())
+        Web::start_exe(exe().as_ref(), url, args)
+    }
+
+    /// `web` of another app binary (every binary built on `huey::cli::main` has it).
+    fn start_exe(exe: &std::path::Path, url: &str, args: &[&str]) -> Web {
+        let mut child = Command::new(exe)
             .args(["--storage", url, "web", "--bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("HUEY_STORAGE")
@@ -295,7 +300,10 @@ fn posts_need_the_csrf_token_and_this_origin() {
         &[],
         Some(("application/json", r#"{"id": "t-1"}"#)),
     );
-    assert_eq!((r.status, r.content_type.as_str()), (403, "application/json"));
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (403, "application/json")
+    );
 
     let origin = web.base.clone();
     let r = post(&[("Origin", &origin)], fields(&csrf));
@@ -320,8 +328,16 @@ fn bad_ids_and_parameters_get_4xx() {
     assert_eq!(web.get("/tasks/a%01b").status, 400);
     assert_eq!(web.get(&format!("/tasks/{}", "x".repeat(300))).status, 400);
     assert_eq!(web.get("/tasks?id=").status, 400);
-    assert_eq!(web.get("/tasks?id=abc").location.as_deref(), Some("/tasks/abc"));
-    for q in ["limit=abc", "limit=0", "limit=99999999999999999999", "limit=-1"] {
+    assert_eq!(
+        web.get("/tasks?id=abc").location.as_deref(),
+        Some("/tasks/abc")
+    );
+    for q in [
+        "limit=abc",
+        "limit=0",
+        "limit=99999999999999999999",
+        "limit=-1",
+    ] {
         let r = web.get(&format!("/api/dead?{q}"));
         assert_eq!(r.status, 400, "{q}");
         assert!(r.body.contains("limit"), "{}", r.body);
@@ -378,11 +394,15 @@ fn pages_and_actions_work() {
     let web = Web::start(&b.url(), &[]);
     let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
     let queued = add.enqueue((20, 22)).unwrap();
-    let later = add
-        .schedule((1, 1), Duration::from_secs(3600))
-        .unwrap();
+    let later = add.schedule((1, 1), Duration::from_secs(3600)).unwrap();
     let o = web.get_json("/api/overview");
-    assert_eq!((o["counts"]["ready"].as_u64(), o["counts"]["scheduled"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            o["counts"]["ready"].as_u64(),
+            o["counts"]["scheduled"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
 
     // A queued task: its page shows the state and the arguments as JSON.
     let t = web.get_json(&format!("/api/tasks/{}", queued.id()));
@@ -390,7 +410,11 @@ fn pages_and_actions_work() {
     assert_eq!(t["args"], json!([20, 22]));
     let page = web.get(&format!("/tasks/{}", queued.id()));
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("queued") && page.body.contains("20,"), "{}", page.body);
+    assert!(
+        page.body.contains("queued") && page.body.contains("20,"),
+        "{}",
+        page.body
+    );
 
     // Scheduled: listed with its eta, and the periodic task with its next run.
     let s = web.get_json("/api/scheduled");
@@ -402,10 +426,16 @@ fn pages_and_actions_work() {
     // Run the queued task here; the result shows as JSON.
     common::drain(&app, &["default"]);
     let t = web.get_json(&format!("/api/tasks/{}", queued.id()));
-    assert_eq!((t["state"].as_str(), t["result"].as_i64()), (Some("done"), Some(42)));
+    assert_eq!(
+        (t["state"].as_str(), t["result"].as_i64()),
+        (Some("done"), Some(42))
+    );
 
     // Revoke and restore the scheduled one through the API.
-    assert_eq!(web.api("/api/revoke", json!({ "id": later.id() })).status, 200);
+    assert_eq!(
+        web.api("/api/revoke", json!({ "id": later.id() })).status,
+        200
+    );
     assert!(later.is_revoked().unwrap());
     let r = web.api("/api/restore", json!({ "id": later.id() }));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -417,7 +447,10 @@ fn pages_and_actions_work() {
     common::drain(&demo_app(&b), &["default"]);
     let dead = web.get_json("/api/dead");
     assert_eq!(dead[0]["id"], lost.id());
-    assert_eq!(web.get_json(&format!("/api/tasks/{}", lost.id()))["state"], "dead-lettered");
+    assert_eq!(
+        web.get_json(&format!("/api/tasks/{}", lost.id()))["state"],
+        "dead_lettered"
+    );
     let key = dead[0]["key"].as_str().unwrap();
     let r = web.api("/api/dead/retry", json!({ "keys": [key] }));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -427,12 +460,20 @@ fn pages_and_actions_work() {
     pid.enqueue(()).unwrap();
     common::drain(&demo_app(&b), &["default"]);
     let csrf = web.csrf(&[]);
-    let r = web.form("/actions/dead/delete", &[], &[("csrf", &csrf), ("next", "/dead")]);
+    let r = web.form(
+        "/actions/dead/delete",
+        &[],
+        &[("csrf", &csrf), ("next", "/dead")],
+    );
     assert_eq!((r.status, r.location.as_deref()), (303, Some("/dead")));
     assert_eq!(app.storage().counts().unwrap().dead, 0);
 
     // Flush the schedule through the form.
-    let r = web.form("/actions/flush", &[], &[("csrf", &csrf), ("schedule", "on")]);
+    let r = web.form(
+        "/actions/flush",
+        &[],
+        &[("csrf", &csrf), ("schedule", "on")],
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(app.storage().counts().unwrap().scheduled, 0);
 }
@@ -469,18 +510,21 @@ fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
     }
     let b = Backend::sqlite();
     let app = b.app();
-    let web = Web::start(&b.url(), &[]);
+    // The testbed's dashboard: it knows the `pid` task's result type, to show its result.
+    let web = Web::start_exe(&common::hueyd::testbed_exe(), &b.url(), &[]);
     let sleep: Task<u64, u64> = Task::from_name(&app, "sleep").unwrap();
-    sleep
-        .enqueue_many(std::iter::repeat_n(250, 16))
-        .unwrap();
+    sleep.enqueue_many(std::iter::repeat_n(250, 16)).unwrap();
     // `pid` is a testbed task: the plain hueyd does not know it and dead-letters it.
     let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
     let lost = pid.enqueue(()).unwrap();
 
     let browser = Browser::start();
     browser.goto(&web.url("/"));
-    assert_eq!(shown(&browser, "ready"), 17, "the page before any consumer runs");
+    assert_eq!(
+        shown(&browser, "ready"),
+        17,
+        "the page before any consumer runs"
+    );
 
     // A consumer drains the queue; the page follows without a reload.
     let plain = Hueyd::start(&b.url(), &["-w", "2"]);
@@ -499,8 +543,24 @@ fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
     );
     assert!(dead_shown, "the page never showed the dead letter");
     assert!(webdriver::wait_for(LONG, || shown(&browser, "ready") == 0));
-    assert!(counts_agree(&browser, &app), "the page's counts are not the storage's");
+    assert!(
+        counts_agree(&browser, &app),
+        "the page's counts are not the storage's"
+    );
     assert_eq!(shown(&browser, "dead"), 1);
+    // Once the consumer has counted its minute, a fresh load draws it in the chart.
+    let counted = webdriver::wait_for(LONG, || {
+        let o = web.get_json("/api/overview");
+        let done: u64 = o["throughput"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["complete"].as_u64().unwrap())
+            .sum();
+        done == 16
+    });
+    assert!(counted, "the per-minute counters never showed the 16 tasks");
+    browser.goto(&web.url("/"));
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard.png");
     browser.screenshot(&target);
 
@@ -508,8 +568,11 @@ fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
     drop(plain);
     let _testbed = Hueyd::testbed(&b.url(), &["-w", "1"]);
     browser.click("#dead tr[data-key] button");
-    let gone = browser.wait_true(LONG, "return location.pathname === '/' && \
-        document.querySelectorAll('#dead tr[data-key]').length === 0");
+    let gone = browser.wait_true(
+        LONG,
+        "return location.pathname === '/' && \
+        document.querySelectorAll('#dead tr[data-key]').length === 0",
+    );
     assert!(gone, "the dead letter is still listed after the retry");
     let ran = webdriver::wait_for(LONG, || lost.is_ready().unwrap_or(false));
     assert!(ran, "the retried task did not run");
@@ -517,6 +580,9 @@ fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
     let done = browser.eval("return document.getElementById('state').textContent");
     assert_eq!(done, json!("done"));
     let result = browser.eval("return document.querySelector('#result pre').textContent");
-    assert!(result.as_str().unwrap().trim().parse::<u32>().is_ok(), "{result}");
+    assert!(
+        result.as_str().unwrap().trim().parse::<u32>().is_ok(),
+        "{result}"
+    );
     browser.screenshot(&target.with_file_name("dashboard-task.png"));
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f8d-a5c0-0e42ac45a7b2";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn found(cmd: &str) -> bool {
     Command::new("sh")
@@ -30,9 +30,11 @@ pub fn ensure_installed() -> Result<(), String> {
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     if !root || !found("apt-get") {
-        return Err("chromium and chromedriver are not installed (Debian: apt-get install \
+        return Err(
+            "chromium and chromedriver are not installed (Debian: apt-get install \
                     chromium chromium-driver), and this test is not root to install them"
-            .into());
+                .into(),
+        );
     }
     eprintln!("installing chromium and chromium-driver with apt-get");
     let apt = |args: &[&str]| {
@@ -43,8 +45,8 @@ pub fn ensure_installed() -> Result<(), String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let ok = apt(&["update", "-qq"])
-        && apt(&["install", "-y", "-qq", "chromium", "chromium-driver"]);
+    let ok =
+        apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "chromium", "chromium-driver"]);
     if ok && found("chromium") && found("chromedriver") {
         Ok(())
     } else {
@@ -122,7 +124,10 @@ impl Browser {
         let v: Value = match resp {
             Ok(r) => r.into_json().unwrap(),
             Err(ureq::Error::Status(code, r)) => {
-                panic!("webdriver {method} {path}: {code} {}", r.into_string().unwrap())
+                panic!(
+                    "webdriver {method} {path}: {code} {}",
+                    r.into_string().unwrap()
+                )
             }
             Err(e) => panic!("webdriver {method} {path}: {e}"),
         };
@@ -155,7 +160,10 @@ impl Browser {
             &self.s("/element"),
             json!({ "using": "css selector", "value": css }),
         );
-        let id = e[ELEMENT].as_str().expect("an element").to_string();
+        let id = e[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css:?}: {e}"))
+            .to_string();
         self.post(&self.s(&format!("/element/{id}/click")), json!({}));
     }
 

@@ -11,7 +11,11 @@ pub(crate) struct Minute {
     /// The minute's start, ms since the epoch.
     pub at_ms: u64,
     pub complete: u64,
+    /// Failed for good: errors, timeouts, lost workers.
     pub failed: u64,
+    pub retry: u64,
+    /// Moved to the dead-letter place.
+    pub dead: u64,
 }
 
 const W: f64 = 720.0;
@@ -54,21 +58,34 @@ fn hhmm(at: &str) -> &str {
     at.get(11..16).unwrap_or("")
 }
 
+/// The series drawn: name, colour, value.
+type Series = (&'static str, &'static str, fn(&Minute) -> u64);
+
+const SERIES: [Series; 3] = [
+    ("completed", "#2a7", |m| m.complete),
+    ("failed", "#d33", |m| m.failed),
+    ("retried", "#e90", |m| m.retry),
+];
+
 /// The chart, `minutes` oldest first.
 pub(crate) fn svg(minutes: &[Minute]) -> Markup {
-    let max = nice_max(
-        minutes
-            .iter()
-            .map(|m| m.complete.max(m.failed))
-            .max()
-            .unwrap_or(0),
-    );
+    let top = minutes
+        .iter()
+        .flat_map(|m| SERIES.iter().map(move |(_, _, f)| f(m)))
+        .max()
+        .unwrap_or(0);
+    let max = nice_max(top);
     let base = H - BOTTOM;
-    let total: u64 = minutes.iter().map(|m| m.complete).sum();
-    let failed: u64 = minutes.iter().map(|m| m.failed).sum();
+    let totals: Vec<u64> = SERIES
+        .iter()
+        .map(|(_, _, f)| minutes.iter().map(f).sum())
+        .collect();
     let label = format!(
-        "Tasks per minute over the last {} minutes: {total} completed, {failed} failed",
-        minutes.len()
+        "Tasks per minute over the last {} minutes: {} completed, {} failed, {} retried",
+        minutes.len(),
+        totals[0],
+        totals[1],
+        totals[2]
     );
     html! {
         svg xmlns="http://www.w3.org/2000/svg" viewBox={"0 0 " (W) " " (H)} width=(W) height=(H)
@@ -82,19 +99,19 @@ pub(crate) fn svg(minutes: &[Minute]) -> Markup {
             @if let (Some(first), Some(last)) = (minutes.first(), minutes.last()) {
                 text x=(LEFT) y=(H - 6.0) font-size="11" { (hhmm(&first.at)) }
                 text x=(W - 8.0) y=(H - 6.0) text-anchor="end" font-size="11" { (hhmm(&last.at)) " UTC" }
-                polyline fill="none" stroke="#2a7" stroke-width="2"
-                    points=(points(minutes, max, |m| m.complete)) {}
-                polyline fill="none" stroke="#d33" stroke-width="2"
-                    points=(points(minutes, max, |m| m.failed)) {}
+                @for (_, colour, f) in SERIES {
+                    polyline fill="none" stroke=(colour) stroke-width="2"
+                        points=(points(minutes, max, f)) {}
+                }
             } @else {
                 text x=(W / 2.0) y=(H / 2.0) text-anchor="middle" font-size="13" fill="#666" {
                     "no counters recorded yet"
                 }
             }
             text x=(W - 8.0) y=(TOP + 4.0) text-anchor="end" font-size="11" {
-                tspan fill="#2a7" { "completed " (total) }
-                "  "
-                tspan fill="#d33" { "failed " (failed) }
+                @for ((name, colour, _), total) in SERIES.iter().zip(&totals) {
+                    tspan fill=(colour) { (name) " " (total) "  " }
+                }
             }
         }
     }
@@ -121,6 +138,7 @@ mod tests {
             at_ms: 0,
             complete: 3,
             failed: 1,
+            ..Minute::default()
         };
         let s = svg(&[m.clone(), m]).into_string();
         assert!(s.contains("polyline") && s.contains("10:05"));

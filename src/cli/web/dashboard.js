@@ -58,6 +58,10 @@ function render(o) {
     if (e) e.textContent = String(v);
   }
   document.getElementById("updated").textContent = o.now;
+  fillRows(document.querySelector("#queues tbody"), o.queues, "no queue", 3, (q) =>
+    el("tr", { "data-queue": q.name },
+      el("td", {}, q.name), el("td", { class: "num" }, String(q.ready) + (q.more ? "+" : "")),
+      el("td", {}, q.consumers.join(", "))));
   fillRows(document.querySelector("#consumers tbody"), o.consumers, "no live consumer", 8, (c) =>
     el("tr", { "data-consumer": text(c.id) },
       el("td", {}, text(c.id)), el("td", {}, text(c.host)), el("td", { class: "num" }, text(c.pid)),
@@ -74,7 +78,7 @@ async function poll() {
   try {
     const r = await fetch("/api/overview", { credentials: "same-origin", cache: "no-store" });
     if (r.ok) render(await r.json());
-    if (++polls % 10 === 0) {
+    if (++polls % 5 === 0) {
       const img = document.getElementById("chart");
       if (img) img.src = "/chart.svg?t=" + Date.now();
     }

@@ -8,8 +8,9 @@ use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::message::{Message, StoredResult};
+use crate::observe::TaskState;
 use crate::revoke::Revoke;
-use crate::storage::{Counts, DeadLetter, Ns};
+use crate::storage::{Counts, DeadLetter, Location, Ns};
 
 /// How many entries the listings and the task lookup scan at most.
 pub(crate) const SCAN: usize = 10_000;
@@ -170,6 +171,7 @@ pub(crate) struct Overview {
     pub storage: &'static str,
     pub now: String,
     pub counts: Counts,
+    pub queues: Vec<QueueView>,
     pub consumers: Vec<Value>,
     pub throughput: Vec<super::chart::Minute>,
     /// The oldest dead letters (at most `DEAD_SHOWN`).
@@ -181,18 +183,70 @@ pub(crate) struct Overview {
 /// Dead letters listed on the overview.
 const DEAD_SHOWN: usize = 20;
 
+/// A queue: its ready messages (counted in a sample of the first [`QUEUE_SAMPLE`]), and the
+/// consumers that serve it.
+#[derive(Serialize, Debug, Clone, Default)]
+pub(crate) struct QueueView {
+    pub name: String,
+    pub ready: u64,
+    /// The sample was full: there may be more.
+    pub more: bool,
+    pub consumers: Vec<String>,
+}
+
+/// Ready messages read to count them by queue.
+const QUEUE_SAMPLE: usize = 1000;
+
+fn queues(app: &Huey, tasks: &[TaskInfo], consumers: &[Value]) -> Result<Vec<QueueView>> {
+    type Queues = std::collections::BTreeMap<String, QueueView>;
+    fn slot<'a>(by_name: &'a mut Queues, name: &str) -> &'a mut QueueView {
+        by_name
+            .entry(name.to_string())
+            .or_insert_with(|| QueueView {
+                name: name.to_string(),
+                ..QueueView::default()
+            })
+    }
+    let mut by_name = Queues::new();
+    for t in tasks {
+        slot(&mut by_name, &t.queue);
+    }
+    for c in consumers {
+        let id = c["id"].as_str().unwrap_or("");
+        for q in c["queues"].as_array().into_iter().flatten() {
+            let q = q.as_str().unwrap_or("");
+            slot(&mut by_name, q).consumers.push(id.to_string());
+        }
+    }
+    let sample = app.storage().pending(QUEUE_SAMPLE)?;
+    let full = sample.len() == QUEUE_SAMPLE;
+    for p in &sample {
+        let q = Message::decode(p)
+            .map(|m| m.queue().to_string())
+            .unwrap_or_else(|_| "(undecodable)".into());
+        slot(&mut by_name, &q).ready += 1;
+    }
+    Ok(by_name
+        .into_values()
+        .map(|q| QueueView { more: full, ..q })
+        .collect())
+}
+
 pub(crate) fn overview(app: &Huey, minutes: u32) -> Result<Overview> {
     let storage = app.storage();
+    let consumers = super::observe::consumers(app)?;
+    let tasks = tasks(app);
     Ok(Overview {
         app: app.name().to_string(),
         storage: storage.backend(),
         now: format_time(now_ms()),
         counts: storage.counts()?,
-        consumers: super::observe::consumers(app)?,
+        queues: queues(app, &tasks, &consumers)?,
+        consumers,
         throughput: super::observe::throughput(app, minutes)?,
         dead: dead(app, DEAD_SHOWN)?,
         revoked: revoked(app)?,
-        tasks: tasks(app),
+        tasks,
     })
 }
 
@@ -207,7 +261,7 @@ pub(crate) struct Event {
 #[derive(Serialize, Debug, Default)]
 pub(crate) struct TaskView {
     pub id: String,
-    /// queued, scheduled, running, done, failed, revoked, expired, dead-lettered or unknown.
+    /// queued, scheduled, running, done, failed, revoked, expired, dead_lettered or unknown.
     pub state: String,
     /// More about the state: the queue and position, the eta, the worker...
     pub detail: Option<Value>,
@@ -222,40 +276,37 @@ pub(crate) struct TaskView {
     pub timeline: Vec<Event>,
 }
 
-/// Look a task up by id everywhere the storage keeps it.
+/// Look a task up by id: its state, and what its message, result and dead letter tell.
 pub(crate) fn task(app: &Huey, id: &str) -> Result<TaskView> {
     let storage = app.storage();
+    let (state, detail) = super::observe::state(app, id)?;
     let mut v = TaskView {
         id: id.to_string(),
-        state: "unknown".into(),
+        state: state.name().to_string(),
+        detail,
         revoked: app.is_id_revoked(id)?,
         ..TaskView::default()
     };
-    let mut message = None;
-    if let Some((pos, p)) = storage
-        .pending(SCAN)?
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| message_view(app, p).filter(|m| m.id == id).map(|m| (i, m)))
-    {
-        v.state = "queued".into();
-        v.detail = Some(serde_json::json!({ "queue": p.queue, "position": pos }));
-        message = Some(p);
-    } else if let Some(m) = storage
-        .scheduled(SCAN)?
-        .iter()
-        .find_map(|(_, p)| message_view(app, p).filter(|m| m.id == id))
-    {
-        v.state = "scheduled".into();
-        v.detail = Some(serde_json::json!({ "eta": m.eta }));
-        message = Some(m);
-    }
-    if let Some(d) = storage.dead(SCAN)?.into_iter().find(|d| d.id == id) {
-        if message.is_none() {
-            message = message_view(app, &d.payload);
-            v.state = "dead-lettered".into();
+    let mut message = match storage.locate(id)? {
+        Some(Location::Ready { payload, .. })
+        | Some(Location::Leased { payload, .. })
+        | Some(Location::Scheduled { payload, .. }) => message_view(app, &payload),
+        Some(Location::Dead { .. }) | None => None,
+    };
+    if matches!(state, TaskState::DeadLettered { .. }) {
+        if let Some(d) = storage.dead(SCAN)?.into_iter().find(|d| d.id == id) {
+            message = message.or_else(|| message_view(app, &d.payload));
+            v.dead = Some(dead_view(d));
         }
-        v.dead = Some(dead_view(d));
+    }
+    if let TaskState::Running {
+        since_ms: Some(ms), ..
+    } = state
+    {
+        v.timeline.push(Event {
+            at: format_time(ms),
+            what: "started on its worker".into(),
+        });
     }
     if let Some(bytes) = storage.result(id, false)? {
         read_result(app, &mut v, &bytes);
@@ -263,28 +314,19 @@ pub(crate) fn task(app: &Huey, id: &str) -> Result<TaskView> {
     if let Some(m) = message {
         fill_message(&mut v, m);
     }
-    if v.state == "unknown" && v.revoked {
-        v.state = "revoked".into();
-    }
-    super::observe::refine(app, &mut v)?;
+    v.timeline.sort_by(|a, b| a.at.cmp(&b.at));
     Ok(v)
 }
 
 fn read_result(app: &Huey, v: &mut TaskView, bytes: &[u8]) {
     match StoredResult::decode(bytes) {
         Ok(StoredResult::Ok { task, value }) => {
-            if v.state == "unknown" || v.state == "dead-lettered" {
-                v.state = "done".into();
-            }
             v.result = app
                 .task_def(&task)
                 .and_then(|d| d.handler.result_to_json(&value).ok());
             v.task.get_or_insert(task);
         }
         Ok(StoredResult::Err(e)) => {
-            if v.state == "unknown" {
-                v.state = "failed".into();
-            }
             v.attempt.get_or_insert(e.attempt);
             v.task.get_or_insert(e.task.clone());
             v.error = Some(serde_json::json!({

@@ -73,7 +73,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub fn run(app: &Huey, a: WebArgs) -> Result<ExitCode> {
     let addr = resolve(&a.bind)?;
     let token = auth::check_bind(addr, a.token)?;
-    crate::logging::init_logging(None, "info")?;
+    crate::logging::init_logging(None, "info", crate::logging::LogFormat::Text)?;
     let state = Arc::new(State {
         app: app.clone(),
         auth: auth::Auth::new(token, addr.ip().is_loopback()),

@@ -43,6 +43,18 @@ fn overview_body(s: &Shared, o: &Overview) -> Markup {
                 div.count { b data-count=(key) { (n) } (label) }
             }
         }
+        h2 { "Queues" }
+        table #queues {
+            thead { tr { th { "Queue" } th { "Ready" } th { "Served by" } } }
+            tbody {
+                @for q in &o.queues {
+                    tr data-queue=(q.name) {
+                        td { (q.name) } td.num { (q.ready) @if q.more { "+" } }
+                        td { (q.consumers.join(", ")) }
+                    }
+                }
+            }
+        }
         h2 { "Consumers" }
         (consumers_table(&o.consumers))
         h2 { "Throughput" }
@@ -55,7 +67,7 @@ fn overview_body(s: &Shared, o: &Overview) -> Markup {
         h2 { "Actions" }
         (action_forms(s, &o.tasks))
         h2 { "Registered tasks" }
-        (tasks_table(s, &o.tasks))
+        (tasks_table(&o.tasks))
     }
 }
 
@@ -175,16 +187,15 @@ fn action_forms(s: &Shared, tasks: &[data::TaskInfo]) -> Markup {
     }
 }
 
-fn tasks_table(s: &Shared, tasks: &[data::TaskInfo]) -> Markup {
+fn tasks_table(tasks: &[data::TaskInfo]) -> Markup {
     html! {
         table #tasks {
-            thead { tr { th { "Task" } th { "Queue" } th { "Retries" } th { "Periodic" } th { "Next run" } th {} } }
+            thead { tr { th { "Task" } th { "Queue" } th { "Retries" } th { "Periodic" } th { "Next run" } } }
             tbody {
                 @for t in tasks {
                     tr {
                         td { (t.name) } td { (t.queue) } td.num { (t.retries) }
                         td { (t.periodic.as_deref().unwrap_or("")) } td { (t.next_run.as_deref().unwrap_or("")) }
-                        td { (action(s, "/actions/restore", &[("task", &t.name), ("next", "/")], "Restore", None)) }
                     }
                 }
             }
