@@ -114,24 +114,41 @@ impl Browser {
         b
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let req = self.agent.request(method, &url);
         let resp = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
         };
-        let v: Value = match resp {
-            Ok(r) => r.into_json().unwrap(),
-            Err(ureq::Error::Status(code, r)) => {
-                panic!(
-                    "webdriver {method} {path}: {code} {}",
-                    r.into_string().unwrap()
-                )
+        match resp {
+            Ok(r) => Ok(r.into_json::<Value>().map_err(|e| e.to_string())?["value"].clone()),
+            Err(ureq::Error::Status(code, r)) => Err(format!(
+                "webdriver {method} {path}: {code} {}",
+                r.into_string().unwrap_or_default()
+            )),
+            Err(e) => Err(format!("webdriver {method} {path}: {e}")),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Accept the confirmation dialog the page opens (waiting for it to open).
+    pub fn accept_dialog(&self) {
+        let mut last = String::new();
+        let ok = wait_for(Duration::from_secs(10), || {
+            match self.try_call("POST", &self.s("/alert/accept"), Some(json!({}))) {
+                Ok(_) => true,
+                Err(e) => {
+                    last = e;
+                    false
+                }
             }
-            Err(e) => panic!("webdriver {method} {path}: {e}"),
-        };
-        v["value"].clone()
+        });
+        assert!(ok, "no dialog to accept: {last}");
     }
 
     fn post(&self, path: &str, body: Value) -> Value {

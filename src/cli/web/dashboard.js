@@ -88,3 +88,18 @@ async function poll() {
 }
 
 if (document.body.dataset.page === "overview") setInterval(poll, 2000);
+
+// A task page reloads when the task's state changes (queued → running → done...).
+if (document.body.dataset.page === "task") {
+  const shown = document.getElementById("state")?.textContent;
+  const api = "/api" + location.pathname;
+  setInterval(async () => {
+    try {
+      const r = await fetch(api, { credentials: "same-origin", cache: "no-store" });
+      const state = r.ok ? (await r.json()).state : "unknown";
+      if (state !== shown) location.reload();
+    } catch (e) {
+      // Try again at the next tick.
+    }
+  }, 2000);
+}

@@ -299,6 +299,12 @@ pub(crate) fn task(app: &Huey, id: &str) -> Result<TaskView> {
             v.dead = Some(dead_view(d));
         }
     }
+    if let Some(bytes) = storage.result(id, false)? {
+        read_result(app, &mut v, &bytes);
+    }
+    if let Some(m) = message {
+        fill_message(&mut v, m);
+    }
     if let TaskState::Running {
         since_ms: Some(ms), ..
     } = state
@@ -307,12 +313,6 @@ pub(crate) fn task(app: &Huey, id: &str) -> Result<TaskView> {
             at: format_time(ms),
             what: "started on its worker".into(),
         });
-    }
-    if let Some(bytes) = storage.result(id, false)? {
-        read_result(app, &mut v, &bytes);
-    }
-    if let Some(m) = message {
-        fill_message(&mut v, m);
     }
     v.timeline.sort_by(|a, b| a.at.cmp(&b.at));
     Ok(v)

@@ -70,6 +70,7 @@ pub(crate) fn state(app: &Huey, id: &str) -> Result<(TaskState, Option<Value>)> 
     let mut detail = serde_json::to_value(&state).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut detail {
         m.remove("state");
+        m.retain(|_, v| !v.is_null());
         let times: Vec<(String, u64)> = m
             .iter()
             .filter_map(|(k, v)| Some((k.strip_suffix("_ms")?.to_string(), v.as_u64()?)))

@@ -242,7 +242,7 @@ fn task_body(s: &Shared, v: &TaskView) -> Markup {
             p.err { "No task with this id is known to the storage (never enqueued, or its traces expired)." }
         }
         table #task {
-            tr { th { "State" } td { span.state #state { (v.state) } " " @if let Some(d) = &v.detail { code { (d) } } } }
+            tr { th { "State" } td { span.state #state { (v.state) } " " span #detail { (detail(&v.detail)) } } }
             tr { th { "Task" } td { (v.task.as_deref().unwrap_or("?")) } }
             tr { th { "Queue" } td { (v.queue.as_deref().unwrap_or("")) } }
             tr { th { "Attempt" } td { @if let Some(a) = v.attempt { (a) } } }
@@ -261,13 +261,25 @@ fn task_body(s: &Shared, v: &TaskView) -> Markup {
             @if v.state == "running" {
                 (action(s, "/actions/cancel", &fields, "Cancel", Some("Cancel this running task?"))) " "
             }
-            @if !v.revoked && !matches!(v.state.as_str(), "done" | "failed") {
+            @if !v.revoked && !matches!(v.state.as_str(), "done" | "failed" | "running") {
                 (action(s, "/actions/revoke", &fields, "Revoke", None)) " "
             }
             @if v.revoked { (action(s, "/actions/restore", &fields, "Restore", None)) " " }
             @if let Some(d) = &v.dead {
                 (action(s, "/actions/dead/retry", &[("key", &d.key), ("next", &back)], "Retry dead letter", None))
             }
+        }
+    }
+}
+
+/// A state's details: `key value` pairs.
+fn detail(d: &Option<Value>) -> Markup {
+    let Some(Value::Object(m)) = d else {
+        return html! {};
+    };
+    html! {
+        @for (k, v) in m {
+            span.muted { (k.replace('_', " ")) } " " (v.as_str().map_or_else(|| v.to_string(), str::to_string)) " "
         }
     }
 }
