@@ -69,7 +69,7 @@ impl Observing {
 /// Half the watchdog interval systemd set for this process, if it set one.
 fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
             return None;
         }
