@@ -233,6 +233,7 @@ fn metrics_count_each_outcome_and_pass_promtool() {
         r#"huey_task_duration_seconds_count{task="echo",queue="default"} 3"#,
         r#"huey_worker_changes_total{change="start"} 2"#,
         r#"huey_messages{state="ready"} 0"#,
+        r#"huey_storage_write_errors_total{op="outcomes"} 0"#,
     ];
     let mut text = String::new();
     let all = wait_until(LONG, || {
@@ -241,6 +242,7 @@ fn metrics_count_each_outcome_and_pass_promtool() {
     });
     assert!(all, "expected {want:#?} in:\n{text}");
     assert!(text.contains("# TYPE huey_storage_write_seconds histogram"));
+    assert!(text.contains(r#"huey_storage_write_seconds_count{op="heartbeat"}"#));
     assert!(text.ends_with("# EOF\n"));
     // The same outcomes, counted per minute in storage.
     assert!(wait_until(LONG, || {
@@ -303,6 +305,32 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+#[test]
+fn storage_write_errors_are_counted_while_the_storage_is_down() {
+    let mut b = Backend::redis();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let d = Hueyd::start(&b.url(), &["-w", "1", "--metrics-bind", &bind]);
+    assert!(d.wait_log("metrics at", LONG), "{}", d.log());
+    let errors = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"huey_storage_write_errors_total{op="heartbeat"} "#))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    assert!(wait_until(LONG, || errors(&scrape(port)) == Some(0)));
+    let Backend::Redis(server) = &mut b else {
+        unreachable!()
+    };
+    server.kill();
+    assert!(wait_until(LONG, || errors(&scrape(port)).is_some_and(|n| n >= 1)));
+    server.restart();
+    let app = b.app();
+    assert!(
+        wait_until(LONG, || consumers_of(&app, d.pid()) == 1),
+        "beats again"
+    );
 }
 
 #[test]

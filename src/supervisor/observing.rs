@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pool::Pool;
-use super::{notify_systemd, Config, Every, WorkerKind};
+use super::{notify_systemd, Config, Every, Supervisor, WorkerKind};
 use crate::app::Huey;
 use crate::error::Result;
 use crate::observe::{serve_metrics, Metrics, Observer, ObserverConfig};
@@ -62,6 +62,22 @@ impl Observing {
         }
         if self.watchdog.as_mut().is_some_and(|w| w.due(now)) {
             notify_systemd("WATCHDOG=1");
+        }
+    }
+}
+
+impl Supervisor {
+    /// Write the pending outcomes (see `outbox`), timing the write for the metrics.
+    pub(super) fn write_outcomes(&mut self) {
+        let (pending, failures) = (self.outbox.pending_len(), self.outbox.failures());
+        let started = Instant::now();
+        self.outbox.write(&self.app, started);
+        let metrics = self.observing.as_ref().and_then(|o| o.observer.metrics());
+        if let Some(m) = metrics.filter(|_| pending > 0) {
+            let ok = self.outbox.pending_len() == 0;
+            if ok || self.outbox.failures() != failures {
+                m.storage_write("outcomes", started.elapsed(), ok);
+            }
         }
     }
 }
