@@ -57,12 +57,16 @@ pub struct Metrics {
     messages: Family<Labels, Gauge>,
     workers: Family<Labels, Counter>,
     worker_seen: Mutex<[u64; 3]>,
-    writes: Histogram,
-    write_errors: Counter,
+    writes: Family<Labels, Histogram>,
+    write_errors: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
+fn write_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
 }
 
 impl Default for Metrics {
@@ -80,8 +84,9 @@ impl Metrics {
             Family::<Labels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let messages = Family::<Labels, Gauge>::default();
         let workers = Family::<Labels, Counter>::default();
-        let writes = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
-        let write_errors = Counter::default();
+        let writes =
+            Family::<Labels, Histogram>::new_with_constructor(write_histogram as fn() -> _);
+        let write_errors = Family::<Labels, Counter>::default();
         registry.register(
             "huey_tasks",
             "Task attempts ended, by task, queue and outcome",
@@ -104,12 +109,12 @@ impl Metrics {
         );
         registry.register(
             "huey_storage_write_seconds",
-            "How long the consumer's observer writes (heartbeats, counters) took",
+            "How long the consumer's storage writes took, by op: outcomes (results, acks, retries), heartbeat, counters",
             writes.clone(),
         );
         registry.register(
             "huey_storage_write_errors",
-            "Observer writes to the storage that failed",
+            "The consumer's storage writes that failed, by op",
             write_errors.clone(),
         );
         Metrics {
@@ -142,11 +147,15 @@ impl Metrics {
         }
     }
 
-    /// A storage write took `took`; `ok` says whether it worked.
-    pub fn storage_write(&self, took: Duration, ok: bool) {
-        self.writes.observe(took.as_secs_f64());
+    /// A storage write of kind `op` took `took`; `ok` says whether it worked.
+    pub fn storage_write(&self, op: &'static str, took: Duration, ok: bool) {
+        let labels = vec![("op", op.to_string())];
+        self.writes
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        let errors = self.write_errors.get_or_create(&labels);
         if !ok {
-            self.write_errors.inc();
+            errors.inc();
         }
     }
 

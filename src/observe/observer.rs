@@ -148,7 +148,7 @@ fn run(app: &Huey, s: &Shared) {
             };
             let t = Instant::now();
             let res = consumers::beat(&*storage, &info);
-            note_write(s, t, &res);
+            note_write(s, "heartbeat", t, &res);
             if let Err(e) = res {
                 tracing::warn!("could not write the heartbeat record: {e}");
             }
@@ -177,7 +177,7 @@ fn flush(app: &Huey, s: &Shared) {
     if !pending.0.is_empty() {
         let t = Instant::now();
         let res = pending.flush(&*storage);
-        note_write(s, t, &res);
+        note_write(s, "counters", t, &res);
         if let Err(e) = res {
             tracing::warn!("could not write the per-minute counters (kept for the next try): {e}");
         }
@@ -192,8 +192,8 @@ fn flush(app: &Huey, s: &Shared) {
     }
 }
 
-fn note_write<T>(s: &Shared, started: Instant, res: &crate::Result<T>) {
+fn note_write<T>(s: &Shared, op: &'static str, started: Instant, res: &crate::Result<T>) {
     if let Some(m) = &s.metrics {
-        m.storage_write(started.elapsed(), res.is_ok());
+        m.storage_write(op, started.elapsed(), res.is_ok());
     }
 }

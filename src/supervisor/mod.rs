@@ -256,7 +256,7 @@ impl Supervisor {
         self.start()?;
         while self.receive() {
             self.dispatcher.dispatch(&mut self.pool);
-            self.outbox.write(&self.app, Instant::now());
+            self.write_outcomes();
             self.dispatcher.request_more(&self.pool);
             self.run_timers();
             self.react(signals.poll());

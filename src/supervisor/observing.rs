@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pool::Pool;
-use super::{notify_systemd, Config, Every, WorkerKind};
+use super::{notify_systemd, Config, Every, Supervisor, WorkerKind};
 use crate::app::Huey;
 use crate::error::Result;
 use crate::observe::{serve_metrics, Metrics, Observer, ObserverConfig};
@@ -66,10 +66,26 @@ impl Observing {
     }
 }
 
+impl Supervisor {
+    /// Write the pending outcomes (see `outbox`), timing the write for the metrics.
+    pub(super) fn write_outcomes(&mut self) {
+        let (pending, failures) = (self.outbox.pending_len(), self.outbox.failures());
+        let started = Instant::now();
+        self.outbox.write(&self.app, started);
+        let metrics = self.observing.as_ref().and_then(|o| o.observer.metrics());
+        if let Some(m) = metrics.filter(|_| pending > 0) {
+            let ok = self.outbox.pending_len() == 0;
+            if ok || self.outbox.failures() != failures {
+                m.storage_write("outcomes", started.elapsed(), ok);
+            }
+        }
+    }
+}
+
 /// Half the watchdog interval systemd set for this process, if it set one.
 fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
             return None;
         }

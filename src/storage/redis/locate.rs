@@ -136,18 +136,22 @@ impl RedisStorage {
                 .query(con)
         })?;
         let mut it = found.1.into_iter();
-        match (it.next(), it.next()) {
-            (Some(member), Some(until)) => Ok(Location::Leased {
-                queue,
-                consumer: None,
-                until_ms: until.parse::<f64>().map(|u| u.max(0.0) as u64).unwrap_or(0),
-                deliveries: member
-                    .split('.')
-                    .nth(1)
-                    .and_then(|d| d.parse().ok())
-                    .unwrap_or(0),
-                payload,
-            }),
+        let held = |until: &String| until.parse::<f64>().map(|u| u.max(0.0) as u64).ok();
+        match (it.next(), it.next().and_then(|u| held(&u))) {
+            // A lease past its expiry is ready again (it goes back on the next dequeue).
+            (Some(member), Some(until_ms)) if until_ms > crate::clock::now_ms() => {
+                Ok(Location::Leased {
+                    queue,
+                    consumer: None,
+                    until_ms,
+                    deliveries: member
+                        .split('.')
+                        .nth(1)
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(0),
+                    payload,
+                })
+            }
             // Between moves (or delivered more often than looked for): ready, place unknown.
             _ => Ok(Location::Ready {
                 queue,
