@@ -6,191 +6,19 @@
 #[macro_use]
 mod common;
 mod web_dashboard {
+    pub mod harness;
     pub mod webdriver;
 }
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::hueyd::{exe, Backend, Hueyd};
 use huey::{Huey, Task};
 use serde_json::{json, Value};
+use web_dashboard::harness::{http, oversized_post, Web, LONG};
 use web_dashboard::webdriver::{self, Browser};
-
-const LONG: Duration = Duration::from_secs(60);
-
-/// A running `hueyd web`, killed when dropped.
-struct Web {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
-    base: String,
-}
-
-impl Web {
-    fn start(url: &str, args: &[&str]) -> Web {
-        Web::start_exe(exe().as_ref(), url, args)
-    }
-
-    /// `web` of another app binary (every binary built on `huey::cli::main` has it).
-    fn start_exe(exe: &std::path::Path, url: &str, args: &[&str]) -> Web {
-        let mut child = Command::new(exe)
-            .args(["--storage", url, "web", "--bind", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("HUEY_STORAGE")
-            .env_remove("HUEY_WEB_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hueyd web");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(LONG).expect("hueyd web printed no address");
-        let base = line
-            .trim()
-            .strip_prefix("dashboard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .trim_end_matches('/')
-            .replace("0.0.0.0", "127.0.0.1");
-        Web { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn get(&self, path: &str) -> Resp {
-        http("GET", &self.url(path), &[], None)
-    }
-
-    fn get_json(&self, path: &str) -> Value {
-        let r = self.get(path);
-        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
-        serde_json::from_str(&r.body).unwrap()
-    }
-
-    /// The CSRF token, as the pages carry it.
-    fn csrf(&self, headers: &[(&str, &str)]) -> String {
-        let r = http("GET", &self.url("/"), headers, None);
-        assert_eq!(r.status, 200, "{}", r.body);
-        let at = r.body.find("name=\"csrf-token\" content=\"").unwrap() + 27;
-        r.body[at..at + 64].to_string()
-    }
-
-    /// POST a JSON body with the CSRF token and this origin.
-    fn api(&self, path: &str, body: Value) -> Resp {
-        let csrf = self.csrf(&[]);
-        let origin = self.base.clone();
-        http(
-            "POST",
-            &self.url(path),
-            &[("X-CSRF-Token", &csrf), ("Origin", &origin)],
-            Some(("application/json", &body.to_string())),
-        )
-    }
-
-    /// POST a form (fields urlencoded as given).
-    fn form(&self, path: &str, headers: &[(&str, &str)], fields: &[(&str, &str)]) -> Resp {
-        let body: String = form_urlencoded_pairs(fields);
-        http(
-            "POST",
-            &self.url(path),
-            headers,
-            Some(("application/x-www-form-urlencoded", &body)),
-        )
-    }
-}
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn form_urlencoded_pairs(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-struct Resp {
-    status: u16,
-    body: String,
-    location: Option<String>,
-    cookie: Option<String>,
-    content_type: String,
-}
-
-fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>) -> Resp {
-    let agent = ureq::AgentBuilder::new()
-        .redirects(0)
-        .timeout(Duration::from_secs(30))
-        .build();
-    let mut req = agent.request(method, url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let res = match body {
-        Some((ctype, b)) => req.set("Content-Type", ctype).send_string(b),
-        None => req.call(),
-    };
-    let r = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    Resp {
-        status: r.status(),
-        location: r.header("location").map(str::to_string),
-        cookie: r.header("set-cookie").map(str::to_string),
-        content_type: r.header("content-type").unwrap_or("").to_string(),
-        body: r.into_string().unwrap_or_default(),
-    }
-}
-
-/// Announce a 1 GiB JSON body, send 64 KiB of it, and read the status the server answers.
-fn oversized_post(web: &Web, csrf: &str) -> u16 {
-    use std::io::{Read, Write};
-    let addr = web.base.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(LONG)).unwrap();
-    let head = format!(
-        "POST /api/revoke HTTP/1.1\r\nHost: {addr}\r\nX-CSRF-Token: {csrf}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        1u64 << 30
-    );
-    conn.write_all(head.as_bytes()).unwrap();
-    // The server may answer and close before all of it is written.
-    let _ = conn.write_all(&vec![b' '; 64 << 10]);
-    let mut answer = Vec::new();
-    let _ = conn.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.split(' ').nth(1).unwrap_or("");
-    status
-        .parse()
-        .unwrap_or_else(|_| panic!("no HTTP answer: {answer:?}"))
-}
 
 /// `hueyd web ARGS` that must fail: its exit code and stderr.
 fn refused(args: &[&str]) -> (i32, String) {
@@ -220,25 +48,10 @@ fn a_bind_beyond_loopback_needs_a_token() {
 
     // With a token it serves every interface, and asks for the token.
     let b = Backend::sqlite();
-    let mut child = Command::new(exe())
-        .args(["--storage", &b.url(), "web", "--bind", "0.0.0.0:0"])
-        .env("HUEY_WEB_TOKEN", "0123456789abcdef-secret")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let web = Web {
-        child,
-        base: line
-            .trim()
-            .trim_start_matches("dashboard listening on ")
-            .trim_end_matches('/')
-            .replace("0.0.0.0", "127.0.0.1"),
-    };
+    let mut cmd = Command::new(exe());
+    cmd.args(["--storage", &b.url(), "web", "--bind", "0.0.0.0:0"])
+        .env("HUEY_WEB_TOKEN", "0123456789abcdef-secret");
+    let web = Web::spawn(cmd);
     assert_eq!(web.get("/api/overview").status, 401);
     let bearer = [("Authorization", "Bearer 0123456789abcdef-secret")];
     let r = http("GET", &web.url("/api/overview"), &bearer, None);
@@ -527,12 +340,23 @@ fn counts_agree(browser: &Browser, app: &Huey) -> bool {
 }
 
 #[test]
-fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
+fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter_on_sqlite() {
+    browser_test(Backend::sqlite, "dashboard");
+}
+
+#[test]
+fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter_on_redis() {
+    browser_test(Backend::redis, "dashboard-redis");
+}
+
+/// The browser test on a backend; screenshots go to `target/{shots}.png` and
+/// `target/{shots}-task.png`.
+fn browser_test(backend: fn() -> Backend, shots: &str) {
     if let Err(reason) = webdriver::ensure_installed() {
         eprintln!("SKIPPED: {reason}");
         return;
     }
-    let b = Backend::sqlite();
+    let b = backend();
     let app = b.app();
     // The testbed's dashboard: it knows the `pid` task's result type, to show its result.
     let web = Web::start_exe(&common::hueyd::testbed_exe(), &b.url(), &[]);
@@ -553,6 +377,7 @@ fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
     // A consumer drains the queue; the page follows without a reload.
     let plain = Hueyd::start(&b.url(), &["-w", "2"]);
     watch_the_drain(&browser, &web, &app, lost.id());
+    browser.screenshot(&screenshot(&format!("{shots}.png")));
 
     // The right binary is deployed; retry the dead letter by clicking its button.
     drop(plain);
@@ -575,7 +400,12 @@ fn a_browser_sees_the_consumer_drain_and_retries_a_dead_letter() {
         "{result}"
     );
 
-    cancel_a_running_task(&browser, &web, &sleep);
+    cancel_a_running_task(
+        &browser,
+        &web,
+        &sleep,
+        &screenshot(&format!("{shots}-task.png")),
+    );
 }
 
 /// Watch the overview while the consumer drains: the consumer, the dead letter and the
@@ -613,12 +443,11 @@ fn watch_the_drain(browser: &Browser, web: &Web, app: &Huey, lost: &str) {
     });
     assert!(counted, "the per-minute counters never showed the 16 tasks");
     browser.goto(&web.url("/"));
-    browser.screenshot(&screenshot("dashboard.png"));
 }
 
 /// A task running in a process worker: its page says where; Cancel (after the confirmation)
 /// kills its worker and the task ends revoked.
-fn cancel_a_running_task(browser: &Browser, web: &Web, sleep: &Task<u64, u64>) {
+fn cancel_a_running_task(browser: &Browser, web: &Web, sleep: &Task<u64, u64>, shot: &Path) {
     let long = sleep.enqueue(120_000).unwrap();
     let page = web.url(&format!("/tasks/{}", long.id()));
     let running = webdriver::wait_for(LONG, || {
@@ -632,7 +461,7 @@ fn cancel_a_running_task(browser: &Browser, web: &Web, sleep: &Task<u64, u64>) {
                 == json!(true)
     });
     assert!(running, "the task page never showed the task running");
-    browser.screenshot(&screenshot("dashboard-task.png"));
+    browser.screenshot(shot);
     browser.click("form[action=\"/actions/cancel\"] button");
     browser.accept_dialog();
     let revoked = webdriver::wait_for(LONG, || {
@@ -644,8 +473,8 @@ fn cancel_a_running_task(browser: &Browser, web: &Web, sleep: &Task<u64, u64>) {
 }
 
 /// Where a screenshot goes: `target/NAME`.
-fn screenshot(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+fn screenshot(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .unwrap()
         .join(name)
