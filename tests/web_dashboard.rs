@@ -209,6 +209,30 @@ fn bad_ids_and_parameters_get_4xx() {
     assert_eq!(web.get("/").status, 200);
 }
 
+#[test]
+fn values_from_the_queue_and_the_url_are_escaped() {
+    let b = Backend::sqlite();
+    let web = Web::start(&b.url(), &[]);
+    let echo: Task<String, String> = Task::from_name(&b.app(), "echo").unwrap();
+    let evil = "<img src=x onerror=alert(1)>";
+    let t = echo.enqueue(evil.into()).unwrap();
+    let page = web.get(&format!("/tasks/{}", t.id()));
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(evil), "{}", page.body);
+    assert!(page.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    let r = web.get("/tasks/%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    assert_eq!(r.status, 404);
+    assert!(!r.body.contains("<script>alert"), "{}", r.body);
+    assert!(r.body.contains("&lt;script&gt;alert(1)"));
+    let csp = "default-src 'none'; script-src 'self'";
+    let headers = ureq::get(&web.url("/")).call().unwrap();
+    assert!(headers
+        .header("content-security-policy")
+        .unwrap()
+        .starts_with(csp));
+    assert_eq!(headers.header("x-frame-options"), Some("DENY"));
+}
+
 /// An app that knows only the demo tasks: a `pid` task (a testbed task) is dead-lettered by it.
 fn demo_app(b: &Backend) -> Huey {
     let app = Huey::open("hueyd", &b.url()).unwrap();
