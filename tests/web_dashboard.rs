@@ -302,7 +302,11 @@ fn pages_and_actions_work(b: Backend) {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!later.is_revoked().unwrap());
 
-    // A dead letter: retried through the API, deleted through the form.
+    dead_letters_and_flush(&b, &web, &app);
+}
+
+/// A dead letter: retried through the API, deleted through the form; then a flush.
+fn dead_letters_and_flush(b: &Backend, web: &Web, app: &Huey) {
     let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
     let lost = pid.enqueue(()).unwrap();
     common::drain(&demo_app(&b), &["default"]);
