@@ -307,9 +307,9 @@ fn pages_and_actions_work(b: Backend) {
 
 /// A dead letter: retried through the API, deleted through the form; then a flush.
 fn dead_letters_and_flush(b: &Backend, web: &Web, app: &Huey) {
-    let pid: Task<(), u32> = Task::from_name(&app, "pid").unwrap();
+    let pid: Task<(), u32> = Task::from_name(app, "pid").unwrap();
     let lost = pid.enqueue(()).unwrap();
-    common::drain(&demo_app(&b), &["default"]);
+    common::drain(&demo_app(b), &["default"]);
     let dead = web.get_json("/api/dead");
     assert_eq!(dead[0]["id"], lost.id());
     assert_eq!(
@@ -320,10 +320,10 @@ fn dead_letters_and_flush(b: &Backend, web: &Web, app: &Huey) {
     let r = web.api("/api/dead/retry", json!({ "keys": [key] }));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["count"], 1);
-    common::drain(&app, &["default"]);
+    common::drain(app, &["default"]);
     assert_eq!(lost.get().unwrap(), Some(std::process::id()));
     pid.enqueue(()).unwrap();
-    common::drain(&demo_app(&b), &["default"]);
+    common::drain(&demo_app(b), &["default"]);
     let csrf = web.csrf(&[]);
     let r = web.form(
         "/actions/dead/delete",
