@@ -233,6 +233,7 @@ fn metrics_count_each_outcome_and_pass_promtool() {
         r#"huey_task_duration_seconds_count{task="echo",queue="default"} 3"#,
         r#"huey_worker_changes_total{change="start"} 2"#,
         r#"huey_messages{state="ready"} 0"#,
+        r#"huey_queue_messages{queue="default",state="in_flight"} 0"#,
         r#"huey_storage_write_errors_total{op="outcomes"} 0"#,
     ];
     let mut text = String::new();

@@ -55,6 +55,7 @@ pub struct Metrics {
     tasks: Family<Labels, Counter>,
     durations: Family<Labels, Histogram>,
     messages: Family<Labels, Gauge>,
+    queue_messages: Family<Labels, Gauge>,
     workers: Family<Labels, Counter>,
     worker_seen: Mutex<[u64; 3]>,
     writes: Family<Labels, Histogram>,
@@ -83,6 +84,7 @@ impl Metrics {
         let durations =
             Family::<Labels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let messages = Family::<Labels, Gauge>::default();
+        let queue_messages = Family::<Labels, Gauge>::default();
         let workers = Family::<Labels, Counter>::default();
         let writes =
             Family::<Labels, Histogram>::new_with_constructor(write_histogram as fn() -> _);
@@ -99,8 +101,13 @@ impl Metrics {
         );
         registry.register(
             "huey_messages",
-            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every second",
+            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every 5 s",
             messages.clone(),
+        );
+        registry.register(
+            "huey_queue_messages",
+            "Messages of each named queue by state (ready, in_flight), refreshed every 5 s",
+            queue_messages.clone(),
         );
         registry.register(
             "huey_worker_changes",
@@ -122,6 +129,7 @@ impl Metrics {
             tasks,
             durations,
             messages,
+            queue_messages,
             workers,
             worker_seen: Mutex::new([0; 3]),
             writes,
@@ -159,8 +167,7 @@ impl Metrics {
         }
     }
 
-    /// Read the storage's counts into the gauges, and the pool's worker changes into their
-    /// counters.
+    /// Read the storage's counts into the gauges.
     pub fn refresh_gauges(&self, storage: &dyn Storage) {
         match storage.counts() {
             Ok(c) => {
@@ -178,6 +185,23 @@ impl Metrics {
             }
             Err(e) => tracing::debug!("could not read the queue counts for the metrics: {e}"),
         }
+        match storage.queue_sizes() {
+            Ok(sizes) => {
+                for q in sizes {
+                    for (state, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
+                        let labels = vec![("queue", q.queue.clone()), ("state", state.to_string())];
+                        self.queue_messages
+                            .get_or_create(&labels)
+                            .set(n.min(i64::MAX as u64) as i64);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("could not read the queue sizes for the metrics: {e}"),
+        }
+    }
+
+    /// Bring the worker change counters up to the pool's counts.
+    fn sync_workers(&self) {
         let now = [
             WORKER_STARTS.load(Ordering::Relaxed),
             WORKER_DEATHS.load(Ordering::Relaxed),
@@ -194,6 +218,7 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
+        self.sync_workers();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

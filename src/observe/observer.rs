@@ -26,11 +26,15 @@ pub struct ObserverConfig {
     pub heartbeat: bool,
 }
 
-/// How often the counters are written and the gauges refreshed.
+/// How often the counters are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the queue gauges are read (each read counts every queue in the storage).
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 struct Shared {
     info: Mutex<ConsumerInfo>,
+    /// Write the heartbeat record and the per-minute counters.
+    heartbeat: bool,
     pending: Mutex<Pending>,
     metrics: Option<Arc<Metrics>>,
     stop: Mutex<bool>,
@@ -76,6 +80,7 @@ impl Observer {
         };
         let shared = Arc::new(Shared {
             info: Mutex::new(info),
+            heartbeat: cfg.heartbeat,
             pending: Mutex::new(Pending::default()),
             metrics,
             stop: Mutex::new(false),
@@ -87,7 +92,7 @@ impl Observer {
                 s.on_event(e);
             }
         });
-        let thread = cfg.heartbeat.then(|| {
+        let thread = (cfg.heartbeat || shared.metrics.is_some()).then(|| {
             let (app, s) = (app.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("huey-observer".into())
@@ -116,7 +121,9 @@ impl Shared {
         let Some(outcome) = outcome_of(e.kind) else {
             return;
         };
-        self.pending.lock().add(now_ms(), outcome);
+        if self.heartbeat {
+            self.pending.lock().add(now_ms(), outcome);
+        }
         if let Some(m) = &self.metrics {
             m.on_outcome(e, outcome);
         }
@@ -138,9 +145,11 @@ impl Drop for Observer {
 fn run(app: &Huey, s: &Shared) {
     let storage = app.storage();
     let mut next_beat = Instant::now();
+    let mut next_gauges = Instant::now();
+    let mut beating = true;
     loop {
         let now = Instant::now();
-        if now >= next_beat {
+        if s.heartbeat && now >= next_beat {
             let info = {
                 let mut i = s.info.lock();
                 i.last_seen_ms = now_ms();
@@ -149,12 +158,27 @@ fn run(app: &Huey, s: &Shared) {
             let t = Instant::now();
             let res = consumers::beat(&*storage, &info);
             note_write(s, "heartbeat", t, &res);
-            if let Err(e) = res {
-                tracing::warn!("could not write the heartbeat record: {e}");
+            match res {
+                // Said once per outage, not every beat.
+                Err(e) if beating => {
+                    tracing::warn!("could not write the heartbeat record: {e}");
+                    beating = false;
+                }
+                Ok(()) if !beating => {
+                    tracing::info!("heartbeat record written again");
+                    beating = true;
+                }
+                _ => {}
             }
             next_beat = now + HEARTBEAT_INTERVAL;
         }
         flush(app, s);
+        if now >= next_gauges {
+            if let Some(m) = &s.metrics {
+                m.refresh_gauges(&*storage);
+            }
+            next_gauges = now + GAUGE_INTERVAL;
+        }
         let mut stop = s.stop.lock();
         if !*stop {
             s.wake.wait_for(&mut stop, FLUSH_INTERVAL);
@@ -164,13 +188,15 @@ fn run(app: &Huey, s: &Shared) {
         }
     }
     flush(app, s);
-    let id = s.info.lock().id.clone();
-    if let Err(e) = consumers::remove(&*storage, &id) {
-        tracing::warn!("could not remove the heartbeat record: {e}");
+    if s.heartbeat {
+        let id = s.info.lock().id.clone();
+        if let Err(e) = consumers::remove(&*storage, &id) {
+            tracing::warn!("could not remove the heartbeat record: {e}");
+        }
     }
 }
 
-/// Write the per-minute counters and refresh the queue gauges.
+/// Write the per-minute counters.
 fn flush(app: &Huey, s: &Shared) {
     let storage = app.storage();
     let mut pending = std::mem::take(&mut *s.pending.lock());
@@ -186,9 +212,6 @@ fn flush(app: &Huey, s: &Shared) {
         for (k, n) in pending.0 {
             *p.0.entry(k).or_default() += n;
         }
-    }
-    if let Some(m) = &s.metrics {
-        m.refresh_gauges(&*storage);
     }
 }
 
