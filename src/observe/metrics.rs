@@ -2,6 +2,7 @@
 //! gauges, worker changes, and the observer's storage writes, served as OpenMetrics text at
 //! `/metrics` by a small HTTP thread of their own.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +19,16 @@ use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::observe::MinuteStats;
 use crate::storage::Storage;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// One task and queue's counters (by outcome, made on first use) and duration histogram.
+struct Series {
+    outcomes: [Option<Counter>; MinuteStats::NAMES.len()],
+    duration: Histogram,
+}
 
 /// Worker changes counted by the pool (process-wide: one supervisor per process).
 static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
@@ -57,6 +65,8 @@ pub struct Metrics {
     messages: Family<Labels, Gauge>,
     queue_messages: Family<Labels, Gauge>,
     workers: Family<Labels, Counter>,
+    /// The series of each task and queue seen, found by `&str` without building labels.
+    series: Mutex<HashMap<String, HashMap<String, Series>>>,
     worker_seen: Mutex<[u64; 3]>,
     writes: Family<Labels, Histogram>,
     write_errors: Family<Labels, Counter>,
@@ -131,27 +141,47 @@ impl Metrics {
             messages,
             queue_messages,
             workers,
+            series: Mutex::new(HashMap::new()),
             worker_seen: Mutex::new([0; 3]),
             writes,
             write_errors,
         }
     }
 
-    /// Count an attempt's outcome (an event the observer counts as `outcome`).
-    pub fn on_outcome(&self, e: &Event, outcome: &'static str) {
-        let labels = vec![
-            ("task", e.task.clone()),
-            ("queue", e.queue.clone()),
-            ("outcome", outcome.to_string()),
-        ];
-        self.tasks.get_or_create(&labels).inc();
-        if let Some(d) = e.duration {
-            if outcome != "dead" {
+    /// Count an attempt's outcome (an index in [`MinuteStats::NAMES`], as the observer
+    /// counts it).
+    pub fn on_outcome(&self, e: &Event, outcome: usize) {
+        let Some(&name) = MinuteStats::NAMES.get(outcome) else {
+            return;
+        };
+        let mut series = self.series.lock();
+        let by_queue = match series.get_mut(e.task.as_str()) {
+            Some(q) => q,
+            None => series.entry(e.task.clone()).or_default(),
+        };
+        let s = match by_queue.get_mut(e.queue.as_str()) {
+            Some(s) => s,
+            None => {
                 let labels = vec![("task", e.task.clone()), ("queue", e.queue.clone())];
-                self.durations
-                    .get_or_create(&labels)
-                    .observe(d.as_secs_f64());
+                let duration = self.durations.get_or_create(&labels).clone();
+                by_queue.entry(e.queue.clone()).or_insert(Series {
+                    outcomes: Default::default(),
+                    duration,
+                })
             }
+        };
+        let counter = s.outcomes[outcome].get_or_insert_with(|| {
+            let labels = vec![
+                ("task", e.task.clone()),
+                ("queue", e.queue.clone()),
+                ("outcome", name.to_string()),
+            ];
+            self.tasks.get_or_create(&labels).clone()
+        });
+        counter.inc();
+        // A dead letter is told beside its attempt's own outcome: timed once.
+        if let Some(d) = e.duration.filter(|_| name != "dead") {
+            s.duration.observe(d.as_secs_f64());
         }
     }
 

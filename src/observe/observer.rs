@@ -2,6 +2,7 @@
 //! counters, and refreshes the queue gauges, away from the supervisor's main loop. The main
 //! loop only hands it snapshots and events, which cost a lock and a few counters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ struct Shared {
     info: Mutex<ConsumerInfo>,
     /// Write the heartbeat record and the per-minute counters.
     heartbeat: bool,
+    /// Now, in ms, as of the observer thread's last turn (at most a second old): counting an
+    /// outcome does not read the clock.
+    now_ms: AtomicU64,
     pending: Mutex<Pending>,
     metrics: Option<Arc<Metrics>>,
     stop: Mutex<bool>,
@@ -81,18 +85,23 @@ impl Observer {
         let shared = Arc::new(Shared {
             info: Mutex::new(info),
             heartbeat: cfg.heartbeat,
+            now_ms: AtomicU64::new(now),
             pending: Mutex::new(Pending::default()),
             metrics,
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let weak: Weak<Shared> = Arc::downgrade(&shared);
-        app.on_event(move |e| {
-            if let Some(s) = weak.upgrade() {
-                s.on_event(e);
-            }
-        });
-        let thread = (cfg.heartbeat || shared.metrics.is_some()).then(|| {
+        let wanted = cfg.heartbeat || shared.metrics.is_some();
+        if wanted {
+            // Held weakly: once this observer is gone, the handler does nothing.
+            let weak: Weak<Shared> = Arc::downgrade(&shared);
+            app.on_event(move |e| {
+                if let Some(s) = weak.upgrade() {
+                    s.on_event(e);
+                }
+            });
+        }
+        let thread = wanted.then(|| {
             let (app, s) = (app.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("huey-observer".into())
@@ -122,7 +131,8 @@ impl Shared {
             return;
         };
         if self.heartbeat {
-            self.pending.lock().add(now_ms(), outcome);
+            let at = self.now_ms.load(Ordering::Relaxed);
+            self.pending.lock().add(at, outcome);
         }
         if let Some(m) = &self.metrics {
             m.on_outcome(e, outcome);
@@ -149,6 +159,7 @@ fn run(app: &Huey, s: &Shared) {
     let mut beating = true;
     loop {
         let now = Instant::now();
+        s.now_ms.store(now_ms(), Ordering::Relaxed);
         if s.heartbeat && now >= next_beat {
             let info = {
                 let mut i = s.info.lock();
@@ -200,7 +211,7 @@ fn run(app: &Huey, s: &Shared) {
 fn flush(app: &Huey, s: &Shared) {
     let storage = app.storage();
     let mut pending = std::mem::take(&mut *s.pending.lock());
-    if !pending.0.is_empty() {
+    if !pending.is_empty() {
         let t = Instant::now();
         let res = pending.flush(&*storage);
         note_write(s, "counters", t, &res);
@@ -208,10 +219,7 @@ fn flush(app: &Huey, s: &Shared) {
             tracing::warn!("could not write the per-minute counters (kept for the next try): {e}");
         }
         // What was not written goes back, added to what came meanwhile.
-        let mut p = s.pending.lock();
-        for (k, n) in pending.0 {
-            *p.0.entry(k).or_default() += n;
-        }
+        s.pending.lock().merge(pending);
     }
 }
 
