@@ -192,6 +192,13 @@ fn scheduled_revoked_and_dead_lettered_tasks_read_as_such() {
     let revoked = echo.enqueue("y".into()).unwrap();
     revoked.revoke().unwrap();
     assert_eq!(revoked.state().unwrap(), TaskState::Revoked);
+    // Revoking a task by name applies to its waiting instances, until restored.
+    let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+    let sum = add.enqueue((1, 2)).unwrap();
+    app.revoke_task("add", Default::default()).unwrap();
+    assert_eq!(sum.state().unwrap(), TaskState::Revoked);
+    app.restore_task("add").unwrap();
+    assert!(matches!(sum.state().unwrap(), TaskState::Queued { .. }));
     let crash: Task<(), ()> = Task::from_name(&app, "crash").unwrap();
     let _d = Hueyd::testbed(&b.url(), &["-w", "1", "-k", "process"]);
     let crashed = crash.enqueue(()).unwrap();
@@ -233,6 +240,7 @@ fn metrics_count_each_outcome_and_pass_promtool() {
         r#"huey_task_duration_seconds_count{task="echo",queue="default"} 3"#,
         r#"huey_worker_changes_total{change="start"} 2"#,
         r#"huey_messages{state="ready"} 0"#,
+        r#"huey_queue_messages{queue="default",state="in_flight"} 0"#,
         r#"huey_storage_write_errors_total{op="outcomes"} 0"#,
     ];
     let mut text = String::new();
@@ -334,23 +342,24 @@ fn storage_write_errors_are_counted_while_the_storage_is_down() {
 }
 
 #[test]
-fn task_logs_from_process_workers_reach_the_consumer_log_with_the_task_id() {
-    let b = Backend::sqlite();
-    let app = b.app();
-    let d = Hueyd::testbed(&b.url(), &["-w", "1", "-k", "process"]);
-    let warn: Task<String, ()> = Task::from_name(&app, "warn").unwrap();
-    let r = warn.enqueue("hello from a task".into()).unwrap();
-    assert!(d.wait_log("hello from a task", LONG), "{}", d.log());
-    let line = d
-        .log()
-        .lines()
-        .find(|l| l.contains("hello from a task"))
-        .unwrap()
-        .to_string();
-    assert!(
-        line.contains(r.id()) && line.contains("name=warn") && line.contains("WARN"),
-        "{line}"
-    );
+fn task_logs_reach_the_consumer_log_with_the_task_id_from_either_worker_kind() {
+    for kind in ["process", "thread"] {
+        let b = Backend::sqlite();
+        let app = b.app();
+        let d = Hueyd::testbed(&b.url(), &["-w", "1", "-k", kind]);
+        let warn: Task<String, ()> = Task::from_name(&app, "warn").unwrap();
+        let r = warn.enqueue("hello from a task".into()).unwrap();
+        assert!(d.wait_log("hello from a task", LONG), "{kind}: {}", d.log());
+        let log = d.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("hello from a task"))
+            .unwrap();
+        assert!(
+            line.contains(r.id()) && line.contains("name=warn") && line.contains("WARN"),
+            "{kind}: {line}"
+        );
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! gauges, worker changes, and the observer's storage writes, served as OpenMetrics text at
 //! `/metrics` by a small HTTP thread of their own.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +19,16 @@ use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::observe::MinuteStats;
 use crate::storage::Storage;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// One task and queue's counters (by outcome, made on first use) and duration histogram.
+struct Series {
+    outcomes: [Option<Counter>; MinuteStats::NAMES.len()],
+    duration: Histogram,
+}
 
 /// Worker changes counted by the pool (process-wide: one supervisor per process).
 static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
@@ -55,7 +63,10 @@ pub struct Metrics {
     tasks: Family<Labels, Counter>,
     durations: Family<Labels, Histogram>,
     messages: Family<Labels, Gauge>,
+    queue_messages: Family<Labels, Gauge>,
     workers: Family<Labels, Counter>,
+    /// The series of each task and queue seen, found by `&str` without building labels.
+    series: Mutex<HashMap<String, HashMap<String, Series>>>,
     worker_seen: Mutex<[u64; 3]>,
     writes: Family<Labels, Histogram>,
     write_errors: Family<Labels, Counter>,
@@ -83,6 +94,7 @@ impl Metrics {
         let durations =
             Family::<Labels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let messages = Family::<Labels, Gauge>::default();
+        let queue_messages = Family::<Labels, Gauge>::default();
         let workers = Family::<Labels, Counter>::default();
         let writes =
             Family::<Labels, Histogram>::new_with_constructor(write_histogram as fn() -> _);
@@ -99,8 +111,13 @@ impl Metrics {
         );
         registry.register(
             "huey_messages",
-            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every second",
+            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every 5 s",
             messages.clone(),
+        );
+        registry.register(
+            "huey_queue_messages",
+            "Messages of each named queue by state (ready, in_flight), refreshed every 5 s",
+            queue_messages.clone(),
         );
         registry.register(
             "huey_worker_changes",
@@ -122,28 +139,49 @@ impl Metrics {
             tasks,
             durations,
             messages,
+            queue_messages,
             workers,
+            series: Mutex::new(HashMap::new()),
             worker_seen: Mutex::new([0; 3]),
             writes,
             write_errors,
         }
     }
 
-    /// Count an attempt's outcome (an event the observer counts as `outcome`).
-    pub fn on_outcome(&self, e: &Event, outcome: &'static str) {
-        let labels = vec![
-            ("task", e.task.clone()),
-            ("queue", e.queue.clone()),
-            ("outcome", outcome.to_string()),
-        ];
-        self.tasks.get_or_create(&labels).inc();
-        if let Some(d) = e.duration {
-            if outcome != "dead" {
+    /// Count an attempt's outcome (an index in [`MinuteStats::NAMES`], as the observer
+    /// counts it).
+    pub fn on_outcome(&self, e: &Event, outcome: usize) {
+        let Some(&name) = MinuteStats::NAMES.get(outcome) else {
+            return;
+        };
+        let mut series = self.series.lock();
+        let by_queue = match series.get_mut(e.task.as_str()) {
+            Some(q) => q,
+            None => series.entry(e.task.clone()).or_default(),
+        };
+        let s = match by_queue.get_mut(e.queue.as_str()) {
+            Some(s) => s,
+            None => {
                 let labels = vec![("task", e.task.clone()), ("queue", e.queue.clone())];
-                self.durations
-                    .get_or_create(&labels)
-                    .observe(d.as_secs_f64());
+                let duration = self.durations.get_or_create(&labels).clone();
+                by_queue.entry(e.queue.clone()).or_insert(Series {
+                    outcomes: Default::default(),
+                    duration,
+                })
             }
+        };
+        let counter = s.outcomes[outcome].get_or_insert_with(|| {
+            let labels = vec![
+                ("task", e.task.clone()),
+                ("queue", e.queue.clone()),
+                ("outcome", name.to_string()),
+            ];
+            self.tasks.get_or_create(&labels).clone()
+        });
+        counter.inc();
+        // A dead letter is told beside its attempt's own outcome: timed once.
+        if let Some(d) = e.duration.filter(|_| name != "dead") {
+            s.duration.observe(d.as_secs_f64());
         }
     }
 
@@ -159,8 +197,7 @@ impl Metrics {
         }
     }
 
-    /// Read the storage's counts into the gauges, and the pool's worker changes into their
-    /// counters.
+    /// Read the storage's counts into the gauges.
     pub fn refresh_gauges(&self, storage: &dyn Storage) {
         match storage.counts() {
             Ok(c) => {
@@ -178,6 +215,23 @@ impl Metrics {
             }
             Err(e) => tracing::debug!("could not read the queue counts for the metrics: {e}"),
         }
+        match storage.queue_sizes() {
+            Ok(sizes) => {
+                for q in sizes {
+                    for (state, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
+                        let labels = vec![("queue", q.queue.clone()), ("state", state.to_string())];
+                        self.queue_messages
+                            .get_or_create(&labels)
+                            .set(n.min(i64::MAX as u64) as i64);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("could not read the queue sizes for the metrics: {e}"),
+        }
+    }
+
+    /// Bring the worker change counters up to the pool's counts.
+    fn sync_workers(&self) {
         let now = [
             WORKER_STARTS.load(Ordering::Relaxed),
             WORKER_DEATHS.load(Ordering::Relaxed),
@@ -194,6 +248,7 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
+        self.sync_workers();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

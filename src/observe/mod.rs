@@ -13,6 +13,27 @@
 //!
 //! The consumer writes all of it from a thread of its own, never from its main loop, so a slow
 //! storage cannot stall dispatch; the main loop only adds to counters in memory.
+//!
+//! ```
+//! use huey::observe::TaskState;
+//! use huey::Huey;
+//!
+//! # fn main() -> huey::Result<()> {
+//! let app = Huey::open("docs", "memory:")?;
+//! let add = app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
+//! let first = add.enqueue((1, 2))?;
+//! let second = add.enqueue((3, 4))?;
+//! // No consumer yet: both wait, one ahead of the second.
+//! assert_eq!(
+//!     second.state()?,
+//!     TaskState::Queued { queue: "default".into(), position: Some(1), priority: 0 }
+//! );
+//! assert!(app.consumers()?.is_empty());
+//! assert_eq!(app.task_state(first.id())?.name(), "queued");
+//! assert_eq!(app.throughput(60)?.len(), 60);
+//! # Ok(())
+//! # }
+//! ```
 
 mod consumers;
 mod metrics;

@@ -2,6 +2,7 @@
 //! counters, and refreshes the queue gauges, away from the supervisor's main loop. The main
 //! loop only hands it snapshots and events, which cost a lock and a few counters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,11 +27,18 @@ pub struct ObserverConfig {
     pub heartbeat: bool,
 }
 
-/// How often the counters are written and the gauges refreshed.
+/// How often the counters are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the queue gauges are read (each read counts every queue in the storage).
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 struct Shared {
     info: Mutex<ConsumerInfo>,
+    /// Write the heartbeat record and the per-minute counters.
+    heartbeat: bool,
+    /// Now, in ms, as of the observer thread's last turn (at most a second old): counting an
+    /// outcome does not read the clock.
+    now_ms: AtomicU64,
     pending: Mutex<Pending>,
     metrics: Option<Arc<Metrics>>,
     stop: Mutex<bool>,
@@ -76,18 +84,24 @@ impl Observer {
         };
         let shared = Arc::new(Shared {
             info: Mutex::new(info),
+            heartbeat: cfg.heartbeat,
+            now_ms: AtomicU64::new(now),
             pending: Mutex::new(Pending::default()),
             metrics,
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let weak: Weak<Shared> = Arc::downgrade(&shared);
-        app.on_event(move |e| {
-            if let Some(s) = weak.upgrade() {
-                s.on_event(e);
-            }
-        });
-        let thread = cfg.heartbeat.then(|| {
+        let wanted = cfg.heartbeat || shared.metrics.is_some();
+        if wanted {
+            // Held weakly: once this observer is gone, the handler does nothing.
+            let weak: Weak<Shared> = Arc::downgrade(&shared);
+            app.on_event(move |e| {
+                if let Some(s) = weak.upgrade() {
+                    s.on_event(e);
+                }
+            });
+        }
+        let thread = wanted.then(|| {
             let (app, s) = (app.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("huey-observer".into())
@@ -116,7 +130,10 @@ impl Shared {
         let Some(outcome) = outcome_of(e.kind) else {
             return;
         };
-        self.pending.lock().add(now_ms(), outcome);
+        if self.heartbeat {
+            let at = self.now_ms.load(Ordering::Relaxed);
+            self.pending.lock().add(at, outcome);
+        }
         if let Some(m) = &self.metrics {
             m.on_outcome(e, outcome);
         }
@@ -138,9 +155,12 @@ impl Drop for Observer {
 fn run(app: &Huey, s: &Shared) {
     let storage = app.storage();
     let mut next_beat = Instant::now();
+    let mut next_gauges = Instant::now();
+    let mut beating = true;
     loop {
         let now = Instant::now();
-        if now >= next_beat {
+        s.now_ms.store(now_ms(), Ordering::Relaxed);
+        if s.heartbeat && now >= next_beat {
             let info = {
                 let mut i = s.info.lock();
                 i.last_seen_ms = now_ms();
@@ -149,12 +169,27 @@ fn run(app: &Huey, s: &Shared) {
             let t = Instant::now();
             let res = consumers::beat(&*storage, &info);
             note_write(s, "heartbeat", t, &res);
-            if let Err(e) = res {
-                tracing::warn!("could not write the heartbeat record: {e}");
+            match res {
+                // Said once per outage, not every beat.
+                Err(e) if beating => {
+                    tracing::warn!("could not write the heartbeat record: {e}");
+                    beating = false;
+                }
+                Ok(()) if !beating => {
+                    tracing::info!("heartbeat record written again");
+                    beating = true;
+                }
+                _ => {}
             }
             next_beat = now + HEARTBEAT_INTERVAL;
         }
         flush(app, s);
+        if now >= next_gauges {
+            if let Some(m) = &s.metrics {
+                m.refresh_gauges(&*storage);
+            }
+            next_gauges = now + GAUGE_INTERVAL;
+        }
         let mut stop = s.stop.lock();
         if !*stop {
             s.wake.wait_for(&mut stop, FLUSH_INTERVAL);
@@ -164,17 +199,19 @@ fn run(app: &Huey, s: &Shared) {
         }
     }
     flush(app, s);
-    let id = s.info.lock().id.clone();
-    if let Err(e) = consumers::remove(&*storage, &id) {
-        tracing::warn!("could not remove the heartbeat record: {e}");
+    if s.heartbeat {
+        let id = s.info.lock().id.clone();
+        if let Err(e) = consumers::remove(&*storage, &id) {
+            tracing::warn!("could not remove the heartbeat record: {e}");
+        }
     }
 }
 
-/// Write the per-minute counters and refresh the queue gauges.
+/// Write the per-minute counters.
 fn flush(app: &Huey, s: &Shared) {
     let storage = app.storage();
     let mut pending = std::mem::take(&mut *s.pending.lock());
-    if !pending.0.is_empty() {
+    if !pending.is_empty() {
         let t = Instant::now();
         let res = pending.flush(&*storage);
         note_write(s, "counters", t, &res);
@@ -182,13 +219,7 @@ fn flush(app: &Huey, s: &Shared) {
             tracing::warn!("could not write the per-minute counters (kept for the next try): {e}");
         }
         // What was not written goes back, added to what came meanwhile.
-        let mut p = s.pending.lock();
-        for (k, n) in pending.0 {
-            *p.0.entry(k).or_default() += n;
-        }
-    }
-    if let Some(m) = &s.metrics {
-        m.refresh_gauges(&*storage);
+        s.pending.lock().merge(pending);
     }
 }
 

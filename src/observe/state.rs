@@ -23,9 +23,9 @@ impl Huey {
                 queue,
                 priority,
                 position,
-                ..
+                payload,
             }) => {
-                if self.is_id_revoked(id)? {
+                if self.revoked(id, &payload)? {
                     return Ok(TaskState::Revoked);
                 }
                 return Ok(TaskState::Queued {
@@ -34,8 +34,8 @@ impl Huey {
                     priority,
                 });
             }
-            Some(Location::Scheduled { eta_ms, .. }) => {
-                if self.is_id_revoked(id)? {
+            Some(Location::Scheduled { eta_ms, payload }) => {
+                if self.revoked(id, &payload)? {
                     return Ok(TaskState::Revoked);
                 }
                 return Ok(TaskState::Scheduled { eta_ms });
@@ -64,6 +64,17 @@ impl Huey {
             Some(error) => TaskState::DeadLettered { error },
             None => TaskState::Unknown,
         })
+    }
+
+    /// Whether a waiting task will be skipped: revoked by id, or its task by name.
+    fn revoked(&self, id: &str, payload: &[u8]) -> Result<bool> {
+        if self.is_id_revoked(id)? {
+            return Ok(true);
+        }
+        match Message::decode(payload) {
+            Ok(m) => self.is_task_revoked(&m.task),
+            Err(_) => Ok(false),
+        }
     }
 
     /// A leased task: its consumer and worker from the heartbeats, when one runs it.

@@ -33,6 +33,16 @@ pub struct DeadLetter {
     pub at_ms: u64,
 }
 
+/// The messages of one named queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSize {
+    pub queue: String,
+    /// Ready to run (an expired lease counts as ready).
+    pub ready: u64,
+    /// Leased to a consumer.
+    pub in_flight: u64,
+}
+
 /// Where a task id's message is now (see [`Inspect::locate`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Location {
@@ -133,4 +143,10 @@ pub trait Inspect {
     /// scheduled while its delivery is still leased), the one with the highest
     /// [`Location::rank`] is returned. Meant for admin reads of one task: it may scan.
     fn locate(&self, id: &str) -> Result<Option<Location>>;
+
+    /// Ready and in-flight messages per named queue, by queue name (queues with neither may
+    /// be left out). The default tells nothing (an empty list); SQLite and Redis override it.
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        Ok(Vec::new())
+    }
 }

@@ -104,4 +104,7 @@ impl Inspect for LazyStorage {
     fn locate(&self, id: &str) -> Result<Option<Location>> {
         self.opened()?.locate(id)
     }
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        self.opened()?.queue_sizes()
+    }
 }

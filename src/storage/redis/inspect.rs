@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::scripts::DEAD_BODY;
 use super::{bytes, string, RedisStorage};
 use crate::error::Result;
-use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Location};
+use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Location, QueueSize};
 
 #[derive(Deserialize)]
 struct DeadInfo {
@@ -142,6 +142,10 @@ impl Inspect for RedisStorage {
 
     fn locate(&self, id: &str) -> Result<Option<Location>> {
         self.locate_id(id)
+    }
+
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        self.sizes()
     }
 
     fn flush(&self, what: Flush) -> Result<()> {

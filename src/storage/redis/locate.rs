@@ -1,4 +1,5 @@
-//! Finding one task id's message in a Redis storage, for inspection.
+//! Finding one task id's message in a Redis storage, and the sizes of each queue, for
+//! inspection.
 //!
 //! Messages are keyed by sequence number, not by id, so finding an id scans the message hashes
 //! with `HSCAN` (a page at a time: the server is never blocked, and the enqueue and ack paths
@@ -9,11 +10,12 @@ use ::redis::Value;
 
 use super::{bytes, string, RedisStorage};
 use crate::error::Result;
-use crate::storage::Location;
+use crate::storage::{Location, QueueSize};
 
 /// Key indexes in [`super::KEY_NAMES`].
 const LEASES: usize = 0;
 const MSG: usize = 1;
+const QUEUES: usize = 3;
 const SCHEDULE: usize = 4;
 const SCHED_MSG: usize = 5;
 const DEAD: usize = 6;
@@ -72,6 +74,75 @@ impl RedisStorage {
             }
             cursor = next;
         }
+    }
+
+    /// Ready and in-flight messages per queue: a `ZCARD` per queue, and the live leases'
+    /// queues read from their messages (in-flight messages are few: what consumers hold).
+    pub(super) fn sizes(&self) -> Result<Vec<QueueSize>> {
+        let queues: Vec<String> = self.pool.run(true, |con| {
+            ::redis::cmd("SMEMBERS").arg(&self.keys[QUEUES]).query(con)
+        })?;
+        let mut queues: std::collections::BTreeMap<String, QueueSize> = queues
+            .into_iter()
+            .map(|q| {
+                (
+                    q.clone(),
+                    QueueSize {
+                        queue: q,
+                        ..QueueSize::default()
+                    },
+                )
+            })
+            .collect();
+        let names: Vec<&String> = queues.keys().collect();
+        let (ready, leases): (Vec<u64>, Vec<(String, f64)>) = self.pool.run(true, |con| {
+            let mut p = ::redis::pipe();
+            for q in &names {
+                p.cmd("ZCARD").arg(format!("{}q:{q}", self.prefix));
+            }
+            let ready: Vec<u64> = p.query(con)?;
+            let leases = ::redis::cmd("ZRANGE")
+                .arg(&self.keys[LEASES])
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(con)?;
+            Ok((ready, leases))
+        })?;
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        for (q, n) in names.iter().zip(ready) {
+            if let Some(s) = queues.get_mut(q) {
+                s.ready = n;
+            }
+        }
+        if !leases.is_empty() {
+            let now = crate::clock::now_ms() as f64;
+            let seqs: Vec<&str> = leases
+                .iter()
+                .map(|(m, _)| m.get(..16).unwrap_or(m))
+                .collect();
+            let packed: Vec<Option<Vec<u8>>> = self.pool.run(true, |con| {
+                ::redis::cmd("HMGET")
+                    .arg(&self.keys[MSG])
+                    .arg(&seqs)
+                    .query(con)
+            })?;
+            for ((_, until), m) in leases.iter().zip(packed) {
+                let Some((_, queue, _, _)) = m.as_deref().and_then(unpack) else {
+                    continue;
+                };
+                let s = queues.entry(queue.clone()).or_insert_with(|| QueueSize {
+                    queue,
+                    ..QueueSize::default()
+                });
+                if *until > now {
+                    s.in_flight += 1;
+                } else {
+                    s.ready += 1;
+                }
+            }
+        }
+        Ok(queues.into_values().collect())
     }
 
     /// Where the message of task `id` is.

@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{limit, sql_ms, SqliteStorage};
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Location, Ns};
+use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Location, Ns, QueueSize};
 
 impl Inspect for SqliteStorage {
     fn backend(&self) -> &'static str {
@@ -147,6 +147,24 @@ impl Inspect for SqliteStorage {
                 tx.execute("DELETE FROM dead", [])?;
             }
             Ok(())
+        })
+    }
+
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        let now = sql_ms(now_ms());
+        self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT queue, SUM(lease_until IS NULL OR lease_until <= ?1), SUM(lease_until > ?1)
+                 FROM queue GROUP BY queue ORDER BY queue",
+            )?
+            .query_map(params![now], |r| {
+                Ok(QueueSize {
+                    queue: r.get(0)?,
+                    ready: r.get::<_, i64>(1)?.max(0) as u64,
+                    in_flight: r.get::<_, Option<i64>>(2)?.unwrap_or(0).max(0) as u64,
+                })
+            })?
+            .collect()
         })
     }
 

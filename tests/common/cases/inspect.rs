@@ -474,3 +474,30 @@ fn consumer_records_expire_and_flush_with_the_kv_entries() {
     .unwrap();
     assert!(s.list(Ns::Consumers).unwrap().is_empty());
 }
+
+#[test]
+fn queue_sizes_count_ready_and_leased_messages_per_queue() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(
+        &*s,
+        vec![
+            ready("a1", "alpha", 0),
+            ready("a2", "alpha", 0),
+            ready("a3", "alpha", 0),
+            ready("b1", "beta", 0),
+        ],
+    );
+    s.dequeue(&request("c", &["alpha"], 2, LONG_LEASE)).unwrap();
+    s.dequeue(&request("c", &["beta"], 1, SHORT_LEASE)).unwrap();
+    sleep_past(SHORT_LEASE);
+    let sizes: Vec<(String, u64, u64)> = s
+        .queue_sizes()
+        .unwrap()
+        .into_iter()
+        .filter(|q| q.ready + q.in_flight > 0)
+        .map(|q| (q.queue, q.ready, q.in_flight))
+        .collect();
+    // beta's lease expired: ready again.
+    assert_eq!(sizes, [("alpha".into(), 1, 2), ("beta".into(), 1, 0)]);
+}

@@ -1,6 +1,47 @@
-//! Finding one task id's message in the memory storage, for inspection.
+//! Inspection reads of the memory storage: counts, queue sizes, finding one task id.
 
-use super::{Location, State};
+use std::collections::BTreeMap;
+
+use super::{Counts, Location, QueueSize, State};
+
+/// Sizes of each part at `now` (ms).
+pub(super) fn counts(st: &State, now: u64) -> Counts {
+    let expired = st.leased.values().filter(|l| l.until_ms <= now).count() as u64;
+    Counts {
+        ready: st.ready.len() as u64 + expired,
+        scheduled: st.schedule.len() as u64,
+        in_flight: st.leased.len() as u64 - expired,
+        results: st
+            .results
+            .values()
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+            .count() as u64,
+        dead: st.dead.len() as u64,
+    }
+}
+
+/// Ready and in-flight messages per queue at `now` (ms).
+pub(super) fn sizes(st: &State, now: u64) -> Vec<QueueSize> {
+    let mut out: BTreeMap<String, QueueSize> = BTreeMap::new();
+    let mut add = |queue: &str, ready: bool| {
+        let s = out.entry(queue.to_string()).or_insert_with(|| QueueSize {
+            queue: queue.to_string(),
+            ..QueueSize::default()
+        });
+        if ready {
+            s.ready += 1;
+        } else {
+            s.in_flight += 1;
+        }
+    };
+    for e in st.ready.values() {
+        add(&e.queue, true);
+    }
+    for l in st.leased.values() {
+        add(&l.entry.queue, l.until_ms <= now);
+    }
+    out.into_values().collect()
+}
 
 /// Where `id` is at `now` (ms): the place of highest [`Location::rank`].
 pub(super) fn find(st: &State, id: &str, now: u64) -> Option<Location> {
