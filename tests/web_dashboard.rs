@@ -264,6 +264,9 @@ fn pages_and_actions_work(b: Backend) {
         ),
         (Some(1), Some(1))
     );
+    let default = json!({ "name": "default", "ready": 1, "in_flight": 0, "more": false,
+                          "consumers": [] });
+    assert_eq!(o["queues"], json!([default]));
 
     // A queued task: its page shows the state and the arguments as JSON.
     let t = web.get_json(&format!("/api/tasks/{}", queued.id()));

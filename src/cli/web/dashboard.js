@@ -58,10 +58,10 @@ function render(o) {
     if (e) e.textContent = String(v);
   }
   document.getElementById("updated").textContent = o.now;
-  fillRows(document.querySelector("#queues tbody"), o.queues, "no queue", 3, (q) =>
+  fillRows(document.querySelector("#queues tbody"), o.queues, "no queue", 4, (q) =>
     el("tr", { "data-queue": q.name },
       el("td", {}, q.name), el("td", { class: "num" }, String(q.ready) + (q.more ? "+" : "")),
-      el("td", {}, q.consumers.join(", "))));
+      el("td", { class: "num" }, text(q.in_flight)), el("td", {}, q.consumers.join(", "))));
   fillRows(document.querySelector("#consumers tbody"), o.consumers, "no live consumer", 8, (c) =>
     el("tr", { "data-consumer": text(c.id) },
       el("td", {}, text(c.id)), el("td", {}, text(c.host)), el("td", { class: "num" }, text(c.pid)),

@@ -183,30 +183,35 @@ pub(crate) struct Overview {
 /// Dead letters listed on the overview.
 const DEAD_SHOWN: usize = 20;
 
-/// A queue: its ready messages (counted in a sample of the first [`QUEUE_SAMPLE`]), and the
-/// consumers that serve it.
+/// A queue: its ready and leased messages, and the consumers that serve it.
 #[derive(Serialize, Debug, Clone, Default)]
 pub(crate) struct QueueView {
     pub name: String,
     pub ready: u64,
-    /// The sample was full: there may be more.
+    /// Leased to a consumer; `None` when the backend does not count by queue.
+    pub in_flight: Option<u64>,
+    /// `ready` was counted in a sample of the first [`QUEUE_SAMPLE`] ready messages, which was
+    /// full: there may be more.
     pub more: bool,
     pub consumers: Vec<String>,
 }
 
-/// Ready messages read to count them by queue.
+/// Ready messages read to count them by queue, on a backend that cannot count by queue.
 const QUEUE_SAMPLE: usize = 1000;
 
+type Queues = std::collections::BTreeMap<String, QueueView>;
+
+fn slot<'a>(by_name: &'a mut Queues, name: &str) -> &'a mut QueueView {
+    by_name
+        .entry(name.to_string())
+        .or_insert_with(|| QueueView {
+            name: name.to_string(),
+            ..QueueView::default()
+        })
+}
+
+/// The queues the tasks, the consumers and the storage name, with their sizes.
 fn queues(app: &Huey, tasks: &[TaskInfo], consumers: &[Value]) -> Result<Vec<QueueView>> {
-    type Queues = std::collections::BTreeMap<String, QueueView>;
-    fn slot<'a>(by_name: &'a mut Queues, name: &str) -> &'a mut QueueView {
-        by_name
-            .entry(name.to_string())
-            .or_insert_with(|| QueueView {
-                name: name.to_string(),
-                ..QueueView::default()
-            })
-    }
     let mut by_name = Queues::new();
     for t in tasks {
         slot(&mut by_name, &t.queue);
@@ -218,8 +223,18 @@ fn queues(app: &Huey, tasks: &[TaskInfo], consumers: &[Value]) -> Result<Vec<Que
             slot(&mut by_name, q).consumers.push(id.to_string());
         }
     }
-    let sample = app.storage().pending(QUEUE_SAMPLE)?;
-    let full = sample.len() == QUEUE_SAMPLE;
+    let storage = app.storage();
+    let sizes = storage.queue_sizes()?;
+    if !sizes.is_empty() {
+        for s in sizes {
+            let q = slot(&mut by_name, &s.queue);
+            q.ready = s.ready;
+            q.in_flight = Some(s.in_flight);
+        }
+        return Ok(by_name.into_values().collect());
+    }
+    let sample = storage.pending(QUEUE_SAMPLE)?;
+    let more = sample.len() == QUEUE_SAMPLE;
     for p in &sample {
         let q = Message::decode(p)
             .map(|m| m.queue().to_string())
@@ -228,7 +243,7 @@ fn queues(app: &Huey, tasks: &[TaskInfo], consumers: &[Value]) -> Result<Vec<Que
     }
     Ok(by_name
         .into_values()
-        .map(|q| QueueView { more: full, ..q })
+        .map(|q| QueueView { more, ..q })
         .collect())
 }
 

@@ -45,11 +45,12 @@ fn overview_body(s: &Shared, o: &Overview) -> Markup {
         }
         h2 { "Queues" }
         table #queues {
-            thead { tr { th { "Queue" } th { "Ready" } th { "Served by" } } }
+            thead { tr { th { "Queue" } th { "Ready" } th { "In flight" } th { "Served by" } } }
             tbody {
                 @for q in &o.queues {
                     tr data-queue=(q.name) {
                         td { (q.name) } td.num { (q.ready) @if q.more { "+" } }
+                        td.num { @if let Some(n) = q.in_flight { (n) } }
                         td { (q.consumers.join(", ")) }
                     }
                 }
