@@ -15,7 +15,7 @@ use super::pages::CHART_MINUTES;
 use super::view::Fail;
 use super::{blocking, Shared};
 use crate::app::Huey;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::storage::Flush;
 
 type Answer<T> = std::result::Result<Json<T>, Fail>;
@@ -171,11 +171,8 @@ pub(crate) async fn flush(State(s): State<Shared>, body: axum::body::Bytes) -> A
     let m = object(&body)?;
     const KEYS: [&str; 7] = ["queue", "schedule", "results", "locks", "dead", "kv", "all"];
     if let Some(k) = m.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(Error::Config(format!(
-            "unknown part {k:?}; known: {}",
-            KEYS.join(", ")
-        )))
-        .map_err(|e| Fail::from(e).json(true));
+        let msg = format!("unknown part {k:?}; known: {}", KEYS.join(", "));
+        return Err(Fail::bad_request(msg).json(true));
     }
     let what = actions::flush_parts(|k| m.get(k).and_then(Value::as_bool) == Some(true));
     call(&s, move |app| actions::flush(app, what)).await
