@@ -12,12 +12,18 @@ use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn found(cmd: &str) -> bool {
-    Command::new("sh")
+/// Where a command is on the PATH.
+fn which(cmd: &str) -> Option<String> {
+    let out = Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then_some(path)
+}
+
+fn found(cmd: &str) -> bool {
+    which(cmd).is_some()
 }
 
 /// Make sure `chromium` and `chromedriver` are there; `Err(reason)` when they cannot be.
@@ -101,7 +107,7 @@ impl Browser {
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
+                "binary": which("chromium").expect("chromium on the PATH"),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1280,1500"],
             },
