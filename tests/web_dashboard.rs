@@ -510,3 +510,34 @@ fn screenshot(name: &str) -> PathBuf {
         .unwrap()
         .join(name)
 }
+
+/// The storage goes away: pages and API answer 503 (the server stays up), and recover when it
+/// comes back.
+#[test]
+fn a_lost_storage_is_a_503_not_a_crash() {
+    let mut redis = common::redis_server::RedisServer::start_persistent();
+    let web = Web::start(&redis.url(), &[]);
+    let csrf = web.csrf(&[]);
+    redis.kill();
+    for path in [
+        "/",
+        "/api/overview",
+        "/dead",
+        "/api/tasks/abc",
+        "/chart.svg",
+    ] {
+        let r = web.get(path);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+    }
+    let r = http(
+        "POST",
+        &web.url("/api/revoke"),
+        &[("X-CSRF-Token", &csrf)],
+        Some(("application/json", r#"{"id": "abc"}"#)),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("storage error"), "{}", r.body);
+    redis.restart();
+    let back = webdriver::wait_for(LONG, || web.get("/api/overview").status == 200);
+    assert!(back, "the dashboard did not recover with its storage");
+}
