@@ -3,9 +3,9 @@
 //! `/metrics` by a small HTTP thread of their own.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -256,32 +256,75 @@ impl Metrics {
     }
 }
 
+/// The metrics server started by [`serve_metrics`]; dropping it stops the server.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept (on loopback when listening on every interface); the thread sees
+        // the flag and ends.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Serve `metrics` at `http://addr/metrics` from a thread of its own (one request at a time:
-/// a scrape is small). Returns the address bound (a port of 0 picks a free one).
-pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+/// a scrape is small) until the returned server is dropped. A port of 0 picks a free one.
+pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<MetricsServer> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| Error::Config(format!("--metrics-bind {addr}: cannot listen: {e}")))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("reading the metrics address", e))?;
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("huey-metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &metrics) {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = stream.and_then(|s| answer(s, &metrics)) {
                     tracing::debug!("metrics request failed: {e}");
                 }
             }
         })
         .map_err(|e| Error::io("starting the metrics thread", e))?;
-    Ok(bound)
+    Ok(MetricsServer {
+        addr: bound,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// Answer one HTTP request: `GET /metrics` gets the metrics, anything else a 404 or 405.
 fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // The request head is read up to 16 KiB: a longer one is cut off, not buffered.
+    let mut reader = BufReader::new(stream.try_clone()?.take(16 << 10));
     let mut line = String::new();
     reader.read_line(&mut line)?;
     // Skip the headers (bounded: a request is small).
@@ -311,4 +354,43 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         body.len()
     )?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_metrics_answers_other_requests_with_an_error_and_stops_when_dropped() {
+        let server =
+            serve_metrics("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new())).unwrap();
+        let addr = server.addr();
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(
+            ok.contains("application/openmetrics-text") && ok.ends_with("# EOF\n"),
+            "{ok}"
+        );
+        assert!(get(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // Garbage, a huge request line and an early hang-up do not stop the server.
+        get(addr, "\u{0}\u{1}garbage\r\n\r\n");
+        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(1 << 20));
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(huge.as_bytes());
+        drop(s);
+        drop(TcpStream::connect(addr).unwrap());
+        assert!(get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
+        drop(server);
+        // The port is free again.
+        TcpListener::bind(addr).unwrap();
+    }
 }
