@@ -119,6 +119,12 @@ impl Observer {
         self.shared.info.lock().workers_now = workers;
     }
 
+    /// Count an event as the app's event handler does (the consumer's events reach it that
+    /// way; this is for measuring the cost of counting).
+    pub fn count(&self, e: &Event) {
+        self.shared.on_event(e);
+    }
+
     /// The metrics this observer feeds, if any.
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.shared.metrics.as_ref()
