@@ -68,6 +68,10 @@ pub struct Metrics {
     /// The series of each task and queue seen, found by `&str` without building labels.
     series: Mutex<HashMap<String, HashMap<String, Series>>>,
     worker_seen: Mutex<[u64; 3]>,
+    /// Queues given a gauge so far.
+    queues_seen: Mutex<std::collections::BTreeSet<String>>,
+    /// When the metrics were last scraped (ms since the epoch; 0: never).
+    scraped_ms: AtomicU64,
     writes: Family<Labels, Histogram>,
     write_errors: Family<Labels, Counter>,
 }
@@ -111,12 +115,12 @@ impl Metrics {
         );
         registry.register(
             "huey_messages",
-            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every 5 s",
+            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every 5 s while scraped",
             messages.clone(),
         );
         registry.register(
             "huey_queue_messages",
-            "Messages of each named queue by state (ready, in_flight), refreshed every 5 s",
+            "Messages of each named queue by state (ready, in_flight), refreshed every 5 s while scraped",
             queue_messages.clone(),
         );
         registry.register(
@@ -143,6 +147,8 @@ impl Metrics {
             workers,
             series: Mutex::new(HashMap::new()),
             worker_seen: Mutex::new([0; 3]),
+            queues_seen: Mutex::new(Default::default()),
+            scraped_ms: AtomicU64::new(0),
             writes,
             write_errors,
         }
@@ -197,8 +203,16 @@ impl Metrics {
         }
     }
 
-    /// Read the storage's counts into the gauges.
-    pub fn refresh_gauges(&self, storage: &dyn Storage) {
+    /// Whether anyone scraped the metrics in the last `within`: the gauges, which count every
+    /// queue in the storage, are read only then.
+    pub fn scraped_within(&self, within: Duration) -> bool {
+        let at = self.scraped_ms.load(Ordering::Relaxed);
+        at > 0 && crate::clock::now_ms().saturating_sub(at) <= within.as_millis() as u64
+    }
+
+    /// Read the storage's counts into the gauges (`served`: the queues this consumer serves,
+    /// reported even when empty).
+    pub fn refresh_gauges(&self, storage: &dyn Storage, served: &[String]) {
         match storage.counts() {
             Ok(c) => {
                 for (state, n) in [
@@ -217,9 +231,18 @@ impl Metrics {
         }
         match storage.queue_sizes() {
             Ok(sizes) => {
+                // Queues served or seen before read 0 when the storage lists them no more.
+                let mut known = self.queues_seen.lock();
+                known.extend(served.iter().cloned());
+                let mut all: HashMap<String, (u64, u64)> =
+                    known.iter().map(|q| (q.clone(), (0, 0))).collect();
                 for q in sizes {
-                    for (state, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
-                        let labels = vec![("queue", q.queue.clone()), ("state", state.to_string())];
+                    known.insert(q.queue.clone());
+                    all.insert(q.queue, (q.ready, q.in_flight));
+                }
+                for (queue, (ready, in_flight)) in all {
+                    for (state, n) in [("ready", ready), ("in_flight", in_flight)] {
+                        let labels = vec![("queue", queue.clone()), ("state", state.to_string())];
                         self.queue_messages
                             .get_or_create(&labels)
                             .set(n.min(i64::MAX as u64) as i64);
@@ -248,6 +271,8 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
+        self.scraped_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         self.sync_workers();
         let mut out = String::new();
         // Writing to a String cannot fail.

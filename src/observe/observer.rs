@@ -29,8 +29,12 @@ pub struct ObserverConfig {
 
 /// How often the counters are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the queue gauges are read (each read counts every queue in the storage).
+/// How often the queue gauges are read (each read counts every queue in the storage), while
+/// the metrics are scraped.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+/// The gauges are read only if the metrics were scraped this recently: nobody pays for counts
+/// nobody reads.
+const SCRAPED_WITHIN: Duration = Duration::from_secs(300);
 
 struct Shared {
     info: Mutex<ConsumerInfo>,
@@ -190,11 +194,16 @@ fn run(app: &Huey, s: &Shared) {
             next_beat = now + HEARTBEAT_INTERVAL;
         }
         flush(app, s);
-        if now >= next_gauges {
-            if let Some(m) = &s.metrics {
-                m.refresh_gauges(&*storage);
+        if let Some(m) = s
+            .metrics
+            .as_ref()
+            .filter(|m| m.scraped_within(SCRAPED_WITHIN))
+        {
+            if now >= next_gauges {
+                let served = s.info.lock().queues.clone();
+                m.refresh_gauges(&*storage, &served);
+                next_gauges = now + GAUGE_INTERVAL;
             }
-            next_gauges = now + GAUGE_INTERVAL;
         }
         let mut stop = s.stop.lock();
         if !*stop {
