@@ -232,6 +232,11 @@ fn metrics_count_each_outcome_and_pass_promtool() {
         handles.push(fail.enqueue("no".into()).unwrap().id().to_string());
     }
     handles.push(panic.enqueue("oops".into()).unwrap().id().to_string());
+    // A queue this consumer does not serve: its message waits, and its gauge says so.
+    echo.call("elsewhere".into())
+        .queue("other")
+        .enqueue()
+        .unwrap();
     assert!(d.wait_log("metrics at", LONG), "{}", d.log());
     let want = [
         r#"huey_tasks_total{task="echo",queue="default",outcome="complete"} 3"#,
@@ -239,8 +244,10 @@ fn metrics_count_each_outcome_and_pass_promtool() {
         r#"huey_tasks_total{task="panic",queue="default",outcome="error"} 1"#,
         r#"huey_task_duration_seconds_count{task="echo",queue="default"} 3"#,
         r#"huey_worker_changes_total{change="start"} 2"#,
-        r#"huey_messages{state="ready"} 0"#,
+        r#"huey_messages{state="ready"} 1"#,
+        r#"huey_queue_messages{queue="default",state="ready"} 0"#,
         r#"huey_queue_messages{queue="default",state="in_flight"} 0"#,
+        r#"huey_queue_messages{queue="other",state="ready"} 1"#,
         r#"huey_storage_write_errors_total{op="outcomes"} 0"#,
     ];
     let mut text = String::new();

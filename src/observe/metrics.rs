@@ -3,9 +3,9 @@
 //! `/metrics` by a small HTTP thread of their own.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub struct Metrics {
     /// The series of each task and queue seen, found by `&str` without building labels.
     series: Mutex<HashMap<String, HashMap<String, Series>>>,
     worker_seen: Mutex<[u64; 3]>,
+    /// Queues given a gauge so far.
+    queues_seen: Mutex<std::collections::BTreeSet<String>>,
+    /// When the metrics were last scraped (ms since the epoch; 0: never).
+    scraped_ms: AtomicU64,
     writes: Family<Labels, Histogram>,
     write_errors: Family<Labels, Counter>,
 }
@@ -111,12 +115,12 @@ impl Metrics {
         );
         registry.register(
             "huey_messages",
-            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every 5 s",
+            "Messages in the storage by state (ready, scheduled, in_flight, dead), refreshed every 5 s while scraped",
             messages.clone(),
         );
         registry.register(
             "huey_queue_messages",
-            "Messages of each named queue by state (ready, in_flight), refreshed every 5 s",
+            "Messages of each named queue by state (ready, in_flight), refreshed every 5 s while scraped",
             queue_messages.clone(),
         );
         registry.register(
@@ -143,6 +147,8 @@ impl Metrics {
             workers,
             series: Mutex::new(HashMap::new()),
             worker_seen: Mutex::new([0; 3]),
+            queues_seen: Mutex::new(Default::default()),
+            scraped_ms: AtomicU64::new(0),
             writes,
             write_errors,
         }
@@ -197,8 +203,16 @@ impl Metrics {
         }
     }
 
-    /// Read the storage's counts into the gauges.
-    pub fn refresh_gauges(&self, storage: &dyn Storage) {
+    /// Whether anyone scraped the metrics in the last `within`: the gauges, which count every
+    /// queue in the storage, are read only then.
+    pub fn scraped_within(&self, within: Duration) -> bool {
+        let at = self.scraped_ms.load(Ordering::Relaxed);
+        at > 0 && crate::clock::now_ms().saturating_sub(at) <= within.as_millis() as u64
+    }
+
+    /// Read the storage's counts into the gauges (`served`: the queues this consumer serves,
+    /// reported even when empty).
+    pub fn refresh_gauges(&self, storage: &dyn Storage, served: &[String]) {
         match storage.counts() {
             Ok(c) => {
                 for (state, n) in [
@@ -217,9 +231,18 @@ impl Metrics {
         }
         match storage.queue_sizes() {
             Ok(sizes) => {
+                // Queues served or seen before read 0 when the storage lists them no more.
+                let mut known = self.queues_seen.lock();
+                known.extend(served.iter().cloned());
+                let mut all: HashMap<String, (u64, u64)> =
+                    known.iter().map(|q| (q.clone(), (0, 0))).collect();
                 for q in sizes {
-                    for (state, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
-                        let labels = vec![("queue", q.queue.clone()), ("state", state.to_string())];
+                    known.insert(q.queue.clone());
+                    all.insert(q.queue, (q.ready, q.in_flight));
+                }
+                for (queue, (ready, in_flight)) in all {
+                    for (state, n) in [("ready", ready), ("in_flight", in_flight)] {
+                        let labels = vec![("queue", queue.clone()), ("state", state.to_string())];
                         self.queue_messages
                             .get_or_create(&labels)
                             .set(n.min(i64::MAX as u64) as i64);
@@ -248,6 +271,8 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
+        self.scraped_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         self.sync_workers();
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -256,32 +281,75 @@ impl Metrics {
     }
 }
 
+/// The metrics server started by [`serve_metrics`]; dropping it stops the server.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept (on loopback when listening on every interface); the thread sees
+        // the flag and ends.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Serve `metrics` at `http://addr/metrics` from a thread of its own (one request at a time:
-/// a scrape is small). Returns the address bound (a port of 0 picks a free one).
-pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+/// a scrape is small) until the returned server is dropped. A port of 0 picks a free one.
+pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<MetricsServer> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| Error::Config(format!("--metrics-bind {addr}: cannot listen: {e}")))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("reading the metrics address", e))?;
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("huey-metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &metrics) {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = stream.and_then(|s| answer(s, &metrics)) {
                     tracing::debug!("metrics request failed: {e}");
                 }
             }
         })
         .map_err(|e| Error::io("starting the metrics thread", e))?;
-    Ok(bound)
+    Ok(MetricsServer {
+        addr: bound,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// Answer one HTTP request: `GET /metrics` gets the metrics, anything else a 404 or 405.
 fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // The request head is read up to 16 KiB: a longer one is cut off, not buffered.
+    let mut reader = BufReader::new(stream.try_clone()?.take(16 << 10));
     let mut line = String::new();
     reader.read_line(&mut line)?;
     // Skip the headers (bounded: a request is small).
@@ -311,4 +379,43 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         body.len()
     )?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_metrics_answers_other_requests_with_an_error_and_stops_when_dropped() {
+        let server =
+            serve_metrics("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new())).unwrap();
+        let addr = server.addr();
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(
+            ok.contains("application/openmetrics-text") && ok.ends_with("# EOF\n"),
+            "{ok}"
+        );
+        assert!(get(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // Garbage, a huge request line and an early hang-up do not stop the server.
+        get(addr, "\u{0}\u{1}garbage\r\n\r\n");
+        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(1 << 20));
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(huge.as_bytes());
+        drop(s);
+        drop(TcpStream::connect(addr).unwrap());
+        assert!(get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
+        drop(server);
+        // The port is free again.
+        TcpListener::bind(addr).unwrap();
+    }
 }

@@ -42,7 +42,7 @@ mod state;
 mod stats;
 mod types;
 
-pub use metrics::{count_worker, serve_metrics, Metrics, WorkerChange};
+pub use metrics::{count_worker, serve_metrics, Metrics, MetricsServer, WorkerChange};
 pub use observer::{Observer, ObserverConfig};
 pub use types::{ConsumerInfo, MinuteStats, TaskState, WorkerInfo};
 

@@ -29,8 +29,12 @@ pub struct ObserverConfig {
 
 /// How often the counters are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the queue gauges are read (each read counts every queue in the storage).
+/// How often the queue gauges are read (each read counts every queue in the storage), while
+/// the metrics are scraped.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+/// The gauges are read only if the metrics were scraped this recently: nobody pays for counts
+/// nobody reads.
+const SCRAPED_WITHIN: Duration = Duration::from_secs(300);
 
 struct Shared {
     info: Mutex<ConsumerInfo>,
@@ -119,6 +123,12 @@ impl Observer {
         self.shared.info.lock().workers_now = workers;
     }
 
+    /// Count an event as the app's event handler does (the consumer's events reach it that
+    /// way; this is for measuring the cost of counting).
+    pub fn count(&self, e: &Event) {
+        self.shared.on_event(e);
+    }
+
     /// The metrics this observer feeds, if any.
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.shared.metrics.as_ref()
@@ -184,11 +194,16 @@ fn run(app: &Huey, s: &Shared) {
             next_beat = now + HEARTBEAT_INTERVAL;
         }
         flush(app, s);
-        if now >= next_gauges {
-            if let Some(m) = &s.metrics {
-                m.refresh_gauges(&*storage);
+        if let Some(m) = s
+            .metrics
+            .as_ref()
+            .filter(|m| m.scraped_within(SCRAPED_WITHIN))
+        {
+            if now >= next_gauges {
+                let served = s.info.lock().queues.clone();
+                m.refresh_gauges(&*storage, &served);
+                next_gauges = now + GAUGE_INTERVAL;
             }
-            next_gauges = now + GAUGE_INTERVAL;
         }
         let mut stop = s.stop.lock();
         if !*stop {

@@ -9,13 +9,15 @@ use super::pool::Pool;
 use super::{notify_systemd, Config, Every, Supervisor, WorkerKind};
 use crate::app::Huey;
 use crate::error::Result;
-use crate::observe::{serve_metrics, Metrics, Observer, ObserverConfig};
+use crate::observe::{serve_metrics, Metrics, MetricsServer, Observer, ObserverConfig};
 
 /// How often the workers' snapshot goes to the observer.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) struct Observing {
     observer: Observer,
+    /// Serving `/metrics`, until dropped.
+    _server: Option<MetricsServer>,
     snapshot: Every,
     /// `WATCHDOG=1` at half the interval systemd asked for (`WATCHDOG_USEC`).
     watchdog: Option<Every>,
@@ -24,14 +26,14 @@ pub(super) struct Observing {
 impl Observing {
     /// Start the observer, and the metrics server when `cfg.metrics_bind` is set.
     pub fn start(app: &Huey, cfg: &Config) -> Result<Observing> {
-        let metrics = match cfg.metrics_bind {
+        let (metrics, server) = match cfg.metrics_bind {
             Some(addr) => {
                 let m = Arc::new(Metrics::new());
-                let bound = serve_metrics(addr, m.clone())?;
-                tracing::info!("metrics at http://{bound}/metrics");
-                Some(m)
+                let server = serve_metrics(addr, m.clone())?;
+                tracing::info!("metrics at http://{}/metrics", server.addr());
+                (Some(m), Some(server))
             }
-            None => None,
+            None => (None, None),
         };
         let kind = match cfg.kind {
             WorkerKind::Thread => "thread",
@@ -50,6 +52,7 @@ impl Observing {
         let now = Instant::now();
         Ok(Observing {
             observer,
+            _server: server,
             snapshot: Every::new(SNAPSHOT_INTERVAL, now),
             watchdog: watchdog_interval().map(|i| Every::new(i, now)),
         })
