@@ -461,6 +461,11 @@ fn watch_the_drain(browser: &Browser, web: &Web, app: &Huey, lost: &str) {
         "the page's counts are not the storage's"
     );
     assert_eq!(shown(browser, "dead"), 1);
+    let queue = browser.eval(
+        "return [...document.querySelectorAll('#queues tr[data-queue=\"default\"] td')]\
+         .slice(0, 3).map(t => t.textContent)",
+    );
+    assert_eq!(queue, json!(["default", "0", "0"]));
     // Once the consumer has counted its minute, a fresh load draws it in the chart.
     let counted = webdriver::wait_for(LONG, || {
         let o = web.get_json("/api/overview");

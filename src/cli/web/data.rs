@@ -211,7 +211,12 @@ fn slot<'a>(by_name: &'a mut Queues, name: &str) -> &'a mut QueueView {
 }
 
 /// The queues the tasks, the consumers and the storage name, with their sizes.
-fn queues(app: &Huey, tasks: &[TaskInfo], consumers: &[Value]) -> Result<Vec<QueueView>> {
+fn queues(
+    app: &Huey,
+    counts: &Counts,
+    tasks: &[TaskInfo],
+    consumers: &[Value],
+) -> Result<Vec<QueueView>> {
     let mut by_name = Queues::new();
     for t in tasks {
         slot(&mut by_name, &t.queue);
@@ -224,6 +229,13 @@ fn queues(app: &Huey, tasks: &[TaskInfo], consumers: &[Value]) -> Result<Vec<Que
         }
     }
     let storage = app.storage();
+    if counts.ready == 0 && counts.in_flight == 0 {
+        let idle = |q: QueueView| QueueView {
+            in_flight: Some(0),
+            ..q
+        };
+        return Ok(by_name.into_values().map(idle).collect());
+    }
     let sizes = storage.queue_sizes()?;
     if !sizes.is_empty() {
         for s in sizes {
@@ -251,12 +263,13 @@ pub(crate) fn overview(app: &Huey, minutes: u32) -> Result<Overview> {
     let storage = app.storage();
     let consumers = super::observe::consumers(app)?;
     let tasks = tasks(app);
+    let counts = storage.counts()?;
     Ok(Overview {
         app: app.name().to_string(),
         storage: storage.backend(),
         now: format_time(now_ms()),
-        counts: storage.counts()?,
-        queues: queues(app, &tasks, &consumers)?,
+        counts,
+        queues: queues(app, &counts, &tasks, &consumers)?,
         consumers,
         throughput: super::observe::throughput(app, minutes)?,
         dead: dead(app, DEAD_SHOWN)?,
