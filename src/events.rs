@@ -79,6 +79,8 @@ pub struct Event {
     pub kind: EventKind,
     pub id: String,
     pub task: String,
+    /// The queue of the message, when known (empty otherwise).
+    pub queue: String,
     pub attempt: u32,
     /// The error message, for failures.
     pub error: Option<String>,
@@ -95,6 +97,7 @@ impl Event {
             kind,
             id: id.to_string(),
             task: task.to_string(),
+            queue: String::new(),
             attempt,
             error: None,
             duration: None,
@@ -104,7 +107,9 @@ impl Event {
 
     /// An event about a message.
     pub fn for_message(kind: EventKind, m: &Message) -> Event {
-        Event::new(kind, &m.id, &m.task, m.attempt)
+        let mut e = Event::new(kind, &m.id, &m.task, m.attempt);
+        e.queue = m.queue().to_string();
+        e
     }
 
     /// With an error message.

@@ -48,6 +48,7 @@ pub(crate) mod lifecycle;
 pub mod lock;
 pub(crate) mod logging;
 pub mod message;
+pub mod observe;
 pub mod options;
 pub(crate) mod registry;
 pub mod result;

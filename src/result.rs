@@ -147,6 +147,12 @@ impl<R: DeserializeOwned> TaskResult<R> {
         self.app.restore_id(&self.id)
     }
 
+    /// Where this task is now: queued, scheduled, running, done, failed, ... (see
+    /// [`Huey::task_state`]). Reads only: a stored result is left in place.
+    pub fn state(&self) -> Result<crate::observe::TaskState> {
+        self.app.task_state(&self.id)
+    }
+
     /// Whether this instance is revoked (changes nothing).
     pub fn is_revoked(&self) -> Result<bool> {
         self.app.is_id_revoked(&self.id)

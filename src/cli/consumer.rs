@@ -70,6 +70,16 @@ pub(super) struct ConsumerArgs {
     /// Less logging: warnings and errors only (no line per task).
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Log lines as text or as JSON objects, one a line (for log shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: crate::logging::LogFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9808).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<std::net::SocketAddr>,
+    /// Write no heartbeat record and no per-minute counters to the storage (the consumer
+    /// is then missing from `hueyd consumers`).
+    #[arg(long)]
+    no_heartbeat: bool,
     /// Write the pid here; refuse to start if a live process holds it.
     #[arg(long)]
     pidfile: Option<PathBuf>,
@@ -125,6 +135,8 @@ impl ConsumerArgs {
             flush_locks: self.flush_locks,
             stop_deadline: self.stop_timeout,
             log_tasks: !self.quiet,
+            metrics_bind: self.metrics_bind,
+            heartbeat: !self.no_heartbeat,
             ..Config::default()
         })
     }
@@ -140,7 +152,7 @@ impl ConsumerArgs {
 
 /// Run the consumer until it is stopped. `open` opens the storage and registers the tasks.
 pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Result<ExitCode> {
-    crate::logging::init_logging(c.logfile.clone(), c.log_level())?;
+    crate::logging::init_logging(c.logfile.clone(), c.log_level(), c.log_format)?;
     if c._delay.is_some() || c._max_delay.is_some() || c._backoff.is_some() {
         tracing::warn!(
             "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"

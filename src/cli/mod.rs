@@ -8,6 +8,7 @@
 
 mod admin;
 mod consumer;
+mod web;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ struct Cli {
 enum Command {
     /// Run a short demonstration on the embedded storage.
     Demo(crate::demo::DemoArgs),
+    /// Serve the web dashboard (loopback by default; any other address needs --token).
+    Web(web::WebArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -127,9 +130,13 @@ fn run(
     match cli.command {
         Some(Command::Demo(args)) => {
             // The demo prints its own lines; logs only when asked for with HUEY_LOG.
-            crate::logging::init_logging(None, "off")?;
+            crate::logging::init_logging(None, "off", Default::default())?;
             let url = storage_chosen.then_some(cli.storage);
             crate::demo::run(name, url, args, register)
+        }
+        Some(Command::Web(args)) => {
+            let app = open_app(name, &cli.storage, register)?;
+            web::run(&app, args)
         }
         Some(Command::Admin(cmd)) => {
             let app = open_app(name, &cli.storage, register)?;

@@ -33,6 +33,59 @@ pub struct DeadLetter {
     pub at_ms: u64,
 }
 
+/// The messages of one named queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSize {
+    pub queue: String,
+    /// Ready to run (an expired lease counts as ready).
+    pub ready: u64,
+    /// Leased to a consumer.
+    pub in_flight: u64,
+}
+
+/// Where a task id's message is now (see [`Inspect::locate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// Ready to run in `queue`; `position` is how many messages of that queue run before it
+    /// (when the backend can tell cheaply).
+    Ready {
+        queue: String,
+        priority: i32,
+        position: Option<u64>,
+        payload: Vec<u8>,
+    },
+    /// Leased to a consumer (running, or waiting for a worker in that consumer) until
+    /// `until_ms`. `consumer` is the lease holder's name when the backend records it.
+    Leased {
+        queue: String,
+        consumer: Option<String>,
+        until_ms: u64,
+        deliveries: u32,
+        payload: Vec<u8>,
+    },
+    /// Waiting in the schedule for `eta_ms`.
+    Scheduled { eta_ms: u64, payload: Vec<u8> },
+    /// In the dead-letter place.
+    Dead {
+        queue: String,
+        error: String,
+        at_ms: u64,
+    },
+}
+
+impl Location {
+    /// Which of two places of one id tells more about it: a lease over a ready entry over a
+    /// schedule entry over a dead letter.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Location::Leased { .. } => 3,
+            Location::Ready { .. } => 2,
+            Location::Scheduled { .. } => 1,
+            Location::Dead { .. } => 0,
+        }
+    }
+}
+
 /// What [`Inspect::flush`] empties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flush {
@@ -84,4 +137,16 @@ pub trait Inspect {
 
     /// Empty the parts chosen.
     fn flush(&self, what: Flush) -> Result<()>;
+
+    /// Where the message of task `id` is: leased, ready, scheduled or dead-lettered (`None`
+    /// when it is in none of them, e.g. finished). When the id is in several places (a retry
+    /// scheduled while its delivery is still leased), the one with the highest
+    /// [`Location::rank`] is returned. Meant for admin reads of one task: it may scan.
+    fn locate(&self, id: &str) -> Result<Option<Location>>;
+
+    /// Ready and in-flight messages per named queue, by queue name (queues with neither may
+    /// be left out). The default tells nothing (an empty list); SQLite and Redis override it.
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        Ok(Vec::new())
+    }
 }

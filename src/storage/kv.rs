@@ -16,11 +16,13 @@ pub enum Ns {
     Claims,
     /// Anything else an app stores (e.g. the demo's attempt counters).
     Data,
+    /// Consumers' heartbeat records (see `crate::observe`), expiring when one stops beating.
+    Consumers,
 }
 
 impl Ns {
     /// Every namespace.
-    pub const ALL: [Ns; 4] = [Ns::Locks, Ns::Revoked, Ns::Claims, Ns::Data];
+    pub const ALL: [Ns; 5] = [Ns::Locks, Ns::Revoked, Ns::Claims, Ns::Data, Ns::Consumers];
 
     /// A short stable name, usable as a table or key prefix.
     pub fn as_str(self) -> &'static str {
@@ -29,6 +31,7 @@ impl Ns {
             Ns::Revoked => "revoked",
             Ns::Claims => "claims",
             Ns::Data => "data",
+            Ns::Consumers => "consumers",
         }
     }
 }
@@ -73,4 +76,13 @@ pub trait Kv {
     /// again from 0) and return the new value. Meant for windows, e.g. rate limits. These
     /// counters are apart from those of [`Kv::incr`].
     fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
+
+    /// Read counters of [`Kv::incr_expiring`] (a missing or expired one reads 0), in `keys`
+    /// order, in one call.
+    ///
+    /// The default adds 0 to each, which creates a missing one at 0 living `ttl`; backends
+    /// override it with a plain read.
+    fn read_expiring(&self, keys: &[String], ttl: Duration) -> Result<Vec<i64>> {
+        keys.iter().map(|k| self.incr_expiring(k, 0, ttl)).collect()
+    }
 }

@@ -73,6 +73,7 @@ delegate!(Kv {
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>>;
     fn incr(&self, key: &str, by: i64) -> Result<i64>;
     fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
+    fn read_expiring(&self, keys: &[String], ttl: Duration) -> Result<Vec<i64>>;
 });
 
 impl Inspect for LazyStorage {
@@ -100,5 +101,12 @@ impl Inspect for LazyStorage {
     }
     fn flush(&self, what: Flush) -> Result<()> {
         self.opened()?.flush(what)
+    }
+
+    fn locate(&self, id: &str) -> Result<Option<Location>> {
+        self.opened()?.locate(id)
+    }
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        self.opened()?.queue_sizes()
     }
 }

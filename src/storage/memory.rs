@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+mod inspect;
+
 use super::*;
 use crate::clock::{ms, now_ms};
 use crate::error::Result;
@@ -489,21 +491,16 @@ impl Inspect for MemoryStorage {
         "memory"
     }
 
+    fn locate(&self, id: &str) -> Result<Option<Location>> {
+        Ok(inspect::find(&self.state.lock(), id, now_ms()))
+    }
+
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        Ok(inspect::sizes(&self.state.lock(), now_ms()))
+    }
+
     fn counts(&self) -> Result<Counts> {
-        let st = self.state.lock();
-        let now = now_ms();
-        let expired = st.leased.values().filter(|l| l.until_ms <= now).count() as u64;
-        Ok(Counts {
-            ready: st.ready.len() as u64 + expired,
-            scheduled: st.schedule.len() as u64,
-            in_flight: st.leased.len() as u64 - expired,
-            results: st
-                .results
-                .values()
-                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
-                .count() as u64,
-            dead: st.dead.len() as u64,
-        })
+        Ok(inspect::counts(&self.state.lock(), now_ms()))
     }
 
     fn pending(&self, limit: usize) -> Result<Vec<Vec<u8>>> {

@@ -39,7 +39,7 @@ pub mod url;
 
 pub use self::redis::RedisStorage;
 pub use chord::{ChordCallback, ChordCount};
-pub use inspect::{Counts, DeadLetter, Flush, Inspect};
+pub use inspect::{Counts, DeadLetter, Flush, Inspect, Location, QueueSize};
 pub use kv::{Kv, Ns};
 pub use lazy::LazyStorage;
 pub use memory::MemoryStorage;

@@ -15,6 +15,7 @@
 //! The loop itself keeps only what spans them: the stop state and the stats.
 
 mod dispatcher;
+mod observing;
 mod outbox;
 mod pool;
 pub mod scheduler;
@@ -32,6 +33,7 @@ use crate::storage::Flush;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use dispatcher::{Dispatcher, Fetched};
+use observing::Observing;
 use outbox::Outbox;
 use pool::{Ended, Exiting, Pool, Returns};
 use scheduler::Scheduler;
@@ -84,6 +86,10 @@ pub struct Config {
     pub log_tasks: bool,
     /// The binary started for process workers (default: this one).
     pub worker_exe: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Write a heartbeat record and per-minute counters to storage (see [`crate::observe`]).
+    pub heartbeat: bool,
 }
 
 impl Default for Config {
@@ -105,6 +111,8 @@ impl Default for Config {
             stop_deadline: Duration::from_secs(30),
             log_tasks: true,
             worker_exe: None,
+            metrics_bind: None,
+            heartbeat: true,
         }
     }
 }
@@ -177,6 +185,7 @@ pub struct Supervisor {
     /// it returns (after a pidfile appears, say) is already counted.
     signals: Option<Signals>,
     stats: Stats,
+    observing: Option<Observing>,
 }
 
 /// Counters for the summary line.
@@ -255,6 +264,7 @@ impl Supervisor {
                 Signals::install().map_err(|e| Error::io("installing signal handlers", e))?,
             ),
             stats: Stats::default(),
+            observing: None,
         })
     }
 
@@ -272,7 +282,7 @@ impl Supervisor {
         self.start()?;
         while self.receive() {
             self.dispatcher.dispatch(&mut self.pool);
-            self.outbox.write(&self.app, Instant::now());
+            self.write_outcomes();
             self.dispatcher.request_more(&self.pool);
             self.run_timers();
             self.react(signals.poll());
@@ -297,6 +307,7 @@ impl Supervisor {
             })?;
             tracing::info!("flushed all locks");
         }
+        self.observing = Some(Observing::start(&self.app, &self.cfg)?);
         // An async worker is one runtime running `workers` attempts at once.
         let slots = match self.cfg.kind {
             WorkerKind::Async => 1,
@@ -373,6 +384,9 @@ impl Supervisor {
         self.settle(returns);
         let returns = self.pool.cancel_revoked(now);
         self.settle(returns);
+        if let Some(o) = &mut self.observing {
+            o.tick(&self.pool, now);
+        }
     }
 
     fn react(&mut self, sig: Pending) {
@@ -446,6 +460,7 @@ impl Supervisor {
         let exiting = self.pool.stop_all();
         self.outbox.drain(&self.app);
         self.await_exits(exiting, signals);
+        self.observing = None; // its last counts written, its record removed
         tracing::info!(
             completed = self.stats.completed,
             failed = self.stats.failed,

@@ -82,6 +82,16 @@ impl Outbox {
         self.add_events(app, at, events);
     }
 
+    /// How many outcomes wait to be written.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Failed writes in a row.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Keep a batch for the next write; its index, if it writes anything.
     fn push(&mut self, batch: Batch) -> Option<usize> {
         if batch.is_empty() {

@@ -33,6 +33,7 @@ use slot::{Slot, State, Worker};
 
 mod health;
 mod slot;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -246,6 +247,7 @@ impl Pool {
         };
         match started {
             Ok(w) => {
+                crate::observe::count_worker(crate::observe::WorkerChange::Start);
                 slot.worker = Some(w);
                 slot.state = State::Starting;
             }
@@ -374,6 +376,7 @@ impl Pool {
             });
         }
         if !self.stopping {
+            crate::observe::count_worker(crate::observe::WorkerChange::Death);
             self.schedule_respawn(i, boot_failure, Instant::now());
         }
     }
@@ -401,6 +404,7 @@ impl Pool {
 
     /// Replace a slot's worker with a fresh one (after its current task).
     fn recycle(&mut self, i: usize) {
+        crate::observe::count_worker(crate::observe::WorkerChange::Recycle);
         let s = &mut self.slots[i];
         s.stop_worker(false);
         if s.retired {

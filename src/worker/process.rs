@@ -82,6 +82,7 @@ impl ProcessWorker {
         fcntl(task_w.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         let mut cmd = Command::new(exe);
         cmd.env(WORKER_ENV, "1")
+            .envs(crate::logging::child_env())
             .stdin(Stdio::null())
             // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
             // decides how its workers stop.
@@ -357,6 +358,7 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
         eprintln!("huey worker {}: {e}", std::process::id());
         return 3;
     }
+    crate::logging::init_worker_logging();
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let pid = std::process::id();
@@ -415,7 +417,8 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
             }
         };
         let outcome = match Message::decode(&payload) {
-            Ok(msg) => app.run_attempt(&msg),
+            Ok(msg) => tracing::info_span!("task", id = %msg.id, name = %msg.task)
+                .in_scope(|| app.run_attempt(&msg)),
             Err(e) => Err(Failure::new(FailureKind::Undecodable, e.to_string())),
         };
         // Answer before starting the next attempt: the supervisor times the running attempt

@@ -45,7 +45,8 @@ impl ThreadWorker {
                     if gone.load(Ordering::SeqCst) {
                         return;
                     }
-                    let outcome = app.run_attempt(&msg);
+                    let outcome = tracing::info_span!("task", id = %msg.id, name = %msg.task)
+                        .in_scope(|| app.run_attempt(&msg));
                     if !send(WorkerEvent::Done {
                         job,
                         outcome,

@@ -68,6 +68,10 @@ pub fn register(app: &Huey) -> huey::Result<()> {
         },
     )?;
     app.task("garble").register(garble)?;
+    app.task("warn").register(|message: String| {
+        tracing::warn!("{message}");
+        Ok::<_, String>(())
+    })?;
     Ok(())
 }
 

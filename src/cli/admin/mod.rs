@@ -1,5 +1,5 @@
 //! Admin subcommands, one module each: enqueue, result, status, revoke/restore, flush, tasks,
-//! pending and scheduled listings, dead letters. Here: the subcommand list and what the
+//! pending and scheduled listings, dead letters, consumers, inspect. Here: the subcommand list and what the
 //! commands share (task lookup, message summaries, output).
 //!
 //! Every command that prints data takes `--json` for a machine-readable form (one JSON value
@@ -16,9 +16,11 @@
 //! prints `{"status": "ambiguous", "candidates": {task: value}, "bytes": [...]}`, exits 2 and
 //! leaves the result in storage.
 
+mod consumers;
 mod dead;
 mod enqueue;
 mod flush;
+mod inspect;
 mod pending;
 mod restore;
 mod result;
@@ -66,6 +68,10 @@ pub enum AdminCommand {
     Scheduled(ListArgs),
     /// List dead-letter messages, or put them back on the queue (`dead retry`).
     Dead(dead::DeadArgs),
+    /// The live consumers (from their heartbeats) and what each worker runs.
+    Consumers(consumers::ConsumersArgs),
+    /// Where a task is by id: queued, scheduled, running, done, failed, dead-lettered...
+    Inspect(inspect::InspectArgs),
 }
 
 /// Run one admin command.
@@ -81,6 +87,8 @@ pub fn run(app: &Huey, cmd: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Pending(a) => pending::run(app, a),
         AdminCommand::Scheduled(a) => scheduled::run(app, a),
         AdminCommand::Dead(a) => dead::run(app, a),
+        AdminCommand::Consumers(a) => consumers::run(app, a),
+        AdminCommand::Inspect(a) => inspect::run(app, a),
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The `--json` object is stable: `app` (string), `storage` (backend name), the integer counts
 //! `ready`, `scheduled`, `in_flight`, `results`, `dead`, `revoked`, `locks`, and `tasks` (the
-//! registered task names, sorted).
+//! registered task names, sorted), `consumers` (the live consumers, as `consumers --json`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,6 +16,7 @@ use super::values::positive_seconds;
 use super::Out;
 use crate::app::Huey;
 use crate::error::Result;
+use crate::observe::ConsumerInfo;
 use crate::storage::Ns;
 
 #[derive(Args, Debug)]
@@ -41,6 +42,7 @@ fn status_json(app: &Huey) -> Result<Value> {
     let revoked = storage.list(Ns::Revoked)?.len();
     let locks = storage.list(Ns::Locks)?.len();
     let tasks: Vec<String> = app.task_defs().iter().map(|d| d.name.clone()).collect();
+    let consumers = serde_json::to_value(app.consumers()?).unwrap_or_default();
     Ok(json!({
         "app": app.name(),
         "storage": storage.backend(),
@@ -52,6 +54,7 @@ fn status_json(app: &Huey) -> Result<Value> {
         "revoked": revoked,
         "locks": locks,
         "tasks": tasks,
+        "consumers": consumers,
     }))
 }
 
@@ -80,6 +83,14 @@ fn status_text(v: &Value) -> String {
         tasks.len(),
         tasks.join(", ")
     ));
+    let consumers: Vec<ConsumerInfo> =
+        serde_json::from_value(v["consumers"].clone()).unwrap_or_default();
+    s.push_str(&format!("\nconsumers  {}", consumers.len()));
+    for c in &consumers {
+        for l in super::consumers::consumer_text(c) {
+            s.push_str(&format!("\n  {l}"));
+        }
+    }
     s
 }
 

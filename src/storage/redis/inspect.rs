@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::scripts::DEAD_BODY;
 use super::{bytes, string, RedisStorage};
 use crate::error::Result;
-use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect};
+use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Location, QueueSize};
 
 #[derive(Deserialize)]
 struct DeadInfo {
@@ -138,6 +138,14 @@ impl Inspect for RedisStorage {
         }
         let n: i64 = self.invoke(false, &inv)?;
         Ok(n.max(0) as usize)
+    }
+
+    fn locate(&self, id: &str) -> Result<Option<Location>> {
+        self.locate_id(id)
+    }
+
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        self.sizes()
     }
 
     fn flush(&self, what: Flush) -> Result<()> {

@@ -80,4 +80,18 @@ impl Kv for RedisStorage {
         inv.arg(key).arg(by).arg(capped_ms(ttl).max(1));
         self.invoke(false, &inv)
     }
+
+    fn read_expiring(&self, keys: &[String], _ttl: Duration) -> Result<Vec<i64>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{}ctr:{k}", self.prefix))
+            .collect();
+        let values: Vec<Option<i64>> = self
+            .pool
+            .run(true, |con| ::redis::cmd("MGET").arg(&names).query(con))?;
+        Ok(values.into_iter().map(|v| v.unwrap_or(0)).collect())
+    }
 }

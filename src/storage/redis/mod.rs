@@ -62,6 +62,7 @@
 mod conn;
 mod inspect;
 mod kv;
+mod locate;
 mod scripts;
 mod watch;
 

@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{limit, sql_ms, SqliteStorage};
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Ns};
+use crate::storage::{priority_of, Counts, DeadLetter, Flush, Inspect, Location, Ns, QueueSize};
 
 impl Inspect for SqliteStorage {
     fn backend(&self) -> &'static str {
@@ -147,6 +147,98 @@ impl Inspect for SqliteStorage {
                 tx.execute("DELETE FROM dead", [])?;
             }
             Ok(())
+        })
+    }
+
+    fn queue_sizes(&self) -> Result<Vec<QueueSize>> {
+        let now = sql_ms(now_ms());
+        self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT queue, SUM(lease_until IS NULL OR lease_until <= ?1), SUM(lease_until > ?1)
+                 FROM queue GROUP BY queue ORDER BY queue",
+            )?
+            .query_map(params![now], |r| {
+                Ok(QueueSize {
+                    queue: r.get(0)?,
+                    ready: r.get::<_, i64>(1)?.max(0) as u64,
+                    in_flight: r.get::<_, Option<i64>>(2)?.unwrap_or(0).max(0) as u64,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn locate(&self, id: &str) -> Result<Option<Location>> {
+        let now = sql_ms(now_ms());
+        self.read(|tx| {
+            let queued = tx
+                .prepare_cached(
+                    "SELECT seq, queue, priority, payload, deliveries, lease_owner, lease_until
+                     FROM queue WHERE id = ?1 ORDER BY lease_until > ?2 DESC, seq LIMIT 1",
+                )?
+                .query_row(params![id, now], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i32>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((seq, queue, priority, payload, deliveries, owner, until)) = queued {
+                return match until.filter(|&u| u > now) {
+                    Some(until) => Ok(Some(Location::Leased {
+                        queue,
+                        consumer: owner,
+                        until_ms: until.max(0) as u64,
+                        deliveries: deliveries.clamp(0, u32::MAX as i64) as u32,
+                        payload,
+                    })),
+                    None => {
+                        let ahead: i64 = tx
+                            .prepare_cached(
+                                "SELECT COUNT(*) FROM queue WHERE queue = ?1
+                                 AND (priority > ?2 OR (priority = ?2 AND seq < ?3))
+                                 AND (lease_until IS NULL OR lease_until <= ?4)",
+                            )?
+                            .query_row(params![queue, priority, seq, now], |r| r.get(0))?;
+                        Ok(Some(Location::Ready {
+                            queue,
+                            priority,
+                            position: Some(ahead.max(0) as u64),
+                            payload,
+                        }))
+                    }
+                };
+            }
+            let scheduled = tx
+                .prepare_cached(
+                    "SELECT eta, payload FROM schedule WHERE id = ?1 ORDER BY eta LIMIT 1",
+                )?
+                .query_row(params![id], |r| {
+                    Ok(Location::Scheduled {
+                        eta_ms: r.get::<_, i64>(0)?.max(0) as u64,
+                        payload: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            if scheduled.is_some() {
+                return Ok(scheduled);
+            }
+            tx.prepare_cached(
+                "SELECT queue, error, at FROM dead WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![id], |r| {
+                Ok(Location::Dead {
+                    queue: r.get(0)?,
+                    error: r.get(1)?,
+                    at_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })
+            .optional()
         })
     }
 }

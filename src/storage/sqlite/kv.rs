@@ -116,6 +116,24 @@ impl Kv for SqliteStorage {
             .query_row(params![key, by, expiry(Some(ttl))], |r| r.get(0))
         })
     }
+
+    fn read_expiring(&self, keys: &[String], _ttl: Duration) -> Result<Vec<i64>> {
+        let now = sql_ms(now_ms());
+        self.read(|tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT CAST(value AS INTEGER) FROM kv WHERE ns = 'counter' AND key = ?1
+                 AND (expires IS NULL OR expires > ?2)",
+            )?;
+            keys.iter()
+                .map(|k| {
+                    Ok(st
+                        .query_row(params![k, now], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0))
+                })
+                .collect()
+        })
+    }
 }
 
 /// The `kv` namespaces of chord bookkeeping: members counted, their items, the counts.

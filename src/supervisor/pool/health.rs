@@ -200,6 +200,7 @@ impl Pool {
 
     /// Kill a slot's worker; returns its running jobs (its queued jobs are given back).
     fn kill_running(&mut self, i: usize, out: &mut Returns) -> (BTreeMap<u64, Box<Job>>, u32) {
+        crate::observe::count_worker(crate::observe::WorkerChange::Recycle);
         let slot = &mut self.slots[i];
         let worker = slot.worker_id();
         slot.stop_worker(true);

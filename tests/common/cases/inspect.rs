@@ -308,3 +308,196 @@ fn flush_all_empties_everything() {
         .unwrap()
         .is_empty());
 }
+
+// ----- locating a task id --------------------------------------------------------------------
+
+use huey::storage::Location;
+
+#[test]
+fn locate_finds_a_ready_message_with_its_position_in_its_queue() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(
+        &*s,
+        vec![
+            ready("first", "default", 0),
+            ready("other-queue", "other", 5),
+            ready("target", "default", 0),
+            ready("urgent", "default", 3),
+        ],
+    );
+    match s.locate("target").unwrap() {
+        Some(Location::Ready {
+            queue,
+            priority,
+            position,
+            payload,
+        }) => {
+            assert_eq!((queue.as_str(), priority), ("default", 0));
+            // "urgent" (higher priority) and "first" (older) run before it.
+            assert_eq!(position, Some(2));
+            assert_eq!(payload, b"target");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.locate("urgent").unwrap(),
+        Some(Location::Ready {
+            position: Some(0),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn locate_finds_a_leased_message_with_its_lease() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(&*s, vec![ready("a", "default", 0)]);
+    let before = now_ms();
+    one(&*s, "host:42", LONG_LEASE);
+    match s.locate("a").unwrap() {
+        Some(Location::Leased {
+            queue,
+            consumer,
+            until_ms,
+            deliveries,
+            ..
+        }) => {
+            assert_eq!(queue, "default");
+            assert!(
+                consumer.as_deref().is_none_or(|c| c == "host:42"),
+                "{consumer:?}"
+            );
+            assert!(until_ms >= before + LONG_LEASE.as_millis() as u64 - 1000);
+            assert_eq!(deliveries, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn locate_sees_an_expired_lease_as_ready() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(&*s, vec![ready("a", "default", 0)]);
+    one(&*s, "c", SHORT_LEASE);
+    sleep_past(SHORT_LEASE);
+    assert!(
+        matches!(s.locate("a").unwrap(), Some(Location::Ready { .. })),
+        "{:?}",
+        s.locate("a")
+    );
+}
+
+#[test]
+fn locate_finds_scheduled_and_dead_messages_and_nothing_else() {
+    let s = crate::factory();
+    let s = s();
+    let eta = now_ms() + 600_000;
+    schedule(&*s, "later", eta);
+    bury(&*s, "gone", "worker-lost: killed");
+    assert_eq!(
+        s.locate("later").unwrap(),
+        Some(Location::Scheduled {
+            eta_ms: eta,
+            payload: b"later".to_vec()
+        })
+    );
+    match s.locate("gone").unwrap() {
+        Some(Location::Dead { queue, error, .. }) => {
+            assert_eq!(
+                (queue.as_str(), error.as_str()),
+                ("default", "worker-lost: killed")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.locate("never-enqueued").unwrap(), None);
+    // Acked: gone from every place.
+    enqueue(&*s, vec![ready("done", "default", 0)]);
+    let d = one(&*s, "c", LONG_LEASE);
+    assert_eq!(ack(&*s, vec![d.lease]), 1);
+    assert_eq!(s.locate("done").unwrap(), None);
+}
+
+#[test]
+fn locate_scans_past_many_messages() {
+    let s = crate::factory();
+    let s = s();
+    let many: Vec<_> = (0..2500)
+        .map(|i| ready(&format!("m{i}"), "default", 0))
+        .collect();
+    enqueue(&*s, many);
+    assert!(matches!(
+        s.locate("m2400").unwrap(),
+        Some(Location::Ready {
+            position: Some(2400),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn expiring_counters_read_back_without_being_created() {
+    let s = crate::factory();
+    let s = s();
+    let ttl = Duration::from_secs(60);
+    s.incr_expiring("stats:a", 3, ttl).unwrap();
+    s.incr_expiring("stats:a", 2, ttl).unwrap();
+    let keys = ["stats:a".to_string(), "stats:missing".to_string()];
+    assert_eq!(s.read_expiring(&keys, ttl).unwrap(), [5, 0]);
+    assert_eq!(s.read_expiring(&[], ttl).unwrap(), Vec::<i64>::new());
+}
+
+#[test]
+fn consumer_records_expire_and_flush_with_the_kv_entries() {
+    let s = crate::factory();
+    let s = s();
+    s.put(Ns::Consumers, "h:1", b"{}", Some(SHORT_LEASE))
+        .unwrap();
+    s.put(Ns::Consumers, "h:2", b"{}", Some(LONG_LEASE))
+        .unwrap();
+    assert_eq!(s.list(Ns::Consumers).unwrap().len(), 2);
+    sleep_past(SHORT_LEASE);
+    let left: Vec<String> = s
+        .list(Ns::Consumers)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["h:2"]);
+    s.flush(Flush {
+        kv: true,
+        ..Flush::default()
+    })
+    .unwrap();
+    assert!(s.list(Ns::Consumers).unwrap().is_empty());
+}
+
+#[test]
+fn queue_sizes_count_ready_and_leased_messages_per_queue() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(
+        &*s,
+        vec![
+            ready("a1", "alpha", 0),
+            ready("a2", "alpha", 0),
+            ready("a3", "alpha", 0),
+            ready("b1", "beta", 0),
+        ],
+    );
+    s.dequeue(&request("c", &["alpha"], 2, LONG_LEASE)).unwrap();
+    s.dequeue(&request("c", &["beta"], 1, SHORT_LEASE)).unwrap();
+    sleep_past(SHORT_LEASE);
+    let sizes: Vec<(String, u64, u64)> = s
+        .queue_sizes()
+        .unwrap()
+        .into_iter()
+        .filter(|q| q.ready + q.in_flight > 0)
+        .map(|q| (q.queue, q.ready, q.in_flight))
+        .collect();
+    // beta's lease expired: ready again.
+    assert_eq!(sizes, [("alpha".into(), 1, 2), ("beta".into(), 1, 0)]);
+}

@@ -96,7 +96,7 @@ if ARGV[4] == '1' then delete_indexed(K_RESULTS, prefix .. 'r:') end
 if ARGV[5] == '1' then delete_indexed(prefix .. 'kvi:locks', prefix .. 'kv:locks:') end
 if ARGV[6] == '1' then redis.call('DEL', K_DEAD, K_DINFO, K_DBODY) end
 if ARGV[7] == '1' then
-  for _, ns in ipairs({'revoked', 'claims', 'data'}) do
+  for _, ns in ipairs({'revoked', 'claims', 'data', 'consumers'}) do
     delete_indexed(prefix .. 'kvi:' .. ns, prefix .. 'kv:' .. ns .. ':')
   end
   redis.call('DEL', K_COUNTERS)

@@ -1,0 +1,98 @@
+//! The supervisor's hooks for observability: starting the observer (heartbeats, per-minute
+//! counters, metrics), handing it what each worker runs about once a second, and the systemd
+//! watchdog pings, sent from the main loop so a stalled loop stops them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pool::Pool;
+use super::{notify_systemd, Config, Every, Supervisor, WorkerKind};
+use crate::app::Huey;
+use crate::error::Result;
+use crate::observe::{serve_metrics, Metrics, MetricsServer, Observer, ObserverConfig};
+
+/// How often the workers' snapshot goes to the observer.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) struct Observing {
+    observer: Observer,
+    /// Serving `/metrics`, until dropped.
+    _server: Option<MetricsServer>,
+    snapshot: Every,
+    /// `WATCHDOG=1` at half the interval systemd asked for (`WATCHDOG_USEC`).
+    watchdog: Option<Every>,
+}
+
+impl Observing {
+    /// Start the observer, and the metrics server when `cfg.metrics_bind` is set.
+    pub fn start(app: &Huey, cfg: &Config) -> Result<Observing> {
+        let (metrics, server) = match cfg.metrics_bind {
+            Some(addr) => {
+                let m = Arc::new(Metrics::new());
+                let server = serve_metrics(addr, m.clone())?;
+                tracing::info!("metrics at http://{}/metrics", server.addr());
+                (Some(m), Some(server))
+            }
+            None => (None, None),
+        };
+        let kind = match cfg.kind {
+            WorkerKind::Thread => "thread",
+            WorkerKind::Process => "process",
+            WorkerKind::Async => "async",
+        };
+        let observer = Observer::start(
+            app,
+            ObserverConfig {
+                kind: kind.into(),
+                workers: cfg.workers,
+                queues: cfg.queues.clone(),
+                heartbeat: cfg.heartbeat,
+            },
+            metrics,
+        );
+        let now = Instant::now();
+        Ok(Observing {
+            observer,
+            _server: server,
+            snapshot: Every::new(SNAPSHOT_INTERVAL, now),
+            watchdog: watchdog_interval().map(|i| Every::new(i, now)),
+        })
+    }
+
+    /// A loop turn: the workers' snapshot and the watchdog ping, when due.
+    pub fn tick(&mut self, pool: &Pool, now: Instant) {
+        if self.snapshot.due(now) {
+            self.observer.set_workers(pool.workers_now());
+        }
+        if self.watchdog.as_mut().is_some_and(|w| w.due(now)) {
+            notify_systemd("WATCHDOG=1");
+        }
+    }
+}
+
+impl Supervisor {
+    /// Write the pending outcomes (see `outbox`), timing the write for the metrics.
+    pub(super) fn write_outcomes(&mut self) {
+        let (pending, failures) = (self.outbox.pending_len(), self.outbox.failures());
+        let started = Instant::now();
+        self.outbox.write(&self.app, started);
+        let metrics = self.observing.as_ref().and_then(|o| o.observer.metrics());
+        if let Some(m) = metrics.filter(|_| pending > 0) {
+            let ok = self.outbox.pending_len() == 0;
+            if ok || self.outbox.failures() != failures {
+                m.storage_write("outcomes", started.elapsed(), ok);
+            }
+        }
+    }
+}
+
+/// Half the watchdog interval systemd set for this process, if it set one.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(50)))
+}
