@@ -38,6 +38,14 @@ pub trait Kv {
     /// Read a key.
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Read many keys of one namespace in one storage call: one answer per key, in order
+    /// (`None` for a key that is absent or expired). A key may be asked for twice.
+    ///
+    /// The default asks [`Kv::get`] for each; backends read them all in one round trip.
+    fn get_many(&self, ns: Ns, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(ns, k)).collect()
+    }
+
     /// Write a key, replacing any value.
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
 

@@ -91,10 +91,18 @@ pub(super) struct Job {
     pub deadline: Option<Instant>,
 }
 
-/// A batch the fetcher leased, with the revocations in force when it did.
+/// A batch the fetcher leased, decoded, with the revocations that could apply to it.
 pub(super) struct Fetched {
-    pub deliveries: Vec<Delivery>,
+    pub items: Vec<FetchedItem>,
     pub revocations: Revocations,
+}
+
+/// One leased delivery, decoded by the fetcher: `msg` is `None` when its bytes are not a
+/// message, and `fx` then holds its dead letter.
+pub(super) struct FetchedItem {
+    pub delivery: Delivery,
+    pub msg: Option<Message>,
+    pub fx: Effects,
 }
 
 /// Fetches messages, keeps the ones no worker has room for yet, and hands them over.
@@ -142,20 +150,23 @@ impl Dispatcher {
     pub fn on_fetched(&mut self, app: &Huey, f: Fetched, outbox: &mut Outbox) {
         self.fetch_outstanding = false;
         if self.stopping {
-            let leases: Vec<Lease> = f.deliveries.iter().map(|d| d.lease.clone()).collect();
+            let leases: Vec<Lease> = f.items.iter().map(|i| i.delivery.lease.clone()).collect();
             release(app, &leases, false);
             return;
         }
         let now = now_ms();
-        for d in f.deliveries {
+        for FetchedItem {
+            delivery: d,
+            msg,
+            mut fx,
+        } in f.items
+        {
             // One Effects per delivery: each outcome is fenced by its own lease.
-            let mut fx = Effects::default();
-            let lease = Some(&d.lease);
-            let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) else {
+            let Some(msg) = msg else {
                 outbox.add(app, fx);
                 continue;
             };
-            match app.admit(lease, msg, &f.revocations, now, &mut fx) {
+            match app.admit(Some(&d.lease), msg, &f.revocations, now, &mut fx) {
                 Ok(Some(msg)) => {
                     let id = self.next_job;
                     self.next_job += 1;
@@ -318,17 +329,29 @@ impl Fetcher {
     }
 }
 
+/// Lease a batch, decode it, and read the revocations that could apply to it: the entries of
+/// its ids and task names, in one storage call (never a listing of every revocation).
 fn fetch(app: &Huey, req: &DequeueRequest) -> Result<Fetched> {
-    let deliveries = app.storage().dequeue(req)?;
-    let revocations = if deliveries.is_empty() {
-        Revocations::default()
-    } else {
-        app.revocations()?
-    };
-    Ok(Fetched {
-        deliveries,
-        revocations,
-    })
+    let items: Vec<FetchedItem> = app
+        .storage()
+        .dequeue(req)?
+        .into_iter()
+        .map(|delivery| {
+            let mut fx = Effects::default();
+            let lease = Some(&delivery.lease);
+            let msg = lifecycle::decode(lease, &delivery.queue, &delivery.payload, &mut fx);
+            FetchedItem { delivery, msg, fx }
+        })
+        .collect();
+    match app.revocations_for(items.iter().filter_map(|i| i.msg.as_ref())) {
+        Ok(revocations) => Ok(Fetched { items, revocations }),
+        Err(e) => {
+            // Not known to be runnable: hand the batch back rather than hold it to its expiry.
+            let leases: Vec<Lease> = items.into_iter().map(|i| i.delivery.lease).collect();
+            release(app, &leases, false);
+            Err(e)
+        }
+    }
 }
 
 /// `host:pid`, naming this consumer's leases.

@@ -417,13 +417,14 @@ impl Pool {
 
     /// Once per health-check interval: process workers running a task revoked since it
     /// started are killed (and replaced); the task is recorded as revoked. One read of the
-    /// revocations per check, only while busy.
+    /// revocations of the running tasks per check, only while busy.
     pub fn cancel_revoked(&mut self, now: Instant) -> Returns {
         let mut out = Returns::default();
         if !self.revocation_check.due(now) || self.kind != WorkerKind::Process || self.busy() == 0 {
             return out;
         }
-        let rev = match self.app.revocations() {
+        let running = self.slots.iter().filter_map(|s| s.job()).map(|j| &j.msg);
+        let rev = match self.app.revocations_for(running) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("could not read revocations: {e}");
