@@ -47,7 +47,7 @@ macro_rules! delegate {
 delegate!(Queue {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
     fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 });
 

@@ -156,8 +156,13 @@ pub trait Queue {
     /// Lease up to `req.max` ready messages, blocking up to `req.wait` when there are none.
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
 
-    /// Push the expiry of these leases to now + `lease` (leases no longer held are ignored).
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
+    /// Push the expiry of these leases to now + `lease`, and say, per lease, whether it is still
+    /// held. `false`: it is lost — its message was acknowledged, released, or (its lease having
+    /// expired) delivered to another consumer — and is not renewed; the task must not start
+    /// (its outcome would be fenced off anyway, but its body would run twice). A lease that
+    /// expired may still be held, and is then renewed, as long as no other consumer's dequeue
+    /// has put its message back since.
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
 
     /// Give these leases up: the messages are ready again at once (leases no longer held are
     /// ignored). `started` says whether their tasks began to run: a message handed back

@@ -224,6 +224,7 @@ mod tests {
             payload: d.payload,
             started: Instant::now(),
             deadline: None,
+            lease_until: Instant::now(),
         };
         Ended {
             job: Box::new(job),

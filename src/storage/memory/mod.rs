@@ -287,17 +287,24 @@ impl Queue for MemoryStorage {
         }
     }
 
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let mut st = self.state.lock();
         let until = now_ms().saturating_add(ms(lease));
-        for l in leases {
-            if let Some((seq, token)) = parse_lease(l) {
-                if let Some(e) = st.leased.get_mut(&seq).filter(|e| e.token == token) {
-                    e.until_ms = until;
+        Ok(leases
+            .iter()
+            .map(|l| {
+                let Some((seq, token)) = parse_lease(l) else {
+                    return false;
+                };
+                match st.leased.get_mut(&seq).filter(|e| e.token == token) {
+                    Some(e) => {
+                        e.until_ms = until;
+                        true
+                    }
+                    None => false,
                 }
-            }
-        }
-        Ok(())
+            })
+            .collect())
     }
 
     fn release(&self, leases: &[Lease], started: bool) -> Result<()> {

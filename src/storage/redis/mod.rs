@@ -422,15 +422,18 @@ impl Queue for RedisStorage {
         }
     }
 
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         if leases.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut inv = self.call(&self.scripts.extend);
         inv.arg(capped_ms(lease));
         push_leases(&mut inv, leases, false);
-        let _: i64 = self.invoke(true, &inv)?;
-        Ok(())
+        let held: Vec<i64> = self.invoke(true, &inv)?;
+        if held.len() != leases.len() {
+            return Err(self.corrupt("extend"));
+        }
+        Ok(held.into_iter().map(|h| h == 1).collect())
     }
 
     fn release(&self, leases: &[Lease], started: bool) -> Result<()> {

@@ -366,19 +366,22 @@ impl Queue for SqliteStorage {
         }
     }
 
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         if leases.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let until = sql_ms(now_ms().saturating_add(ms(lease)));
         self.write(|tx| {
             let mut st = tx.prepare_cached(
                 "UPDATE queue SET lease_until = ?3 WHERE seq = ?1 AND lease_token = ?2",
             )?;
-            for (seq, token) in leases.iter().filter_map(parse_lease) {
-                st.execute(params![seq, token, until])?;
-            }
-            Ok(())
+            leases
+                .iter()
+                .map(|l| match parse_lease(l) {
+                    Some((seq, token)) => Ok(st.execute(params![seq, token, until])? > 0),
+                    None => Ok(false),
+                })
+                .collect()
         })
     }
 

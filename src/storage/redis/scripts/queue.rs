@@ -261,17 +261,28 @@ return out
 "#;
 
 /// extend. ARGV: prefix, lease ms, then leases. Only leases still held (members) are updated.
+/// Returns 1 per lease still held, 0 per lease lost.
 pub(super) const EXTEND: &str = r#"
 local until_ms = int(now_ms() + tonumber(ARGV[2]))
 local z = {}
+local out = {}
 local n = 0
-for k = 3, #ARGV do
-  z[n + 1] = until_ms
-  z[n + 2] = ARGV[k]
-  n = n + 2
+for a = 3, #ARGV, CHUNK do
+  local b = min(#ARGV, a + CHUNK - 1)
+  local scores = redis.call('ZMSCORE', K_LEASES, unpack(ARGV, a, b))
+  for k = 1, b - a + 1 do
+    if scores[k] then
+      z[n + 1] = until_ms
+      z[n + 2] = ARGV[a + k - 1]
+      n = n + 2
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
 end
 chunked('ZADD', K_LEASES, z, 'XX')
-return 1
+return out
 "#;
 
 /// release. ARGV: prefix, started (0/1), then leases. Unstarted ones go back with the delivery
