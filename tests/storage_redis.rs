@@ -393,3 +393,115 @@ fn a_consumer_clock_ahead_cannot_promote_early() {
         0
     );
 }
+
+/// A TCP proxy in front of a Redis server that, when told to, swallows the next reply and
+/// drops the client's connection: the command ran on the server, its answer never came.
+struct LossyProxy {
+    port: u16,
+    lose_next: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyProxy {
+    fn start(server_port: u16) -> LossyProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lose_next = Arc::new(AtomicBool::new(false));
+        let lose = lose_next.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Both);
+                });
+                let (mut s_in, mut c_out, lose) = (server, client, lose.clone());
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                        if lose.swap(false, Ordering::SeqCst) {
+                            break; // the reply is lost with the connection
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Both);
+                    let _ = s_in.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        LossyProxy { port, lose_next }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+/// An outcome written by the server whose reply was lost (the connection dropped) is an error
+/// to the caller, which sends the same batch again: the resend reports it written (so the
+/// consumer tells its events, once), and writes nothing a second time.
+#[test]
+fn a_batch_whose_reply_was_lost_reports_written_when_sent_again() {
+    use std::sync::atomic::Ordering;
+    let server = RedisServer::start();
+    let proxy = LossyProxy::start(server.port());
+    let s = storage::open(&proxy.url(), "test").unwrap();
+    let direct = open(&server);
+    enqueue(
+        &*s,
+        vec![ready("lost", "default", 0), ready("fine", "default", 0)],
+    );
+    let ds = s.dequeue(&req("c", &["default"], 2)).unwrap();
+    let outcome = |d: &storage::Delivery, tag: &str| Batch {
+        lease: Some(d.lease.clone()),
+        enqueue: vec![ready(&format!("{tag}-next"), "default", 0)],
+        results: vec![ResultPut {
+            id: format!("{tag}-result"),
+            value: b"r".to_vec(),
+            ttl: None,
+        }],
+        ..Batch::default()
+    };
+    let lost = outcome(&ds[0], "lost");
+    proxy.lose_next.store(true, Ordering::SeqCst);
+    assert!(s.apply(&lost).is_err(), "the reply was lost");
+    assert!(
+        direct.result("lost-result", false).unwrap().is_some(),
+        "yet the server wrote it"
+    );
+    // Sent again, with another outcome: reported written, written once.
+    let fine = outcome(&ds[1], "fine");
+    assert_eq!(s.apply_all(&[lost.clone(), fine]).unwrap(), [true, true]);
+    let c = direct.counts().unwrap();
+    assert_eq!((c.ready, c.in_flight, c.results), (2, 0, 2), "no duplicate");
+    assert_eq!(
+        payloads(&direct.dequeue(&req("d", &["default"], 10)).unwrap()),
+        ["lost-next", "fine-next"]
+    );
+    // A lease lost to another consumer is still fenced, record or not.
+    enqueue(&*s, vec![ready("taken", "default", 0)]);
+    let mut short = req("c", &["default"], 1);
+    short.lease = Duration::from_millis(100);
+    let first = s.dequeue(&short).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let second = direct.dequeue(&req("d", &["default"], 1)).unwrap();
+    assert_eq!(payloads(&second), ["taken"]);
+    proxy.lose_next.store(true, Ordering::SeqCst);
+    assert!(s.apply(&Batch::ack(first[0].lease.clone())).is_err());
+    assert!(
+        !s.apply(&Batch::ack(first[0].lease.clone())).unwrap(),
+        "fenced"
+    );
+}

@@ -209,6 +209,7 @@ fn expiry(ttl: Option<Duration>) -> Option<u64> {
 pub struct MemoryStorage {
     state: Mutex<State>,
     changed: Condvar,
+    applied: super::applied::Applied,
 }
 
 impl MemoryStorage {
@@ -260,15 +261,17 @@ impl MemoryStorage {
 
 impl Queue for MemoryStorage {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>> {
-        let mut st = self.state.lock();
-        let now = now_ms();
-        if batches.iter().any(|b| !b.chords.is_empty()) {
-            st.chords.retain(|_, ch| ch.until > now);
-        }
-        let written = batches.iter().map(|b| st.apply(b, now)).collect();
-        drop(st);
-        self.changed.notify_all();
-        Ok(written)
+        self.applied.apply_all(batches, |batches| {
+            let mut st = self.state.lock();
+            let now = now_ms();
+            if batches.iter().any(|b| !b.chords.is_empty()) {
+                st.chords.retain(|_, ch| ch.until > now);
+            }
+            let written = batches.iter().map(|b| st.apply(b, now)).collect();
+            drop(st);
+            self.changed.notify_all();
+            Ok(written)
+        })
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {

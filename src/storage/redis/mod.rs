@@ -64,6 +64,7 @@ mod inspect;
 mod kv;
 mod scripts;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ::redis::{Cmd, Connection, ErrorKind, ToRedisArgs, Value};
@@ -80,6 +81,10 @@ pub struct RedisStorage {
     prefix: String,
     keys: Vec<String>,
     scripts: Scripts,
+    applied: super::applied::Applied,
+    /// Leases of outcomes sent in apply calls whose replies were lost: the calls' tokens and
+    /// the outcomes' positions in them, and when.
+    uncertain: parking_lot::Mutex<HashMap<String, Vec<(String, usize, Instant)>>>,
 }
 
 impl RedisStorage {
@@ -110,6 +115,8 @@ impl RedisStorage {
             prefix,
             keys,
             scripts: Scripts::new(),
+            applied: Default::default(),
+            uncertain: Default::default(),
         }
     }
 
@@ -217,6 +224,67 @@ impl RedisStorage {
             .collect();
         // An error is left to the lease's expiry (see above); nothing is lost.
         let _ = self.apply_all(&batches);
+    }
+
+    /// One apply call. Its answers are recorded on the server under a fresh token; when its
+    /// reply is lost, the leases it carried are remembered with that token, and a later call
+    /// that carries one of them again asks the script to look the record up (see `APPLY`).
+    fn apply_sent(&self, batches: &[&Batch]) -> Result<Vec<bool>> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut inv = self.call(&self.scripts.apply);
+        inv.arg(&token);
+        {
+            let uncertain = self.uncertain.lock();
+            let checks: Vec<(usize, &(String, usize, Instant))> = if uncertain.is_empty() {
+                Vec::new()
+            } else {
+                batches
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(b, batch)| Some((b, uncertain.get(&batch.lease.as_ref()?.0)?)))
+                    .flat_map(|(b, earlier)| earlier.iter().map(move |e| (b, e)))
+                    .collect()
+            };
+            inv.arg(checks.len());
+            for (b, (t, pos, _)) in checks {
+                inv.arg(b + 1).arg(t).arg(*pos);
+            }
+        }
+        inv.arg(batches.len());
+        let mut packed = Vec::new();
+        for b in batches {
+            push_batch(&mut inv, b, &mut packed);
+        }
+        // Not resent by the pool on a lost reply: the caller's resend is another call.
+        let reply: Result<Vec<i64>> = self.invoke(false, &inv);
+        let leases = batches.iter().filter_map(|b| b.lease.as_ref());
+        let mut uncertain = self.uncertain.lock();
+        match reply {
+            Ok(written) if written.len() == batches.len() => {
+                if !uncertain.is_empty() {
+                    for l in leases {
+                        uncertain.remove(&l.0);
+                    }
+                }
+                Ok(written.into_iter().map(|w| w == 1).collect())
+            }
+            Ok(_) => Err(self.corrupt("apply")),
+            Err(e) => {
+                let now = Instant::now();
+                let keep = Duration::from_millis(scripts::CALL_RECORD_MS);
+                uncertain.retain(|_, calls| {
+                    calls.retain(|c| now.duration_since(c.2) < keep);
+                    !calls.is_empty()
+                });
+                for (pos, b) in batches.iter().enumerate() {
+                    if let Some(l) = &b.lease {
+                        let calls = uncertain.entry(l.0.clone()).or_default();
+                        calls.push((token.clone(), pos + 1, now));
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Block until a notification list of these queues gets a token, or `block` passes.
@@ -388,19 +456,8 @@ impl Queue for RedisStorage {
         if batches.iter().all(Batch::is_empty) {
             return Ok(vec![true; batches.len()]);
         }
-        let mut inv = self.call(&self.scripts.apply);
-        inv.arg(batches.len());
-        let mut packed = Vec::new();
-        for b in batches {
-            push_batch(&mut inv, b, &mut packed);
-        }
-        // Not resent by the pool on a lost reply; a caller that resends gets `false` for the
-        // fenced batches that were written the first time.
-        let written: Vec<i64> = self.invoke(false, &inv)?;
-        if written.len() != batches.len() {
-            return Err(self.corrupt("apply"));
-        }
-        Ok(written.into_iter().map(|w| w == 1).collect())
+        self.applied
+            .apply_all(batches, |batches| self.apply_sent(batches))
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {

@@ -37,6 +37,7 @@ pub struct SqliteStorage {
     /// Bumped after every write through this handle, to wake blocked calls at once.
     generation: Mutex<u64>,
     changed: Condvar,
+    applied: super::applied::Applied,
 }
 
 /// Milliseconds as stored (SQLite integers are signed).
@@ -72,6 +73,7 @@ impl SqliteStorage {
             conn: Mutex::new(schema::connect(path, &opts)?),
             generation: Mutex::new(0),
             changed: Condvar::new(),
+            applied: Default::default(),
         })
     }
 
@@ -340,15 +342,17 @@ impl Queue for SqliteStorage {
         if batches.iter().all(Batch::is_empty) {
             return Ok(vec![true; batches.len()]);
         }
-        let now = sql_ms(now_ms());
-        let written = self.write(|tx| {
-            batches
-                .iter()
-                .map(|b| apply_one(tx, b, now))
-                .collect::<rusqlite::Result<Vec<bool>>>()
-        })?;
-        self.notify();
-        Ok(written)
+        self.applied.apply_all(batches, |batches| {
+            let now = sql_ms(now_ms());
+            let written = self.write(|tx| {
+                batches
+                    .iter()
+                    .map(|b| apply_one(tx, b, now))
+                    .collect::<rusqlite::Result<Vec<bool>>>()
+            })?;
+            self.notify();
+            Ok(written)
+        })
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {

@@ -1,18 +1,31 @@
 //! The scripts of the queue, schedule and chord counts: apply (a whole batch), dequeue,
 //! extend, release and promote.
 
-/// apply(batches). ARGV after the prefix: the number of batches, then per batch its lease (""
+/// apply(batches). ARGV after the prefix: this call's token, the number of checks then each
+/// (batch number, token of an earlier call, position in it), the number of batches, then per
+/// batch its lease (""
 /// for none: a producer's write), its claim key ("" for none) and claim TTL ms, and its sections, each a count then its items: enqueues (queue, score = -priority, packed message), schedule (eta,
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
 /// payload head, payload tail, args head, args tail and missing item). Returns 1 or 0 per
 /// batch: written, or fenced off because its lease was no longer held (then nothing of it is
-/// written).
+/// written). A batch whose lease is gone but that a check names, in an earlier call whose
+/// record says it was written there, is reported written (and writes nothing again): that call's
+/// reply was lost, and this is the same outcome sent again.
+///
+/// The answers of a call that carries a lease are recorded as `call:<token>` (a string of
+/// 1s and 0s, one per batch) for [`CALL_RECORD_MS`], so that a resend after a lost reply can
+/// learn what the first send wrote.
 ///
 /// A chord's bookkeeping is one key per entry, each with a Redis TTL: `ch:<chord>:m:<index>`
 /// marks a counted member, `ch:<chord>:i:<index>` holds its item, `ch:<chord>:n` the count.
 /// They are indexed in `chords` (by expiry) so a flush finds them. The callback is packed and
 /// made ready exactly as an enqueue is.
+/// How long the answers of an apply call are kept on the server (`call:<token>`): longer than
+/// a reply can take to be given up for lost (the command timeout) plus the outbox's backoff
+/// before it sends again.
+pub(crate) const CALL_RECORD_MS: u64 = 120_000;
+
 pub(super) const APPLY: &str = r#"
 -- Lengths as postcard writes them: 7 bits a byte, low first, high bit on all but the last.
 local function varint(n)
@@ -71,8 +84,28 @@ local function count_chord(i, now)
   if n == size then fire_chord(base, size, i + 5) end
 end
 local now = now_ms()
-local i = 2
+local call_token = ARGV[2]
+local i = 3
 local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
+-- Earlier calls whose replies were lost: batch number -> {{token, position}, ...}.
+local earlier, records = {}, {}
+for _ = 1, count() do
+  local b = tonumber(ARGV[i])
+  earlier[b] = earlier[b] or {}
+  table.insert(earlier[b], {ARGV[i + 1], tonumber(ARGV[i + 2])})
+  i = i + 3
+end
+local function written_before(b)
+  for _, e in ipairs(earlier[b] or {}) do
+    local rec = records[e[1]]
+    if rec == nil then
+      rec = redis.call('GET', prefix .. 'call:' .. e[1]) or false
+      records[e[1]] = rec
+    end
+    if rec and sub(rec, e[2], e[2]) == '1' then return true end
+  end
+  return false
+end
 -- A fenced batch is written only while its lease is held; the ack is the test. The acks
 -- themselves are made in two variadic calls at the end (`acked`), and a lease seen once in this
 -- call is not held for a second batch of the same call.
@@ -148,6 +181,7 @@ end
 -- Each section: its count, then its items (this many arguments each); skipped unless live.
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
 local written = {}
+local fenced_calls = false
 for b = 1, count() do
   -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
   local lease, claim, claim_ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -159,6 +193,10 @@ for b = 1, count() do
     redis.call('ZADD', prefix .. 'kvi:claims', int(now + tonumber(claim_ttl)), claim)
   end
   written[b] = live and 1 or 0
+  if lease ~= '' then
+    fenced_calls = true
+    if not live and written_before(b) then written[b] = 1 end
+  end
   for _, sec in ipairs(sections) do
     local n = count()
     if n > 0 and live then
@@ -183,6 +221,9 @@ if results_written then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(no
 flush_dead(now)
 flush_ready()
 notify()
+if fenced_calls then
+  redis.call('SET', prefix .. 'call:' .. call_token, table.concat(written), 'PX', CALL_RECORD_MS)
+end
 return written
 "#;
 

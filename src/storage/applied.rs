@@ -1,0 +1,107 @@
+//! Outcomes sent again: a backend remembers the leases of the outcomes it wrote through this
+//! handle, so a batch sent again (its first reply was lost, or it was simply sent twice)
+//! reports "written" instead of "fenced", and the caller tells its events exactly once. It
+//! writes nothing the second time: its lease is gone, and the batch is not even sent.
+//!
+//! A write whose reply never came is another matter: the handle does not know whether it was
+//! applied. SQLite and memory report an error only when nothing was written, so a resend after
+//! an error is simply applied. Redis records each apply call's answers on the server for a
+//! while (see `redis::scripts::queue::APPLY`), and asks for them when it sends again a batch of
+//! a call whose reply it lost.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use parking_lot::Mutex;
+
+use super::{Batch, Lease};
+use crate::error::Result;
+
+/// How many leases a handle remembers (the newest): far more than a resend ever spans (the
+/// outbox sends its pending outcomes again within seconds), in a few MiB at most.
+const REMEMBERED: usize = 65_536;
+
+/// The leases of outcomes written through one handle, the newest [`REMEMBERED`].
+#[derive(Default)]
+pub(crate) struct Applied {
+    inner: Mutex<Remembered>,
+}
+
+#[derive(Default)]
+struct Remembered {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Applied {
+    /// Write `batches` with `write` (one storage call for the batches it is given), except
+    /// those already written: a batch whose lease this handle wrote an outcome for before, or
+    /// that repeats the lease of an earlier batch of the same call, is reported as its first
+    /// write was and not sent. Returns one answer per batch, as [`super::Queue::apply_all`].
+    pub(crate) fn apply_all(
+        &self,
+        batches: &[Batch],
+        write: impl FnOnce(&[&Batch]) -> Result<Vec<bool>>,
+    ) -> Result<Vec<bool>> {
+        // Per batch: `Ok(k)`, the k-th one sent; `Err(j)`, the same as batch j (or, for
+        // `usize::MAX`, written before this call).
+        let mut plan: Vec<std::result::Result<usize, usize>> = Vec::with_capacity(batches.len());
+        let mut send: Vec<&Batch> = Vec::with_capacity(batches.len());
+        {
+            let known = self.inner.lock();
+            let mut first: HashMap<&str, usize> = HashMap::new();
+            for (i, b) in batches.iter().enumerate() {
+                let Some(Lease(l)) = &b.lease else {
+                    plan.push(Ok(send.len()));
+                    send.push(b);
+                    continue;
+                };
+                if known.set.contains(l) {
+                    plan.push(Err(usize::MAX));
+                } else if let Some(&j) = first.get(l.as_str()) {
+                    plan.push(Err(j));
+                } else {
+                    first.insert(l, i);
+                    plan.push(Ok(send.len()));
+                    send.push(b);
+                }
+            }
+        }
+        let written = if send.is_empty() {
+            Vec::new()
+        } else {
+            write(&send)?
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for p in &plan {
+            let w = match *p {
+                Ok(k) => written.get(k).copied().unwrap_or(false),
+                Err(usize::MAX) => true,
+                Err(j) => out.get(j).copied().unwrap_or(false),
+            };
+            out.push(w);
+        }
+        self.remember(
+            batches
+                .iter()
+                .zip(&plan)
+                .zip(&out)
+                .filter(|((_, p), w)| p.is_ok() && **w)
+                .filter_map(|((b, _), _)| b.lease.as_ref()),
+        );
+        Ok(out)
+    }
+
+    fn remember<'a>(&self, leases: impl Iterator<Item = &'a Lease>) {
+        let mut known = self.inner.lock();
+        for Lease(l) in leases {
+            if known.set.insert(l.clone()) {
+                known.order.push_back(l.clone());
+            }
+        }
+        while known.order.len() > REMEMBERED {
+            if let Some(old) = known.order.pop_front() {
+                known.set.remove(&old);
+            }
+        }
+    }
+}
