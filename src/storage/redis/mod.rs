@@ -84,8 +84,12 @@ pub struct RedisStorage {
     applied: super::applied::Applied,
     /// Leases of outcomes sent in apply calls whose replies were lost: the calls' tokens and
     /// the outcomes' positions in them, and when.
-    uncertain: parking_lot::Mutex<HashMap<String, Vec<(String, usize, Instant)>>>,
+    uncertain: parking_lot::Mutex<HashMap<String, Vec<EarlierCall>>>,
 }
+
+/// An apply call whose reply was lost, as one outcome knows it: the call's token, the
+/// outcome's position in it (from 1), and when it was sent.
+type EarlierCall = (String, usize, Instant);
 
 impl RedisStorage {
     /// Open the Redis at `url` for the app `app` (its keys are prefixed `huey:{app}:`). Checks
@@ -235,7 +239,7 @@ impl RedisStorage {
         inv.arg(&token);
         {
             let uncertain = self.uncertain.lock();
-            let checks: Vec<(usize, &(String, usize, Instant))> = if uncertain.is_empty() {
+            let checks: Vec<(usize, &EarlierCall)> = if uncertain.is_empty() {
                 Vec::new()
             } else {
                 batches
