@@ -505,3 +505,78 @@ fn a_batch_whose_reply_was_lost_reports_written_when_sent_again() {
         "fenced"
     );
 }
+
+/// Server time of the apply script per outcome, from `INFO commandstats`: 20,000 deliveries
+/// acknowledged in calls of 100 outcomes, as bare acks and with a result each. Printed:
+/// `cargo test --test storage_redis measure_apply -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_apply_server_time_per_outcome() {
+    const N: usize = 20_000;
+    let server = RedisServer::start();
+    let s = open(&server);
+    let mut con = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut script_usec = || -> f64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut con)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+            .map_or(0.0, |u| u.trim().parse().unwrap())
+    };
+    for with_result in [false, true] {
+        for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
+            enqueue(
+                &*s,
+                chunk
+                    .iter()
+                    .map(|i| ready(&format!("m{i}"), "default", 0))
+                    .collect(),
+            );
+        }
+        let mut leases = Vec::new();
+        while leases.len() < N {
+            let ds = s.dequeue(&req("c", &["default"], 500)).unwrap();
+            leases.extend(ds.into_iter().map(|d| d.lease));
+        }
+        let batches: Vec<Batch> = leases
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| Batch {
+                results: if with_result {
+                    vec![ResultPut {
+                        id: format!("r{i}"),
+                        value: b"42".to_vec(),
+                        ttl: Some(Duration::from_secs(60)),
+                    }]
+                } else {
+                    Vec::new()
+                },
+                ..Batch::ack(l)
+            })
+            .collect();
+        let before = script_usec();
+        let t = Instant::now();
+        for chunk in batches.chunks(100) {
+            assert!(s.apply_all(chunk).unwrap().iter().all(|w| *w));
+        }
+        let wall = t.elapsed();
+        let server_us = script_usec() - before;
+        println!(
+            "apply, {}: {:.2} µs of server time per outcome ({:.1} ms in all; {:?} wall)",
+            if with_result {
+                "ack + result"
+            } else {
+                "ack only"
+            },
+            server_us / N as f64,
+            server_us / 1000.0,
+            wall
+        );
+    }
+}

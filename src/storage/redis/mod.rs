@@ -255,6 +255,9 @@ impl RedisStorage {
             }
         }
         inv.arg(batches.len());
+        for b in batches {
+            inv.arg(b.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+        }
         let mut packed = Vec::new();
         for b in batches {
             push_batch(&mut inv, b, &mut packed);
@@ -338,10 +341,21 @@ fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
     }
 }
 
-/// One batch as arguments of the apply script: its lease ("" for none), its claim key ("" for
-/// none) and TTL, then its sections.
+/// One batch as arguments of the apply script (its lease goes before, with the others): `0`
+/// when it writes nothing but its ack, else `1`, its claim key ("" for none) and TTL, then its
+/// sections.
 fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
-    inv.arg(batch.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+    let ack_only = batch.claim.is_none()
+        && batch.enqueue.is_empty()
+        && batch.schedule.is_empty()
+        && batch.results.is_empty()
+        && batch.dead.is_empty()
+        && batch.chords.is_empty();
+    if ack_only {
+        inv.arg(0);
+        return;
+    }
+    inv.arg(1);
     match &batch.claim {
         Some(c) => inv.arg(&c.key).arg(capped_ms(c.ttl)),
         None => inv.arg("").arg(0),

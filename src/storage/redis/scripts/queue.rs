@@ -2,9 +2,10 @@
 //! extend, release and promote.
 
 /// apply(batches). ARGV after the prefix: this call's token, the number of checks then each
-/// (batch number, token of an earlier call, position in it), the number of batches, then per
-/// batch its lease (""
-/// for none: a producer's write), its claim key ("" for none) and claim TTL ms, and its sections, each a count then its items: enqueues (queue, score = -priority, packed message), schedule (eta,
+/// (batch number, token of an earlier call, position in it), the number of batches, every
+/// batch's lease ("" for none: a producer's write), then per batch `0` when it is only an ack,
+/// or `1`, its claim key ("" for none) and claim TTL ms, and its sections, each a count then
+/// its items: enqueues (queue, score = -priority, packed message), schedule (eta,
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
 /// payload head, payload tail, args head, args tail and missing item). Returns 1 or 0 per
@@ -106,14 +107,32 @@ local function written_before(b)
   end
   return false
 end
--- A fenced batch is written only while its lease is held; the ack is the test. The acks
--- themselves are made in two variadic calls at the end (`acked`), and a lease seen once in this
--- call is not held for a second batch of the same call.
-local acked, acked_msgs, fenced = {}, {}, {}
+-- A fenced batch is written only while its lease is held; the ack is the test. Which leases
+-- are held is asked once for the whole call (ZMSCORE), the acks are made in two variadic calls
+-- at the end (`acked`), and a lease seen once in this call is not held for a second batch.
+local nb = count()
+local leases_at = i
+i = i + nb
+local held = {}
+do
+  local asked = {}
+  for b = 0, nb - 1 do
+    local lease = ARGV[leases_at + b]
+    if lease ~= '' then asked[#asked + 1] = lease end
+  end
+  for c = 1, #asked, CHUNK do
+    local last = min(#asked, c + CHUNK - 1)
+    local scores = redis.call('ZMSCORE', K_LEASES, unpack(asked, c, last))
+    for k = 1, last - c + 1 do
+      if scores[k] then held[asked[c + k - 1]] = true end
+    end
+  end
+end
+local acked, acked_msgs = {}, {}
 local function fence(lease)
   if lease == '' then return true end
-  if fenced[lease] or not redis.call('ZSCORE', K_LEASES, lease) then return false end
-  fenced[lease] = true
+  if not held[lease] then return false end
+  held[lease] = nil
   acked[#acked + 1] = lease
   acked_msgs[#acked_msgs + 1] = sub(lease, 1, 16)
   return true
@@ -180,24 +199,33 @@ local function chords(n)
 end
 -- Each section: its count, then its items (this many arguments each); skipped unless live.
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
+local no_sections = {}
 local written = {}
 local fenced_calls = false
-for b = 1, count() do
-  -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
-  local lease, claim, claim_ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
-  local claim_key = prefix .. 'kv:claims:' .. claim
-  local live = (claim == '' or redis.call('EXISTS', claim_key) == 0) and fence(lease)
-  if live and claim ~= '' then
-    redis.call('SET', claim_key, '1', 'PX', claim_ttl)
-    redis.call('ZADD', prefix .. 'kvi:claims', int(now + tonumber(claim_ttl)), claim)
+for b = 1, nb do
+  local lease = ARGV[leases_at + b - 1]
+  local whole = ARGV[i] == '1'
+  i = i + 1
+  local live
+  if whole then
+    -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
+    local claim, claim_ttl = ARGV[i], ARGV[i + 1]
+    i = i + 2
+    local claim_key = prefix .. 'kv:claims:' .. claim
+    live = (claim == '' or redis.call('EXISTS', claim_key) == 0) and fence(lease)
+    if live and claim ~= '' then
+      redis.call('SET', claim_key, '1', 'PX', claim_ttl)
+      redis.call('ZADD', prefix .. 'kvi:claims', int(now + tonumber(claim_ttl)), claim)
+    end
+  else
+    live = fence(lease)
   end
   written[b] = live and 1 or 0
   if lease ~= '' then
     fenced_calls = true
     if not live and written_before(b) then written[b] = 1 end
   end
-  for _, sec in ipairs(sections) do
+  for _, sec in ipairs(whole and sections or no_sections) do
     local n = count()
     if n > 0 and live then
       if sec[1] then
