@@ -88,6 +88,61 @@ fn two_waiters_on_one_result_both_wake() {
     }
 }
 
+/// A result write wakes only registered waiters (one `EXISTS` when there are none): a waiter
+/// registers in the same step as its read, and a shorter wait that registers later does not cut
+/// a longer one's registration short, so the long waiter still wakes at once.
+#[test]
+fn a_long_waiter_wakes_after_a_short_one_gave_up() {
+    let server = RedisServer::start();
+    let writer = open(&server);
+    let mut con = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let waiter_ttl = |con: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL")
+            .arg("huey:{test}:wt:job")
+            .query(con)
+            .unwrap()
+    };
+    let s = open(&server);
+    let long = thread::spawn(move || {
+        let start = Instant::now();
+        let v = s
+            .wait_result("job", false, Duration::from_secs(20))
+            .unwrap();
+        (v, start.elapsed())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while waiter_ttl(&mut con) < 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the long waiter never registered"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        writer
+            .wait_result("job", false, Duration::from_millis(50))
+            .unwrap(),
+        None
+    );
+    assert!(waiter_ttl(&mut con) > 10_000, "not shortened");
+    writer
+        .apply(&Batch {
+            results: vec![ResultPut {
+                id: "job".into(),
+                value: b"v".to_vec(),
+                ttl: None,
+            }],
+            ..Batch::default()
+        })
+        .unwrap();
+    let (v, waited) = long.join().unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v"[..]));
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+}
+
 #[test]
 fn two_apps_on_one_server_do_not_see_each_other() {
     let server = RedisServer::start();

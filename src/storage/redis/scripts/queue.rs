@@ -175,12 +175,15 @@ local function results(n)
       index[#index + 1] = int(now + tonumber(ttl))
     end
     index[#index + 1] = id
-    -- Wake whoever waits for this result; the token outlives the race between a waiter's
-    -- first read and its BLPOP.
-    local wake = prefix .. 'w:' .. id
-    redis.call('DEL', wake)
-    redis.call('LPUSH', wake, '1')
-    redis.call('PEXPIRE', wake, 10000)
+    -- Wake whoever waits for this result. A waiter registers (`wt:<id>`) in the same script
+    -- as its read, so one that read nothing is registered by now; the token outlives the race
+    -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS.
+    if redis.call('EXISTS', prefix .. 'wt:' .. id) == 1 then
+      local wake = prefix .. 'w:' .. id
+      redis.call('DEL', wake)
+      redis.call('LPUSH', wake, '1')
+      redis.call('PEXPIRE', wake, 10000)
+    end
     i = i + 3
   end
   chunked('ZADD', K_RESULTS, index)
