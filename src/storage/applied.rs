@@ -16,9 +16,10 @@ use parking_lot::Mutex;
 use super::{Batch, Lease};
 use crate::error::Result;
 
-/// How many leases a handle remembers (the newest): far more than a resend ever spans (the
-/// outbox sends its pending outcomes again within seconds), in a few MiB at most.
-const REMEMBERED: usize = 65_536;
+/// How many leases a handle remembers (the newest), about a MiB. A batch is sent twice after
+/// a successful write only by a caller's mistake or a retry right after it; a write whose
+/// reply was lost is known as such (an error), and Redis looks its answers up on the server.
+const REMEMBERED: usize = 8_192;
 
 /// The leases of outcomes written through one handle, the newest [`REMEMBERED`].
 #[derive(Default)]
@@ -103,5 +104,59 @@ impl Applied {
                 known.set.remove(&old);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acks(names: &[String]) -> Vec<Batch> {
+        names.iter().map(|n| Batch::ack(Lease(n.clone()))).collect()
+    }
+
+    #[test]
+    fn written_leases_are_answered_without_a_write_and_the_oldest_are_forgotten() {
+        let applied = Applied::default();
+        let first: Vec<String> = (0..REMEMBERED).map(|i| format!("l{i}")).collect();
+        let sent = applied
+            .apply_all(&acks(&first), |b| Ok(vec![true; b.len()]))
+            .unwrap();
+        assert!(sent.iter().all(|w| *w));
+        // Sent again: answered here, nothing reaches the storage.
+        let again = applied
+            .apply_all(&acks(&first[..3]), |_| panic!("nothing to send"))
+            .unwrap();
+        assert_eq!(again, [true, true, true]);
+        // A fenced one is not remembered; one more written lease pushes the oldest out.
+        let answers = applied
+            .apply_all(&acks(&["fenced".into(), "new".into()]), |b| {
+                assert_eq!(b.len(), 2);
+                Ok(vec![false, true])
+            })
+            .unwrap();
+        assert_eq!(answers, [false, true]);
+        let mut sent = 0;
+        let answers = applied
+            .apply_all(&acks(&["l0".into(), "l1".into(), "fenced".into()]), |b| {
+                sent = b.len();
+                Ok(vec![false; b.len()])
+            })
+            .unwrap();
+        assert_eq!((sent, answers), (2, vec![false, true, false]));
+    }
+
+    #[test]
+    fn a_lease_twice_in_one_call_is_sent_once_and_answered_alike() {
+        let applied = Applied::default();
+        let batches = acks(&["a".into(), "b".into(), "a".into()]);
+        let mut sent = 0;
+        let answers = applied
+            .apply_all(&batches, |b| {
+                sent = b.len();
+                Ok(vec![true, false])
+            })
+            .unwrap();
+        assert_eq!((sent, answers), (2, vec![true, false, true]));
     }
 }

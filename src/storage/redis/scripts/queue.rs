@@ -204,7 +204,7 @@ end
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
 local no_sections = {}
 local written = {}
-local fenced_calls = false
+local any_lease = false
 for b = 1, nb do
   local lease = ARGV[leases_at + b - 1]
   local whole = ARGV[i] == '1'
@@ -225,7 +225,7 @@ for b = 1, nb do
   end
   written[b] = live and 1 or 0
   if lease ~= '' then
-    fenced_calls = true
+    any_lease = true
     if not live and written_before(b) then written[b] = 1 end
   end
   for _, sec in ipairs(whole and sections or no_sections) do
@@ -252,7 +252,7 @@ if results_written then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(no
 flush_dead(now)
 flush_ready()
 notify()
-if fenced_calls then
+if any_lease then
   redis.call('SET', prefix .. 'call:' .. call_token, table.concat(written), 'PX', CALL_RECORD_MS)
 end
 return written
