@@ -167,7 +167,8 @@ impl Huey {
                 keys.push(task_key(&m.task));
             }
         }
-        if keys.is_empty() {
+        // Usually there is no revocation at all: one cheap question instead of many keys.
+        if keys.is_empty() || !self.storage().may_hold_any(Ns::Revoked)? {
             return Ok(Revocations::default());
         }
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();

@@ -9,7 +9,9 @@
 //! while (see `redis::scripts::queue::APPLY`), and asks for them when it sends again a batch of
 //! a call whose reply it lost.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use parking_lot::Mutex;
 
@@ -27,10 +29,18 @@ pub(crate) struct Applied {
     inner: Mutex<Remembered>,
 }
 
+/// Leases by a 64-bit hash (no allocation per outcome; a new lease matches one of 8,192
+/// remembered hashes by chance once in about 2^51 outcomes).
 #[derive(Default)]
 struct Remembered {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+fn key(lease: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    lease.hash(&mut h);
+    h.finish()
 }
 
 impl Applied {
@@ -56,7 +66,7 @@ impl Applied {
                     send.push(b);
                     continue;
                 };
-                if known.set.contains(l) {
+                if known.set.contains(&key(l)) {
                     plan.push(Err(usize::MAX));
                 } else if let Some(&j) = first.get(l.as_str()) {
                     plan.push(Err(j));
@@ -95,8 +105,9 @@ impl Applied {
     fn remember<'a>(&self, leases: impl Iterator<Item = &'a Lease>) {
         let mut known = self.inner.lock();
         for Lease(l) in leases {
-            if known.set.insert(l.clone()) {
-                known.order.push_back(l.clone());
+            let k = key(l);
+            if known.set.insert(k) {
+                known.order.push_back(k);
             }
         }
         while known.order.len() > REMEMBERED {

@@ -46,6 +46,15 @@ pub trait Kv {
         keys.iter().map(|k| self.get(ns, k)).collect()
     }
 
+    /// Whether the namespace may hold a live entry: `false` only when it surely holds none. Meant
+    /// to be cheap (an index's size), so a reader can skip a [`Kv::get_many`] of many keys when
+    /// there is nothing to find, e.g. revocations, which are usually none. The default answers
+    /// `true`.
+    fn may_hold_any(&self, ns: Ns) -> Result<bool> {
+        let _ = ns;
+        Ok(true)
+    }
+
     /// Write a key, replacing any value.
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
 

@@ -65,6 +65,7 @@ delegate!(Results {
 delegate!(Kv {
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
     fn get_many(&self, ns: Ns, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>>;
+    fn may_hold_any(&self, ns: Ns) -> Result<bool>;
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
     fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
     fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;

@@ -317,8 +317,10 @@ impl Dispatcher {
     /// lease period (by this consumer's clock; normally renewals keep them far from it, so this
     /// happens only after a stall) are renewed now, and those lost are dropped rather than run.
     fn recheck_stale(&mut self, now: Instant) {
+        // Waiting jobs are in lease order (fetched in turn, renewed together; jobs given back
+        // go to the front with a lease to check), so the first is the one to look at.
         let soon = now + self.lease / 3;
-        if !self.waiting.iter().any(|j| j.lease_until <= soon) {
+        if self.waiting.front().is_none_or(|j| j.lease_until > soon) {
             return;
         }
         let leases: Vec<Lease> = self.waiting.iter().map(|j| j.lease.clone()).collect();

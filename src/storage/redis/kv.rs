@@ -60,6 +60,13 @@ impl Kv for RedisStorage {
         Ok(out)
     }
 
+    fn may_hold_any(&self, ns: Ns) -> Result<bool> {
+        // Every entry is in its namespace's index (expired ones until trimmed).
+        let index = format!("{}kvi:{}", self.prefix, ns.as_str());
+        let n: i64 = self.pool.run(true, |con| con.zcard(&index))?;
+        Ok(n > 0)
+    }
+
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.kv_put(ns, key, value, ttl, false).map(|_| ())
     }

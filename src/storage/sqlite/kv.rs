@@ -56,6 +56,15 @@ impl Kv for SqliteStorage {
         Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
 
+    fn may_hold_any(&self, ns: Ns) -> Result<bool> {
+        // Rows of a namespace are in key order: the first row is found by the primary key
+        // (expired rows count until the purge deletes them: "may").
+        let conn = self.conn.lock();
+        conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM kv WHERE ns = ?1)")
+            .and_then(|mut st| st.query_row(params![ns.as_str()], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached(

@@ -226,3 +226,19 @@ fn get_many_reads_many_keys_in_order_leaving_out_expired_and_missing_ones() {
         "an expired entry reads as absent"
     );
 }
+
+#[test]
+fn may_hold_any_is_never_false_while_an_entry_lives() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    // Nothing stored: a backend may say so (the consumer then skips its lookups).
+    let empty = !a.may_hold_any(Ns::Revoked).unwrap();
+    a.put(Ns::Data, "other", b"namespace", None).unwrap();
+    assert_eq!(!a.may_hold_any(Ns::Revoked).unwrap(), empty);
+    a.put(Ns::Revoked, "id:x", b"r", None).unwrap();
+    assert!(b.may_hold_any(Ns::Revoked).unwrap());
+    a.put(Ns::Revoked, "short", b"r", Some(Duration::from_millis(100)))
+        .unwrap();
+    assert_eq!(b.take(Ns::Revoked, "id:x").unwrap(), Some(b"r".to_vec()));
+    assert!(b.may_hold_any(Ns::Revoked).unwrap(), "one entry left");
+}
