@@ -80,6 +80,23 @@ fn a_frozen_consumer_does_not_write_a_retry_it_no_longer_owns_on_redis() {
 /// one and those queued behind it when tasks are fast).
 const HANDED_PER_WORKER: i64 = 8;
 
+/// Freeze a consumer (SIGSTOP) at a moment it holds no SQLite write transaction: frozen inside
+/// one, it would hold the database's write lock, and no other consumer could take over (a
+/// real property of SQLite: a stalled writer stalls everyone until it goes on or dies).
+fn freeze_outside_a_write(consumer: &Hueyd, b: &Backend) {
+    loop {
+        consumer.signal(Signal::SIGSTOP);
+        let Backend::Sqlite(dir) = b else { return };
+        let c = rusqlite::Connection::open(dir.path().join("huey.db")).unwrap();
+        c.busy_timeout(Duration::from_millis(200)).unwrap();
+        if c.execute_batch("BEGIN IMMEDIATE; COMMIT").is_ok() {
+            return;
+        }
+        consumer.signal(Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Runs of every task (from the testbed's `record`).
 fn total_runs(app: &huey::Huey, ids: &[String]) -> i64 {
     ids.iter().map(|id| runs(app, id)).sum()
@@ -103,7 +120,7 @@ fn a_thawed_consumer_drops_the_prefetched_tasks_it_lost(b: Backend, kind: &str) 
         "{}",
         first.log()
     );
-    first.signal(Signal::SIGSTOP);
+    freeze_outside_a_write(&first, &b);
     let second = Hueyd::testbed(&b.url(), &args);
     for h in &handles {
         h.wait(LONG)
