@@ -5,7 +5,13 @@
 //! plus, when tasks are fast (judged by the recent [`Pace`]), a few more queued in each
 //! worker's pipe and a buffer in the parent worth [`SOON`] of work — so storage round trips
 //! carry batches, and a lease never runs out while a message waits. Leases of waiting and
-//! running tasks are renewed every third of the lease period anyway.
+//! running tasks are renewed every third of the lease period anyway; a waiting job whose lease
+//! turns out lost (this consumer was stalled and another took the message over) is dropped, and
+//! one whose lease may have run out is checked in storage before it goes to a worker.
+//!
+//! The fetcher decodes what it leased and reads, in the same turn, the revocations that could
+//! apply to it (by id and task name, one storage call), so the main loop does no storage I/O
+//! for a fetch.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Sender};
