@@ -10,8 +10,8 @@
 //! one whose lease may have run out is checked in storage before it goes to a worker.
 //!
 //! The fetcher decodes what it leased and reads, in the same turn, the revocations that could
-//! apply to it (by id and task name, one storage call), so the main loop does no storage I/O
-//! for a fetch.
+//! apply to it (by id and task name, one storage call), so the main loop reads nothing for a
+//! fetch (it only takes a revoke-once entry that applies).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Sender};
