@@ -7,6 +7,7 @@
 //! cargo run --release --example bench -- SCENARIO [--storage URL] [options]
 //!   calibrate --target-ms 20                      iterations of demo `cpu` for ~20 ms
 //!   drain     --kind K --workers W --tasks N      noop tasks/s, first to last finish
+//!             [--revocations R]                   with R revocations of other ids stored
 //!   cpu       --workers W --tasks N --iters I     the same with `cpu(I)` tasks, process workers
 //!   enqueue   --tasks N --batch B                 enqueue rate, one at a time and in batches
 //!   latency   --kind K --workers W --count C      enqueue `echo` + wait for the result, C times
@@ -63,6 +64,9 @@ struct Args {
     /// Target duration of one `cpu` task (calibrate).
     #[arg(long, default_value_t = 20.0)]
     target_ms: f64,
+    /// Revocations by id of other task instances stored before a drain (drain).
+    #[arg(long, default_value_t = 0)]
+    revocations: usize,
     /// The consumer binary (default: `hueyd` next to this example's directory).
     #[arg(long)]
     hueyd: Option<PathBuf>,
@@ -266,6 +270,9 @@ fn calibrate(target_ms: f64) -> Res<Value> {
 /// flight is reported too (`empty_s`).
 fn drain(a: &Args, cpu: bool) -> Res<Value> {
     let app = fresh_app(&a.storage)?;
+    for i in 0..a.revocations {
+        app.revoke_id(&format!("other-{i}"), huey::Revoke::default())?;
+    }
     let echo = echo(&app)?;
     let t = Instant::now();
     let start = echo.enqueue("start".into())?;
@@ -310,6 +317,7 @@ fn drain(a: &Args, cpu: bool) -> Res<Value> {
     let interval = secs(last - first);
     Ok(json!({
         "kind": a.kind, "workers": a.workers, "tasks": a.tasks,
+        "revocations": a.revocations,
         "task": if cpu { "cpu" } else { "noop" },
         "iters": if cpu { Some(a.iters) } else { None },
         "enqueue_s": round(enqueue_s, 4),

@@ -16,6 +16,7 @@ use crate::events::Event;
 use crate::failure::Failure;
 use crate::lifecycle::Policy;
 use crate::message::Output;
+use crate::options::RetryJitter;
 use crate::options::TaskOptions;
 use crate::storage::{IntoStorageUrl, LazyStorage, MemoryStorage, Storage, StorageUrl};
 
@@ -29,6 +30,7 @@ struct Inner {
     immediate: AtomicBool,
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
+    retry_jitter: RwLock<RetryJitter>,
     /// The largest message `enqueue` writes (at most the hard limit).
     max_message_bytes: std::sync::atomic::AtomicUsize,
     handlers: RwLock<Vec<EventHandler>>,
@@ -104,6 +106,7 @@ impl Huey {
                 immediate: AtomicBool::new(false),
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
+                retry_jitter: RwLock::new(RetryJitter::None),
                 max_message_bytes: crate::message::MAX_MESSAGE_BYTES.into(),
                 handlers: RwLock::new(Vec::new()),
                 hooks: RwLock::new(Hooks::default()),
@@ -164,6 +167,12 @@ impl Huey {
     /// Keep stored results for this long only (`None`: until read).
     pub fn set_result_ttl(&self, ttl: Option<Duration>) {
         *self.inner.result_ttl.write() = ttl;
+    }
+
+    /// Add jitter to the delays of retries after failures (none by default, as huey): see
+    /// [`RetryJitter`].
+    pub fn set_retry_jitter(&self, jitter: RetryJitter) {
+        *self.inner.retry_jitter.write() = jitter;
     }
 
     /// Refuse to enqueue messages larger than `bytes` (encoded, arguments included). The
@@ -301,6 +310,8 @@ impl Huey {
     pub(crate) fn policy(&self) -> Policy {
         Policy {
             result_ttl: *self.inner.result_ttl.read(),
+            retry_jitter: *self.inner.retry_jitter.read(),
+            random: crate::options::uniform_random(),
         }
     }
 

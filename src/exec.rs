@@ -66,7 +66,7 @@ impl Huey {
         }
         let private = format!("immediate:{}", crate::message::new_id());
         while let Some((lease, msg)) = todo.pop() {
-            let rev = self.revocations()?;
+            let rev = self.revocations_for([&msg])?;
             let mut fx = Effects::default();
             let lease = lease.as_ref();
             if let Some(msg) = self.admit(lease, msg, &rev, now_ms(), &mut fx)? {
@@ -112,10 +112,10 @@ impl Huey {
     /// because the lease had expired and passed to someone else). The supervisor splits these steps
     /// across processes; this is the same path in one thread.
     pub fn execute(&self, d: &Delivery) -> Result<Vec<Event>> {
-        let rev = self.revocations()?;
         let mut fx = Effects::default();
         let lease = Some(&d.lease);
         if let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) {
+            let rev = self.revocations_for([&msg])?;
             if let Some(msg) = self.admit(lease, msg, &rev, now_ms(), &mut fx)? {
                 fx.events
                     .push(Event::for_message(EventKind::Executing, &msg));

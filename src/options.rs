@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::clock;
+pub use crate::lifecycle::{RetryJitter, MAX_RETRY_BACKOFF_MS};
 use crate::message::{MessageOptions, DEFAULT_QUEUE};
 
 /// When a task expires: a task not started by then is skipped (and recorded as expired).
@@ -135,4 +136,10 @@ impl TaskOptions {
             queue: self.queue.clone(),
         }
     }
+}
+
+/// A uniform random value in `[0, 1)` (53 random bits), for retry jitter.
+pub(crate) fn uniform_random() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u64_pair().0 >> 11;
+    bits as f64 / (1u64 << 53) as f64
 }

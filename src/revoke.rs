@@ -1,6 +1,8 @@
 //! Revocation: skip a task instance (by id) or every instance of a task (by name), for good,
 //! for its next run only, or until a time. Entries live in storage (`Ns::Revoked`), shared by
-//! every consumer; a consumer reads them all in one call per fetched batch.
+//! every consumer. A consumer reads, in one call per fetched batch, only the entries that could
+//! apply to it (`id:<id>` of each message, `task:<name>` of each task name): the cost of a
+//! fetch does not grow with the number of revocations stored.
 //!
 //! Entries do not pile up: one that revokes until a time expires at that time, and one that
 //! revokes a task instance by id is kept [`REVOKED_ID_RETENTION`] (or the app's result TTL,
@@ -8,7 +10,7 @@
 //! deleted by the consumers' purge. Revocations of a task by name are few and kept until
 //! restored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -79,7 +81,8 @@ impl Revoke {
     }
 }
 
-/// A snapshot of the revocations in storage, taken once per dequeued batch.
+/// A snapshot of the revocations that could apply to a dequeued batch (the entries of its ids
+/// and task names), taken once per batch.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Revocations {
     entries: HashMap<String, Revoke>,
@@ -149,13 +152,34 @@ impl Huey {
         self.peek_revoked(&task_key(name))
     }
 
-    /// Read every revocation in one storage call.
-    pub(crate) fn revocations(&self) -> Result<Revocations> {
-        let entries = self
-            .storage()
-            .list(Ns::Revoked)?
+    /// The revocations that could apply to `msgs` (by their ids and their task names), read
+    /// in one storage call. Only these keys are read, so the cost follows the batch, never the
+    /// number of revocations stored.
+    pub(crate) fn revocations_for<'a>(
+        &self,
+        msgs: impl IntoIterator<Item = &'a Message>,
+    ) -> Result<Revocations> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut names: HashSet<&str> = HashSet::new();
+        for m in msgs {
+            keys.push(id_key(&m.id));
+            if names.insert(&m.task) {
+                keys.push(task_key(&m.task));
+            }
+        }
+        // Usually there is no revocation at all: one cheap question instead of many keys.
+        if keys.is_empty() || !self.storage().may_hold_any(Ns::Revoked)? {
+            return Ok(Revocations::default());
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = self.storage().get_many(Ns::Revoked, &refs)?;
+        let entries = keys
             .into_iter()
-            .filter_map(|(k, v)| postcard::from_bytes::<Revoke>(&v).ok().map(|r| (k, r)))
+            .zip(values)
+            .filter_map(|(k, v)| {
+                let r = postcard::from_bytes::<Revoke>(&v?).ok()?;
+                Some((k, r))
+            })
             .collect();
         Ok(Revocations { entries })
     }

@@ -75,3 +75,82 @@ fn a_frozen_consumer_does_not_write_a_retry_it_no_longer_owns_on_sqlite() {
 fn a_frozen_consumer_does_not_write_a_retry_it_no_longer_owns_on_redis() {
     a_frozen_consumer_does_not_write_a_retry_it_no_longer_owns(Backend::redis());
 }
+
+/// The most jobs a consumer hands its workers at once, per worker (the pipe depth: the running
+/// one and those queued behind it when tasks are fast).
+const HANDED_PER_WORKER: i64 = 8;
+
+/// Freeze a consumer (SIGSTOP) at a moment it holds no SQLite write transaction: frozen inside
+/// one, it would hold the database's write lock, and no other consumer could take over (a
+/// real property of SQLite: a stalled writer stalls everyone until it goes on or dies).
+fn freeze_outside_a_write(consumer: &Hueyd, b: &Backend) {
+    loop {
+        consumer.signal(Signal::SIGSTOP);
+        let Backend::Sqlite(dir) = b else { return };
+        let c = rusqlite::Connection::open(dir.path().join("huey.db")).unwrap();
+        c.busy_timeout(Duration::from_millis(200)).unwrap();
+        if c.execute_batch("BEGIN IMMEDIATE; COMMIT").is_ok() {
+            return;
+        }
+        consumer.signal(Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs of every task (from the testbed's `record`).
+fn total_runs(app: &huey::Huey, ids: &[String]) -> i64 {
+    ids.iter().map(|id| runs(app, id)).sum()
+}
+
+/// A consumer with a backlog of fast tasks prefetched is frozen past its lease; another one
+/// takes the backlog over and runs it all; when the first thaws, the prefetched tasks it lost
+/// are dropped, not run: the only extra runs are of tasks its workers held at the freeze.
+fn a_thawed_consumer_drops_the_prefetched_tasks_it_lost(b: Backend, kind: &str) {
+    const N: usize = 800;
+    const WORKERS: i64 = 2;
+    let app = b.app();
+    let record: Task<u64, u32> = Task::from_name(&app, "record").unwrap();
+    let handles = record.enqueue_many((0..N).map(|_| 1)).unwrap();
+    let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
+    let args = ["-k", kind, "-w", "2", "--lease", "1"];
+    let first = Hueyd::testbed(&b.url(), &args);
+    // Once a hundred are done, tasks are known to be fast and a backlog is prefetched.
+    assert!(
+        wait_until(LONG, || app.storage().counts().unwrap().results >= 100),
+        "{}",
+        first.log()
+    );
+    freeze_outside_a_write(&first, &b);
+    let second = Hueyd::testbed(&b.url(), &args);
+    for h in &handles {
+        h.wait(LONG)
+            .unwrap_or_else(|e| panic!("{e}\n{}", second.log()));
+    }
+    let at_thaw = total_runs(&app, &ids) - N as i64;
+    first.signal(Signal::SIGCONT);
+    let dropped = wait_until(Duration::from_secs(20), || {
+        first.log().contains("prefetched tasks dropped")
+    });
+    // Whatever the first consumer runs after thawing, it runs before a graceful stop ends.
+    let mut first = first;
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait_exit(LONG).is_some(), "{}", first.log());
+    let extra = total_runs(&app, &ids) - N as i64;
+    eprintln!("{kind}: {extra} extra runs ({at_thaw} of them before the thaw)");
+    assert!(
+        extra <= WORKERS * HANDED_PER_WORKER,
+        "{extra} extra runs: more than the workers held at the freeze\n{}",
+        first.log()
+    );
+    assert!(dropped, "{}", first.log());
+}
+
+#[test]
+fn a_thawed_consumer_drops_the_prefetched_tasks_it_lost_on_sqlite() {
+    a_thawed_consumer_drops_the_prefetched_tasks_it_lost(Backend::sqlite(), "process");
+}
+
+#[test]
+fn a_thawed_consumer_drops_the_prefetched_tasks_it_lost_on_redis() {
+    a_thawed_consumer_drops_the_prefetched_tasks_it_lost(Backend::redis(), "thread");
+}

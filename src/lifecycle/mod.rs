@@ -62,11 +62,49 @@ fn backed_off(delay: u64, backoff: f32) -> u64 {
     grown.min(MAX_RETRY_BACKOFF_MS.max(delay))
 }
 
+/// Randomness added to retry delays, so that tasks that failed together (a dependency went
+/// down) do not all come back at the same moment ("Exponential Backoff And Jitter", AWS
+/// Architecture Blog). The delay before a retry is first grown by the task's backoff and capped
+/// (see [`MAX_RETRY_BACKOFF_MS`]); jitter then only ever shortens it, never past the cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetryJitter {
+    /// The delay as it is (huey's behaviour).
+    #[default]
+    None,
+    /// A uniformly random delay between zero and the delay.
+    Full,
+    /// Half the delay, plus a uniformly random part of the other half.
+    Equal,
+}
+
+impl RetryJitter {
+    /// The delay before a retry, `delay` ms without jitter, given `random`, a uniform value in
+    /// `[0, 1)` (anything outside is clamped).
+    pub fn apply(self, delay: u64, random: f64) -> u64 {
+        let r = if random.is_finite() {
+            random.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let part = |span: u64| ((span as f64 * r) as u64).min(span);
+        match self {
+            RetryJitter::None => delay,
+            RetryJitter::Full => part(delay),
+            RetryJitter::Equal => delay - delay / 2 + part(delay / 2),
+        }
+    }
+}
+
 /// The app-wide settings decisions depend on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Policy {
     /// Keep stored results (and stored errors) this long (`None`: until read).
     pub result_ttl: Option<Duration>,
+    /// Jitter on the delays of retries after failures.
+    pub retry_jitter: RetryJitter,
+    /// A uniform random value in `[0, 1)` drawn by the caller for this decision (for the
+    /// jitter): decisions stay plain functions of their inputs.
+    pub random: f64,
 }
 
 /// What is known about a decoded message when it is fetched, looked up by the caller.
@@ -209,7 +247,8 @@ pub fn complete(
             next.options.retries -= 1;
             let delay = msg.options.retry_delay_ms;
             next.options.retry_delay_ms = backed_off(delay, msg.options.retry_backoff);
-            next.eta_ms = (delay > 0).then(|| now_ms.saturating_add(delay));
+            let wait = policy.retry_jitter.apply(delay, policy.random);
+            next.eta_ms = (wait > 0).then(|| now_ms.saturating_add(wait));
             retry(msg, next, f, EventKind::Retrying, now_ms, policy, fx);
         }
         Err(f) => fail(msg, f, now_ms, policy, fx),

@@ -154,6 +154,7 @@ fn a_message_made_ready_early_goes_back_to_the_schedule() {
 fn revoked_and_expired_messages_are_skipped_with_their_failure_stored() {
     let policy = Policy {
         result_ttl: Some(Duration::from_secs(9)),
+        ..Policy::default()
     };
     let mut fx = Effects::default();
     let (admitted, _) = admit_as(Some(&lease()), msg("t"), run_now(), true, policy, &mut fx);
@@ -467,4 +468,97 @@ fn retry_backoff_stops_growing_at_one_hour() {
         [1_000, 10_000, 100_000, 1_000_000, 3_600_000, 3_600_000]
     );
     assert_eq!(MAX_RETRY_BACKOFF_MS, 3_600_000);
+}
+
+/// The delay before each retry of a task failing `n` times with `delay` ms grown by `backoff`,
+/// under `jitter` with the random values `randoms` (one per retry).
+fn retry_waits(delay: u64, backoff: f32, jitter: RetryJitter, randoms: &[f64]) -> Vec<u64> {
+    let mut m = msg("t");
+    m.options.retries = randoms.len() as u32;
+    m.options.retry_delay_ms = delay;
+    m.options.retry_backoff = backoff;
+    let mut waits = Vec::new();
+    for &random in randoms {
+        let mut fx = Effects::default();
+        let policy = Policy {
+            retry_jitter: jitter,
+            random,
+            ..Policy::default()
+        };
+        let f = Failure::new(FailureKind::Error, "boom");
+        complete(Some(&lease()), &m, Err(f), NOW, policy, &mut fx);
+        let (wait, payload) = match (fx.batch.schedule.first(), fx.batch.enqueue.first()) {
+            (Some(s), _) => (s.eta_ms - NOW, &s.ready.payload),
+            (None, Some(r)) => (0, &r.payload),
+            _ => panic!("no retry"),
+        };
+        waits.push(wait);
+        m = Message::decode(payload).unwrap();
+    }
+    waits
+}
+
+#[test]
+fn retry_jitter_is_deterministic_given_the_random_value() {
+    let r = [0.0, 0.5, 0.999_999, 0.25];
+    // No jitter: the grown delays, whatever the random value.
+    assert_eq!(
+        retry_waits(1_000, 2.0, RetryJitter::None, &r),
+        [1_000, 2_000, 4_000, 8_000]
+    );
+    // Full: random × delay; the delay itself grows as without jitter.
+    assert_eq!(
+        retry_waits(1_000, 2.0, RetryJitter::Full, &r),
+        [0, 1_000, 3_999, 2_000]
+    );
+    // Equal: half the delay plus random × the other half.
+    assert_eq!(
+        retry_waits(1_000, 2.0, RetryJitter::Equal, &r),
+        [500, 1_500, 3_999, 5_000]
+    );
+    // The same random values give the same delays.
+    assert_eq!(
+        retry_waits(1_000, 2.0, RetryJitter::Full, &r),
+        retry_waits(1_000, 2.0, RetryJitter::Full, &r)
+    );
+}
+
+#[test]
+fn retry_jitter_stays_within_its_bounds_and_never_above_the_cap() {
+    for jitter in [RetryJitter::None, RetryJitter::Full, RetryJitter::Equal] {
+        for random in [
+            0.0,
+            1e-9,
+            0.3,
+            0.5,
+            0.7,
+            0.999_999_999,
+            1.0,
+            7.0,
+            -1.0,
+            f64::NAN,
+        ] {
+            for delay in [0, 1, 2, 3, 999, 1_000, MAX_RETRY_BACKOFF_MS, u64::MAX] {
+                let wait = jitter.apply(delay, random);
+                let least = match jitter {
+                    RetryJitter::None => delay,
+                    RetryJitter::Full => 0,
+                    RetryJitter::Equal => delay - delay / 2,
+                };
+                assert!(
+                    (least..=delay).contains(&wait),
+                    "{jitter:?} {delay} {random}: {wait}"
+                );
+            }
+        }
+    }
+    // Grown up to the cap, a jittered wait never exceeds it.
+    let waits = retry_waits(1_000, 10.0, RetryJitter::Equal, &[0.999_999; 8]);
+    assert!(waits.iter().all(|w| *w < MAX_RETRY_BACKOFF_MS), "{waits:?}");
+    assert!(
+        waits[5..].iter().all(|w| *w >= MAX_RETRY_BACKOFF_MS / 2),
+        "{waits:?}"
+    );
+    let waits = retry_waits(1_000, 10.0, RetryJitter::Full, &[0.5; 8]);
+    assert_eq!(waits[4..], [MAX_RETRY_BACKOFF_MS / 2; 4]);
 }

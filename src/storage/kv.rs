@@ -41,6 +41,23 @@ pub trait Kv {
     /// Read a key.
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Read many keys of one namespace in one storage call: one answer per key, in order
+    /// (`None` for a key that is absent or expired). A key may be asked for twice.
+    ///
+    /// The default asks [`Kv::get`] for each; backends read them all in one round trip.
+    fn get_many(&self, ns: Ns, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(ns, k)).collect()
+    }
+
+    /// Whether the namespace may hold a live entry: `false` only when it surely holds none. Meant
+    /// to be cheap (an index's size), so a reader can skip a [`Kv::get_many`] of many keys when
+    /// there is nothing to find, e.g. revocations, which are usually none. The default answers
+    /// `true`.
+    fn may_hold_any(&self, ns: Ns) -> Result<bool> {
+        let _ = ns;
+        Ok(true)
+    }
+
     /// Write a key, replacing any value.
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
 

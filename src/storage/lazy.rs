@@ -47,7 +47,7 @@ macro_rules! delegate {
 delegate!(Queue {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
     fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 });
 
@@ -66,6 +66,8 @@ delegate!(Results {
 
 delegate!(Kv {
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
+    fn get_many(&self, ns: Ns, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>>;
+    fn may_hold_any(&self, ns: Ns) -> Result<bool>;
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
     fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
     fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;

@@ -26,6 +26,7 @@
 
 use std::time::{Duration, Instant};
 
+mod applied;
 pub mod chord;
 pub mod inspect;
 pub mod kv;

@@ -93,7 +93,9 @@ pub struct Claim {
 /// everything else it writes. When the lease is gone (it expired and the message went to
 /// another consumer, or this very batch was written before and its reply was lost), the batch
 /// writes nothing at all: no result, no retry, no next stage, no dead letter, no chord count.
-/// So an outcome is written at most once, and re-sending a batch is safe.
+/// So an outcome is written at most once, and re-sending a batch is safe: a batch written
+/// before (through the same handle, or, on Redis, by a call whose reply was lost within the
+/// last two minutes) is reported written again, so its events are told exactly once.
 ///
 /// A batch without a lease (a producer's enqueue) is always written, unless it carries a
 /// [`Claim`]: then it is written only if that claim is not held yet, and takes it in the same
@@ -141,7 +143,8 @@ impl Batch {
 pub trait Queue {
     /// Write batches in one storage call (one transaction, one script): each one atomically,
     /// and a fenced one only while its lease is held (see [`Batch`]). Returns, per batch, whether
-    /// it was written (`false`: its lease was gone, so it wrote nothing).
+    /// it is written: by this call, or by an earlier send of the same outcome (then this one
+    /// wrote nothing). `false`: its lease went to someone else, and it wrote nothing.
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
 
     /// Write one batch atomically; `false` when it was fenced off (its lease was gone).
@@ -156,8 +159,13 @@ pub trait Queue {
     /// Lease up to `req.max` ready messages, blocking up to `req.wait` when there are none.
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
 
-    /// Push the expiry of these leases to now + `lease` (leases no longer held are ignored).
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()>;
+    /// Push the expiry of these leases to now + `lease`, and say, per lease, whether it is still
+    /// held. `false`: it is lost — its message was acknowledged, released, or (its lease having
+    /// expired) delivered to another consumer — and is not renewed; the task must not start
+    /// (its outcome would be fenced off anyway, but its body would run twice). A lease that
+    /// expired may still be held, and is then renewed, as long as no other consumer's dequeue
+    /// has put its message back since.
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
 
     /// Give these leases up: the messages are ready again at once (leases no longer held are
     /// ignored). `started` says whether their tasks began to run: a message handed back

@@ -5,7 +5,13 @@
 //! plus, when tasks are fast (judged by the recent [`Pace`]), a few more queued in each
 //! worker's pipe and a buffer in the parent worth [`SOON`] of work — so storage round trips
 //! carry batches, and a lease never runs out while a message waits. Leases of waiting and
-//! running tasks are renewed every third of the lease period anyway.
+//! running tasks are renewed every third of the lease period anyway; a waiting job whose lease
+//! turns out lost (this consumer was stalled and another took the message over) is dropped, and
+//! one whose lease may have run out is checked in storage before it goes to a worker.
+//!
+//! The fetcher decodes what it leased and reads, in the same turn, the revocations that could
+//! apply to it (by id and task name, one storage call), so the main loop reads nothing for a
+//! fetch (it only takes a revoke-once entry that applies).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Sender};
@@ -89,16 +95,31 @@ pub(super) struct Job {
     pub payload: Vec<u8>,
     pub started: Instant,
     pub deadline: Option<Instant>,
+    /// When its lease runs out by this consumer's clock, as far as it knows (from the fetch or
+    /// the last renewal that covered it): a waiting job close to it is re-checked in storage
+    /// before it is handed over.
+    pub lease_until: Instant,
 }
 
-/// A batch the fetcher leased, with the revocations in force when it did.
+/// A batch the fetcher leased, decoded, with the revocations that could apply to it.
 pub(super) struct Fetched {
-    pub deliveries: Vec<Delivery>,
+    /// Taken just before the dequeue call: the leases run out no earlier than this + the lease.
+    pub leased_at: Instant,
+    pub items: Vec<FetchedItem>,
     pub revocations: Revocations,
+}
+
+/// One leased delivery, decoded by the fetcher: `msg` is `None` when its bytes are not a
+/// message, and `fx` then holds its dead letter.
+pub(super) struct FetchedItem {
+    pub delivery: Delivery,
+    pub msg: Option<Message>,
+    pub fx: Effects,
 }
 
 /// Fetches messages, keeps the ones no worker has room for yet, and hands them over.
 pub(super) struct Dispatcher {
+    app: Huey,
     fetcher: Fetcher,
     /// A request is with the fetcher; its answer will come as [`Input::Fetched`].
     fetch_outstanding: bool,
@@ -116,6 +137,7 @@ impl Dispatcher {
     /// Start the fetcher thread, which sends what it leases to `out`.
     pub fn new(app: &Huey, cfg: &Config, out: Sender<Input>) -> Result<Dispatcher> {
         Ok(Dispatcher {
+            app: app.clone(),
             fetcher: Fetcher::spawn(app, cfg, out)?,
             fetch_outstanding: false,
             waiting: VecDeque::new(),
@@ -142,20 +164,23 @@ impl Dispatcher {
     pub fn on_fetched(&mut self, app: &Huey, f: Fetched, outbox: &mut Outbox) {
         self.fetch_outstanding = false;
         if self.stopping {
-            let leases: Vec<Lease> = f.deliveries.iter().map(|d| d.lease.clone()).collect();
+            let leases: Vec<Lease> = f.items.iter().map(|i| i.delivery.lease.clone()).collect();
             release(app, &leases, false);
             return;
         }
         let now = now_ms();
-        for d in f.deliveries {
+        for FetchedItem {
+            delivery: d,
+            msg,
+            mut fx,
+        } in f.items
+        {
             // One Effects per delivery: each outcome is fenced by its own lease.
-            let mut fx = Effects::default();
-            let lease = Some(&d.lease);
-            let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) else {
+            let Some(msg) = msg else {
                 outbox.add(app, fx);
                 continue;
             };
-            match app.admit(lease, msg, &f.revocations, now, &mut fx) {
+            match app.admit(Some(&d.lease), msg, &f.revocations, now, &mut fx) {
                 Ok(Some(msg)) => {
                     let id = self.next_job;
                     self.next_job += 1;
@@ -164,6 +189,7 @@ impl Dispatcher {
                         lease: d.lease,
                         deadline: None,
                         started: Instant::now(),
+                        lease_until: f.leased_at + self.lease,
                         msg,
                         payload: d.payload,
                     }));
@@ -179,6 +205,7 @@ impl Dispatcher {
     /// Hand waiting jobs, in order, to workers with room (in jobs and in pipe bytes),
     /// emptiest first, then send them in one write per worker.
     pub fn dispatch(&mut self, pool: &mut Pool) {
+        self.recheck_stale(Instant::now());
         let depth = self.pace.depth();
         let mut touched = Vec::new();
         while let Some(next) = self.waiting.front() {
@@ -218,14 +245,19 @@ impl Dispatcher {
     }
 
     /// Jobs that never started (their worker died or was killed) go back to the front of the
-    /// waiting line, in order.
+    /// waiting line, in order. Their leases are checked again before they are handed over (the
+    /// last renewal may have found them lost while they sat with the worker).
     pub fn requeue(&mut self, jobs: VecDeque<Box<Job>>) {
-        for j in jobs.into_iter().rev() {
+        let now = Instant::now();
+        for mut j in jobs.into_iter().rev() {
+            j.lease_until = now;
             self.waiting.push_front(j);
         }
     }
 
-    /// Renew the leases of waiting and running tasks, every third of the lease period.
+    /// Renew the leases of waiting and running tasks, every third of the lease period. Waiting
+    /// jobs whose leases were lost (another consumer took their messages over while this one
+    /// was stalled, e.g. frozen by SIGSTOP) are dropped: they must not run here too.
     pub fn renew_leases(&mut self, app: &Huey, pool: &Pool, now: Instant) {
         if !self.renew.due(now) {
             return;
@@ -238,8 +270,78 @@ impl Dispatcher {
         if leases.is_empty() {
             return;
         }
-        if let Err(e) = app.storage().extend(&leases, self.lease) {
-            tracing::error!("could not renew {} leases: {e}", leases.len());
+        let held = match app.storage().extend(&leases, self.lease) {
+            Ok(held) if held.len() == leases.len() => held,
+            Ok(_) => {
+                tracing::error!(
+                    "renewing {} leases: a wrong number of answers",
+                    leases.len()
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!("could not renew {} leases: {e}", leases.len());
+                return;
+            }
+        };
+        let in_pool = leases.len() - self.waiting.len();
+        let lost_running = held[..in_pool].iter().filter(|h| !**h).count();
+        if lost_running > 0 {
+            // Already with a worker: their outcomes will be fenced off.
+            tracing::warn!(
+                "{lost_running} leases of tasks handed to workers were lost (taken over by \
+                 another consumer); their outcomes will not be written"
+            );
+        }
+        self.keep_held(&held[in_pool..], now);
+    }
+
+    /// After a renewal of every waiting job's lease (`held`, in waiting order, started at
+    /// `at`): keep the held ones, with their new expiry, and drop the lost ones.
+    fn keep_held(&mut self, held: &[bool], at: Instant) {
+        let mut lost = 0;
+        let mut i = 0;
+        self.waiting.retain_mut(|j| {
+            let keep = held.get(i).copied().unwrap_or(true);
+            i += 1;
+            if keep {
+                j.lease_until = j.lease_until.max(at + self.lease);
+            } else {
+                lost += 1;
+            }
+            keep
+        });
+        if lost > 0 {
+            tracing::warn!(
+                "{lost} prefetched tasks dropped: their leases were lost (taken over by another \
+                 consumer while this one was stalled)"
+            );
+        }
+    }
+
+    /// Before handing jobs over: the waiting jobs whose leases run out within a third of the
+    /// lease period (by this consumer's clock; normally renewals keep them far from it, so this
+    /// happens only after a stall) are renewed now, and those lost are dropped rather than run.
+    fn recheck_stale(&mut self, now: Instant) {
+        // Waiting jobs are in lease order (fetched in turn, renewed together; jobs given back
+        // go to the front with a lease to check), so the first is the one to look at.
+        let soon = now + self.lease / 3;
+        if self.waiting.front().is_none_or(|j| j.lease_until > soon) {
+            return;
+        }
+        let leases: Vec<Lease> = self.waiting.iter().map(|j| j.lease.clone()).collect();
+        match self.app.storage().extend(&leases, self.lease) {
+            Ok(held) if held.len() == leases.len() => self.keep_held(&held, now),
+            answer => {
+                // Not known to be lost: they may run (at-least-once; the outcome is fenced if
+                // they were), and are checked again only after a while, not every turn.
+                if let Err(e) = answer {
+                    tracing::error!("could not check {} leases: {e}", leases.len());
+                }
+                for j in &mut self.waiting {
+                    j.lease_until = j.lease_until.max(now + self.lease / 2);
+                }
+            }
         }
     }
 
@@ -318,17 +420,34 @@ impl Fetcher {
     }
 }
 
+/// Lease a batch, decode it, and read the revocations that could apply to it: the entries of
+/// its ids and task names, in one storage call (never a listing of every revocation).
 fn fetch(app: &Huey, req: &DequeueRequest) -> Result<Fetched> {
-    let deliveries = app.storage().dequeue(req)?;
-    let revocations = if deliveries.is_empty() {
-        Revocations::default()
-    } else {
-        app.revocations()?
-    };
-    Ok(Fetched {
-        deliveries,
-        revocations,
-    })
+    let leased_at = Instant::now();
+    let items: Vec<FetchedItem> = app
+        .storage()
+        .dequeue(req)?
+        .into_iter()
+        .map(|delivery| {
+            let mut fx = Effects::default();
+            let lease = Some(&delivery.lease);
+            let msg = lifecycle::decode(lease, &delivery.queue, &delivery.payload, &mut fx);
+            FetchedItem { delivery, msg, fx }
+        })
+        .collect();
+    match app.revocations_for(items.iter().filter_map(|i| i.msg.as_ref())) {
+        Ok(revocations) => Ok(Fetched {
+            leased_at,
+            items,
+            revocations,
+        }),
+        Err(e) => {
+            // Not known to be runnable: hand the batch back rather than hold it to its expiry.
+            let leases: Vec<Lease> = items.into_iter().map(|i| i.delivery.lease).collect();
+            release(app, &leases, false);
+            Err(e)
+        }
+    }
 }
 
 /// `host:pid`, naming this consumer's leases.

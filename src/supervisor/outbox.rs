@@ -5,8 +5,9 @@
 //! a result finds it).
 //!
 //! Batches that cannot be written (storage down, or a lost reply) are kept and sent again with
-//! backoff; their tasks stay leased, so in the worst case they are redelivered, never lost, and
-//! an outcome already written is fenced off when sent again, never written twice.
+//! backoff; their tasks stay leased, so in the worst case they are redelivered, never lost. An
+//! outcome the storage had written although its reply was lost is not written twice: the
+//! resend reports it written (and writes nothing), so its events are told exactly once.
 
 use std::time::{Duration, Instant};
 
@@ -125,7 +126,7 @@ impl Outbox {
 
     /// Write the pending batches (if any, and not backing off at `now`) in one call; on failure
     /// keep them and back off. Re-sending after a failure is safe: a batch that was written
-    /// although its reply was lost is fenced off the second time (its lease is gone).
+    /// although its reply was lost writes nothing the second time, and is reported written.
     pub fn write(&mut self, app: &Huey, now: Instant) {
         if self.pending.is_empty() || now < self.retry_at {
             return;
@@ -137,7 +138,7 @@ impl Outbox {
                     tracing::warn!(
                         stale,
                         "outcomes not written: their leases had expired (the tasks went to \
-                         another consumer, or an earlier write of them succeeded)"
+                         another consumer)"
                     );
                 }
                 self.send_events(app, &written);
@@ -234,6 +235,7 @@ mod tests {
             payload: d.payload,
             started: Instant::now(),
             deadline: None,
+            lease_until: Instant::now(),
         };
         Ended {
             job: Box::new(job),

@@ -29,10 +29,42 @@ impl RedisStorage {
     }
 }
 
+/// Keys per MGET of [`Kv::get_many`] (each chunk one command of a single pipeline).
+const MAX_KEYS_PER_MGET: usize = 1000;
+
 impl Kv for RedisStorage {
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
         let k = format!("{}kv:{}:{key}", self.prefix, ns.as_str());
         self.pool.run(true, |con| con.get(&k))
+    }
+
+    fn get_many(&self, ns: Ns, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Entries expire with their Redis TTL, as for `get`: an MGET per chunk, all in one
+        // pipeline (one round trip).
+        let full: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{}kv:{}:{k}", self.prefix, ns.as_str()))
+            .collect();
+        let mut pipe = ::redis::pipe();
+        for chunk in full.chunks(MAX_KEYS_PER_MGET) {
+            pipe.cmd("MGET").arg(chunk);
+        }
+        let chunks: Vec<Vec<Option<Vec<u8>>>> = self.pool.run(true, |con| pipe.query(con))?;
+        let out: Vec<Option<Vec<u8>>> = chunks.into_iter().flatten().collect();
+        if out.len() != keys.len() {
+            return Err(self.corrupt("get_many"));
+        }
+        Ok(out)
+    }
+
+    fn may_hold_any(&self, ns: Ns) -> Result<bool> {
+        // Every entry is in its namespace's index (expired ones until trimmed).
+        let index = format!("{}kvi:{}", self.prefix, ns.as_str());
+        let n: i64 = self.pool.run(true, |con| con.zcard(&index))?;
+        Ok(n > 0)
     }
 
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {

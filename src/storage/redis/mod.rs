@@ -63,9 +63,11 @@ mod conn;
 mod inspect;
 mod kv;
 mod locate;
+mod results;
 mod scripts;
 mod watch;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ::redis::{Cmd, Connection, ErrorKind, ToRedisArgs, Value};
@@ -82,7 +84,15 @@ pub struct RedisStorage {
     prefix: String,
     keys: Vec<String>,
     scripts: Scripts,
+    applied: super::applied::Applied,
+    /// Leases of outcomes sent in apply calls whose replies were lost: the calls' tokens and
+    /// the outcomes' positions in them, and when.
+    uncertain: parking_lot::Mutex<HashMap<String, Vec<EarlierCall>>>,
 }
+
+/// An apply call whose reply was lost, as one outcome knows it: the call's token, the
+/// outcome's position in it (from 1), and when it was sent.
+type EarlierCall = (String, usize, Instant);
 
 impl RedisStorage {
     /// Open the Redis at `url` for the app `app` (its keys are prefixed `huey:{app}:`). Checks
@@ -112,6 +122,8 @@ impl RedisStorage {
             prefix,
             keys,
             scripts: Scripts::new(),
+            applied: Default::default(),
+            uncertain: Default::default(),
         }
     }
 
@@ -221,6 +233,70 @@ impl RedisStorage {
         let _ = self.apply_all(&batches);
     }
 
+    /// One apply call. Its answers are recorded on the server under a fresh token; when its
+    /// reply is lost, the leases it carried are remembered with that token, and a later call
+    /// that carries one of them again asks the script to look the record up (see `APPLY`).
+    fn apply_sent(&self, batches: &[&Batch]) -> Result<Vec<bool>> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut inv = self.call(&self.scripts.apply);
+        inv.arg(&token);
+        {
+            let uncertain = self.uncertain.lock();
+            let checks: Vec<(usize, &EarlierCall)> = if uncertain.is_empty() {
+                Vec::new()
+            } else {
+                batches
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(b, batch)| Some((b, uncertain.get(&batch.lease.as_ref()?.0)?)))
+                    .flat_map(|(b, earlier)| earlier.iter().map(move |e| (b, e)))
+                    .collect()
+            };
+            inv.arg(checks.len());
+            for (b, (t, pos, _)) in checks {
+                inv.arg(b + 1).arg(t).arg(*pos);
+            }
+        }
+        inv.arg(batches.len());
+        for b in batches {
+            inv.arg(b.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+        }
+        let mut packed = Vec::new();
+        for b in batches {
+            push_batch(&mut inv, b, &mut packed);
+        }
+        // Not resent by the pool on a lost reply: the caller's resend is another call.
+        let reply: Result<Vec<i64>> = self.invoke(false, &inv);
+        let leases = batches.iter().filter_map(|b| b.lease.as_ref());
+        let mut uncertain = self.uncertain.lock();
+        match reply {
+            Ok(written) if written.len() == batches.len() => {
+                if !uncertain.is_empty() {
+                    for l in leases {
+                        uncertain.remove(&l.0);
+                    }
+                }
+                Ok(written.into_iter().map(|w| w == 1).collect())
+            }
+            Ok(_) => Err(self.corrupt("apply")),
+            Err(e) => {
+                let now = Instant::now();
+                let keep = Duration::from_millis(scripts::CALL_RECORD_MS);
+                uncertain.retain(|_, calls| {
+                    calls.retain(|c| now.duration_since(c.2) < keep);
+                    !calls.is_empty()
+                });
+                for (pos, b) in batches.iter().enumerate() {
+                    if let Some(l) = &b.lease {
+                        let calls = uncertain.entry(l.0.clone()).or_default();
+                        calls.push((token.clone(), pos + 1, now));
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Block until a notification list of these queues gets a token, or `block` passes.
     fn wait_for_queues(&self, queues: &[String], block: Duration) -> Result<()> {
         let keys: Vec<String> = queues
@@ -235,12 +311,6 @@ impl RedisStorage {
                 .query::<Option<(String, String)>>(con)
         })?;
         Ok(())
-    }
-
-    fn read_result(&self, id: &str, take: bool, pass_on: bool) -> Result<Option<Vec<u8>>> {
-        let mut inv = self.call(&self.scripts.result);
-        inv.arg(id).arg(take as u8).arg(pass_on as u8);
-        self.invoke(!take, &inv)
     }
 }
 
@@ -268,10 +338,21 @@ fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
     }
 }
 
-/// One batch as arguments of the apply script: its lease ("" for none), its claim key ("" for
-/// none) and TTL, then its sections.
+/// One batch as arguments of the apply script (its lease goes before, with the others): `0`
+/// when it writes nothing but its ack, else `1`, its claim key ("" for none) and TTL, then its
+/// sections.
 fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
-    inv.arg(batch.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
+    let ack_only = batch.claim.is_none()
+        && batch.enqueue.is_empty()
+        && batch.schedule.is_empty()
+        && batch.results.is_empty()
+        && batch.dead.is_empty()
+        && batch.chords.is_empty();
+    if ack_only {
+        inv.arg(0);
+        return;
+    }
+    inv.arg(1);
     match &batch.claim {
         Some(c) => inv.arg(&c.key).arg(capped_ms(c.ttl)),
         None => inv.arg("").arg(0),
@@ -390,19 +471,8 @@ impl Queue for RedisStorage {
         if batches.iter().all(Batch::is_empty) {
             return Ok(vec![true; batches.len()]);
         }
-        let mut inv = self.call(&self.scripts.apply);
-        inv.arg(batches.len());
-        let mut packed = Vec::new();
-        for b in batches {
-            push_batch(&mut inv, b, &mut packed);
-        }
-        // Not resent by the pool on a lost reply; a caller that resends gets `false` for the
-        // fenced batches that were written the first time.
-        let written: Vec<i64> = self.invoke(false, &inv)?;
-        if written.len() != batches.len() {
-            return Err(self.corrupt("apply"));
-        }
-        Ok(written.into_iter().map(|w| w == 1).collect())
+        self.applied
+            .apply_all(batches, |batches| self.apply_sent(batches))
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
@@ -424,15 +494,18 @@ impl Queue for RedisStorage {
         }
     }
 
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         if leases.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut inv = self.call(&self.scripts.extend);
         inv.arg(capped_ms(lease));
         push_leases(&mut inv, leases, false);
-        let _: i64 = self.invoke(true, &inv)?;
-        Ok(())
+        let held: Vec<i64> = self.invoke(true, &inv)?;
+        if held.len() != leases.len() {
+            return Err(self.corrupt("extend"));
+        }
+        Ok(held.into_iter().map(|h| h == 1).collect())
     }
 
     fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
@@ -469,57 +542,6 @@ impl Schedule for RedisStorage {
         }
         let n: i64 = self.invoke(true, &inv)?;
         Ok(n.max(0) as usize)
-    }
-}
-
-impl Results for RedisStorage {
-    fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
-        self.read_result(id, take, false)
-    }
-
-    fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let deadline = deadline(timeout);
-        if let Some(v) = self.read_result(id, take, false)? {
-            return Ok(Some(v));
-        }
-        let wake = format!("{}w:{id}", self.prefix);
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let block = deadline - now;
-            let woken: Option<(String, String)> = self.pool.run_blocking(block, |con| {
-                ::redis::cmd("BLPOP")
-                    .arg(&wake)
-                    .arg(block.as_secs_f64().max(0.001))
-                    .query(con)
-            })?;
-            let v = self.read_result(id, take, woken.is_some())?;
-            if v.is_some() || woken.is_none() {
-                return Ok(v);
-            }
-        }
-    }
-
-    fn watch_results(
-        &self,
-        watcher: &str,
-        pending: Pending,
-        timeout: Duration,
-    ) -> Result<Vec<String>> {
-        self.watch(watcher, pending, timeout)
-    }
-
-    fn wake_watcher(&self, watcher: &str) -> Result<()> {
-        self.wake(watcher)
-    }
-
-    fn delete_result(&self, id: &str) -> Result<bool> {
-        let mut inv = self.call(&self.scripts.delete_result);
-        inv.arg(id);
-        let n: i64 = self.invoke(true, &inv)?;
-        Ok(n > 0)
     }
 }
 

@@ -2,14 +2,19 @@
 //! table (expiring counters and chord entries under namespaces of their own, which apps cannot
 //! name) and the `counters` table.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, params_from_iter, OptionalExtension, ToSql, Transaction};
 
 use super::{expiry, sql_ms, SqliteStorage};
 use crate::clock::{ms, now_ms};
 use crate::error::Result;
 use crate::storage::{ChordCount, Kv, Ns, Ready};
+
+/// Keys asked for in one statement by [`Kv::get_many`] (SQLite allows 32,766 parameters; a
+/// few hundred keep each statement's plan cached and cheap).
+const MAX_KEYS_PER_QUERY: usize = 500;
 
 impl Kv for SqliteStorage {
     fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
@@ -24,6 +29,40 @@ impl Kv for SqliteStorage {
                 .optional()
         })
         .map_err(|e| self.err(e))
+    }
+
+    fn get_many(&self, ns: Ns, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let now = sql_ms(now_ms());
+        let ns = ns.as_str();
+        let mut found: HashMap<String, Vec<u8>> = HashMap::new();
+        self.read(|tx| {
+            for chunk in keys.chunks(MAX_KEYS_PER_QUERY) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let sql = format!(
+                    "SELECT key, value FROM kv WHERE ns = ? AND key IN ({marks})
+                     AND (expires IS NULL OR expires > ?)"
+                );
+                let mut st = tx.prepare_cached(&sql)?;
+                let args = std::iter::once(&ns as &dyn ToSql)
+                    .chain(chunk.iter().map(|k| k as &dyn ToSql))
+                    .chain(std::iter::once(&now as &dyn ToSql));
+                let mut rows = st.query(params_from_iter(args))?;
+                while let Some(r) = rows.next()? {
+                    found.insert(r.get(0)?, r.get(1)?);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
+    }
+
+    fn may_hold_any(&self, ns: Ns) -> Result<bool> {
+        // Rows of a namespace are in key order: the first row is found by the primary key
+        // (expired rows count until the purge deletes them: "may").
+        let conn = self.conn.lock();
+        conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM kv WHERE ns = ?1)")
+            .and_then(|mut st| st.query_row(params![ns.as_str()], |r| r.get(0)))
+            .map_err(|e| self.err(e))
     }
 
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {

@@ -38,6 +38,7 @@ pub struct SqliteStorage {
     /// Bumped after every write through this handle, to wake blocked calls at once.
     generation: Mutex<u64>,
     changed: Condvar,
+    applied: super::applied::Applied,
 }
 
 /// Milliseconds as stored (SQLite integers are signed).
@@ -73,6 +74,7 @@ impl SqliteStorage {
             conn: Mutex::new(schema::connect(path, &opts)?),
             generation: Mutex::new(0),
             changed: Condvar::new(),
+            applied: Default::default(),
         })
     }
 
@@ -341,15 +343,17 @@ impl Queue for SqliteStorage {
         if batches.iter().all(Batch::is_empty) {
             return Ok(vec![true; batches.len()]);
         }
-        let now = sql_ms(now_ms());
-        let written = self.write(|tx| {
-            batches
-                .iter()
-                .map(|b| apply_one(tx, b, now))
-                .collect::<rusqlite::Result<Vec<bool>>>()
-        })?;
-        self.notify();
-        Ok(written)
+        self.applied.apply_all(batches, |batches| {
+            let now = sql_ms(now_ms());
+            let written = self.write(|tx| {
+                batches
+                    .iter()
+                    .map(|b| apply_one(tx, b, now))
+                    .collect::<rusqlite::Result<Vec<bool>>>()
+            })?;
+            self.notify();
+            Ok(written)
+        })
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
@@ -367,19 +371,22 @@ impl Queue for SqliteStorage {
         }
     }
 
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         if leases.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let until = sql_ms(now_ms().saturating_add(ms(lease)));
         self.write(|tx| {
             let mut st = tx.prepare_cached(
                 "UPDATE queue SET lease_until = ?3 WHERE seq = ?1 AND lease_token = ?2",
             )?;
-            for (seq, token) in leases.iter().filter_map(parse_lease) {
-                st.execute(params![seq, token, until])?;
-            }
-            Ok(())
+            leases
+                .iter()
+                .map(|l| match parse_lease(l) {
+                    Some((seq, token)) => Ok(st.execute(params![seq, token, until])? > 0),
+                    None => Ok(false),
+                })
+                .collect()
         })
     }
 

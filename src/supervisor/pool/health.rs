@@ -20,13 +20,19 @@ pub(super) const GRACE: Duration = Duration::from_secs(5);
 impl Pool {
     /// Once per health-check interval: running tasks revoked since they started are cancelled
     /// (concurrent workers) or their process worker is killed and replaced (sequential ones);
-    /// the task is recorded as revoked. One read of the revocations per check, only while busy.
+    /// the task is recorded as revoked. One read of the running tasks' revocations per check,
+    /// only while busy.
     pub fn cancel_revoked(&mut self, now: Instant) -> Returns {
         let mut out = Returns::default();
         if !self.revocation_check.due(now) || self.kind == WorkerKind::Thread || self.busy() == 0 {
             return out;
         }
-        let rev = match self.app.revocations() {
+        let running = self
+            .slots
+            .iter()
+            .flat_map(|s| s.running.values())
+            .map(|j| &j.msg);
+        let rev = match self.app.revocations_for(running) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("could not read revocations: {e}");

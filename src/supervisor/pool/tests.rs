@@ -28,6 +28,7 @@ fn job(id: u64, task: &str, args: &impl serde::Serialize, timeout_ms: Option<u64
         msg,
         started: Instant::now(),
         deadline: None,
+        lease_until: Instant::now(),
     })
 }
 

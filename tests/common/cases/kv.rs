@@ -184,3 +184,61 @@ fn expiring_counters_add_atomically_and_start_over_after_their_ttl() {
     sleep_past(ttl);
     assert_eq!(first.incr_expiring("w", 1, ttl).unwrap(), 1);
 }
+
+#[test]
+fn get_many_reads_many_keys_in_order_leaving_out_expired_and_missing_ones() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    assert_eq!(
+        a.get_many(Ns::Revoked, &[]).unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    // More keys than one statement or command takes (500 on SQLite, 1000 on Redis).
+    const N: usize = 1_300;
+    for i in (0..N).step_by(2) {
+        a.put(
+            Ns::Revoked,
+            &format!("id:{i}"),
+            format!("v{i}").as_bytes(),
+            None,
+        )
+        .unwrap();
+    }
+    a.put(Ns::Revoked, "short", b"s", Some(Duration::from_millis(150)))
+        .unwrap();
+    a.put(Ns::Data, "id:1", b"other namespace", None).unwrap();
+    let keys: Vec<String> = (0..N).map(|i| format!("id:{i}")).collect();
+    let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    asked.extend(["short", "id:0", "never"]);
+    let got = b.get_many(Ns::Revoked, &asked).unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (i, v) in got[..N].iter().enumerate() {
+        let want = (i % 2 == 0).then(|| format!("v{i}").into_bytes());
+        assert_eq!(v, &want, "key id:{i}");
+    }
+    assert_eq!(got[N], Some(b"s".to_vec()));
+    assert_eq!(got[N + 1], Some(b"v0".to_vec()), "a key asked twice");
+    assert_eq!(got[N + 2], None, "a missing key");
+    sleep_past(Duration::from_millis(150));
+    assert_eq!(
+        b.get_many(Ns::Revoked, &["short", "id:2"]).unwrap(),
+        [None, Some(b"v2".to_vec())],
+        "an expired entry reads as absent"
+    );
+}
+
+#[test]
+fn may_hold_any_is_never_false_while_an_entry_lives() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    // Nothing stored: a backend may say so (the consumer then skips its lookups).
+    let empty = !a.may_hold_any(Ns::Revoked).unwrap();
+    a.put(Ns::Data, "other", b"namespace", None).unwrap();
+    assert_eq!(!a.may_hold_any(Ns::Revoked).unwrap(), empty);
+    a.put(Ns::Revoked, "id:x", b"r", None).unwrap();
+    assert!(b.may_hold_any(Ns::Revoked).unwrap());
+    a.put(Ns::Revoked, "short", b"r", Some(Duration::from_millis(100)))
+        .unwrap();
+    assert_eq!(b.take(Ns::Revoked, "id:x").unwrap(), Some(b"r".to_vec()));
+    assert!(b.may_hold_any(Ns::Revoked).unwrap(), "one entry left");
+}

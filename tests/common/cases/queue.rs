@@ -232,6 +232,58 @@ fn extend_keeps_a_lease_alive() {
 }
 
 #[test]
+fn extend_reports_the_leases_lost_to_another_consumer() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    enqueue(
+        &*a,
+        vec![
+            ready("taken", "default", 0),
+            ready("kept", "default", 0),
+            ready("acked", "default", 0),
+            ready("idle", "default", 0),
+        ],
+    );
+    let short = Duration::from_millis(200);
+    let ds = a
+        .dequeue(&request("frozen", &["default"], 4, short))
+        .unwrap();
+    assert_eq!(names(&ds), ["taken", "kept", "acked", "idle"]);
+    let leases: Vec<Lease> = ds.iter().map(|d| d.lease.clone()).collect();
+    // "kept" is renewed in time; the others run out; another consumer takes "taken" over.
+    thread::sleep(short / 2);
+    assert_eq!(
+        a.extend(&leases[1..2], LONG_LEASE).unwrap(),
+        [true],
+        "a held lease"
+    );
+    ack(&*a, vec![leases[2].clone()]);
+    sleep_past(short);
+    let took = b
+        .dequeue(&request("other", &["default"], 1, LONG_LEASE))
+        .unwrap();
+    assert_eq!(names(&took), ["taken"]);
+    let mut asked = leases.clone();
+    asked.push(Lease("nonsense".into()));
+    let held = a.extend(&asked, LONG_LEASE).unwrap();
+    assert_eq!(
+        (held[0], held[1], held[2], held[4]),
+        (false, true, false, false),
+        "taken over: lost; renewed: held; acknowledged: lost; not a lease: lost"
+    );
+    // Expired, and taken by no one: either still held (and renewed now), or lost, its message
+    // put back by the other consumer's dequeue. Never both held here and delivered there.
+    let again = b
+        .dequeue(&request("other", &["default"], 1, LONG_LEASE))
+        .unwrap();
+    assert_eq!(names(&again).is_empty(), held[3], "{held:?}");
+    assert_eq!(a.extend(&[], LONG_LEASE).unwrap(), Vec::<bool>::new());
+    // The lost lease cannot be revived by a renewal: the other consumer's holds.
+    assert!(!a.apply(&Batch::ack(leases[0].clone())).unwrap());
+    assert!(b.apply(&Batch::ack(took[0].lease.clone())).unwrap());
+}
+
+#[test]
 fn release_makes_a_message_ready_at_once() {
     let s = crate::factory();
     let (a, b) = (s(), s());

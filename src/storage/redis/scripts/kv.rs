@@ -1,10 +1,20 @@
 //! The scripts of results and key-value entries.
 
-/// result. ARGV: prefix, id, take (0/1), wake others (0/1). Returns the value or nil.
+/// result. ARGV: prefix, id, take (0/1), wake others (0/1), wait ms (0: not waiting). Returns
+/// the value or nil. A caller about to wait for a result not there yet is registered as a
+/// waiter (`wt:<id>`, for the wait and a margin), in the same step as its read, so the write of
+/// the result knows to wake it.
 pub(super) const RESULT: &str = r#"
 local id = ARGV[2]
 local key = prefix .. 'r:' .. id
 local v = redis.call('GET', key)
+if not v and tonumber(ARGV[5]) > 0 then
+  -- Never shortened: another waiter may wait longer.
+  local waiter = prefix .. 'wt:' .. id
+  if redis.call('PTTL', waiter) < tonumber(ARGV[5]) then
+    redis.call('SET', waiter, '1', 'PX', ARGV[5])
+  end
+end
 if ARGV[3] == '1' then
   redis.call('DEL', key)
   redis.call('ZREM', K_RESULTS, id)

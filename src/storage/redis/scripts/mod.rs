@@ -16,6 +16,7 @@ use ::redis::Script;
 
 use self::inspect::*;
 use self::kv::*;
+pub(crate) use self::queue::CALL_RECORD_MS;
 use self::queue::*;
 
 /// The fixed keys, in `KEYS` order, without the prefix.
@@ -271,7 +272,7 @@ fn script(body: &str) -> Lua {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            apply: script(APPLY),
+            apply: script(&APPLY.replace("CALL_RECORD_MS", &CALL_RECORD_MS.to_string())),
             dequeue: script(DEQUEUE),
             extend: script(EXTEND),
             release: script(RELEASE),

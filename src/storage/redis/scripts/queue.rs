@@ -1,18 +1,32 @@
 //! The scripts of the queue, schedule and chord counts: apply (a whole batch), dequeue,
 //! extend, release and promote.
 
-/// apply(batches). ARGV after the prefix: the number of batches, then per batch its lease (""
-/// for none: a producer's write), its claim key ("" for none) and claim TTL ms, and its sections, each a count then its items: enqueues (queue, score = -priority, packed message), schedule (eta,
+/// apply(batches). ARGV after the prefix: this call's token, the number of checks then each
+/// (batch number, token of an earlier call, position in it), the number of batches, every
+/// batch's lease ("" for none: a producer's write), then per batch `0` when it is only an ack,
+/// or `1`, its claim key ("" for none) and claim TTL ms, and its sections, each a count then
+/// its items: enqueues (queue, score = -priority, packed message), schedule (eta,
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
 /// payload head, payload tail, args head, args tail and missing item). Returns 1 or 0 per
 /// batch: written, or fenced off because its lease was no longer held (then nothing of it is
-/// written).
+/// written). A batch whose lease is gone but that a check names, in an earlier call whose
+/// record says it was written there, is reported written (and writes nothing again): that call's
+/// reply was lost, and this is the same outcome sent again.
+///
+/// The answers of a call that carries a lease are recorded as `call:<token>` (a string of
+/// 1s and 0s, one per batch) for [`CALL_RECORD_MS`], so that a resend after a lost reply can
+/// learn what the first send wrote.
 ///
 /// A chord's bookkeeping is one key per entry, each with a Redis TTL: `ch:<chord>:m:<index>`
 /// marks a counted member, `ch:<chord>:i:<index>` holds its item, `ch:<chord>:n` the count.
 /// They are indexed in `chords` (by expiry) so a flush finds them. The callback is packed and
 /// made ready exactly as an enqueue is.
+/// How long the answers of an apply call are kept on the server (`call:<token>`): longer than
+/// a reply can take to be given up for lost (the command timeout) plus the outbox's backoff
+/// before it sends again.
+pub(crate) const CALL_RECORD_MS: u64 = 120_000;
+
 pub(super) const APPLY: &str = r#"
 -- Lengths as postcard writes them: 7 bits a byte, low first, high bit on all but the last.
 local function varint(n)
@@ -71,16 +85,54 @@ local function count_chord(i, now)
   if n == size then fire_chord(base, size, i + 5) end
 end
 local now = now_ms()
-local i = 2
+local call_token = ARGV[2]
+local i = 3
 local function count() local n = tonumber(ARGV[i]); i = i + 1; return n end
--- A fenced batch is written only while its lease is held; the ack is the test. The acks
--- themselves are made in two variadic calls at the end (`acked`), and a lease seen once in this
--- call is not held for a second batch of the same call.
-local acked, acked_msgs, fenced = {}, {}, {}
+-- Earlier calls whose replies were lost: batch number -> {{token, position}, ...}.
+local earlier, records = {}, {}
+for _ = 1, count() do
+  local b = tonumber(ARGV[i])
+  earlier[b] = earlier[b] or {}
+  table.insert(earlier[b], {ARGV[i + 1], tonumber(ARGV[i + 2])})
+  i = i + 3
+end
+local function written_before(b)
+  for _, e in ipairs(earlier[b] or {}) do
+    local rec = records[e[1]]
+    if rec == nil then
+      rec = redis.call('GET', prefix .. 'call:' .. e[1]) or false
+      records[e[1]] = rec
+    end
+    if rec and sub(rec, e[2], e[2]) == '1' then return true end
+  end
+  return false
+end
+-- A fenced batch is written only while its lease is held; the ack is the test. Which leases
+-- are held is asked once for the whole call (ZMSCORE), the acks are made in two variadic calls
+-- at the end (`acked`), and a lease seen once in this call is not held for a second batch.
+local nb = count()
+local leases_at = i
+i = i + nb
+local held = {}
+do
+  local asked = {}
+  for b = 0, nb - 1 do
+    local lease = ARGV[leases_at + b]
+    if lease ~= '' then asked[#asked + 1] = lease end
+  end
+  for c = 1, #asked, CHUNK do
+    local last = min(#asked, c + CHUNK - 1)
+    local scores = redis.call('ZMSCORE', K_LEASES, unpack(asked, c, last))
+    for k = 1, last - c + 1 do
+      if scores[k] then held[asked[c + k - 1]] = true end
+    end
+  end
+end
+local acked, acked_msgs = {}, {}
 local function fence(lease)
   if lease == '' then return true end
-  if fenced[lease] or not redis.call('ZSCORE', K_LEASES, lease) then return false end
-  fenced[lease] = true
+  if not held[lease] then return false end
+  held[lease] = nil
   acked[#acked + 1] = lease
   acked_msgs[#acked_msgs + 1] = sub(lease, 1, 16)
   return true
@@ -123,12 +175,15 @@ local function results(n)
       index[#index + 1] = int(now + tonumber(ttl))
     end
     index[#index + 1] = id
-    -- Wake whoever waits for this result; the token outlives the race between a waiter's
-    -- first read and its BLPOP.
-    local wake = prefix .. 'w:' .. id
-    redis.call('DEL', wake)
-    redis.call('LPUSH', wake, '1')
-    redis.call('PEXPIRE', wake, 10000)
+    -- Wake whoever waits for this result. A waiter registers (`wt:<id>`) in the same script
+    -- as its read, so one that read nothing is registered by now; the token outlives the race
+    -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS.
+    if redis.call('EXISTS', prefix .. 'wt:' .. id) == 1 then
+      local wake = prefix .. 'w:' .. id
+      redis.call('DEL', wake)
+      redis.call('LPUSH', wake, '1')
+      redis.call('PEXPIRE', wake, 10000)
+    end
     i = i + 3
   end
   chunked('ZADD', K_RESULTS, index)
@@ -147,19 +202,33 @@ local function chords(n)
 end
 -- Each section: its count, then its items (this many arguments each); skipped unless live.
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
+local no_sections = {}
 local written = {}
-for b = 1, count() do
-  -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
-  local lease, claim, claim_ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
-  local claim_key = prefix .. 'kv:claims:' .. claim
-  local live = (claim == '' or redis.call('EXISTS', claim_key) == 0) and fence(lease)
-  if live and claim ~= '' then
-    redis.call('SET', claim_key, '1', 'PX', claim_ttl)
-    redis.call('ZADD', prefix .. 'kvi:claims', int(now + tonumber(claim_ttl)), claim)
+local any_lease = false
+for b = 1, nb do
+  local lease = ARGV[leases_at + b - 1]
+  local whole = ARGV[i] == '1'
+  i = i + 1
+  local live
+  if whole then
+    -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
+    local claim, claim_ttl = ARGV[i], ARGV[i + 1]
+    i = i + 2
+    local claim_key = prefix .. 'kv:claims:' .. claim
+    live = (claim == '' or redis.call('EXISTS', claim_key) == 0) and fence(lease)
+    if live and claim ~= '' then
+      redis.call('SET', claim_key, '1', 'PX', claim_ttl)
+      redis.call('ZADD', prefix .. 'kvi:claims', int(now + tonumber(claim_ttl)), claim)
+    end
+  else
+    live = fence(lease)
   end
   written[b] = live and 1 or 0
-  for _, sec in ipairs(sections) do
+  if lease ~= '' then
+    any_lease = true
+    if not live and written_before(b) then written[b] = 1 end
+  end
+  for _, sec in ipairs(whole and sections or no_sections) do
     local n = count()
     if n > 0 and live then
       if sec[1] then
@@ -183,6 +252,9 @@ if results_written then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(no
 flush_dead(now)
 flush_ready()
 notify()
+if any_lease then
+  redis.call('SET', prefix .. 'call:' .. call_token, table.concat(written), 'PX', CALL_RECORD_MS)
+end
 return written
 "#;
 
@@ -261,17 +333,28 @@ return out
 "#;
 
 /// extend. ARGV: prefix, lease ms, then leases. Only leases still held (members) are updated.
+/// Returns 1 per lease still held, 0 per lease lost.
 pub(super) const EXTEND: &str = r#"
 local until_ms = int(now_ms() + tonumber(ARGV[2]))
 local z = {}
+local out = {}
 local n = 0
-for k = 3, #ARGV do
-  z[n + 1] = until_ms
-  z[n + 2] = ARGV[k]
-  n = n + 2
+for a = 3, #ARGV, CHUNK do
+  local b = min(#ARGV, a + CHUNK - 1)
+  local scores = redis.call('ZMSCORE', K_LEASES, unpack(ARGV, a, b))
+  for k = 1, b - a + 1 do
+    if scores[k] then
+      z[n + 1] = until_ms
+      z[n + 2] = ARGV[a + k - 1]
+      n = n + 2
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
 end
 chunked('ZADD', K_LEASES, z, 'XX')
-return 1
+return out
 "#;
 
 /// release. ARGV: prefix, started (0/1), then leases. Unstarted ones go back with the delivery

@@ -13,6 +13,7 @@ use super::*;
 use crate::clock::{ms, now_ms};
 use crate::error::Result;
 
+mod kv;
 mod watch;
 
 #[derive(Debug, Clone)]
@@ -211,6 +212,7 @@ fn expiry(ttl: Option<Duration>) -> Option<u64> {
 pub struct MemoryStorage {
     state: Mutex<State>,
     changed: Condvar,
+    applied: super::applied::Applied,
 }
 
 impl MemoryStorage {
@@ -262,15 +264,17 @@ impl MemoryStorage {
 
 impl Queue for MemoryStorage {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>> {
-        let mut st = self.state.lock();
-        let now = now_ms();
-        if batches.iter().any(|b| !b.chords.is_empty()) {
-            st.chords.retain(|_, ch| ch.until > now);
-        }
-        let written = batches.iter().map(|b| st.apply(b, now)).collect();
-        drop(st);
-        self.changed.notify_all();
-        Ok(written)
+        self.applied.apply_all(batches, |batches| {
+            let mut st = self.state.lock();
+            let now = now_ms();
+            if batches.iter().any(|b| !b.chords.is_empty()) {
+                st.chords.retain(|_, ch| ch.until > now);
+            }
+            let written = batches.iter().map(|b| st.apply(b, now)).collect();
+            drop(st);
+            self.changed.notify_all();
+            Ok(written)
+        })
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
@@ -289,17 +293,24 @@ impl Queue for MemoryStorage {
         }
     }
 
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<()> {
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let mut st = self.state.lock();
         let until = now_ms().saturating_add(ms(lease));
-        for l in leases {
-            if let Some((seq, token)) = parse_lease(l) {
-                if let Some(e) = st.leased.get_mut(&seq).filter(|e| e.token == token) {
-                    e.until_ms = until;
+        Ok(leases
+            .iter()
+            .map(|l| {
+                let Some((seq, token)) = parse_lease(l) else {
+                    return false;
+                };
+                match st.leased.get_mut(&seq).filter(|e| e.token == token) {
+                    Some(e) => {
+                        e.until_ms = until;
+                        true
+                    }
+                    None => false,
                 }
-            }
-        }
-        Ok(())
+            })
+            .collect())
     }
 
     fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
@@ -408,81 +419,6 @@ impl Results for MemoryStorage {
 
     fn delete_result(&self, id: &str) -> Result<bool> {
         Ok(self.state.lock().results.remove(id).is_some())
-    }
-}
-
-impl Kv for MemoryStorage {
-    fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
-        let st = self.state.lock();
-        Ok(State::live(st.kv.get(&(ns, key.to_string())), now_ms()).cloned())
-    }
-
-    fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.state
-            .lock()
-            .kv
-            .insert((ns, key.to_string()), (value.to_vec(), expiry(ttl)));
-        Ok(())
-    }
-
-    fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        let mut st = self.state.lock();
-        let k = (ns, key.to_string());
-        if State::live(st.kv.get(&k), now_ms()).is_some() {
-            return Ok(false);
-        }
-        st.kv.insert(k, (value.to_vec(), expiry(ttl)));
-        Ok(true)
-    }
-
-    fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool> {
-        let mut st = self.state.lock();
-        let k = (ns, key.to_string());
-        if State::live(st.kv.get(&k), now_ms()).is_some_and(|v| v == value) {
-            st.kv.remove(&k);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut st = self.state.lock();
-        let now = now_ms();
-        Ok(st
-            .kv
-            .remove(&(ns, key.to_string()))
-            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
-            .map(|(v, _)| v))
-    }
-
-    fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>> {
-        let st = self.state.lock();
-        let now = now_ms();
-        let mut out: Vec<_> = st
-            .kv
-            .iter()
-            .filter(|((n, _), (_, exp))| *n == ns && exp.is_none_or(|e| e > now))
-            .map(|((_, k), (v, _))| (k.clone(), v.clone()))
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    fn incr(&self, key: &str, by: i64) -> Result<i64> {
-        let mut st = self.state.lock();
-        let c = st.counters.entry(key.to_string()).or_insert(0);
-        *c += by;
-        Ok(*c)
-    }
-
-    fn incr_expiring(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
-        let mut st = self.state.lock();
-        let now = now_ms();
-        st.expiring.retain(|_, (_, exp)| *exp > now);
-        let until = expiry(Some(ttl)).unwrap_or(u64::MAX);
-        let c = st.expiring.entry(key.to_string()).or_insert((0, until));
-        c.0 += by;
-        Ok(c.0)
     }
 }
 

@@ -1,0 +1,81 @@
+//! Results of a Redis storage: reads, and waits woken by the writer (a waiter registers in the
+//! same script as its read, so the write of the result knows to wake it).
+
+use std::time::{Duration, Instant};
+
+use super::{capped_ms, RedisStorage};
+use crate::error::Result;
+use crate::storage::results::Pending;
+use crate::storage::{deadline, Results};
+
+/// How much longer than its wait a result waiter stays registered (`wt:<id>`).
+const WAITER_MARGIN: Duration = Duration::from_secs(1);
+
+impl RedisStorage {
+    /// Read a result; `wait`: the caller will block up to this long for it if it is not there
+    /// (it is then registered as a waiter, for the writer to wake).
+    pub(super) fn read_result(
+        &self,
+        id: &str,
+        take: bool,
+        pass_on: bool,
+        wait: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut inv = self.call(&self.scripts.result);
+        let wait_ms = wait.map_or(0, |w| capped_ms(w.saturating_add(WAITER_MARGIN)));
+        inv.arg(id).arg(take as u8).arg(pass_on as u8).arg(wait_ms);
+        self.invoke(!take, &inv)
+    }
+}
+
+impl Results for RedisStorage {
+    fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
+        self.read_result(id, take, false, None)
+    }
+
+    fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let deadline = deadline(timeout);
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if let Some(v) = self.read_result(id, take, false, Some(left()))? {
+            return Ok(Some(v));
+        }
+        let wake = format!("{}w:{id}", self.prefix);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let block = deadline - now;
+            let woken: Option<(String, String)> = self.pool.run_blocking(block, |con| {
+                ::redis::cmd("BLPOP")
+                    .arg(&wake)
+                    .arg(block.as_secs_f64().max(0.001))
+                    .query(con)
+            })?;
+            let v = self.read_result(id, take, woken.is_some(), Some(left()))?;
+            if v.is_some() || woken.is_none() {
+                return Ok(v);
+            }
+        }
+    }
+
+    fn watch_results(
+        &self,
+        watcher: &str,
+        pending: Pending,
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
+        self.watch(watcher, pending, timeout)
+    }
+
+    fn wake_watcher(&self, watcher: &str) -> Result<()> {
+        self.wake(watcher)
+    }
+
+    fn delete_result(&self, id: &str) -> Result<bool> {
+        let mut inv = self.call(&self.scripts.delete_result);
+        inv.arg(id);
+        let n: i64 = self.invoke(true, &inv)?;
+        Ok(n > 0)
+    }
+}
