@@ -42,8 +42,10 @@ impl RedisStorage {
             let mut r = r.borrow_mut();
             // Forget ids nobody watches any more (ours were for the ids of this storage's
             // prefix only, and a stale entry only costs a registration again).
-            let watched: std::collections::HashSet<String> =
-                ids.iter().map(|id| format!("{}{id}", self.prefix)).collect();
+            let watched: std::collections::HashSet<String> = ids
+                .iter()
+                .map(|id| format!("{}{id}", self.prefix))
+                .collect();
             r.retain(|k, _| !k.starts_with(&self.prefix) || watched.contains(k));
             ids.iter()
                 .filter(|id| {
@@ -54,7 +56,10 @@ impl RedisStorage {
         });
         let mut ready = Vec::new();
         for id in due {
-            if self.read_result(id, false, false, Some(REGISTRATION))?.is_some() {
+            if self
+                .read_result(id, false, false, Some(REGISTRATION))?
+                .is_some()
+            {
                 ready.push(id.clone());
             }
             REGISTERED.with(|r| {
@@ -93,10 +98,12 @@ impl RedisStorage {
         };
         // Pass the wake-up on to other waiters of the same id (other processes' `wait_result`)
         // when the result is still there, as a woken `wait_result` does.
-        Ok(match self.read_result(&id, false, true, Some(REGISTRATION))? {
-            Some(_) => vec![id],
-            None => Vec::new(),
-        })
+        Ok(
+            match self.read_result(&id, false, true, Some(REGISTRATION))? {
+                Some(_) => vec![id],
+                None => Vec::new(),
+            },
+        )
     }
 
     /// Make the watcher's blocked `BLPOP` return.
