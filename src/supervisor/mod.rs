@@ -281,7 +281,7 @@ impl Supervisor {
             })?;
             tracing::info!("flushed all locks");
         }
-        self.observing = Some(Observing::start(&self.app, &self.cfg)?);
+        self.start_observing()?;
         for _ in 0..self.cfg.workers {
             self.pool.add();
         }

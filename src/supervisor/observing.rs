@@ -70,6 +70,16 @@ impl Observing {
 }
 
 impl Supervisor {
+    /// Start observing: the outcomes the outbox tells are counted.
+    pub(super) fn start_observing(&mut self) -> Result<()> {
+        let o = Observing::start(&self.app, &self.cfg)?;
+        if self.cfg.heartbeat || o.observer.metrics().is_some() {
+            self.outbox.set_tap(o.observer.counter());
+        }
+        self.observing = Some(o);
+        Ok(())
+    }
+
     /// Write the pending outcomes (see `outbox`), timing the write for the metrics.
     pub(super) fn write_outcomes(&mut self) {
         let (pending, failures) = (self.outbox.pending_len(), self.outbox.failures());
