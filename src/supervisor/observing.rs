@@ -31,6 +31,9 @@ impl Observing {
                 let m = Arc::new(Metrics::new());
                 let server = serve_metrics(addr, m.clone())?;
                 tracing::info!("metrics at http://{}/metrics", server.addr());
+                if !addr.ip().is_loopback() {
+                    tracing::warn!("the metrics are served on {addr}, beyond this host, with no authentication");
+                }
                 (Some(m), Some(server))
             }
             None => (None, None),
