@@ -422,3 +422,27 @@ fn the_main_loop_pings_the_systemd_watchdog() {
     assert!(got, "{seen:?}");
     assert!(seen.contains(&"READY=1".to_string()), "{seen:?}");
 }
+
+#[test]
+fn garbage_records_and_huge_ids_are_harmless() {
+    for b in [Backend::sqlite(), Backend::redis()] {
+        let app = b.app();
+        let storage = app.storage();
+        storage
+            .put(huey::storage::Ns::Consumers, "bad", b"\x00not json", None)
+            .unwrap();
+        assert!(
+            app.consumers().unwrap().is_empty(),
+            "a bad record is skipped"
+        );
+        let huge = "x".repeat(1 << 20);
+        assert_eq!(app.task_state(&huge).unwrap(), TaskState::Unknown);
+        assert_eq!(app.task_state("").unwrap(), TaskState::Unknown);
+        let out = admin(&b, &["inspect", "no-such-task", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (v["state"].as_str(), v["id"].as_str()),
+            (Some("unknown"), Some("no-such-task"))
+        );
+    }
+}

@@ -69,8 +69,8 @@ fn host_name() -> String {
 }
 
 impl Observer {
-    /// Start observing a consumer of `app`: its events are counted from now on (per minute in
-    /// storage, and in `metrics` when given).
+    /// Start observing a consumer of `app`: the events given to [`Observer::count`] (or its
+    /// [`Observer::counter`]) are counted per minute in storage, and in `metrics` when given.
     pub fn start(app: &Huey, cfg: ObserverConfig, metrics: Option<Arc<Metrics>>) -> Observer {
         let now = now_ms();
         let info = ConsumerInfo {
@@ -96,15 +96,6 @@ impl Observer {
             wake: Condvar::new(),
         });
         let wanted = cfg.heartbeat || shared.metrics.is_some();
-        if wanted {
-            // Held weakly: once this observer is gone, the handler does nothing.
-            let weak: Weak<Shared> = Arc::downgrade(&shared);
-            app.on_event(move |e| {
-                if let Some(s) = weak.upgrade() {
-                    s.on_event(e);
-                }
-            });
-        }
         let thread = wanted.then(|| {
             let (app, s) = (app.clone(), shared.clone());
             std::thread::Builder::new()
@@ -123,10 +114,20 @@ impl Observer {
         self.shared.info.lock().workers_now = workers;
     }
 
-    /// Count an event as the app's event handler does (the consumer's events reach it that
-    /// way; this is for measuring the cost of counting).
+    /// Count an event (an attempt's outcome; others are ignored).
     pub fn count(&self, e: &Event) {
         self.shared.on_event(e);
+    }
+
+    /// A function that counts events for this observer, for whoever tells them (the
+    /// supervisor's outbox); it does nothing once the observer is gone.
+    pub fn counter(&self) -> Arc<dyn Fn(&Event) + Send + Sync> {
+        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        Arc::new(move |e| {
+            if let Some(s) = weak.upgrade() {
+                s.on_event(e);
+            }
+        })
     }
 
     /// The metrics this observer feeds, if any.

@@ -307,7 +307,7 @@ impl Supervisor {
             })?;
             tracing::info!("flushed all locks");
         }
-        self.observing = Some(Observing::start(&self.app, &self.cfg)?);
+        self.start_observing()?;
         // An async worker is one runtime running `workers` attempts at once.
         let slots = match self.cfg.kind {
             WorkerKind::Async => 1,

@@ -31,6 +31,9 @@ impl Observing {
                 let m = Arc::new(Metrics::new());
                 let server = serve_metrics(addr, m.clone())?;
                 tracing::info!("metrics at http://{}/metrics", server.addr());
+                if !addr.ip().is_loopback() {
+                    tracing::warn!("the metrics are served on {addr}, beyond this host, with no authentication");
+                }
                 (Some(m), Some(server))
             }
             None => (None, None),
@@ -71,6 +74,16 @@ impl Observing {
 }
 
 impl Supervisor {
+    /// Start observing: the outcomes the outbox tells are counted.
+    pub(super) fn start_observing(&mut self) -> Result<()> {
+        let o = Observing::start(&self.app, &self.cfg)?;
+        if self.cfg.heartbeat || o.observer.metrics().is_some() {
+            self.outbox.set_tap(o.observer.counter());
+        }
+        self.observing = Some(o);
+        Ok(())
+    }
+
     /// Write the pending outcomes (see `outbox`), timing the write for the metrics.
     pub(super) fn write_outcomes(&mut self) {
         let (pending, failures) = (self.outbox.pending_len(), self.outbox.failures());

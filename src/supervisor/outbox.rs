@@ -28,7 +28,12 @@ pub(super) struct Outbox {
     /// No write before this (backoff after a failure).
     retry_at: Instant,
     log_tasks: bool,
+    /// Also told every event, before the app's handlers (the observer's counting).
+    tap: Option<EventTap>,
 }
+
+/// A function told every event the outbox tells the app.
+pub(super) type EventTap = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl Outbox {
     pub fn new(log_tasks: bool) -> Outbox {
@@ -38,7 +43,13 @@ impl Outbox {
             failures: 0,
             retry_at: Instant::now(),
             log_tasks,
+            tap: None,
         }
+    }
+
+    /// Tell `tap` every event too.
+    pub fn set_tap(&mut self, tap: EventTap) {
+        self.tap = Some(tap);
     }
 
     /// Outcomes decided elsewhere (e.g. a message found revoked when it was fetched): their
@@ -119,6 +130,9 @@ impl Outbox {
     fn send_events(&mut self, app: &Huey, written: &[bool]) {
         for (at, e) in std::mem::take(&mut self.unsent) {
             if at.is_none_or(|i| written.get(i).copied().unwrap_or(false)) {
+                if let Some(tap) = &self.tap {
+                    tap(&e);
+                }
                 app.emit(&e);
             }
         }
