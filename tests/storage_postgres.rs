@@ -38,3 +38,253 @@ fn factory() -> impl Fn() -> Arc<dyn Storage> {
     let url = url_in(&fresh_schema());
     move || storage::open(&url, "test").expect("open the test postgres")
 }
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::suite::{ack, enqueue, names, ready, request, waiting, LONG_LEASE};
+use huey::{Error, Huey, Task};
+
+fn open(url: &str) -> Arc<dyn Storage> {
+    storage::open(url, "test").expect("open the test postgres")
+}
+
+/// A plain client on the test server, as an application holds one.
+fn app_client() -> postgres::Client {
+    postgres::Client::connect(&server().url(), postgres::NoTls).unwrap()
+}
+
+fn url_error(url: &str) -> String {
+    match storage::open(url, "t") {
+        Ok(_) => panic!("{url} should not open"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn opens_through_a_unix_socket_and_keeps_schemas_apart() {
+    let schema = fresh_schema();
+    let tcp = open(&url_in(&schema));
+    let unix = open(&format!("{}&schema={schema}", server().unix_url()));
+    let other = open(&url_in(&fresh_schema()));
+    assert_eq!(unix.backend(), "postgres");
+    enqueue(&*tcp, vec![ready("a", "default", 0)]);
+    assert_eq!(unix.counts().unwrap().ready, 1, "one schema, two ways in");
+    assert_eq!(
+        other.counts().unwrap().ready,
+        0,
+        "another schema sees nothing"
+    );
+    let n: i64 = app_client()
+        .query_one(&format!("SELECT COUNT(*) FROM {schema}.queue"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the rows are in the schema the URL names");
+}
+
+#[test]
+fn bad_urls_and_unreachable_servers_are_clear_errors() {
+    let base = server().url();
+    for (url, needle) in [
+        (format!("{base}?schema=Bad-Name"), "schema="),
+        (format!("{base}?sslmode=require"), "sslmode=require"),
+        (
+            "postgres://huey@127.0.0.1:notaport/x".to_string(),
+            "invalid",
+        ),
+    ] {
+        let e = url_error(&url);
+        assert!(e.contains(needle), "{url}: {e}");
+    }
+    // Nobody listens on this port (a fresh one, never 5432).
+    let port = common::redis_server::free_port();
+    let e = url_error(&format!(
+        "postgres://huey@127.0.0.1:{port}/postgres?connect_timeout=2"
+    ));
+    assert!(e.contains("postgres 127.0.0.1/postgres"), "{e}");
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_a_clear_error_and_left_alone() {
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    enqueue(&*s, vec![ready("kept", "default", 0)]);
+    let mut c = app_client();
+    c.execute(
+        &format!("UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'"),
+        &[],
+    )
+    .unwrap();
+    let e = url_error(&url_in(&schema));
+    assert!(e.contains("version 99"), "{e}");
+    assert!(e.contains("reads version 1"), "{e}");
+    let n: i64 = c
+        .query_one(&format!("SELECT COUNT(*) FROM {schema}.queue"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "nothing was dropped or migrated");
+}
+
+fn add_task(app: &Huey) -> Task<(i64, i64), i64> {
+    app.task("add")
+        .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .unwrap()
+}
+
+#[test]
+fn enqueue_in_a_rolled_back_transaction_leaves_no_task() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    add.enqueue_in(&mut tx, (1, 2)).unwrap();
+    add.enqueue_many_in(&mut tx, [(3, 4), (5, 6)]).unwrap();
+    add.call((7, 8))
+        .delay(Duration::from_secs(60))
+        .enqueue_in(&mut tx)
+        .unwrap();
+    assert_eq!(
+        app.storage().counts().unwrap().ready,
+        0,
+        "invisible before the commit"
+    );
+    tx.rollback().unwrap();
+    let counts = app.storage().counts().unwrap();
+    assert_eq!((counts.ready, counts.scheduled), (0, 0));
+}
+
+#[test]
+fn enqueue_in_a_committed_transaction_wakes_a_waiting_consumer_at_once() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    let consumer = open(&url);
+    let waiter = thread::spawn(move || {
+        let got = consumer
+            .dequeue(&waiting(
+                request("c", &["default"], 10, LONG_LEASE),
+                Duration::from_secs(30),
+            ))
+            .unwrap();
+        (got.len(), Instant::now())
+    });
+    thread::sleep(Duration::from_millis(300)); // let it block (not a synchronisation)
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    tx.execute("CREATE TEMP TABLE orders(id int)", &[]).unwrap();
+    let handles = add.enqueue_many_in(&mut tx, [(1, 1), (2, 2)]).unwrap();
+    assert_eq!(handles.len(), 2);
+    tx.commit().unwrap();
+    let committed = Instant::now();
+    let (n, woke) = waiter.join().unwrap();
+    assert!(n >= 1, "the consumer got the committed tasks");
+    let lag = woke.saturating_duration_since(committed);
+    println!("woken {lag:?} after the commit");
+    assert!(lag < Duration::from_secs(2), "woken by NOTIFY: {lag:?}");
+}
+
+#[test]
+fn enqueue_in_needs_an_app_on_postgres() {
+    let app = Huey::open("t", "memory:").unwrap();
+    let add = add_task(&app);
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    let e = add.enqueue_in(&mut tx, (1, 2)).unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e}");
+    assert!(e.to_string().contains("postgres://"), "{e}");
+}
+
+/// Terminate every connection of the storage in `schema` (`application_name` huey/SCHEMA).
+fn terminate_huey_connections(schema: &str) -> i64 {
+    let mut c = app_client();
+    c.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        &[&format!("huey/{schema}")],
+    )
+    .unwrap()
+    .len() as i64
+}
+
+#[test]
+fn terminated_connections_are_replaced_and_the_listener_comes_back() {
+    let schema = fresh_schema();
+    let url = url_in(&schema);
+    let s = open(&url);
+    enqueue(&*s, vec![ready("before", "default", 0)]);
+    assert!(terminate_huey_connections(&schema) >= 1);
+    // The pooled connections are gone: the next calls open new ones, nothing lost.
+    let ds = s
+        .dequeue(&request("c", &["default"], 5, LONG_LEASE))
+        .unwrap();
+    assert_eq!(names(&ds), ["before"]);
+    assert_eq!(ack(&*s, ds.into_iter().map(|d| d.lease).collect()), 1);
+    // A blocked dequeue is still woken by another handle's enqueue after the listener died.
+    terminate_huey_connections(&schema);
+    let other = open(&url);
+    let s2 = s.clone();
+    let waiter = thread::spawn(move || {
+        s2.dequeue(&waiting(
+            request("c", &["default"], 5, LONG_LEASE),
+            Duration::from_secs(30),
+        ))
+        .unwrap()
+    });
+    thread::sleep(Duration::from_millis(300));
+    enqueue(&*other, vec![ready("after", "default", 0)]);
+    assert_eq!(names(&waiter.join().unwrap()), ["after"]);
+}
+
+/// A consumer drains while the server is stopped and started again under it (its own server:
+/// the others of this binary share one): calls fail while it is down, then work again, and
+/// every message is delivered and acknowledged; none is lost.
+#[test]
+fn a_server_restart_mid_drain_loses_nothing() {
+    const N: usize = 300;
+    let mut own = PgServer::start();
+    let url = format!("{}?schema=restart", own.url());
+    let s = open(&url);
+    enqueue(
+        &*s,
+        (0..N)
+            .map(|i| ready(&format!("m{i}"), "default", 0))
+            .collect(),
+    );
+    let consumer = s.clone();
+    let drain = thread::spawn(move || {
+        let mut acked = std::collections::HashSet::new();
+        let mut errors = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acked.len() < N && Instant::now() < deadline {
+            let mut req = request("c", &["default"], 4, Duration::from_secs(2));
+            req.wait = Duration::from_millis(200);
+            let ds = match consumer.dequeue(&req) {
+                Ok(ds) => ds,
+                Err(_) => {
+                    errors += 1;
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            for d in ds {
+                // An ack lost to the restart leaves the lease to expire: delivered again.
+                if let Ok(true) = consumer.apply(&huey::storage::Batch::ack(d.lease.clone())) {
+                    acked.insert(String::from_utf8(d.payload).unwrap());
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        (acked.len(), errors)
+    });
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while s.counts().unwrap().ready as usize > N * 2 / 3 {
+        assert!(Instant::now() < wait_until, "the drain did not start");
+        thread::sleep(Duration::from_millis(10));
+    }
+    own.restart();
+    let (acked, errors) = drain.join().unwrap();
+    println!("{errors} calls failed while the server was down");
+    assert_eq!(acked, N, "every message delivered and acknowledged");
+    let counts = s.counts().unwrap();
+    assert_eq!((counts.ready, counts.in_flight), (0, 0));
+}

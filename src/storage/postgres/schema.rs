@@ -109,7 +109,8 @@ impl PgTarget {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.application_name("huey");
+        // Named per schema, so an operator (or a test) can tell whose connections these are.
+        config.application_name(&format!("huey/{schema}"));
         config.options(&format!("-c search_path={schema}"));
         let host = config
             .get_hosts()
