@@ -3,8 +3,7 @@
 #[macro_use]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use common::pg_server::PgServer;
 use huey::storage::{self, Storage};
@@ -13,21 +12,7 @@ use huey::storage::{self, Storage};
 #[path = "common/cases/mod.rs"]
 mod cases;
 
-/// The server every test of this binary shares (stopped when the binary exits).
-fn server() -> &'static PgServer {
-    static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(PgServer::start)
-}
-
-/// A schema no other test uses.
-fn fresh_schema() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "t{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
+use common::pg_server::{fresh_schema, shared as server};
 
 fn url_in(schema: &str) -> String {
     format!("{}?schema={schema}", server().url())

@@ -288,3 +288,25 @@ impl Drop for PgServer {
         self.kill();
     }
 }
+
+/// The server the tests of one binary share (stopped when the binary exits).
+pub fn shared() -> &'static PgServer {
+    static SERVER: std::sync::OnceLock<PgServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(PgServer::start)
+}
+
+/// A schema name no other test of this binary uses.
+pub fn fresh_schema() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The URL of a fresh schema on the shared server.
+pub fn fresh_schema_url() -> String {
+    format!("{}?schema={}", shared().url(), fresh_schema())
+}
