@@ -273,3 +273,63 @@ fn a_server_restart_mid_drain_loses_nothing() {
     let counts = s.counts().unwrap();
     assert_eq!((counts.ready, counts.in_flight), (0, 0));
 }
+
+/// A measurement, not a check (run by hand): enqueue and drain `HUEY_PG_TASKS` tasks (50,000 by
+/// default) through one handle in batches, and print the rates and the queue table's size
+/// after the drain, before and after a plain `VACUUM`.
+///
+/// `cargo test --test storage_postgres measure_table_size -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn measure_table_size_after_many_tasks() {
+    let n: usize = std::env::var("HUEY_PG_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    let payload = vec![7u8; 200];
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let items = chunk
+            .iter()
+            .map(|i| huey::storage::Ready {
+                id: format!("task-{i}"),
+                queue: "default".into(),
+                priority: 0,
+                payload: payload.clone(),
+            })
+            .collect();
+        enqueue(&*s, items);
+    }
+    let enqueued = started.elapsed();
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let ds = s
+            .dequeue(&request("m", &["default"], 100, LONG_LEASE))
+            .unwrap();
+        done += ack(&*s, ds.into_iter().map(|d| d.lease).collect());
+    }
+    let drained = started.elapsed();
+    let mut c = app_client();
+    let size = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            &format!("SELECT pg_total_relation_size('{schema}.queue')"),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let after = size(&mut c);
+    c.batch_execute(&format!("VACUUM {schema}.queue")).unwrap();
+    let vacuumed = size(&mut c);
+    println!(
+        "{n} tasks: enqueue {:.0}/s (batches of 1000), drain {:.0}/s (100 per dequeue, acks in \
+         one apply_all); queue table {} KiB after the drain, {} KiB after VACUUM",
+        n as f64 / enqueued.as_secs_f64(),
+        n as f64 / drained.as_secs_f64(),
+        after / 1024,
+        vacuumed / 1024
+    );
+}

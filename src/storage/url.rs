@@ -292,12 +292,27 @@ mod tests {
             ),
             ("redis://u:p@h:1/2", "redis://u:p@h:1/2"),
             ("redis+unix:///s.sock?db=1", "redis+unix:///s.sock?db=1"),
+            (
+                "postgres://u:p@h:5433/db?schema=jobs",
+                "postgres://u:p@h:5433/db?schema=jobs",
+            ),
+            (
+                "postgresql:///db?host=/run/pg",
+                "postgresql:///db?host=/run/pg",
+            ),
         ] {
             let u = url(given);
             assert_eq!(u.to_string(), written, "{given}");
             assert_eq!(url(written), u, "{given}");
         }
         assert_eq!(url(DEFAULT_URL).backend(), "sqlite");
+        let pg = url("postgres://h/db?schema=jobs");
+        assert_eq!(pg.backend(), "postgres");
+        assert_eq!(pg.postgres_schema().as_deref(), Some("jobs"));
+        assert_eq!(
+            url("postgresql://h/db").postgres_schema().as_deref(),
+            Some("huey")
+        );
     }
 
     #[test]
@@ -310,6 +325,9 @@ mod tests {
             ("sqlite:q.db?synchronous=sometimes", "synchronous"),
             ("sqlite:q.db?cache=big", "unknown option"),
             ("redis://h:notaport/0", "expected redis://"),
+            ("postgres://h/db?schema=Jobs-1", "lowercase identifier"),
+            ("postgres://h/db?sslmode=require", "without TLS"),
+            ("postgres://h:notaport/db", "invalid"),
         ] {
             let e = given.parse::<StorageUrl>().unwrap_err();
             assert!(matches!(e, Error::StorageUrl { .. }), "{given}: {e}");

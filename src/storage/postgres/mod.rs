@@ -201,12 +201,9 @@ impl Queue for PostgresStorage {
         let schema = self.schema().to_string();
         self.applied.apply_all(batches, |batches| {
             let now = sql_ms(now_ms());
-            let written = self.pool.tx(|tx| {
-                batches
-                    .iter()
-                    .map(|b| write::apply_one(tx, b, now, &schema))
-                    .collect::<PgResult<Vec<bool>>>()
-            })?;
+            let written = self
+                .pool
+                .tx(|tx| write::apply_batches(tx, batches, now, &schema))?;
             self.signal.bump();
             Ok(written)
         })

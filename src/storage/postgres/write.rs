@@ -1,6 +1,8 @@
 //! Writing one [`Batch`] inside a transaction, fenced by its lease; and the rows an enqueue
 //! writes, shared with enqueues made in an application's own transaction.
 
+use std::collections::HashSet;
+
 use ::postgres::GenericClient;
 
 use super::{expiry, kv, listen, parse_lease, sql_ms, PgResult};
@@ -58,6 +60,55 @@ pub(crate) fn producer_rows(
         )?;
     }
     Ok(())
+}
+
+/// Write `batches` in `tx`: those that only acknowledge (the usual outcome of a task whose
+/// result is not stored) in one statement, the others one by one in order. Per batch, whether
+/// it was written.
+pub(super) fn apply_batches(
+    tx: &mut ::postgres::Transaction<'_>,
+    batches: &[&Batch],
+    now: i64,
+    schema: &str,
+) -> PgResult<Vec<bool>> {
+    let ack_only = |b: &Batch| {
+        b.lease.is_some()
+            && b.claim.is_none()
+            && b.enqueue.is_empty()
+            && b.schedule.is_empty()
+            && b.results.is_empty()
+            && b.dead.is_empty()
+            && b.chords.is_empty()
+    };
+    let mut seqs = Vec::new();
+    let mut tokens = Vec::new();
+    for b in batches.iter().filter(|b| ack_only(b)) {
+        if let Some((seq, token)) = b.lease.as_ref().and_then(parse_lease) {
+            seqs.push(seq);
+            tokens.push(token);
+        }
+    }
+    let mut acked = HashSet::new();
+    if !seqs.is_empty() {
+        for r in tx.query(
+            "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[]) AS t(seq, token)
+             WHERE q.seq = t.seq AND q.lease_token = t.token RETURNING q.seq",
+            &[&seqs, &tokens],
+        )? {
+            acked.insert(r.get::<_, i64>(0));
+        }
+    }
+    batches
+        .iter()
+        .map(|b| {
+            if ack_only(b) {
+                let seq = b.lease.as_ref().and_then(parse_lease).map(|l| l.0);
+                Ok(seq.is_some_and(|s| acked.contains(&s)))
+            } else {
+                apply_one(tx, b, now, schema)
+            }
+        })
+        .collect()
 }
 
 /// Write one batch in `tx` if its lease (if any) is held: the ack is the fence, so a batch
