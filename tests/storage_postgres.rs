@@ -333,3 +333,59 @@ fn measure_table_size_after_many_tasks() {
         vacuumed / 1024
     );
 }
+
+/// A server that refuses writes (as a standby given by mistake does) and a statement timeout
+/// are clear errors; what was stored before is untouched.
+#[test]
+fn read_only_server_and_statement_timeouts_are_clear_errors() {
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    enqueue(&*s, vec![ready("kept", "default", 0)]);
+    let read_only = open(&format!(
+        "{}&options=-c%20default_transaction_read_only%3Don",
+        url_in(&schema)
+    ));
+    let batch = huey::storage::Batch {
+        enqueue: vec![ready("refused", "default", 0)],
+        ..Default::default()
+    };
+    let e = read_only.apply(&batch).unwrap_err().to_string();
+    assert!(e.contains("read-only"), "{e}");
+    assert!(e.contains("standby"), "{e}");
+    assert!(e.contains(&schema), "the error names the schema: {e}");
+    assert_eq!(read_only.counts().unwrap().ready, 1, "reads still work");
+    let e = url_error(&format!(
+        "{}&options=-c%20default_transaction_read_only%3Don",
+        url_in(&fresh_schema())
+    ));
+    assert!(
+        e.contains("read-only"),
+        "a schema cannot be created there: {e}"
+    );
+
+    // Hold a row lock so the next write waits past a 200 ms statement timeout.
+    let timed = open(&format!(
+        "{}&options=-c%20statement_timeout%3D200",
+        url_in(&schema)
+    ));
+    let ds = s
+        .dequeue(&request("c", &["default"], 1, LONG_LEASE))
+        .unwrap();
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(&format!("LOCK TABLE {schema}.queue IN EXCLUSIVE MODE"), &[])
+        .unwrap();
+    let e = timed
+        .apply(&huey::storage::Batch::ack(ds[0].lease.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("57014"), "{e}");
+    tx.rollback().unwrap();
+    assert!(
+        timed
+            .apply(&huey::storage::Batch::ack(ds[0].lease.clone()))
+            .unwrap(),
+        "the retried ack went through: nothing was lost"
+    );
+    assert_eq!(s.counts().unwrap().in_flight, 0);
+}

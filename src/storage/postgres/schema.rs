@@ -111,7 +111,12 @@ impl PgTarget {
         }
         // Named per schema, so an operator (or a test) can tell whose connections these are.
         config.application_name(&format!("huey/{schema}"));
-        config.options(&format!("-c search_path={schema}"));
+        // The URL's own `options=` (e.g. `-c statement_timeout=5000`) are kept.
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} -c search_path={schema}"),
+            _ => format!("-c search_path={schema}"),
+        };
+        config.options(&options);
         let host = config
             .get_hosts()
             .first()
@@ -280,6 +285,25 @@ impl Pool {
 /// an advisory lock, so many processes starting at once create it once.
 pub(super) fn migrate(pool: &Pool) -> Result<()> {
     let schema = pool.target.schema.clone();
+    // Already in place at our version (the usual case): nothing to write, so a process opening
+    // it takes no lock, and a read-only server still serves reads.
+    let current = pool.read(|c| {
+        let exists = c
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 \
+                 AND table_name = 'meta'",
+                &[&schema],
+            )?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        let v = c.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?;
+        Ok(v.is_some_and(|r| r.get::<_, String>(0) == SCHEMA_VERSION.to_string()))
+    })?;
+    if current {
+        return Ok(());
+    }
     let found: Option<String> = pool.tx(|tx| {
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('huey schema ' || $1))",
