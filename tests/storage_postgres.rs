@@ -288,6 +288,34 @@ fn measure_table_size_after_many_tasks() {
         .unwrap_or(50_000);
     let schema = fresh_schema();
     let s = open(&url_in(&schema));
+    let mut c = app_client();
+    for round in 1..=3 {
+        let (enqueued, drained) = enqueue_and_drain(&*s, n);
+        let size = |c: &mut postgres::Client| -> i64 {
+            c.query_one(
+                &format!("SELECT pg_total_relation_size('{schema}.queue')"),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        };
+        let after = size(&mut c);
+        c.batch_execute(&format!("VACUUM {schema}.queue")).unwrap();
+        let vacuumed = size(&mut c);
+        println!(
+            "round {round}, {n} tasks: enqueue {:.0}/s (batches of 1000), drain {:.0}/s (100 per \
+             dequeue, acks in one apply_all); queue table {} KiB after the drain, {} KiB after \
+             VACUUM",
+            n as f64 / enqueued.as_secs_f64(),
+            n as f64 / drained.as_secs_f64(),
+            after / 1024,
+            vacuumed / 1024
+        );
+    }
+}
+
+/// Enqueue `n` tasks in batches of 1,000, then drain them; how long each took.
+fn enqueue_and_drain(s: &dyn Storage, n: usize) -> (Duration, Duration) {
     let payload = vec![7u8; 200];
     let started = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
@@ -300,7 +328,7 @@ fn measure_table_size_after_many_tasks() {
                 payload: payload.clone(),
             })
             .collect();
-        enqueue(&*s, items);
+        enqueue(s, items);
     }
     let enqueued = started.elapsed();
     let started = Instant::now();
@@ -309,29 +337,9 @@ fn measure_table_size_after_many_tasks() {
         let ds = s
             .dequeue(&request("m", &["default"], 100, LONG_LEASE))
             .unwrap();
-        done += ack(&*s, ds.into_iter().map(|d| d.lease).collect());
+        done += ack(s, ds.into_iter().map(|d| d.lease).collect());
     }
-    let drained = started.elapsed();
-    let mut c = app_client();
-    let size = |c: &mut postgres::Client| -> i64 {
-        c.query_one(
-            &format!("SELECT pg_total_relation_size('{schema}.queue')"),
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    };
-    let after = size(&mut c);
-    c.batch_execute(&format!("VACUUM {schema}.queue")).unwrap();
-    let vacuumed = size(&mut c);
-    println!(
-        "{n} tasks: enqueue {:.0}/s (batches of 1000), drain {:.0}/s (100 per dequeue, acks in \
-         one apply_all); queue table {} KiB after the drain, {} KiB after VACUUM",
-        n as f64 / enqueued.as_secs_f64(),
-        n as f64 / drained.as_secs_f64(),
-        after / 1024,
-        vacuumed / 1024
-    );
+    (enqueued, started.elapsed())
 }
 
 /// A server that refuses writes (as a standby given by mistake does) and a statement timeout
