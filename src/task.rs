@@ -439,3 +439,4 @@ impl Huey {
 }
 
 mod async_enqueue;
+mod enqueue_in;

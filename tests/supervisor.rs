@@ -1,5 +1,5 @@
 //! The consumer as a user runs it: the real `hueyd` binary, real worker processes and threads,
-//! real signals, on SQLite and Redis.
+//! real signals, on SQLite, Redis and Postgres.
 
 #[macro_use]
 mod common;
@@ -57,6 +57,14 @@ macro_rules! each {
             #[test]
             fn sqlite_process_concurrent() {
                 $body(Backend::sqlite(), Kind::ProcessConcurrent)
+            }
+            #[test]
+            fn postgres_thread() {
+                $body(Backend::postgres(), Kind::Thread)
+            }
+            #[test]
+            fn postgres_process() {
+                $body(Backend::postgres(), Kind::Process)
             }
         }
     };

@@ -18,7 +18,7 @@
 //!   ack (in a [`Batch`]) deletes. A lease that expires makes the message available to any
 //!   consumer again. A message delivered more than `max_deliveries` times is moved to the
 //!   dead-letter place instead of being delivered again (a chord member is counted as failed).
-//! - **Batches are atomic and fenced.** [`Queue::apply_all`] is one transaction (SQLite), one
+//! - **Batches are atomic and fenced.** [`Queue::apply_all`] is one transaction (SQLite, Postgres), one
 //!   script (Redis) or one critical section (memory); each [`Batch`] in it is written whole,
 //!   and one that carries a lease only while that lease is held: an outcome is never half
 //!   written, and never written by a consumer that lost its lease or twice by a resend.
@@ -32,12 +32,14 @@ pub mod inspect;
 pub mod kv;
 pub mod lazy;
 pub mod memory;
+pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod results;
 pub mod sqlite;
 pub mod url;
 
+pub use self::postgres::{PgTarget, PostgresStorage};
 pub use self::redis::RedisStorage;
 pub use chord::{ChordCallback, ChordCount};
 pub use inspect::{Counts, DeadLetter, Flush, Inspect, Location, QueueSize};

@@ -6,14 +6,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{MemoryStorage, RedisStorage, SqliteOptions, SqliteStorage, Storage, Synchronous};
+use super::{
+    MemoryStorage, PostgresStorage, RedisStorage, SqliteOptions, SqliteStorage, Storage,
+    Synchronous,
+};
 use crate::error::{Error, Result};
 
 /// The storage used when none is named: a SQLite file in the working directory.
 pub const DEFAULT_URL: &str = "sqlite:huey.db";
 
 /// A parsed storage URL: `sqlite:PATH[?synchronous=off|normal|full&busy_timeout=SECS]`
-/// (also `sqlite://PATH`), `memory:`, or `redis://…`, `rediss://…`, `redis+unix://…`.
+/// (also `sqlite://PATH`), `memory:`, `redis://…`, `rediss://…`, `redis+unix://…`, or
+/// `postgres://user@host:port/db[?schema=huey&sslmode=…&host=/socket/dir]` (also
+/// `postgresql://`).
 ///
 /// ```
 /// use huey::storage::StorageUrl;
@@ -35,6 +40,8 @@ enum Kind {
     },
     /// Kept as written: the Redis client parses it again when it connects.
     Redis(String),
+    /// Kept as written (checked when parsed): parsed again when it connects.
+    Postgres(String),
 }
 
 impl StorageUrl {
@@ -44,6 +51,17 @@ impl StorageUrl {
             Kind::Memory => "memory",
             Kind::Sqlite { .. } => "sqlite",
             Kind::Redis(_) => "redis",
+            Kind::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The schema of a `postgres://` URL (`None` for other backends).
+    pub fn postgres_schema(&self) -> Option<String> {
+        match &self.0 {
+            Kind::Postgres(url) => super::PgTarget::parse(url)
+                .ok()
+                .map(|t| t.schema().to_string()),
+            _ => None,
         }
     }
 
@@ -54,6 +72,7 @@ impl StorageUrl {
             Kind::Memory => Arc::new(MemoryStorage::new()),
             Kind::Sqlite { path, options } => Arc::new(SqliteStorage::open(path, options.clone())?),
             Kind::Redis(url) => Arc::new(RedisStorage::open(url, app)?),
+            Kind::Postgres(url) => Arc::new(PostgresStorage::open(url)?),
         })
     }
 }
@@ -126,8 +145,13 @@ impl FromStr for StorageUrl {
                 .map_err(|e| bad(&format!("{e}; {REDIS_FORMS}")))?;
             return Ok(StorageUrl(Kind::Redis(url.to_string())));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            super::PgTarget::parse(url).map_err(|e| bad(&e))?;
+            return Ok(StorageUrl(Kind::Postgres(url.to_string())));
+        }
         Err(bad(
-            "unknown scheme; expected sqlite:PATH, memory: or redis://host:port/db",
+            "unknown scheme; expected sqlite:PATH, memory:, redis://host:port/db or \
+             postgres://user@host:port/db",
         ))
     }
 }
@@ -201,7 +225,7 @@ impl fmt::Display for StorageUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Kind::Memory => f.write_str("memory:"),
-            Kind::Redis(url) => f.write_str(url),
+            Kind::Redis(url) | Kind::Postgres(url) => f.write_str(url),
             Kind::Sqlite { path, options } => {
                 // A path that starts with `//` keeps it behind the `//` the parser strips.
                 let slashes = if path.starts_with("//") { "//" } else { "" };
@@ -268,12 +292,27 @@ mod tests {
             ),
             ("redis://u:p@h:1/2", "redis://u:p@h:1/2"),
             ("redis+unix:///s.sock?db=1", "redis+unix:///s.sock?db=1"),
+            (
+                "postgres://u:p@h:5433/db?schema=jobs",
+                "postgres://u:p@h:5433/db?schema=jobs",
+            ),
+            (
+                "postgresql:///db?host=/run/pg",
+                "postgresql:///db?host=/run/pg",
+            ),
         ] {
             let u = url(given);
             assert_eq!(u.to_string(), written, "{given}");
             assert_eq!(url(written), u, "{given}");
         }
         assert_eq!(url(DEFAULT_URL).backend(), "sqlite");
+        let pg = url("postgres://h/db?schema=jobs");
+        assert_eq!(pg.backend(), "postgres");
+        assert_eq!(pg.postgres_schema().as_deref(), Some("jobs"));
+        assert_eq!(
+            url("postgresql://h/db").postgres_schema().as_deref(),
+            Some("huey")
+        );
     }
 
     #[test]
@@ -286,6 +325,9 @@ mod tests {
             ("sqlite:q.db?synchronous=sometimes", "synchronous"),
             ("sqlite:q.db?cache=big", "unknown option"),
             ("redis://h:notaport/0", "expected redis://"),
+            ("postgres://h/db?schema=Jobs-1", "lowercase identifier"),
+            ("postgres://h/db?sslmode=require", "without TLS"),
+            ("postgres://h:notaport/db", "invalid"),
         ] {
             let e = given.parse::<StorageUrl>().unwrap_err();
             assert!(matches!(e, Error::StorageUrl { .. }), "{given}: {e}");

@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 pub enum Backend {
     Sqlite(tempfile::TempDir),
     Redis(super::redis_server::RedisServer),
+    /// A fresh schema on the private Postgres server this test binary shares.
+    Postgres(String),
 }
 
 impl Backend {
@@ -25,8 +27,12 @@ impl Backend {
     pub fn redis() -> Backend {
         Backend::Redis(super::redis_server::RedisServer::start())
     }
+    pub fn postgres() -> Backend {
+        Backend::Postgres(super::pg_server::fresh_schema_url())
+    }
     pub fn url(&self) -> String {
         match self {
+            Backend::Postgres(url) => url.clone(),
             Backend::Sqlite(d) => format!("sqlite:{}", d.path().join("huey.db").display()),
             Backend::Redis(r) => r.url(),
         }

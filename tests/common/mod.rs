@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_macros)]
 
 pub mod hueyd;
+pub mod pg_server;
 pub mod redis_server;
 pub mod suite;
 pub mod testbed;

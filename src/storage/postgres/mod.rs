@@ -1,0 +1,371 @@
+//! Storage in PostgreSQL, in a schema of its own (`huey` unless the URL says `?schema=`):
+//! safe for any number of processes on any number of hosts.
+//!
+//! Every write is one transaction; [`Queue::apply_all`] writes all its batches in one. Dequeue
+//! takes rows with `FOR UPDATE SKIP LOCKED`, so consumers never wait for each other's locks.
+//! Blocking calls ([`Queue::dequeue`], [`Results::wait_result`]) are woken by `LISTEN/NOTIFY`
+//! (see `listen.rs`) and re-check every 100 ms for leases that expire.
+//!
+//! Parts: the URL, connections and schema (`schema.rs`), wake-ups (`listen.rs`), key-value
+//! entries, counters and chord bookkeeping (`kv.rs`), inspection (`inspect.rs`), writing
+//! batches (`write.rs`); the queue, schedule and results here.
+
+mod inspect;
+mod kv;
+mod listen;
+mod schema;
+mod write;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::postgres::Transaction;
+
+use self::listen::Signal;
+use self::schema::{migrate, Pool};
+pub use self::schema::{PgTarget, DEFAULT_SCHEMA};
+pub(crate) use self::write::notify;
+use super::*;
+use crate::clock::{ms, now_ms};
+use crate::error::Result;
+
+/// Storage in a PostgreSQL database.
+pub struct PostgresStorage {
+    pool: Pool,
+    signal: Arc<Signal>,
+    applied: super::applied::Applied,
+}
+
+/// Milliseconds as stored (bigint is signed).
+fn sql_ms(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+fn expiry(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|t| sql_ms(now_ms().saturating_add(ms(t))))
+}
+
+fn parse_lease(l: &Lease) -> Option<(i64, i64)> {
+    let (a, b) = l.0.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn new_token() -> i64 {
+    (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
+}
+
+fn limit(n: usize) -> i64 {
+    n.min(i64::MAX as usize) as i64
+}
+
+type PgResult<T> = std::result::Result<T, ::postgres::Error>;
+
+impl PostgresStorage {
+    /// Connect to the database a `postgres://` URL names, creating (or checking the version
+    /// of) the schema on first use.
+    pub fn open(url: &str) -> Result<PostgresStorage> {
+        let target = PgTarget::parse(url).map_err(|reason| crate::error::Error::StorageUrl {
+            url: url.to_string(),
+            reason,
+        })?;
+        PostgresStorage::connect(target)
+    }
+
+    /// Connect with a parsed target.
+    pub fn connect(target: PgTarget) -> Result<PostgresStorage> {
+        let pool = Pool::new(target);
+        migrate(&pool)?;
+        let signal = Arc::new(Signal::default());
+        listen::start(pool.target.clone(), &signal);
+        Ok(PostgresStorage {
+            pool,
+            signal,
+            applied: Default::default(),
+        })
+    }
+
+    /// The schema the storage lives in.
+    pub fn schema(&self) -> &str {
+        &self.pool.target.schema
+    }
+
+    /// One attempt at leasing.
+    fn try_dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        let schema = self.schema().to_string();
+        self.pool.tx(|tx| lease_ready(tx, req, &schema))
+    }
+
+    /// Read a live result, deleting it when `take`.
+    fn read_result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
+        let now = sql_ms(now_ms());
+        if !take {
+            return self.pool.read(|c| {
+                Ok(c.query_opt(
+                    "SELECT value FROM results WHERE id = $1 AND (expires IS NULL OR expires > $2)",
+                    &[&id, &now],
+                )?
+                .map(|r| r.get(0)))
+            });
+        }
+        self.pool.tx(|tx| {
+            let row = tx.query_opt(
+                "DELETE FROM results WHERE id = $1 RETURNING value, expires",
+                &[&id],
+            )?;
+            Ok(row.and_then(|r| {
+                let exp: Option<i64> = r.get(1);
+                exp.is_none_or(|e| e > now).then(|| r.get(0))
+            }))
+        })
+    }
+}
+
+/// Write the producer's part of `batch` (enqueues, schedule entries) in an application's own
+/// transaction, into the storage in `schema`: written if and only if that transaction commits.
+pub(crate) fn write_in_transaction(
+    tx: &mut ::postgres::Transaction<'_>,
+    schema: &str,
+    batch: &Batch,
+) -> Result<()> {
+    write::producer_rows(tx, schema, batch).map_err(|e| {
+        schema::storage_err(schema::describe(
+            &format!("the application's transaction (schema {schema})"),
+            &e,
+        ))
+    })
+}
+
+/// Lease up to `req.max` ready rows in `tx`, burying those delivered too often.
+fn lease_ready(
+    tx: &mut Transaction<'_>,
+    req: &DequeueRequest,
+    schema: &str,
+) -> PgResult<Vec<Delivery>> {
+    let now_u = now_ms();
+    let now = sql_ms(now_u);
+    let until = sql_ms(now_u.saturating_add(ms(req.lease)));
+    let token = new_token();
+    let mut out = Vec::new();
+    let max_deliveries = i32::try_from(req.max_deliveries).unwrap_or(i32::MAX);
+    for q in &req.queues {
+        while out.len() < req.max {
+            let want = req.max - out.len();
+            let rows = tx.query(
+                "SELECT seq, payload, deliveries, id FROM queue WHERE queue = $1
+                 AND (lease_until IS NULL OR lease_until <= $2)
+                 ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[q, &now, &limit(want)],
+            )?;
+            let got = rows.len();
+            let mut leased = Vec::with_capacity(got);
+            for r in rows {
+                let (seq, payload, deliveries, id): (i64, Vec<u8>, i32, String) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                if deliveries >= max_deliveries {
+                    // Dead-lettered, and counted in its chord as a failed member, in this
+                    // same transaction.
+                    let d = u32::try_from(deliveries).unwrap_or(0);
+                    let buried = chord::overdue(&id, q, &payload, d, now_u);
+                    tx.execute("DELETE FROM queue WHERE seq = $1", &[&seq])?;
+                    write::apply_one(tx, &buried, now, schema)?;
+                    continue;
+                }
+                leased.push(seq);
+                out.push(Delivery {
+                    lease: Lease(format!("{seq}:{token}")),
+                    queue: q.clone(),
+                    payload,
+                    deliveries: u32::try_from(deliveries + 1).unwrap_or(u32::MAX),
+                });
+            }
+            if !leased.is_empty() {
+                tx.execute(
+                    "UPDATE queue SET lease_owner = $2, lease_token = $3, lease_until = $4,
+                     deliveries = deliveries + 1 WHERE seq = ANY($1)",
+                    &[&leased, &req.consumer, &token, &until],
+                )?;
+            }
+            if got < want {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Queue for PostgresStorage {
+    fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(vec![true; batches.len()]);
+        }
+        let schema = self.schema().to_string();
+        self.applied.apply_all(batches, |batches| {
+            let now = sql_ms(now_ms());
+            let written = self
+                .pool
+                .tx(|tx| write::apply_batches(tx, batches, now, &schema))?;
+            self.signal.bump();
+            Ok(written)
+        })
+    }
+
+    fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        if req.max == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = deadline(req.wait);
+        loop {
+            let generation = self.signal.generation();
+            let out = self.try_dequeue(req)?;
+            if !out.is_empty() || Instant::now() >= deadline {
+                return Ok(out);
+            }
+            self.signal.wait(generation, deadline);
+        }
+    }
+
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until = sql_ms(now_ms().saturating_add(ms(lease)));
+        self.pool.tx(|tx| {
+            leases
+                .iter()
+                .map(|l| match parse_lease(l) {
+                    Some((seq, token)) => Ok(tx.execute(
+                        "UPDATE queue SET lease_until = $3 WHERE seq = $1 AND lease_token = $2",
+                        &[&seq, &token, &until],
+                    )? > 0),
+                    None => Ok(false),
+                })
+                .collect()
+        })
+    }
+
+    fn release(&self, leases: &[Lease], started: bool) -> Result<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let schema = self.schema().to_string();
+        self.pool.tx(|tx| {
+            for (seq, token) in leases.iter().filter_map(parse_lease) {
+                tx.execute(
+                    "UPDATE queue SET lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+                     deliveries = CASE WHEN $3 THEN deliveries ELSE greatest(deliveries - 1, 0) END
+                     WHERE seq = $1 AND lease_token = $2",
+                    &[&seq, &token, &started],
+                )?;
+            }
+            notify(tx, &schema)
+        })?;
+        self.signal.bump();
+        Ok(())
+    }
+}
+
+impl Schedule for PostgresStorage {
+    fn promote_due(&self, now_ms: u64, max: usize) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let now = sql_ms(now_ms);
+        let schema = self.schema().to_string();
+        let n = self.pool.tx(|tx| {
+            // Taken in eta order and inserted in that order, so the queue keeps FIFO by eta;
+            // SKIP LOCKED lets consumers promote at once without waiting for each other.
+            let n = tx.execute(
+                "WITH due AS (
+                     DELETE FROM schedule WHERE seq IN (
+                         SELECT seq FROM schedule WHERE eta <= $1 ORDER BY eta, seq
+                         LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     RETURNING seq, id, queue, priority, eta, payload)
+                 INSERT INTO queue(id, queue, priority, payload)
+                 SELECT id, queue, priority, payload FROM due ORDER BY eta, seq",
+                &[&now, &limit(max)],
+            )?;
+            if n > 0 {
+                notify(tx, &schema)?;
+            }
+            Ok(n as usize)
+        })?;
+        if n > 0 {
+            self.signal.bump();
+        }
+        Ok(n)
+    }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let now = sql_ms(now_ms);
+        // Both found through the partial indexes on `expires`: the work is the rows deleted.
+        self.pool.tx(|tx| {
+            let mut n = tx.execute(
+                "DELETE FROM results WHERE id IN
+                 (SELECT id FROM results WHERE expires <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&now, &limit(max)],
+            )? as usize;
+            if n < max {
+                n += tx.execute(
+                    "DELETE FROM kv WHERE (ns, key) IN
+                     (SELECT ns, key FROM kv WHERE expires <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&now, &limit(max - n)],
+                )? as usize;
+            }
+            Ok(n)
+        })
+    }
+}
+
+impl Results for PostgresStorage {
+    fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
+        self.read_result(id, take)
+    }
+
+    fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let deadline = deadline(timeout);
+        loop {
+            let generation = self.signal.generation();
+            // Look first, so a missing result never writes.
+            if self.read_result(id, false)?.is_some() {
+                if let Some(v) = self.read_result(id, take)? {
+                    return Ok(Some(v));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.signal.wait(generation, deadline);
+        }
+    }
+
+    fn watch_results(&self, _: &str, pending: Pending, timeout: Duration) -> Result<Vec<String>> {
+        let deadline = deadline(timeout);
+        let generation = self.signal.generation();
+        let ids = pending();
+        let now = sql_ms(now_ms());
+        let ready = self.pool.read(|c| {
+            let rows = c.query(
+                "SELECT id FROM results WHERE id = ANY($1) AND (expires IS NULL OR expires > $2)",
+                &[&ids, &now],
+            )?;
+            Ok(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>())
+        })?;
+        if ready.is_empty() {
+            self.signal.wait(generation, deadline);
+        }
+        Ok(ready)
+    }
+
+    fn wake_watcher(&self, _: &str) -> Result<()> {
+        self.signal.bump();
+        Ok(())
+    }
+
+    fn delete_result(&self, id: &str) -> Result<bool> {
+        self.pool
+            .tx(|tx| Ok(tx.execute("DELETE FROM results WHERE id = $1", &[&id])? > 0))
+    }
+}

@@ -1,0 +1,344 @@
+//! Connecting to PostgreSQL: the URL and its options, a small pool of connections, the schema
+//! and its version, and database errors as sentences.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use ::postgres::config::SslMode;
+use ::postgres::{Client, Config, NoTls, Transaction};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes and reads.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// The schema used when the URL names none.
+pub const DEFAULT_SCHEMA: &str = "huey";
+
+/// Connections kept open between calls (more are opened when needed, then closed).
+const IDLE: usize = 16;
+
+/// Tables and indexes, created in the storage's own schema (the connection's search path).
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS meta(key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS queue(
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    payload bytea NOT NULL,
+    deliveries integer NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_token bigint,
+    lease_until bigint
+);
+CREATE INDEX IF NOT EXISTS queue_order ON queue(queue, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS queue_id ON queue(id);
+CREATE TABLE IF NOT EXISTS schedule(
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    eta bigint NOT NULL,
+    payload bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedule_eta ON schedule(eta, seq);
+CREATE INDEX IF NOT EXISTS schedule_id ON schedule(id);
+CREATE TABLE IF NOT EXISTS results(id text PRIMARY KEY, value bytea NOT NULL, expires bigint);
+CREATE INDEX IF NOT EXISTS results_expires ON results(expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv(
+    ns text NOT NULL,
+    key text NOT NULL,
+    value bytea NOT NULL,
+    expires bigint,
+    PRIMARY KEY(ns, key)
+);
+CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counters(key text PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS dead(
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL,
+    queue text NOT NULL,
+    payload bytea NOT NULL,
+    error text NOT NULL,
+    at bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_id ON dead(id);
+";
+
+/// A parsed `postgres://` or `postgresql://` URL: the client's settings and our schema.
+#[derive(Clone)]
+pub struct PgTarget {
+    pub(super) config: Config,
+    pub(super) schema: String,
+    /// What errors call the server (host and database, never the password).
+    pub(super) name: String,
+}
+
+impl PgTarget {
+    /// Parse a URL; `schema=NAME` in its query picks the schema (default `huey`), the rest is
+    /// the client's (`host=/socket/dir`, `sslmode=`, `connect_timeout=`, `options=`, …).
+    pub fn parse(url: &str) -> std::result::Result<PgTarget, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("expected postgres://user@host:port/db or postgresql://…".into());
+        }
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut schema = DEFAULT_SCHEMA.to_string();
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("schema", v)) => schema = v.to_string(),
+                _ => rest.push(pair),
+            }
+        }
+        check_schema(&schema)?;
+        let client_url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config = Config::from_str(&client_url).map_err(|e| e.to_string())?;
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(
+                "sslmode=require: this build connects without TLS; use sslmode=disable \
+                 or prefer, or a TLS-terminating proxy on a trusted network"
+                    .into(),
+            );
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        // Named per schema, so an operator (or a test) can tell whose connections these are.
+        config.application_name(&format!("huey/{schema}"));
+        // The URL's own `options=` (e.g. `-c statement_timeout=5000`) are kept.
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} -c search_path={schema}"),
+            _ => format!("-c search_path={schema}"),
+        };
+        config.options(&options);
+        let host = config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                ::postgres::config::Host::Tcp(h) => h.clone(),
+                ::postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let db = config.get_dbname().unwrap_or("").to_string();
+        Ok(PgTarget {
+            config,
+            name: format!("postgres {host}/{db} schema {schema}"),
+            schema,
+        })
+    }
+
+    /// The schema the storage lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    pub(super) fn connect(&self) -> std::result::Result<Client, ::postgres::Error> {
+        self.config.connect(NoTls)
+    }
+}
+
+/// Schema names are plain identifiers, so they are never quoted or injected.
+fn check_schema(s: &str) -> std::result::Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "schema={s:?}: expected a lowercase identifier (letters, digits, _)"
+        ))
+    }
+}
+
+pub(super) fn storage_err(message: String) -> Error {
+    Error::Storage {
+        backend: "postgres",
+        message,
+    }
+}
+
+/// A database error as a sentence naming the server.
+pub(super) fn describe(name: &str, e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let hint = match code {
+            "25006" => " (the server is read-only: is this a standby? point huey at the primary)",
+            "57014" => " (a statement timeout or a cancel stopped it; nothing of it was written)",
+            "57P01" | "57P02" | "57P03" => " (the server is shutting down or restarting)",
+            "53300" => " (too many connections: raise max_connections or use fewer consumers)",
+            "3F000" | "42P01" => " (the schema or its tables are missing)",
+            _ => "",
+        };
+        return format!("{name}: {} [{code}]{hint}", db.message());
+    }
+    if e.is_closed() {
+        return format!("{name}: the connection was closed ({e})");
+    }
+    let detail = std::error::Error::source(e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    format!("{name}: {e}{detail}")
+}
+
+/// A few open connections shared by the threads of one storage handle.
+pub(super) struct Pool {
+    pub(super) target: PgTarget,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    pub(super) fn new(target: PgTarget) -> Pool {
+        Pool {
+            target,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn err(&self, e: &::postgres::Error) -> Error {
+        storage_err(describe(&self.target.name, e))
+    }
+
+    fn take(&self) -> Result<(Client, bool)> {
+        if let Some(c) = self.idle.lock().pop() {
+            return Ok((c, true));
+        }
+        let c = self.target.connect().map_err(|e| self.err(&e))?;
+        Ok((c, false))
+    }
+
+    fn put(&self, c: Client) {
+        if c.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < IDLE {
+            idle.push(c);
+        }
+    }
+
+    /// Run `f` in one transaction and commit it. A pooled connection that turns out closed
+    /// when the transaction begins (a server restart, `pg_terminate_backend`) is replaced and
+    /// the transaction begun again: nothing was sent yet. Errors after that are returned (and
+    /// the transaction rolled back, or never committed).
+    pub(super) fn tx<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        let mut f = Some(f);
+        let mut tries = 0;
+        loop {
+            let (mut client, pooled) = self.take()?;
+            let out = match client.transaction() {
+                Ok(mut tx) => match f.take() {
+                    Some(f) => f(&mut tx).and_then(|v| tx.commit().map(|_| v)),
+                    // Never: the loop returns once a transaction has run.
+                    None => return Err(storage_err("a transaction ran twice".into())),
+                },
+                Err(e) => {
+                    tries += 1;
+                    if pooled && tries <= IDLE + 1 {
+                        continue; // a stale pooled connection: try the next one
+                    }
+                    Err(e)
+                }
+            };
+            let out = out.map_err(|e| self.err(&e));
+            self.put(client);
+            return out;
+        }
+    }
+
+    /// Run the read `f` on a connection outside a transaction; a read that fails on a pooled
+    /// connection found closed runs again on another one (reads are safe to repeat).
+    pub(super) fn read<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let (mut client, pooled) = self.take()?;
+            match f(&mut client) {
+                Ok(v) => {
+                    self.put(client);
+                    return Ok(v);
+                }
+                Err(_) if pooled && client.is_closed() && tries <= IDLE => tries += 1,
+                Err(e) => {
+                    self.put(client);
+                    return Err(self.err(&e));
+                }
+            }
+        }
+    }
+}
+
+/// Create the schema and its tables, or check the version of those already there. Runs under
+/// an advisory lock, so many processes starting at once create it once.
+pub(super) fn migrate(pool: &Pool) -> Result<()> {
+    let schema = pool.target.schema.clone();
+    // Already in place at our version (the usual case): nothing to write, so a process opening
+    // it takes no lock, and a read-only server still serves reads.
+    let current = pool.read(|c| {
+        let exists = c
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 \
+                 AND table_name = 'meta'",
+                &[&schema],
+            )?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        let v = c.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?;
+        Ok(v.is_some_and(|r| r.get::<_, String>(0) == SCHEMA_VERSION.to_string()))
+    })?;
+    if current {
+        return Ok(());
+    }
+    let found: Option<String> = pool.tx(|tx| {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('huey schema ' || $1))",
+            &[&schema],
+        )?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))?;
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 \
+                 AND table_name = 'meta'",
+                &[&schema],
+            )?
+            .is_some();
+        if exists {
+            let v = tx.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?;
+            if let Some(v) = v {
+                let v: String = v.get(0);
+                if v.parse::<i64>().ok() != Some(SCHEMA_VERSION) {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        tx.batch_execute(TABLES)?;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES('schema_version', $1) ON CONFLICT DO NOTHING",
+            &[&SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(None)
+    })?;
+    match found {
+        None => Ok(()),
+        Some(v) => Err(storage_err(format!(
+            "{}: the schema has version {v}, but this build reads version {SCHEMA_VERSION}; \
+             use a matching huey build",
+            pool.target.name
+        ))),
+    }
+}

@@ -1,0 +1,90 @@
+//! Transactional enqueue: a task call written in the application's own Postgres transaction,
+//! so the task exists if and only if the data it refers to was committed. The rows are the ones
+//! the storage's own enqueue writes, with a `NOTIFY` that Postgres delivers at commit, so a
+//! waiting consumer takes the task at once then; a rollback leaves nothing.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Call, Task};
+use crate::app::Huey;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::lifecycle;
+use crate::result::TaskResult;
+use crate::storage::Batch;
+
+/// Write the calls' messages in `tx`; their handles in order.
+fn enqueue_calls_in<A: Serialize, R: DeserializeOwned>(
+    app: &Huey,
+    tx: &mut postgres::Transaction<'_>,
+    calls: Vec<Call<A, R>>,
+) -> Result<Vec<TaskResult<R>>> {
+    let schema = app
+        .storage_url()
+        .and_then(|u| u.postgres_schema())
+        .ok_or_else(|| {
+            Error::Config(
+                "enqueue_in needs an app opened on a postgres:// storage URL \
+                 (Huey::open(name, \"postgres://…\"))"
+                    .into(),
+            )
+        })?;
+    let msgs = calls
+        .iter()
+        .map(|c| c.to_message())
+        .collect::<Result<Vec<_>>>()?;
+    let now = now_ms();
+    let mut batch = Batch::default();
+    for m in &msgs {
+        lifecycle::push_message(&mut batch, m, now)?;
+    }
+    let limit = app.max_message_bytes();
+    let sizes = batch
+        .enqueue
+        .iter()
+        .chain(batch.schedule.iter().map(|s| &s.ready));
+    if let Some(big) = sizes.map(|r| r.payload.len()).find(|&n| n > limit) {
+        return Err(Error::Encode {
+            what: "message",
+            message: format!("{big} bytes encoded, over the limit of {limit} bytes"),
+        });
+    }
+    crate::storage::postgres::write_in_transaction(tx, &schema, &batch)?;
+    Ok(msgs
+        .into_iter()
+        .map(|m| TaskResult::new(app.clone(), m.id.clone(), Some(m)))
+        .collect())
+}
+
+impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
+    /// Enqueue a call inside the application's own Postgres transaction `tx`: the task is
+    /// written if and only if `tx` commits, and a waiting consumer is woken at the commit.
+    /// The app must be opened on the same database (`postgres://…`); the rows go to its
+    /// storage schema whatever the connection's search path. Events (`Enqueued`) are not told
+    /// for it: only the caller knows whether it commits.
+    pub fn enqueue_in(&self, tx: &mut postgres::Transaction<'_>, args: A) -> Result<TaskResult<R>> {
+        self.call(args).enqueue_in(tx)
+    }
+
+    /// Enqueue many calls inside the application's own Postgres transaction (see
+    /// [`Task::enqueue_in`]), in one statement.
+    pub fn enqueue_many_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        args: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<TaskResult<R>>> {
+        let calls: Vec<Call<A, R>> = args.into_iter().map(|a| self.call(a)).collect();
+        enqueue_calls_in(&self.app, tx, calls)
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned> Call<A, R> {
+    /// Enqueue this call (with its own options, delay or eta) inside the application's own
+    /// Postgres transaction (see [`Task::enqueue_in`]).
+    pub fn enqueue_in(self, tx: &mut postgres::Transaction<'_>) -> Result<TaskResult<R>> {
+        let app = self.task.app.clone();
+        let mut v = enqueue_calls_in(&app, tx, vec![self])?;
+        Ok(v.remove(0))
+    }
+}

@@ -1,0 +1,399 @@
+//! The storage cases against a private PostgreSQL server (started once for this test binary;
+//! each case gets a schema of its own), plus what only Postgres shows.
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+
+use common::pg_server::PgServer;
+use huey::storage::{self, Storage};
+
+/// The storage cases, against Postgres.
+#[path = "common/cases/mod.rs"]
+mod cases;
+
+use common::pg_server::{fresh_schema, shared as server};
+
+fn url_in(schema: &str) -> String {
+    format!("{}?schema={schema}", server().url())
+}
+
+/// New connections on one fresh schema.
+fn factory() -> impl Fn() -> Arc<dyn Storage> {
+    let url = url_in(&fresh_schema());
+    move || storage::open(&url, "test").expect("open the test postgres")
+}
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::suite::{ack, enqueue, names, ready, request, waiting, LONG_LEASE};
+use huey::{Error, Huey, Task};
+
+fn open(url: &str) -> Arc<dyn Storage> {
+    storage::open(url, "test").expect("open the test postgres")
+}
+
+/// A plain client on the test server, as an application holds one.
+fn app_client() -> postgres::Client {
+    postgres::Client::connect(&server().url(), postgres::NoTls).unwrap()
+}
+
+fn url_error(url: &str) -> String {
+    match storage::open(url, "t") {
+        Ok(_) => panic!("{url} should not open"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn opens_through_a_unix_socket_and_keeps_schemas_apart() {
+    let schema = fresh_schema();
+    let tcp = open(&url_in(&schema));
+    let unix = open(&format!("{}&schema={schema}", server().unix_url()));
+    let other = open(&url_in(&fresh_schema()));
+    assert_eq!(unix.backend(), "postgres");
+    enqueue(&*tcp, vec![ready("a", "default", 0)]);
+    assert_eq!(unix.counts().unwrap().ready, 1, "one schema, two ways in");
+    assert_eq!(
+        other.counts().unwrap().ready,
+        0,
+        "another schema sees nothing"
+    );
+    let n: i64 = app_client()
+        .query_one(&format!("SELECT COUNT(*) FROM {schema}.queue"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the rows are in the schema the URL names");
+}
+
+#[test]
+fn bad_urls_and_unreachable_servers_are_clear_errors() {
+    let base = server().url();
+    for (url, needle) in [
+        (format!("{base}?schema=Bad-Name"), "schema="),
+        (format!("{base}?sslmode=require"), "sslmode=require"),
+        (
+            "postgres://huey@127.0.0.1:notaport/x".to_string(),
+            "invalid",
+        ),
+    ] {
+        let e = url_error(&url);
+        assert!(e.contains(needle), "{url}: {e}");
+    }
+    // Nobody listens on this port (a fresh one, never 5432).
+    let port = common::redis_server::free_port();
+    let e = url_error(&format!(
+        "postgres://huey@127.0.0.1:{port}/postgres?connect_timeout=2"
+    ));
+    assert!(e.contains("postgres 127.0.0.1/postgres"), "{e}");
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_a_clear_error_and_left_alone() {
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    enqueue(&*s, vec![ready("kept", "default", 0)]);
+    let mut c = app_client();
+    c.execute(
+        &format!("UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'"),
+        &[],
+    )
+    .unwrap();
+    let e = url_error(&url_in(&schema));
+    assert!(e.contains("version 99"), "{e}");
+    assert!(e.contains("reads version 1"), "{e}");
+    let n: i64 = c
+        .query_one(&format!("SELECT COUNT(*) FROM {schema}.queue"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "nothing was dropped or migrated");
+}
+
+fn add_task(app: &Huey) -> Task<(i64, i64), i64> {
+    app.task("add")
+        .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .unwrap()
+}
+
+#[test]
+fn enqueue_in_a_rolled_back_transaction_leaves_no_task() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    add.enqueue_in(&mut tx, (1, 2)).unwrap();
+    add.enqueue_many_in(&mut tx, [(3, 4), (5, 6)]).unwrap();
+    add.call((7, 8))
+        .delay(Duration::from_secs(60))
+        .enqueue_in(&mut tx)
+        .unwrap();
+    assert_eq!(
+        app.storage().counts().unwrap().ready,
+        0,
+        "invisible before the commit"
+    );
+    tx.rollback().unwrap();
+    let counts = app.storage().counts().unwrap();
+    assert_eq!((counts.ready, counts.scheduled), (0, 0));
+}
+
+#[test]
+fn enqueue_in_a_committed_transaction_wakes_a_waiting_consumer_at_once() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    let consumer = open(&url);
+    let waiter = thread::spawn(move || {
+        let got = consumer
+            .dequeue(&waiting(
+                request("c", &["default"], 10, LONG_LEASE),
+                Duration::from_secs(30),
+            ))
+            .unwrap();
+        (got.len(), Instant::now())
+    });
+    thread::sleep(Duration::from_millis(300)); // let it block (not a synchronisation)
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    tx.execute("CREATE TEMP TABLE orders(id int)", &[]).unwrap();
+    let handles = add.enqueue_many_in(&mut tx, [(1, 1), (2, 2)]).unwrap();
+    assert_eq!(handles.len(), 2);
+    tx.commit().unwrap();
+    let committed = Instant::now();
+    let (n, woke) = waiter.join().unwrap();
+    assert!(n >= 1, "the consumer got the committed tasks");
+    let lag = woke.saturating_duration_since(committed);
+    println!("woken {lag:?} after the commit");
+    assert!(lag < Duration::from_secs(2), "woken by NOTIFY: {lag:?}");
+}
+
+#[test]
+fn enqueue_in_needs_an_app_on_postgres() {
+    let app = Huey::open("t", "memory:").unwrap();
+    let add = add_task(&app);
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    let e = add.enqueue_in(&mut tx, (1, 2)).unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e}");
+    assert!(e.to_string().contains("postgres://"), "{e}");
+}
+
+/// Terminate every connection of the storage in `schema` (`application_name` huey/SCHEMA).
+fn terminate_huey_connections(schema: &str) -> i64 {
+    let mut c = app_client();
+    c.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        &[&format!("huey/{schema}")],
+    )
+    .unwrap()
+    .len() as i64
+}
+
+#[test]
+fn terminated_connections_are_replaced_and_the_listener_comes_back() {
+    let schema = fresh_schema();
+    let url = url_in(&schema);
+    let s = open(&url);
+    enqueue(&*s, vec![ready("before", "default", 0)]);
+    assert!(terminate_huey_connections(&schema) >= 1);
+    // The pooled connections are gone: the next calls open new ones, nothing lost.
+    let ds = s
+        .dequeue(&request("c", &["default"], 5, LONG_LEASE))
+        .unwrap();
+    assert_eq!(names(&ds), ["before"]);
+    assert_eq!(ack(&*s, ds.into_iter().map(|d| d.lease).collect()), 1);
+    // A blocked dequeue is still woken by another handle's enqueue after the listener died.
+    terminate_huey_connections(&schema);
+    let other = open(&url);
+    let s2 = s.clone();
+    let waiter = thread::spawn(move || {
+        s2.dequeue(&waiting(
+            request("c", &["default"], 5, LONG_LEASE),
+            Duration::from_secs(30),
+        ))
+        .unwrap()
+    });
+    thread::sleep(Duration::from_millis(300));
+    enqueue(&*other, vec![ready("after", "default", 0)]);
+    assert_eq!(names(&waiter.join().unwrap()), ["after"]);
+}
+
+/// A consumer drains while the server is stopped and started again under it (its own server:
+/// the others of this binary share one): calls fail while it is down, then work again, and
+/// every message is delivered and acknowledged; none is lost.
+#[test]
+fn a_server_restart_mid_drain_loses_nothing() {
+    const N: usize = 300;
+    let mut own = PgServer::start();
+    let url = format!("{}?schema=restart", own.url());
+    let s = open(&url);
+    enqueue(
+        &*s,
+        (0..N)
+            .map(|i| ready(&format!("m{i}"), "default", 0))
+            .collect(),
+    );
+    let consumer = s.clone();
+    let drain = thread::spawn(move || {
+        let mut acked = std::collections::HashSet::new();
+        let mut errors = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acked.len() < N && Instant::now() < deadline {
+            let mut req = request("c", &["default"], 4, Duration::from_secs(2));
+            req.wait = Duration::from_millis(200);
+            let ds = match consumer.dequeue(&req) {
+                Ok(ds) => ds,
+                Err(_) => {
+                    errors += 1;
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            for d in ds {
+                // An ack lost to the restart leaves the lease to expire: delivered again.
+                if let Ok(true) = consumer.apply(&huey::storage::Batch::ack(d.lease.clone())) {
+                    acked.insert(String::from_utf8(d.payload).unwrap());
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        (acked.len(), errors)
+    });
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while s.counts().unwrap().ready as usize > N * 2 / 3 {
+        assert!(Instant::now() < wait_until, "the drain did not start");
+        thread::sleep(Duration::from_millis(10));
+    }
+    own.restart();
+    let (acked, errors) = drain.join().unwrap();
+    println!("{errors} calls failed while the server was down");
+    assert_eq!(acked, N, "every message delivered and acknowledged");
+    let counts = s.counts().unwrap();
+    assert_eq!((counts.ready, counts.in_flight), (0, 0));
+}
+
+/// A measurement, not a check (run by hand): enqueue and drain `HUEY_PG_TASKS` tasks (50,000 by
+/// default) through one handle in batches, and print the rates and the queue table's size
+/// after the drain, before and after a plain `VACUUM`.
+///
+/// `cargo test --test storage_postgres measure_table_size -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn measure_table_size_after_many_tasks() {
+    let n: usize = std::env::var("HUEY_PG_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    let mut c = app_client();
+    for round in 1..=3 {
+        let (enqueued, drained) = enqueue_and_drain(&*s, n);
+        let size = |c: &mut postgres::Client| -> i64 {
+            c.query_one(
+                &format!("SELECT pg_total_relation_size('{schema}.queue')"),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        };
+        let after = size(&mut c);
+        c.batch_execute(&format!("VACUUM {schema}.queue")).unwrap();
+        let vacuumed = size(&mut c);
+        println!(
+            "round {round}, {n} tasks: enqueue {:.0}/s (batches of 1000), drain {:.0}/s (100 per \
+             dequeue, acks in one apply_all); queue table {} KiB after the drain, {} KiB after \
+             VACUUM",
+            n as f64 / enqueued.as_secs_f64(),
+            n as f64 / drained.as_secs_f64(),
+            after / 1024,
+            vacuumed / 1024
+        );
+    }
+}
+
+/// Enqueue `n` tasks in batches of 1,000, then drain them; how long each took.
+fn enqueue_and_drain(s: &dyn Storage, n: usize) -> (Duration, Duration) {
+    let payload = vec![7u8; 200];
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let items = chunk
+            .iter()
+            .map(|i| huey::storage::Ready {
+                id: format!("task-{i}"),
+                queue: "default".into(),
+                priority: 0,
+                payload: payload.clone(),
+            })
+            .collect();
+        enqueue(s, items);
+    }
+    let enqueued = started.elapsed();
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let ds = s
+            .dequeue(&request("m", &["default"], 100, LONG_LEASE))
+            .unwrap();
+        done += ack(s, ds.into_iter().map(|d| d.lease).collect());
+    }
+    (enqueued, started.elapsed())
+}
+
+/// A server that refuses writes (as a standby given by mistake does) and a statement timeout
+/// are clear errors; what was stored before is untouched.
+#[test]
+fn read_only_server_and_statement_timeouts_are_clear_errors() {
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    enqueue(&*s, vec![ready("kept", "default", 0)]);
+    let read_only = open(&format!(
+        "{}&options=-c%20default_transaction_read_only%3Don",
+        url_in(&schema)
+    ));
+    let batch = huey::storage::Batch {
+        enqueue: vec![ready("refused", "default", 0)],
+        ..Default::default()
+    };
+    let e = read_only.apply(&batch).unwrap_err().to_string();
+    assert!(e.contains("read-only"), "{e}");
+    assert!(e.contains("standby"), "{e}");
+    assert!(e.contains(&schema), "the error names the schema: {e}");
+    assert_eq!(read_only.counts().unwrap().ready, 1, "reads still work");
+    let e = url_error(&format!(
+        "{}&options=-c%20default_transaction_read_only%3Don",
+        url_in(&fresh_schema())
+    ));
+    assert!(
+        e.contains("read-only"),
+        "a schema cannot be created there: {e}"
+    );
+
+    // Hold a row lock so the next write waits past a 200 ms statement timeout.
+    let timed = open(&format!(
+        "{}&options=-c%20statement_timeout%3D200",
+        url_in(&schema)
+    ));
+    let ds = s
+        .dequeue(&request("c", &["default"], 1, LONG_LEASE))
+        .unwrap();
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(&format!("LOCK TABLE {schema}.queue IN EXCLUSIVE MODE"), &[])
+        .unwrap();
+    let e = timed
+        .apply(&huey::storage::Batch::ack(ds[0].lease.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("57014"), "{e}");
+    tx.rollback().unwrap();
+    assert!(
+        timed
+            .apply(&huey::storage::Batch::ack(ds[0].lease.clone()))
+            .unwrap(),
+        "the retried ack went through: nothing was lost"
+    );
+    assert_eq!(s.counts().unwrap().in_flight, 0);
+}
