@@ -87,9 +87,29 @@ impl Pool {
     pub fn run_blocking<T>(
         &self,
         block: Duration,
+        f: impl FnMut(&mut Connection) -> Result<T, RedisError>,
+    ) -> Result<T, Error> {
+        self.blocking(true, block, f)
+    }
+
+    /// [`Pool::run_blocking`] without the silent retry on a fresh connection: a broken
+    /// connection is reported. For result waits: their registration (`wt:<id>`) may have been
+    /// lost with the server, so the caller must read and register again before blocking again.
+    pub fn run_blocking_once<T>(
+        &self,
+        block: Duration,
+        f: impl FnMut(&mut Connection) -> Result<T, RedisError>,
+    ) -> Result<T, Error> {
+        self.blocking(false, block, f)
+    }
+
+    fn blocking<T>(
+        &self,
+        retry: bool,
+        block: Duration,
         mut f: impl FnMut(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, Error> {
-        self.run(true, |con| {
+        self.run(retry, |con| {
             con.set_read_timeout(Some(block + COMMAND_TIMEOUT))?;
             let out = f(con);
             con.set_read_timeout(Some(COMMAND_TIMEOUT))?;

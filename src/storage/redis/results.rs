@@ -40,18 +40,34 @@ impl Results for RedisStorage {
             return Ok(Some(v));
         }
         let wake = format!("{}w:{id}", self.prefix);
+        let mut broke = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
             let block = deadline - now;
-            let woken: Option<(String, String)> = self.pool.run_blocking(block, |con| {
+            let blpop = self.pool.run_blocking_once(block, |con| {
                 ::redis::cmd("BLPOP")
                     .arg(&wake)
                     .arg(block.as_secs_f64().max(0.001))
                     .query(con)
-            })?;
+            });
+            let woken: Option<(String, String)> = match blpop {
+                Ok(woken) => woken,
+                // The connection broke (a server restart loses the registration): read and
+                // register again on a fresh one (that read's error, if any, is the answer),
+                // then block again. Twice in a row: the error is the answer.
+                Err(e) if broke => return Err(e),
+                Err(_) => {
+                    broke = true;
+                    match self.read_result(id, take, false, Some(left()))? {
+                        Some(v) => return Ok(Some(v)),
+                        None => continue,
+                    }
+                }
+            };
+            broke = false;
             let v = self.read_result(id, take, woken.is_some(), Some(left()))?;
             if v.is_some() || woken.is_none() {
                 return Ok(v);

@@ -78,6 +78,21 @@ impl RedisStorage {
         pending: Pending,
         timeout: Duration,
     ) -> Result<Vec<String>> {
+        let out = self.watch_once(watcher, pending, timeout);
+        if out.is_err() {
+            // The server may have restarted and lost the registrations (`wt:<id>`): register
+            // every id again on the next call.
+            REGISTERED.with(|r| r.borrow_mut().retain(|k, _| !k.starts_with(&self.prefix)));
+        }
+        out
+    }
+
+    fn watch_once(
+        &self,
+        watcher: &str,
+        pending: Pending,
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
         let ids = pending();
         let ready = self.register_waiters(&ids, timeout)?;
         if !ready.is_empty() {
@@ -88,7 +103,7 @@ impl RedisStorage {
         let mut keys = vec![own.clone()];
         keys.extend(ids.iter().map(|id| format!("{wake_prefix}{id}")));
         let secs = timeout.as_secs_f64().max(0.001);
-        let popped: Option<(String, String)> = self.pool.run_blocking(timeout, |con| {
+        let popped: Option<(String, String)> = self.pool.run_blocking_once(timeout, |con| {
             ::redis::cmd("BLPOP").arg(&keys).arg(secs).query(con)
         })?;
         let Some(id) =
