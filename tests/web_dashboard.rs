@@ -546,3 +546,61 @@ fn a_lost_storage_is_a_503_not_a_crash() {
     let back = webdriver::wait_for(LONG, || web.get("/api/overview").status == 200);
     assert!(back, "the dashboard did not recover with its storage");
 }
+
+/// Idle and slow clients (a slowloris) cannot hold the dashboard's sockets: more idle
+/// connections than it serves at once, a header dripped a byte at a time and a body that never
+/// comes are all closed within seconds, and a request meanwhile is answered.
+#[test]
+fn idle_and_slow_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let web = Web::start(
+        &format!("sqlite:{}", dir.path().join("q.db").display()),
+        &[],
+    );
+    let addr = web.base.trim_start_matches("http://").to_string();
+    let csrf = web.csrf(&[]);
+    let started = Instant::now();
+    // 300 connections (more than the 256 served at once) that send half a request head.
+    let mut idle: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // A POST whose body never comes (the CSRF token is right: the body is what is waited for).
+    let mut body = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /api/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF-Token: {csrf}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    body.write_all(head.as_bytes()).unwrap();
+    idle.push(body);
+    // A request meanwhile gets its answer (once a slot frees, at the latest).
+    assert_eq!(web.get("/api/overview").status, 200);
+    // Every slow connection is closed by the server (it reads end of file or an error),
+    // seconds after it opened, not held.
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut buf = Vec::new();
+        let r = s.read_to_end(&mut buf);
+        let closed = r.is_ok()
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+        assert!(closed, "connection {i}: {r:?}");
+        let answer = String::from_utf8_lossy(&buf);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,12 +1,14 @@
 //! Prometheus metrics of a consumer (`--metrics-bind`): task outcomes and durations, queue
 //! gauges, worker changes, and the observer's storage writes, served as OpenMetrics text at
-//! `/metrics` by a small HTTP thread of their own.
+//! `/metrics` by a small HTTP server of their own (`scrape`).
+//!
+//! Label values come from the queue, where any producer may write any task or queue name, so
+//! they are bounded: a task this app does not register is counted as [`UNKNOWN_TASK`], at most
+//! [`MAX_TASK_SERIES`] task and queue pairs get series of their own (later ones are counted as
+//! [`OTHER_LABEL`]), and at most [`MAX_QUEUE_LABELS`] queues get gauges.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -17,12 +19,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::observe::MinuteStats;
 use crate::storage::Storage;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The `task` label of outcomes of tasks the app does not register (dead-lettered unknown
+/// tasks: their names come from producers, and would each make a series).
+pub const UNKNOWN_TASK: &str = "_unknown";
+/// The `task` and `queue` labels of outcomes past [`MAX_TASK_SERIES`].
+pub const OTHER_LABEL: &str = "_other";
+/// Task and queue pairs given series of their own.
+pub const MAX_TASK_SERIES: usize = 1000;
+/// Queues given gauges of their own (the queues the consumer serves always are).
+pub const MAX_QUEUE_LABELS: usize = 100;
 
 /// One task and queue's counters (by outcome, made on first use) and duration histogram.
 struct Series {
@@ -66,14 +77,23 @@ pub struct Metrics {
     queue_messages: Family<Labels, Gauge>,
     workers: Family<Labels, Counter>,
     /// The series of each task and queue seen, found by `&str` without building labels.
-    series: Mutex<HashMap<String, HashMap<String, Series>>>,
+    series: Mutex<SeriesMap>,
+    /// The task names the app registers, when known: other names count as [`UNKNOWN_TASK`].
+    known: Option<HashSet<String>>,
     worker_seen: Mutex<[u64; 3]>,
     /// Queues given a gauge so far.
-    queues_seen: Mutex<std::collections::BTreeSet<String>>,
+    queues_seen: Mutex<BTreeSet<String>>,
     /// When the metrics were last scraped (ms since the epoch; 0: never).
     scraped_ms: AtomicU64,
     writes: Family<Labels, Histogram>,
     write_errors: Family<Labels, Counter>,
+}
+
+#[derive(Default)]
+struct SeriesMap {
+    by_task: HashMap<String, HashMap<String, Series>>,
+    /// Task and queue pairs in `by_task`.
+    pairs: usize,
 }
 
 fn duration_histogram() -> Histogram {
@@ -145,12 +165,22 @@ impl Metrics {
             messages,
             queue_messages,
             workers,
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(SeriesMap::default()),
+            known: None,
             worker_seen: Mutex::new([0; 3]),
             queues_seen: Mutex::new(Default::default()),
             scraped_ms: AtomicU64::new(0),
             writes,
             write_errors,
+        }
+    }
+
+    /// Fresh metrics for an app that registers the tasks `names`: outcomes of any other task
+    /// are counted under the task label [`UNKNOWN_TASK`].
+    pub fn for_tasks<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Metrics {
+        Metrics {
+            known: Some(names.into_iter().map(Into::into).collect()),
+            ..Metrics::new()
         }
     }
 
@@ -160,17 +190,28 @@ impl Metrics {
         let Some(&name) = MinuteStats::NAMES.get(outcome) else {
             return;
         };
-        let mut series = self.series.lock();
-        let by_queue = match series.get_mut(e.task.as_str()) {
-            Some(q) => q,
-            None => series.entry(e.task.clone()).or_default(),
+        let mut all = self.series.lock();
+        let seen = all
+            .by_task
+            .get(e.task.as_str())
+            .is_some_and(|q| q.contains_key(e.queue.as_str()));
+        let (task, queue) = if seen {
+            (e.task.as_str(), e.queue.as_str())
+        } else {
+            self.labels_for_new(&all, e)
         };
-        let s = match by_queue.get_mut(e.queue.as_str()) {
+        let SeriesMap { by_task, pairs } = &mut *all;
+        let by_queue = match by_task.get_mut(task) {
+            Some(q) => q,
+            None => by_task.entry(task.to_string()).or_default(),
+        };
+        let s = match by_queue.get_mut(queue) {
             Some(s) => s,
             None => {
-                let labels = vec![("task", e.task.clone()), ("queue", e.queue.clone())];
+                *pairs += 1;
+                let labels = vec![("task", task.to_string()), ("queue", queue.to_string())];
                 let duration = self.durations.get_or_create(&labels).clone();
-                by_queue.entry(e.queue.clone()).or_insert(Series {
+                by_queue.entry(queue.to_string()).or_insert(Series {
                     outcomes: Default::default(),
                     duration,
                 })
@@ -178,8 +219,8 @@ impl Metrics {
         };
         let counter = s.outcomes[outcome].get_or_insert_with(|| {
             let labels = vec![
-                ("task", e.task.clone()),
-                ("queue", e.queue.clone()),
+                ("task", task.to_string()),
+                ("queue", queue.to_string()),
                 ("outcome", name.to_string()),
             ];
             self.tasks.get_or_create(&labels).clone()
@@ -188,6 +229,21 @@ impl Metrics {
         // A dead letter is told beside its attempt's own outcome: timed once.
         if let Some(d) = e.duration.filter(|_| name != "dead") {
             s.duration.observe(d.as_secs_f64());
+        }
+    }
+
+    /// The labels of an event whose task and queue have no series yet: an unregistered task
+    /// is [`UNKNOWN_TASK`], and past [`MAX_TASK_SERIES`] pairs both are [`OTHER_LABEL`].
+    fn labels_for_new<'a>(&self, all: &SeriesMap, e: &'a Event) -> (&'a str, &'a str) {
+        let task = match &self.known {
+            Some(k) if !k.contains(e.task.as_str()) => UNKNOWN_TASK,
+            _ => e.task.as_str(),
+        };
+        let seen = |t: &str, q: &str| all.by_task.get(t).is_some_and(|m| m.contains_key(q));
+        if seen(task, &e.queue) || all.pairs < MAX_TASK_SERIES {
+            (task, e.queue.as_str())
+        } else {
+            (OTHER_LABEL, OTHER_LABEL)
         }
     }
 
@@ -232,12 +288,19 @@ impl Metrics {
         match storage.queue_sizes() {
             Ok(sizes) => {
                 // Queues served or seen before read 0 when the storage lists them no more.
+                // At most MAX_QUEUE_LABELS of them beside the served ones: queue names come
+                // from producers (the totals above count every queue).
                 let mut known = self.queues_seen.lock();
                 known.extend(served.iter().cloned());
                 let mut all: HashMap<String, (u64, u64)> =
                     known.iter().map(|q| (q.clone(), (0, 0))).collect();
                 for q in sizes {
-                    known.insert(q.queue.clone());
+                    if !known.contains(&q.queue) {
+                        if known.len() >= MAX_QUEUE_LABELS + served.len() {
+                            continue;
+                        }
+                        known.insert(q.queue.clone());
+                    }
                     all.insert(q.queue, (q.ready, q.in_flight));
                 }
                 for (queue, (ready, in_flight)) in all {
@@ -281,141 +344,79 @@ impl Metrics {
     }
 }
 
-/// The metrics server started by [`serve_metrics`]; dropping it stops the server.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept (on loopback when listening on every interface); the thread sees
-        // the flag and ends.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Serve `metrics` at `http://addr/metrics` from a thread of its own (one request at a time:
-/// a scrape is small) until the returned server is dropped. A port of 0 picks a free one.
-pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| Error::Config(format!("--metrics-bind {addr}: cannot listen: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io("reading the metrics address", e))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("huey-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Err(e) = stream.and_then(|s| answer(s, &metrics)) {
-                    tracing::debug!("metrics request failed: {e}");
-                }
-            }
-        })
-        .map_err(|e| Error::io("starting the metrics thread", e))?;
-    Ok(MetricsServer {
-        addr: bound,
-        stop,
-        thread: Some(thread),
-    })
-}
-
-/// Answer one HTTP request: `GET /metrics` gets the metrics, anything else a 404 or 405.
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    // The request head is read up to 16 KiB: a longer one is cut off, not buffered.
-    let mut reader = BufReader::new(stream.try_clone()?.take(16 << 10));
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Skip the headers (bounded: a request is small).
-    let mut header = String::new();
-    for _ in 0..100 {
-        header.clear();
-        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
-            break;
-        }
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        (_, "/metrics") => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
-        _ => ("404 Not Found", "text/plain", "see /metrics\n".into()),
-    };
-    let mut out = stream;
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    out.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventKind;
+    use crate::observe::stats::outcome_of;
 
-    fn get(addr: SocketAddr, request: &str) -> String {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+    fn dead(task: &str, queue: &str) -> Event {
+        let mut e = Event::new(EventKind::DeadLettered, "id", task, 1);
+        e.queue = queue.to_string();
+        e
+    }
+
+    fn series(text: &str, label: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with("huey_tasks_total{"))
+            .filter_map(|l| l.split(&format!("{label}=\"")).nth(1))
+            .filter_map(|v| v.split('"').next().map(str::to_string))
+            .collect()
     }
 
     #[test]
-    fn serves_metrics_answers_other_requests_with_an_error_and_stops_when_dropped() {
-        let server =
-            serve_metrics("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new())).unwrap();
-        let addr = server.addr();
-        let ok = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
-        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
-        assert!(
-            ok.contains("application/openmetrics-text") && ok.ends_with("# EOF\n"),
-            "{ok}"
+    fn names_from_producers_cannot_grow_the_labels_without_bound() {
+        let outcome = outcome_of(EventKind::DeadLettered).unwrap();
+        // Unregistered task names (a producer's typos, or an attack) share one label.
+        let m = Metrics::for_tasks(["send_mail"]);
+        m.on_outcome(&dead("send_mail", "default"), outcome);
+        for i in 0..5000 {
+            m.on_outcome(&dead(&format!("no_such_task_{i}"), "default"), outcome);
+        }
+        let text = m.render();
+        assert_eq!(
+            series(&text, "task"),
+            ["_unknown", "send_mail"].map(String::from).into()
         );
-        assert!(get(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
-        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
-        // Garbage, a huge request line and an early hang-up do not stop the server.
-        get(addr, "\u{0}\u{1}garbage\r\n\r\n");
-        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(1 << 20));
-        let mut s = TcpStream::connect(addr).unwrap();
-        let _ = s.write_all(huge.as_bytes());
-        drop(s);
-        drop(TcpStream::connect(addr).unwrap());
-        assert!(get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
-        drop(server);
-        // The port is free again.
-        TcpListener::bind(addr).unwrap();
+        assert!(
+            text.contains(
+                r#"huey_tasks_total{task="_unknown",queue="default",outcome="dead"} 5000"#
+            ),
+            "{text}"
+        );
+        // Without the app's names, pairs past the limit are counted under one label.
+        let m = Metrics::new();
+        for i in 0..MAX_TASK_SERIES + 500 {
+            m.on_outcome(&dead(&format!("t{i}"), &format!("q{i}")), outcome);
+        }
+        m.on_outcome(&dead("t0", "q0"), outcome);
+        let text = m.render();
+        let tasks = series(&text, "task");
+        assert_eq!(tasks.len(), MAX_TASK_SERIES + 1);
+        assert!(tasks.contains(OTHER_LABEL));
+        assert!(
+            text.contains(r#"huey_tasks_total{task="_other",queue="_other",outcome="dead"} 500"#)
+        );
+        assert!(text.contains(r#"huey_tasks_total{task="t0",queue="q0",outcome="dead"} 2"#));
+    }
+
+    #[test]
+    fn queue_gauges_are_bounded() {
+        let app = crate::Huey::open("gauges", "memory:").unwrap();
+        let t = app.task("t").register(|n: u32| Ok::<_, String>(n)).unwrap();
+        for i in 0..MAX_QUEUE_LABELS * 3 {
+            t.s(1).queue(format!("q{i}")).enqueue().unwrap();
+        }
+        let storage = app.storage();
+        let m = Metrics::new();
+        m.refresh_gauges(&*storage, &["served".to_string()]);
+        let text = m.render();
+        let queues: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("huey_queue_messages{"))
+            .filter_map(|l| l.split("queue=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(queues.len(), MAX_QUEUE_LABELS + 1, "{queues:?}");
+        assert!(queues.contains("served"));
     }
 }

@@ -38,12 +38,17 @@
 mod consumers;
 mod metrics;
 mod observer;
+mod scrape;
 mod state;
 mod stats;
 mod types;
 
-pub use metrics::{count_worker, serve_metrics, Metrics, MetricsServer, WorkerChange};
+pub use metrics::{
+    count_worker, Metrics, WorkerChange, MAX_QUEUE_LABELS, MAX_TASK_SERIES, OTHER_LABEL,
+    UNKNOWN_TASK,
+};
 pub use observer::{Observer, ObserverConfig};
+pub use scrape::{serve_metrics, MetricsServer};
 pub use types::{ConsumerInfo, MinuteStats, TaskState, WorkerInfo};
 
 /// How often a consumer writes its heartbeat record.

@@ -13,8 +13,15 @@ impl Huey {
     /// running (consumer, worker, since, attempt), done, failed, revoked, expired,
     /// dead-lettered, or unknown. Reads only: a stored result is left in place.
     pub fn task_state(&self, id: &str) -> Result<TaskState> {
+        let place = self.storage().locate(id)?;
+        self.task_state_at(id, place)
+    }
+
+    /// [`Huey::task_state`] with the message's place already found (by
+    /// [`Inspect::locate`](crate::storage::Inspect::locate), which may scan a whole queue:
+    /// whoever needs the place too looks once).
+    pub(crate) fn task_state_at(&self, id: &str, place: Option<Location>) -> Result<TaskState> {
         let storage = self.storage();
-        let place = storage.locate(id)?;
         match place {
             Some(Location::Leased {
                 consumer, payload, ..

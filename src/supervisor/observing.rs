@@ -28,7 +28,10 @@ impl Observing {
     pub fn start(app: &Huey, cfg: &Config) -> Result<Observing> {
         let (metrics, server) = match cfg.metrics_bind {
             Some(addr) => {
-                let m = Arc::new(Metrics::new());
+                // Tasks this app does not register share one label (their names come from
+                // producers).
+                let names = app.task_defs().into_iter().map(|d| d.name.clone());
+                let m = Arc::new(Metrics::for_tasks(names));
                 let server = serve_metrics(addr, m.clone())?;
                 tracing::info!("metrics at http://{}/metrics", server.addr());
                 if !addr.ip().is_loopback() {

@@ -22,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use parking_lot::Mutex;
 
+use super::server::BODY_TIMEOUT;
 use super::view::{self, Fail};
 use super::{Shared, BODY_LIMIT};
 use crate::error::{Error, Result};
@@ -207,12 +208,21 @@ async fn check_post(s: &Shared, req: Request, bearer: bool) -> std::result::Resu
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| same(t, &s.auth.csrf));
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-        Fail::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is too large",
-        )
-    })?;
+    // A client that stops sending its body mid-way is not waited for.
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, BODY_LIMIT))
+        .await
+        .map_err(|_| {
+            Fail::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )
+        })?
+        .map_err(|_| {
+            Fail::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            )
+        })?;
     let form_token = is_form(&parts.headers)
         && form_urlencoded::parse(&bytes).any(|(k, v)| k == "csrf" && same(&v, &s.auth.csrf));
     if !(bearer || header_token || form_token) {

@@ -87,13 +87,23 @@ async function poll() {
   }
 }
 
-if (document.body.dataset.page === "overview") setInterval(poll, 2000);
+// The next poll starts 2 s after the previous one ended, never beside it: a slow answer (a
+// task looked up in a queue of millions) is not asked for again while it is being computed.
+function every(ms, f) {
+  const tick = async () => {
+    await f();
+    setTimeout(tick, ms);
+  };
+  setTimeout(tick, ms);
+}
+
+if (document.body.dataset.page === "overview") every(2000, poll);
 
 // A task page reloads when the task's state changes (queued → running → done...).
 if (document.body.dataset.page === "task") {
   const shown = document.getElementById("state")?.textContent;
   const api = "/api" + location.pathname;
-  setInterval(async () => {
+  every(2000, async () => {
     try {
       const r = await fetch(api, { credentials: "same-origin", cache: "no-store" });
       const state = r.ok ? (await r.json()).state : "unknown";
@@ -101,5 +111,5 @@ if (document.body.dataset.page === "task") {
     } catch (e) {
       // Try again at the next tick.
     }
-  }, 2000);
+  });
 }

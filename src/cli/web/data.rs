@@ -307,7 +307,9 @@ pub(crate) struct TaskView {
 /// Look a task up by id: its state, and what its message, result and dead letter tell.
 pub(crate) fn task(app: &Huey, id: &str) -> Result<TaskView> {
     let storage = app.storage();
-    let (state, detail) = super::observe::state(app, id)?;
+    // Finding the message may scan its whole queue (Redis): once for both uses.
+    let place = storage.locate(id)?;
+    let (state, detail) = super::observe::state(app, id, place.clone())?;
     let mut v = TaskView {
         id: id.to_string(),
         state: state.name().to_string(),
@@ -315,7 +317,7 @@ pub(crate) fn task(app: &Huey, id: &str) -> Result<TaskView> {
         revoked: app.is_id_revoked(id)?,
         ..TaskView::default()
     };
-    let mut message = match storage.locate(id)? {
+    let mut message = match place {
         Some(Location::Ready { payload, .. })
         | Some(Location::Leased { payload, .. })
         | Some(Location::Scheduled { payload, .. }) => message_view(app, &payload),

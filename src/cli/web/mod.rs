@@ -15,6 +15,7 @@ mod chart;
 mod data;
 mod observe;
 mod pages;
+mod server;
 mod view;
 
 use std::io::Write;
@@ -115,10 +116,8 @@ async fn serve(state: Shared, addr: SocketAddr) -> Result<()> {
         "dashboard for app {:?} on http://{local}/",
         state.app.name()
     );
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| Error::io("the web server failed", e))
+    server::serve(listener, router(state), shutdown()).await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

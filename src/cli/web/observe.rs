@@ -9,6 +9,7 @@ use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::observe::{ConsumerInfo, MinuteStats, TaskState};
+use crate::storage::Location;
 
 /// The live consumers, each with its workers and what they run.
 pub(crate) fn consumers(app: &Huey) -> Result<Vec<Value>> {
@@ -65,8 +66,12 @@ pub(crate) fn throughput(app: &Huey, minutes: u32) -> Result<Vec<Minute>> {
 }
 
 /// A task's state: its name, and the details as JSON (times also as RFC 3339).
-pub(crate) fn state(app: &Huey, id: &str) -> Result<(TaskState, Option<Value>)> {
-    let state = app.task_state(id)?;
+pub(crate) fn state(
+    app: &Huey,
+    id: &str,
+    place: Option<Location>,
+) -> Result<(TaskState, Option<Value>)> {
+    let state = app.task_state_at(id, place)?;
     let mut detail = serde_json::to_value(&state).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut detail {
         m.remove("state");

@@ -132,12 +132,18 @@ impl Inspect for RedisStorage {
         if chosen.is_empty() {
             return Ok(0);
         }
-        let mut inv = self.call(&self.scripts.retry_dead);
-        for (k, p) in &chosen {
-            inv.arg(k).arg(*p);
+        // A script call per chunk: one call moving 100 000 letters would hold the server (and
+        // every consumer and producer on it) for seconds.
+        let mut moved = 0;
+        for chunk in chosen.chunks(RETRY_CHUNK) {
+            let mut inv = self.call(&self.scripts.retry_dead);
+            for (k, p) in chunk {
+                inv.arg(k).arg(*p);
+            }
+            let n: i64 = self.invoke(false, &inv)?;
+            moved += n.max(0) as usize;
         }
-        let n: i64 = self.invoke(false, &inv)?;
-        Ok(n.max(0) as usize)
+        Ok(moved)
     }
 
     fn locate(&self, id: &str) -> Result<Option<Location>> {
@@ -164,6 +170,9 @@ impl Inspect for RedisStorage {
         Ok(())
     }
 }
+
+/// Dead letters put back per script call.
+const RETRY_CHUNK: usize = 500;
 
 /// A listing limit as Lua scripts can use it: numbers above 2^53 lose precision as Lua floats,
 /// and `ZRANGE` refuses a float, so "everything" is capped well below that.

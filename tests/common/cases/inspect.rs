@@ -438,6 +438,31 @@ fn locate_scans_past_many_messages() {
     ));
 }
 
+/// Retrying every dead letter of a long list (more than one script call's worth on Redis)
+/// puts each back exactly once.
+#[test]
+fn many_dead_letters_are_retried_all_at_once() {
+    let s = crate::factory();
+    let s = s();
+    let letters: Vec<_> = (0..1234)
+        .map(|i| DeadPut {
+            id: format!("d{i}"),
+            queue: "default".into(),
+            payload: ready(&format!("d{i}"), "default", 0).payload,
+            error: "e".into(),
+        })
+        .collect();
+    s.apply(&Batch {
+        dead: letters,
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(s.retry_dead(None).unwrap(), 1234);
+    assert_eq!(s.retry_dead(None).unwrap(), 0);
+    let c = s.counts().unwrap();
+    assert_eq!((c.ready, c.dead), (1234, 0));
+}
+
 #[test]
 fn expiring_counters_read_back_without_being_created() {
     let s = crate::factory();
