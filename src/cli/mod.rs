@@ -138,6 +138,7 @@ fn run(
             let app = open_app(name, &cli.storage, register)?;
             web::run(&app, args)
         }
+        Some(Command::Admin(admin::AdminCommand::Cron(args))) => admin::cron::run(args),
         Some(Command::Admin(cmd)) => {
             let app = open_app(name, &cli.storage, register)?;
             admin::run(&app, cmd)
