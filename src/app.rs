@@ -28,6 +28,8 @@ struct Inner {
     /// The storage to go back to when immediate mode is switched off.
     saved_storage: RwLock<Option<Arc<dyn Storage>>>,
     immediate: AtomicBool,
+    /// Store no results or errors (huey's `results=False`).
+    no_results: AtomicBool,
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
     retry_jitter: RwLock<RetryJitter>,
@@ -104,6 +106,7 @@ impl Huey {
                 storage: RwLock::new(storage),
                 saved_storage: RwLock::new(None),
                 immediate: AtomicBool::new(false),
+                no_results: AtomicBool::new(false),
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
                 retry_jitter: RwLock::new(RetryJitter::None),
@@ -162,6 +165,19 @@ impl Huey {
     /// Whether enqueue runs tasks at once.
     pub fn is_immediate(&self) -> bool {
         self.inner.immediate.load(Ordering::SeqCst)
+    }
+
+    /// Store results and errors (the default), or none at all, whatever the tasks' options
+    /// say (huey's `Huey(results=False)`). Off, a `TaskResult` never becomes ready: a producer
+    /// that waits on one times out. It is read where tasks run: set it in the code that
+    /// registers the tasks, which every process of the app runs.
+    pub fn set_store_results(&self, on: bool) {
+        self.inner.no_results.store(!on, Ordering::SeqCst);
+    }
+
+    /// Whether results are stored (see [`Huey::set_store_results`]).
+    pub fn stores_results(&self) -> bool {
+        !self.inner.no_results.load(Ordering::SeqCst)
     }
 
     /// Keep stored results for this long only (`None`: until read).
@@ -310,6 +326,7 @@ impl Huey {
     pub(crate) fn policy(&self) -> Policy {
         Policy {
             result_ttl: *self.inner.result_ttl.read(),
+            no_results: self.inner.no_results.load(Ordering::SeqCst),
             retry_jitter: *self.inner.retry_jitter.read(),
             random: crate::options::uniform_random(),
         }

@@ -1,0 +1,67 @@
+//! huey parity in the library API, on real SQLite files and a real redis-server: the
+//! app-wide "store no results" switch (huey's `results=False`) and `wait_or_revoke` (huey's
+//! `get(revoke_on_timeout=True)`).
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::hueyd::Backend;
+use huey::{Error, FailureKind, Task};
+
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn sqlite() {
+                $body(Backend::sqlite())
+            }
+            #[test]
+            fn redis() {
+                $body(Backend::redis())
+            }
+        }
+    };
+}
+
+both!(no_results_stores_neither_values_nor_errors, |b: Backend| {
+    let app = b.app();
+    assert!(app.stores_results());
+    app.set_store_results(false);
+    let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+    let fail: Task<String, ()> = Task::from_name(&app, "fail").unwrap();
+    let sum = add.call((2, 3)).store_result(true).enqueue().unwrap();
+    let err = fail.enqueue("boom".into()).unwrap();
+    assert_eq!(common::drain(&app, &["default"]), 2);
+    assert_eq!(app.storage().counts().unwrap().results, 0);
+    assert!(matches!(sum.get(), Ok(None)), "no value");
+    assert!(matches!(err.get(), Ok(None)), "no error");
+    // Switched back on, results are stored again.
+    app.set_store_results(true);
+    let sum = add.enqueue((4, 5)).unwrap();
+    common::drain(&app, &["default"]);
+    assert_eq!(sum.wait(Duration::from_secs(10)).unwrap(), 9);
+});
+
+both!(
+    wait_or_revoke_revokes_a_task_that_did_not_answer,
+    |b: Backend| {
+        let app = b.app();
+        let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+        let late = add.enqueue((1, 1)).unwrap();
+        let short = Duration::from_millis(50);
+        assert!(matches!(late.wait_or_revoke(short), Err(Error::Timeout(_))));
+        assert!(late.is_revoked().unwrap());
+        // A task that answers in time is not revoked.
+        let quick = add.enqueue((2, 2)).unwrap();
+        common::drain(&app, &["default"]);
+        assert_eq!(quick.wait_or_revoke(Duration::from_secs(10)).unwrap(), 4);
+        assert!(!quick.is_revoked().unwrap());
+        match late.wait(Duration::from_secs(10)) {
+            Err(Error::Task(e)) => assert_eq!(e.kind, FailureKind::Revoked),
+            other => panic!("the late task ran: {other:?}"),
+        }
+    }
+);
