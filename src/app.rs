@@ -386,6 +386,7 @@ pub struct TaskContext {
     pub(crate) attempt: u32,
     pub(crate) retries_left: u32,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) progress: crate::progress::Throttle,
 }
 
 impl TaskContext {
@@ -393,6 +394,15 @@ impl TaskContext {
     pub fn app(&self) -> &Huey {
         &self.app
     }
+    /// Report progress: `done` of `total` units (0 if unknown), and what is being done.
+    /// Readable with [`crate::TaskResult::progress`] and `hueyd inspect`. Throttled to a few
+    /// writes a second (a report with `done >= total` is always written); returns whether
+    /// this one was written. See [`crate::progress`].
+    pub fn progress(&self, done: u64, total: u64, message: &str) -> Result<bool> {
+        let storage = self.app.storage();
+        crate::progress::report(&*storage, &self.progress, &self.id, done, total, message)
+    }
+
     /// The task id.
     pub fn id(&self) -> &str {
         &self.id

@@ -178,6 +178,7 @@ impl Huey {
                 .options
                 .timeout_ms
                 .map(|t| Instant::now() + Duration::from_millis(t)),
+            progress: Default::default(),
         };
         Ok((def, ctx))
     }

@@ -50,6 +50,7 @@ pub(crate) mod logging;
 pub mod message;
 pub mod observe;
 pub mod options;
+pub mod progress;
 pub(crate) mod registry;
 pub mod result;
 pub mod revoke;

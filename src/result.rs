@@ -137,6 +137,11 @@ impl<R: DeserializeOwned> TaskResult<R> {
         }
     }
 
+    /// The task's last progress report ([`crate::TaskContext::progress`]), if it made one.
+    pub fn progress(&self) -> Result<Option<crate::progress::Progress>> {
+        crate::progress::read(&*self.app.storage(), &self.id)
+    }
+
     /// Whether a result (or final error) is there, without consuming it.
     pub fn is_ready(&self) -> Result<bool> {
         if self.cached.lock().is_some() {
