@@ -35,8 +35,27 @@ struct Inner {
     retry_jitter: RwLock<RetryJitter>,
     /// The largest message `enqueue` writes (at most the hard limit).
     max_message_bytes: std::sync::atomic::AtomicUsize,
-    handlers: RwLock<Vec<EventHandler>>,
+    handlers: RwLock<Vec<(HookId, EventHandler)>>,
     hooks: RwLock<Hooks>,
+}
+
+/// What registering an event handler or a hook returns: give it to [`Huey::remove_hook`] to
+/// unregister it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HookId(u64);
+
+impl HookId {
+    fn next() -> HookId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        HookId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Remove the entry with `id` from `list`; whether there was one.
+fn remove_from<T>(list: &mut Vec<(HookId, T)>, id: HookId) -> bool {
+    let before = list.len();
+    list.retain(|(i, _)| *i != id);
+    list.len() != before
 }
 
 type EventHandler = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -46,10 +65,10 @@ type WorkerHook = Arc<dyn Fn(&Huey) + Send + Sync>;
 
 #[derive(Default, Clone)]
 pub(crate) struct Hooks {
-    pub(crate) pre: Vec<PreHook>,
-    pub(crate) post: Vec<PostHook>,
-    startup: Vec<WorkerHook>,
-    shutdown: Vec<WorkerHook>,
+    pub(crate) pre: Vec<(HookId, PreHook)>,
+    pub(crate) post: Vec<(HookId, PostHook)>,
+    startup: Vec<(HookId, WorkerHook)>,
+    shutdown: Vec<(HookId, WorkerHook)>,
 }
 
 /// Run a hook, logging (never propagating) a panic; `None` when it panicked.
@@ -205,9 +224,26 @@ impl Huey {
     }
 
     /// Call `f` with every event in the process that runs the supervisor (or the caller, in
-    /// immediate mode). A handler that panics is logged and kept.
-    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
-        self.inner.handlers.write().push(Arc::new(f));
+    /// immediate mode). A handler that panics is logged and kept. Returns an id for
+    /// [`Huey::remove_hook`].
+    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> HookId {
+        let id = HookId::next();
+        self.inner.handlers.write().push((id, Arc::new(f)));
+        id
+    }
+
+    /// Unregister an event handler or a hook (pre- or post-execute, startup, shutdown) by
+    /// the id its registration returned; returns whether it was registered. A handler being
+    /// called at that moment finishes that call.
+    pub fn remove_hook(&self, id: HookId) -> bool {
+        if remove_from(&mut self.inner.handlers.write(), id) {
+            return true;
+        }
+        let mut h = self.inner.hooks.write();
+        remove_from(&mut h.pre, id)
+            || remove_from(&mut h.post, id)
+            || remove_from(&mut h.startup, id)
+            || remove_from(&mut h.shutdown, id)
     }
 
     /// Whether any event handler is registered (events need not be built otherwise).
@@ -224,7 +260,7 @@ impl Huey {
             }
             h.clone()
         };
-        for h in handlers {
+        for (_, h) in handlers {
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(e))) {
                 tracing::error!(
                     "event handler panicked on {} of {}: {}",
@@ -241,30 +277,41 @@ impl Huey {
     pub fn pre_execute(
         &self,
         f: impl Fn(&TaskContext) -> std::result::Result<(), String> + Send + Sync + 'static,
-    ) {
-        self.inner.hooks.write().pre.push(Arc::new(f));
+    ) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().pre.push((id, Arc::new(f)));
+        id
     }
 
     /// Run `f` in the worker after each task with its failure (`None`: it succeeded).
-    pub fn post_execute(&self, f: impl Fn(&TaskContext, Option<&Failure>) + Send + Sync + 'static) {
-        self.inner.hooks.write().post.push(Arc::new(f));
+    pub fn post_execute(
+        &self,
+        f: impl Fn(&TaskContext, Option<&Failure>) + Send + Sync + 'static,
+    ) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().post.push((id, Arc::new(f)));
+        id
     }
 
     /// Run `f` when each worker (process or thread) starts, before its first task. Process
     /// workers run the app's registration code, so hooks registered there run in them.
-    pub fn on_startup(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
-        self.inner.hooks.write().startup.push(Arc::new(f));
+    pub fn on_startup(&self, f: impl Fn(&Huey) + Send + Sync + 'static) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().startup.push((id, Arc::new(f)));
+        id
     }
 
     /// Run `f` when each worker stops normally.
-    pub fn on_shutdown(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
-        self.inner.hooks.write().shutdown.push(Arc::new(f));
+    pub fn on_shutdown(&self, f: impl Fn(&Huey) + Send + Sync + 'static) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().shutdown.push((id, Arc::new(f)));
+        id
     }
 
     /// Run the startup hooks (workers call this once as they start).
     pub(crate) fn run_startup_hooks(&self) {
         let hooks = self.inner.hooks.read().startup.clone();
-        for h in hooks {
+        for (_, h) in hooks {
             guarded("a startup hook", || h(self));
         }
     }
@@ -272,7 +319,7 @@ impl Huey {
     /// Run the shutdown hooks (workers call this once as they stop).
     pub(crate) fn run_shutdown_hooks(&self) {
         let hooks = self.inner.hooks.read().shutdown.clone();
-        for h in hooks {
+        for (_, h) in hooks {
             guarded("a shutdown hook", || h(self));
         }
     }

@@ -59,7 +59,7 @@ pub mod supervisor;
 pub mod task;
 pub(crate) mod worker;
 
-pub use app::{Huey, TaskContext};
+pub use app::{HookId, Huey, TaskContext};
 pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};

@@ -65,3 +65,48 @@ both!(
         }
     }
 );
+
+both!(hooks_and_event_handlers_can_be_removed, |b: Backend| {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock};
+    let app = b.app();
+    let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+    let events = Arc::new(AtomicUsize::new(0));
+    let pre = Arc::new(AtomicUsize::new(0));
+    let once = Arc::new(AtomicUsize::new(0));
+    let e = events.clone();
+    let handler = app.on_event(move |_| {
+        e.fetch_add(1, Ordering::SeqCst);
+    });
+    let p = pre.clone();
+    let hook = app.pre_execute(move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    // A handler that removes itself from inside its first call.
+    let own: Arc<OnceLock<huey::HookId>> = Arc::new(OnceLock::new());
+    let (o, own2, app2) = (once.clone(), own.clone(), app.clone());
+    let id = app.on_event(move |_| {
+        o.fetch_add(1, Ordering::SeqCst);
+        if let Some(id) = own2.get() {
+            app2.remove_hook(*id);
+        }
+    });
+    own.set(id).unwrap();
+    add.enqueue((1, 2)).unwrap();
+    common::drain(&app, &["default"]);
+    let (e1, p1) = (events.load(Ordering::SeqCst), pre.load(Ordering::SeqCst));
+    assert!(e1 > 0 && p1 == 1, "events {e1}, pre {p1}");
+    assert_eq!(
+        once.load(Ordering::SeqCst),
+        1,
+        "removed itself after one call"
+    );
+    assert!(app.remove_hook(handler) && app.remove_hook(hook));
+    assert!(!app.remove_hook(handler), "already removed");
+    add.enqueue((1, 2)).unwrap();
+    common::drain(&app, &["default"]);
+    assert_eq!(events.load(Ordering::SeqCst), e1, "no more events");
+    assert_eq!(pre.load(Ordering::SeqCst), 1, "no more pre-execute calls");
+    assert_eq!(once.load(Ordering::SeqCst), 1);
+});
