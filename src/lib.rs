@@ -35,6 +35,7 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod control;
 pub mod crontab;
 pub mod demo;

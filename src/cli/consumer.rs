@@ -92,6 +92,10 @@ pub(super) struct ConsumerArgs {
     /// is then missing from `hueyd consumers`).
     #[arg(long)]
     no_heartbeat: bool,
+    /// Run `huey.command` tasks (programs named in messages). Anyone who can write to the
+    /// queue can then run programs as this consumer's user.
+    #[arg(long)]
+    allow_commands: bool,
     /// Write the pid here; refuse to start if a live process holds it.
     #[arg(long)]
     pidfile: Option<PathBuf>,
@@ -186,6 +190,11 @@ pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Resu
         tracing::warn!(
             "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"
         );
+    }
+    if c.allow_commands {
+        // Before any worker starts: process workers inherit it.
+        crate::command::allow();
+        tracing::warn!("--allow-commands: anyone who can write to the queue can run programs here");
     }
     if c.disable_health_check {
         tracing::info!("-C is ignored: dead workers are always replaced");
