@@ -173,6 +173,25 @@ fn main() -> huey::Result<()> {
         .periodic(Crontab::parse_in_zone("*/30 * * * * *", "Europe/Paris")?) // seconds field
         .register(|(): ()| Ok::<_, String>(()))?;
 
+    app.task("weekly")
+        .periodic(Crontab::parse("0 9 * * MON-FRI")?) // names, 7 = Sunday, @daily, L, W, #
+        .register(|(): ()| Ok::<_, String>(()))?;
+
+    // --- Progress -----------------------------------------------------------------------------
+    let import =
+        app.task("import")
+            .register_with_context(|rows: Vec<String>, ctx: &TaskContext| {
+                for (i, _row) in rows.iter().enumerate() {
+                    ctx.progress(i as u64 + 1, rows.len() as u64, "importing")?;
+                }
+                Ok::<_, huey::Error>(rows.len())
+            })?;
+    let handle = import.enqueue(vec!["a".into(), "b".into(), "c".into()])?;
+    run_ready(&app)?;
+    let p = handle.progress()?.expect("a progress report");
+    println!("{}/{} {} ({:?})", p.done, p.total, p.message, p.fraction());
+    assert_eq!((p.done, p.total), (3, 3));
+
     // --- Immediate mode, for an app's own tests -----------------------------------------------
     app.set_immediate(true);
     assert_eq!(

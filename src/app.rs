@@ -28,13 +28,34 @@ struct Inner {
     /// The storage to go back to when immediate mode is switched off.
     saved_storage: RwLock<Option<Arc<dyn Storage>>>,
     immediate: AtomicBool,
+    /// Store no results or errors (huey's `results=False`).
+    no_results: AtomicBool,
     tasks: RwLock<HashMap<String, Arc<TaskDef>>>,
     result_ttl: RwLock<Option<Duration>>,
     retry_jitter: RwLock<RetryJitter>,
     /// The largest message `enqueue` writes (at most the hard limit).
     max_message_bytes: std::sync::atomic::AtomicUsize,
-    handlers: RwLock<Vec<EventHandler>>,
+    handlers: RwLock<Vec<(HookId, EventHandler)>>,
     hooks: RwLock<Hooks>,
+}
+
+/// What registering an event handler or a hook returns: give it to [`Huey::remove_hook`] to
+/// unregister it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HookId(u64);
+
+impl HookId {
+    fn next() -> HookId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        HookId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Remove the entry with `id` from `list`; whether there was one.
+fn remove_from<T>(list: &mut Vec<(HookId, T)>, id: HookId) -> bool {
+    let before = list.len();
+    list.retain(|(i, _)| *i != id);
+    list.len() != before
 }
 
 type EventHandler = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -44,10 +65,10 @@ type WorkerHook = Arc<dyn Fn(&Huey) + Send + Sync>;
 
 #[derive(Default, Clone)]
 pub(crate) struct Hooks {
-    pub(crate) pre: Vec<PreHook>,
-    pub(crate) post: Vec<PostHook>,
-    startup: Vec<WorkerHook>,
-    shutdown: Vec<WorkerHook>,
+    pub(crate) pre: Vec<(HookId, PreHook)>,
+    pub(crate) post: Vec<(HookId, PostHook)>,
+    startup: Vec<(HookId, WorkerHook)>,
+    shutdown: Vec<(HookId, WorkerHook)>,
 }
 
 /// Run a hook, logging (never propagating) a panic; `None` when it panicked.
@@ -104,6 +125,7 @@ impl Huey {
                 storage: RwLock::new(storage),
                 saved_storage: RwLock::new(None),
                 immediate: AtomicBool::new(false),
+                no_results: AtomicBool::new(false),
                 tasks: RwLock::new(HashMap::new()),
                 result_ttl: RwLock::new(None),
                 retry_jitter: RwLock::new(RetryJitter::None),
@@ -164,6 +186,19 @@ impl Huey {
         self.inner.immediate.load(Ordering::SeqCst)
     }
 
+    /// Store results and errors (the default), or none at all, whatever the tasks' options
+    /// say (huey's `Huey(results=False)`). Off, a `TaskResult` never becomes ready: a producer
+    /// that waits on one times out. It is read where tasks run: set it in the code that
+    /// registers the tasks, which every process of the app runs.
+    pub fn set_store_results(&self, on: bool) {
+        self.inner.no_results.store(!on, Ordering::SeqCst);
+    }
+
+    /// Whether results are stored (see [`Huey::set_store_results`]).
+    pub fn stores_results(&self) -> bool {
+        !self.inner.no_results.load(Ordering::SeqCst)
+    }
+
     /// Keep stored results for this long only (`None`: until read).
     pub fn set_result_ttl(&self, ttl: Option<Duration>) {
         *self.inner.result_ttl.write() = ttl;
@@ -189,9 +224,26 @@ impl Huey {
     }
 
     /// Call `f` with every event in the process that runs the supervisor (or the caller, in
-    /// immediate mode). A handler that panics is logged and kept.
-    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
-        self.inner.handlers.write().push(Arc::new(f));
+    /// immediate mode). A handler that panics is logged and kept. Returns an id for
+    /// [`Huey::remove_hook`].
+    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> HookId {
+        let id = HookId::next();
+        self.inner.handlers.write().push((id, Arc::new(f)));
+        id
+    }
+
+    /// Unregister an event handler or a hook (pre- or post-execute, startup, shutdown) by
+    /// the id its registration returned; returns whether it was registered. A handler being
+    /// called at that moment finishes that call.
+    pub fn remove_hook(&self, id: HookId) -> bool {
+        if remove_from(&mut self.inner.handlers.write(), id) {
+            return true;
+        }
+        let mut h = self.inner.hooks.write();
+        remove_from(&mut h.pre, id)
+            || remove_from(&mut h.post, id)
+            || remove_from(&mut h.startup, id)
+            || remove_from(&mut h.shutdown, id)
     }
 
     /// Whether any event handler is registered (events need not be built otherwise).
@@ -208,7 +260,7 @@ impl Huey {
             }
             h.clone()
         };
-        for h in handlers {
+        for (_, h) in handlers {
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(e))) {
                 tracing::error!(
                     "event handler panicked on {} of {}: {}",
@@ -225,30 +277,41 @@ impl Huey {
     pub fn pre_execute(
         &self,
         f: impl Fn(&TaskContext) -> std::result::Result<(), String> + Send + Sync + 'static,
-    ) {
-        self.inner.hooks.write().pre.push(Arc::new(f));
+    ) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().pre.push((id, Arc::new(f)));
+        id
     }
 
     /// Run `f` in the worker after each task with its failure (`None`: it succeeded).
-    pub fn post_execute(&self, f: impl Fn(&TaskContext, Option<&Failure>) + Send + Sync + 'static) {
-        self.inner.hooks.write().post.push(Arc::new(f));
+    pub fn post_execute(
+        &self,
+        f: impl Fn(&TaskContext, Option<&Failure>) + Send + Sync + 'static,
+    ) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().post.push((id, Arc::new(f)));
+        id
     }
 
     /// Run `f` when each worker (process or thread) starts, before its first task. Process
     /// workers run the app's registration code, so hooks registered there run in them.
-    pub fn on_startup(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
-        self.inner.hooks.write().startup.push(Arc::new(f));
+    pub fn on_startup(&self, f: impl Fn(&Huey) + Send + Sync + 'static) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().startup.push((id, Arc::new(f)));
+        id
     }
 
     /// Run `f` when each worker stops normally.
-    pub fn on_shutdown(&self, f: impl Fn(&Huey) + Send + Sync + 'static) {
-        self.inner.hooks.write().shutdown.push(Arc::new(f));
+    pub fn on_shutdown(&self, f: impl Fn(&Huey) + Send + Sync + 'static) -> HookId {
+        let id = HookId::next();
+        self.inner.hooks.write().shutdown.push((id, Arc::new(f)));
+        id
     }
 
     /// Run the startup hooks (workers call this once as they start).
     pub(crate) fn run_startup_hooks(&self) {
         let hooks = self.inner.hooks.read().startup.clone();
-        for h in hooks {
+        for (_, h) in hooks {
             guarded("a startup hook", || h(self));
         }
     }
@@ -256,7 +319,7 @@ impl Huey {
     /// Run the shutdown hooks (workers call this once as they stop).
     pub(crate) fn run_shutdown_hooks(&self) {
         let hooks = self.inner.hooks.read().shutdown.clone();
-        for h in hooks {
+        for (_, h) in hooks {
             guarded("a shutdown hook", || h(self));
         }
     }
@@ -310,6 +373,7 @@ impl Huey {
     pub(crate) fn policy(&self) -> Policy {
         Policy {
             result_ttl: *self.inner.result_ttl.read(),
+            no_results: self.inner.no_results.load(Ordering::SeqCst),
             retry_jitter: *self.inner.retry_jitter.read(),
             random: crate::options::uniform_random(),
         }
@@ -369,6 +433,7 @@ pub struct TaskContext {
     pub(crate) attempt: u32,
     pub(crate) retries_left: u32,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) progress: crate::progress::Throttle,
 }
 
 impl TaskContext {
@@ -376,6 +441,15 @@ impl TaskContext {
     pub fn app(&self) -> &Huey {
         &self.app
     }
+    /// Report progress: `done` of `total` units (0 if unknown), and what is being done.
+    /// Readable with [`crate::TaskResult::progress`] and `hueyd inspect`. Throttled to a few
+    /// writes a second (a report with `done >= total` is always written); returns whether
+    /// this one was written. See [`crate::progress`].
+    pub fn progress(&self, done: u64, total: u64, message: &str) -> Result<bool> {
+        let storage = self.app.storage();
+        crate::progress::report(&*storage, &self.progress, &self.id, done, total, message)
+    }
+
     /// The task id.
     pub fn id(&self) -> &str {
         &self.id

@@ -1,22 +1,36 @@
-//! Periodic schedules: crontab expressions through the `cron` crate.
+//! Periodic schedules: crontab(5) expressions, evaluated by the `croner` crate.
 //!
 //! Five fields (`minute hour day month day-of-week`, as huey's `crontab()` and crontab(5)),
-//! or six with a leading seconds field. Day-of-week counts from 0 = Sunday (7 is Sunday too).
-//! Times are evaluated in UTC unless a timezone is given.
+//! or six with a leading seconds field. What crontab(5) has is accepted:
+//!
+//! - day-of-week 0–7, where both 0 and 7 are Sunday, and ranges over 7 (`1-7`, `5-7`);
+//! - names of days and months, in any case (`MON-FRI`, `sat,sun`, `JAN-MAR`);
+//! - `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`;
+//! - `L` (last day of the month; `5L` the last Friday), `nW` (the weekday closest to day n)
+//!   and `d#n` (the n-th weekday d of the month, `1#1` the first Monday).
+//!
+//! When both day-of-month and day-of-week are restricted, a day must match **both**, as in
+//! huey (crontab(5) takes either). Times are evaluated in UTC unless a timezone is given; a
+//! local time skipped by a daylight-saving change does not fire that day, and a local time
+//! that occurs twice fires once. Anything else is an [`Error::Config`] naming the field.
 
 use std::fmt;
-use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
 
 use crate::error::{Error, Result};
+
+#[cfg(test)]
+mod tests;
 
 /// A periodic schedule.
 #[derive(Clone)]
 pub struct Crontab {
     expr: String,
-    schedule: cron::Schedule,
+    schedule: Cron,
     tz: Tz,
     /// Whether the expression has a seconds field (runs can be more often than per minute).
     seconds: bool,
@@ -38,38 +52,80 @@ impl fmt::Display for Crontab {
     }
 }
 
-/// Crontab's day-of-week (0 or 7 = Sunday) to the `cron` crate's (1 = Sunday ... 7 = Saturday).
-fn shift_day_of_week(field: &str) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut num = String::new();
-    let mut after_step = false;
-    let flush =
-        |num: &mut String, out: &mut String, after_step: bool| -> std::result::Result<(), String> {
-            if num.is_empty() {
-                return Ok(());
+/// The five-field expressions of the `@` nicknames.
+const NICKNAMES: [(&str, &str); 7] = [
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+    ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *"),
+];
+
+const FIELD_NAMES: [&str; 6] = [
+    "second",
+    "minute",
+    "hour",
+    "day of month",
+    "month",
+    "day of week",
+];
+
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+}
+
+/// The six fields (seconds first) of an expression, nicknames expanded.
+fn six_fields(expr: &str) -> std::result::Result<(Vec<String>, bool), String> {
+    let trimmed = expr.trim();
+    let expanded = if trimmed.starts_with('@') {
+        let lower = trimmed.to_ascii_lowercase();
+        match NICKNAMES.iter().find(|(n, _)| *n == lower) {
+            Some((_, e)) => *e,
+            None => {
+                let names: Vec<&str> = NICKNAMES.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown nickname (expected one of {})",
+                    names.join(", ")
+                ));
             }
-            let n: u32 = num.parse().map_err(|_| format!("bad number {num:?}"))?;
-            if after_step {
-                out.push_str(num);
-            } else if n > 7 {
-                return Err(format!("day of week {n} is out of range 0-7"));
-            } else {
-                out.push_str(&((n % 7) + 1).to_string());
-            }
-            num.clear();
-            Ok(())
-        };
-    for c in field.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            flush(&mut num, &mut out, after_step)?;
-            after_step = c == '/';
-            out.push(c);
+        }
+    } else {
+        trimmed
+    };
+    let mut fields: Vec<String> = expanded.split_whitespace().map(str::to_owned).collect();
+    let seconds = match fields.len() {
+        5 => {
+            fields.insert(0, "0".to_owned());
+            false
+        }
+        6 => true,
+        n => return Err(format!("expected 5 fields (or 6 with seconds), got {n}")),
+    };
+    Ok((fields, seconds))
+}
+
+/// The first field that is wrong on its own, with the library's reason.
+fn field_error(fields: &[String]) -> Option<String> {
+    for (i, f) in fields.iter().enumerate() {
+        // `+` would switch the library's day matching; `?` is Quartz's: neither is crontab(5).
+        if f.contains('+') || f.contains('?') {
+            return Some(format!(
+                "{} field {f:?}: unexpected character",
+                FIELD_NAMES[i]
+            ));
+        }
+        let mut probe = ["0", "*", "*", "*", "*", "*"];
+        probe[i] = f;
+        if let Err(e) = parser().parse(&probe.join(" ")) {
+            return Some(format!("{} field {f:?}: {e}", FIELD_NAMES[i]));
         }
     }
-    flush(&mut num, &mut out, after_step)?;
-    Ok(out)
+    None
 }
 
 impl Crontab {
@@ -81,9 +137,11 @@ impl Crontab {
     /// # fn main() -> huey::Result<()> {
     /// let app = Huey::immediate("docs");
     /// app.task("report")
-    ///     .periodic(Crontab::parse("0 9 * * 1-5")?) // 09:00 UTC, Monday to Friday
+    ///     .periodic(Crontab::parse("0 9 * * MON-FRI")?) // 09:00 UTC, Monday to Friday
     ///     .register(|(): ()| Ok::<_, String>(()))?;
-    /// assert!(Crontab::parse("61 * * * *").is_err());
+    /// assert!(Crontab::parse("@weekly").is_ok());
+    /// let err = Crontab::parse("61 * * * *").unwrap_err().to_string();
+    /// assert!(err.contains("minute field"), "{err}");
     /// # Ok(())
     /// # }
     /// ```
@@ -101,27 +159,18 @@ impl Crontab {
 
     fn parse_in(expr: &str, tz: Tz) -> Result<Crontab> {
         let bad = |why: String| Error::Config(format!("invalid crontab {expr:?}: {why}"));
-        let fields: Vec<&str> = expr.split_whitespace().collect();
-        let (sec, rest) = match fields.len() {
-            5 => ("0", &fields[..]),
-            6 => (fields[0], &fields[1..]),
-            n => {
-                return Err(bad(format!(
-                    "expected 5 fields (or 6 with seconds), got {n}"
-                )))
-            }
-        };
-        let dow = shift_day_of_week(rest[4]).map_err(bad)?;
-        let full = format!(
-            "{sec} {} {} {} {} {dow}",
-            rest[0], rest[1], rest[2], rest[3]
-        );
-        let schedule = cron::Schedule::from_str(&full).map_err(|e| bad(e.to_string()))?;
+        let (fields, seconds) = six_fields(expr).map_err(bad)?;
+        if let Some(why) = field_error(&fields) {
+            return Err(bad(why));
+        }
+        let schedule = parser()
+            .parse(&fields.join(" "))
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Crontab {
-            expr: fields.join(" "),
+            expr: expr.split_whitespace().collect::<Vec<_>>().join(" "),
             schedule,
             tz,
-            seconds: fields.len() == 6,
+            seconds,
         })
     }
 
@@ -137,12 +186,22 @@ impl Crontab {
 
     /// Every `n` minutes (n in 1..=59).
     pub fn every_minutes(n: u32) -> Result<Crontab> {
+        if !(1..=59).contains(&n) {
+            return Err(Error::Config(format!(
+                "every_minutes({n}): expected 1 to 59"
+            )));
+        }
         Crontab::parse(&format!("*/{n} * * * *"))
     }
 
     /// The expression as written.
     pub fn expr(&self) -> &str {
         &self.expr
+    }
+
+    /// The timezone the expression is evaluated in.
+    pub fn timezone(&self) -> Tz {
+        self.tz
     }
 
     /// Whether the schedule has second resolution.
@@ -152,69 +211,32 @@ impl Crontab {
 
     /// Whether the schedule fires at `t` (truncated to its second, or minute for 5 fields).
     pub fn matches(&self, t: DateTime<Utc>) -> bool {
-        let local = self.tz.from_utc_datetime(&t.naive_utc());
-        self.schedule.includes(local)
+        self.schedule
+            .is_time_matching(&t.with_timezone(&self.tz))
+            .unwrap_or(false)
     }
 
     /// The first firing time strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = self.tz.from_utc_datetime(&t.naive_utc());
         self.schedule
-            .after(&local)
-            .next()
+            .find_next_occurrence(&t.with_timezone(&self.tz), false)
+            .ok()
             .map(|d| d.with_timezone(&Utc))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        // 2026-11-26 is a Thursday.
-        Utc.with_ymd_and_hms(2026, 11, 26, h, m, s).unwrap()
-    }
-
-    #[test]
-    fn five_fields_fire_at_the_start_of_the_minute() {
-        let c = Crontab::parse("*/5 * * * *").unwrap();
-        assert!(c.matches(at(10, 5, 0)));
-        assert!(!c.matches(at(10, 5, 1)));
-        assert!(!c.matches(at(10, 6, 0)));
-        assert_eq!(c.next_after(at(10, 6, 30)), Some(at(10, 10, 0)));
-    }
-
-    #[test]
-    fn day_of_week_counts_from_sunday_zero() {
-        let thursday = Crontab::parse("0 9 * * 4").unwrap();
-        assert!(thursday.matches(at(9, 0, 0)));
-        let weekend = Crontab::parse("0 9 * * 0,6").unwrap();
-        assert!(!weekend.matches(at(9, 0, 0)));
-        let weekdays = Crontab::parse("0 9 * * 1-5").unwrap();
-        assert!(weekdays.matches(at(9, 0, 0)));
-        assert!(Crontab::parse("0 9 * * 7")
-            .unwrap()
-            .next_after(at(9, 0, 0))
-            .is_some());
-    }
-
-    #[test]
-    fn seconds_field_and_timezones() {
-        let c = Crontab::parse("*/10 * * * * *").unwrap();
-        assert!(c.has_seconds() && c.matches(at(1, 2, 30)) && !c.matches(at(1, 2, 31)));
-        let paris = Crontab::parse_in_zone("0 10 * * *", "Europe/Paris").unwrap();
-        assert!(
-            paris.matches(at(9, 0, 0)),
-            "10:00 in Paris is 09:00 UTC in November"
-        );
-    }
-
-    #[test]
-    fn bad_expressions_are_errors() {
-        for e in ["", "* * *", "61 * * * *", "* * * * 9", "a b c d e"] {
-            assert!(Crontab::parse(e).is_err(), "{e:?} parsed");
+    /// The next `n` firing times strictly after `t`.
+    pub fn next_runs(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(n.min(1024));
+        let mut at = t;
+        while out.len() < n {
+            match self.next_after(at) {
+                Some(next) => {
+                    out.push(next);
+                    at = next;
+                }
+                None => break,
+            }
         }
-        assert!(Crontab::parse_in_zone("* * * * *", "Mars/Olympus").is_err());
+        out
     }
 }

@@ -178,6 +178,7 @@ impl Huey {
                 .options
                 .timeout_ms
                 .map(|t| Instant::now() + Duration::from_millis(t)),
+            progress: Default::default(),
         };
         Ok((def, ctx))
     }
@@ -277,10 +278,10 @@ impl Huey {
 /// Run the pre-execute hooks; the first that refuses cancels the attempt (the post-execute
 /// hooks then run with its failure).
 fn pre_hooks(hooks: &Hooks, ctx: &TaskContext) -> std::result::Result<(), Failure> {
-    for h in &hooks.pre {
+    for (_, h) in &hooks.pre {
         if let Some(Err(reason)) = guarded("a pre-execute hook", || h(ctx)) {
             let f = Failure::new(FailureKind::Canceled, reason);
-            for h in &hooks.post {
+            for (_, h) in &hooks.post {
                 guarded("a post-execute hook", || h(ctx, Some(&f)));
             }
             return Err(f);
@@ -290,7 +291,7 @@ fn pre_hooks(hooks: &Hooks, ctx: &TaskContext) -> std::result::Result<(), Failur
 }
 
 fn post_hooks(hooks: &Hooks, ctx: &TaskContext, outcome: &std::result::Result<Output, Failure>) {
-    for h in &hooks.post {
+    for (_, h) in &hooks.post {
         guarded("a post-execute hook", || h(ctx, outcome.as_ref().err()));
     }
 }

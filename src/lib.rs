@@ -35,6 +35,7 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod control;
 pub mod crontab;
 pub mod demo;
@@ -50,6 +51,7 @@ pub(crate) mod logging;
 pub mod message;
 pub mod observe;
 pub mod options;
+pub mod progress;
 pub(crate) mod registry;
 pub mod result;
 pub mod revoke;
@@ -58,7 +60,7 @@ pub mod supervisor;
 pub mod task;
 pub(crate) mod worker;
 
-pub use app::{Huey, TaskContext};
+pub use app::{HookId, Huey, TaskContext};
 pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};

@@ -55,6 +55,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+    /// `HH:MM:SS message`, as huey's `-S/--simple`.
+    Simple,
+}
+
+/// The clock of the simple format: UTC `HH:MM:SS`.
+struct ShortTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for ShortTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{}", chrono::Utc::now().format("%H:%M:%S"))
+    }
 }
 
 /// The settings process workers inherit (see [`child_env`]).
@@ -78,6 +89,7 @@ pub fn init_worker_logging() {
     let file = std::env::var_os(ENV_FILE).map(PathBuf::from);
     let format = match std::env::var(ENV_FORMAT).as_deref() {
         Ok("json") => LogFormat::Json,
+        Ok("simple") => LogFormat::Simple,
         _ => LogFormat::Text,
     };
     if let Err(e) = init_logging(file, &level, format) {
@@ -92,8 +104,10 @@ pub fn init_logging(logfile: Option<PathBuf>, level: &str, format: LogFormat) ->
     if let Some(p) = &logfile {
         env.push((ENV_FILE, p.display().to_string()));
     }
-    if format == LogFormat::Json {
-        env.push((ENV_FORMAT, "json".to_string()));
+    match format {
+        LogFormat::Json => env.push((ENV_FORMAT, "json".to_string())),
+        LogFormat::Simple => env.push((ENV_FORMAT, "simple".to_string())),
+        LogFormat::Text => {}
     }
     let _ = CHILD.set(env);
     let file = match logfile {
@@ -116,6 +130,11 @@ pub fn init_logging(logfile: Option<PathBuf>, level: &str, format: LogFormat) ->
     let _ = match format {
         LogFormat::Text => fmt.try_init(),
         LogFormat::Json => fmt.json().flatten_event(true).try_init(),
+        LogFormat::Simple => fmt
+            .with_timer(ShortTime)
+            .with_level(false)
+            .compact()
+            .try_init(),
     };
     Ok(())
 }

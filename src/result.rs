@@ -124,6 +124,24 @@ impl<R: DeserializeOwned> TaskResult<R> {
         }
     }
 
+    /// [`wait`](Self::wait), and when the time is up, revoke this instance so that it does
+    /// not run later (huey's `get(blocking=True, timeout=t, revoke_on_timeout=True)`). The
+    /// error is still `Error::Timeout`.
+    pub fn wait_or_revoke(&self, timeout: Duration) -> Result<R> {
+        match self.wait(timeout) {
+            Err(Error::Timeout(t)) => {
+                self.revoke()?;
+                Err(Error::Timeout(t))
+            }
+            other => other,
+        }
+    }
+
+    /// The task's last progress report ([`crate::TaskContext::progress`]), if it made one.
+    pub fn progress(&self) -> Result<Option<crate::progress::Progress>> {
+        crate::progress::read(&*self.app.storage(), &self.id)
+    }
+
     /// Whether a result (or final error) is there, without consuming it.
     pub fn is_ready(&self) -> Result<bool> {
         if self.cached.lock().is_some() {

@@ -69,6 +69,7 @@ fn hueyd_carries_the_demo_tasks_and_none_that_break_their_worker() {
             "fail",
             "flaky",
             "heartbeat",
+            "huey.command",
             "noop",
             "sleep"
         ],

@@ -18,7 +18,8 @@ pub(super) struct ConsumerArgs {
     workers: u32,
     /// Worker kind: thread, process for CPU-bound work, or async for many I/O-bound tasks at
     /// once (futures on one runtime).
-    #[arg(short = 'k', long, value_enum, default_value = "thread")]
+    /// `--worker-type` (huey's name) is an alias, and `greenlet` one of `async`.
+    #[arg(short = 'k', long, visible_alias = "worker-type", default_value = "thread", value_parser = worker_kind)]
     kind: WorkerKind,
     /// Attempts each process worker runs at once, as futures on a runtime of its own (async
     /// tasks; sync ones on its blocking threads).
@@ -58,6 +59,17 @@ pub(super) struct ConsumerArgs {
     /// Clear all locks at start.
     #[arg(short = 'f', long)]
     flush_locks: bool,
+    /// Lock names to clear at start (comma-separated), as huey's `-L`; implies `-f`, since
+    /// this consumer cannot tell task locks from others (huey clears its task locks too).
+    #[arg(short = 'L', long, value_delimiter = ',', value_name = "NAMES")]
+    extra_locks: Vec<String>,
+    /// huey's `-C/--disable-health-check`: accepted for scripts and ignored, since dead
+    /// workers are always replaced here (the supervisor waits on its children).
+    #[arg(short = 'C', long)]
+    disable_health_check: bool,
+    /// Log `HH:MM:SS message` lines (huey's simple format); same as `--log-format simple`.
+    #[arg(short = 'S', long, conflicts_with = "log_format")]
+    simple: bool,
     /// Seconds running tasks may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "30", value_parser = seconds)]
     stop_timeout: Duration,
@@ -80,6 +92,10 @@ pub(super) struct ConsumerArgs {
     /// is then missing from `hueyd consumers`).
     #[arg(long)]
     no_heartbeat: bool,
+    /// Run `huey.command` tasks (programs named in messages). Anyone who can write to the
+    /// queue can then run programs as this consumer's user.
+    #[arg(long)]
+    allow_commands: bool,
     /// Write the pid here; refuse to start if a live process holds it.
     #[arg(long)]
     pidfile: Option<PathBuf>,
@@ -96,6 +112,18 @@ pub(super) struct ConsumerArgs {
 const MAX_WORKERS: u32 = 1024;
 /// The most attempts an async worker runs at once.
 const MAX_ASYNC: i64 = 100_000;
+
+/// `-k` values: huey's `greenlet` runs as `async`.
+fn worker_kind(s: &str) -> std::result::Result<WorkerKind, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "thread" => Ok(WorkerKind::Thread),
+        "process" => Ok(WorkerKind::Process),
+        "async" | "greenlet" => Ok(WorkerKind::Async),
+        _ => Err(format!(
+            "{s:?}: expected thread, process, async (or greenlet)"
+        )),
+    }
+}
 
 fn seconds(s: &str) -> std::result::Result<Duration, String> {
     let v: f64 = s
@@ -132,7 +160,7 @@ impl ConsumerArgs {
             max_memory_kib: self.max_memory.map(|mb| mb * 1024),
             lease: self.lease,
             max_deliveries: self.max_deliveries,
-            flush_locks: self.flush_locks,
+            flush_locks: self.flush_locks || !self.extra_locks.is_empty(),
             stop_deadline: self.stop_timeout,
             log_tasks: !self.quiet,
             metrics_bind: self.metrics_bind,
@@ -152,11 +180,24 @@ impl ConsumerArgs {
 
 /// Run the consumer until it is stopped. `open` opens the storage and registers the tasks.
 pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Result<ExitCode> {
-    crate::logging::init_logging(c.logfile.clone(), c.log_level(), c.log_format)?;
+    let format = if c.simple {
+        crate::logging::LogFormat::Simple
+    } else {
+        c.log_format
+    };
+    crate::logging::init_logging(c.logfile.clone(), c.log_level(), format)?;
     if c._delay.is_some() || c._max_delay.is_some() || c._backoff.is_some() {
         tracing::warn!(
             "-d/-m/-b are ignored: dequeue blocks in storage, there is no polling to tune"
         );
+    }
+    if c.allow_commands {
+        // Before any worker starts: process workers inherit it.
+        crate::command::allow();
+        tracing::warn!("--allow-commands: anyone who can write to the queue can run programs here");
+    }
+    if c.disable_health_check {
+        tracing::info!("-C is ignored: dead workers are always replaced");
     }
     let app = open()?;
     let cfg = c.config()?;

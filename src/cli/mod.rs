@@ -118,6 +118,7 @@ fn consumer_flag_given(cmd: &clap::Command, m: &ArgMatches) -> Option<String> {
 fn open_app(name: &str, url: &str, register: &dyn Fn(&Huey) -> Result<()>) -> Result<Huey> {
     let app = Huey::open(name, url)?;
     register(&app)?;
+    crate::command::register(&app)?;
     Ok(app)
 }
 
@@ -138,6 +139,7 @@ fn run(
             let app = open_app(name, &cli.storage, register)?;
             web::run(&app, args)
         }
+        Some(Command::Admin(admin::AdminCommand::Cron(args))) => admin::cron::run(args),
         Some(Command::Admin(cmd)) => {
             let app = open_app(name, &cli.storage, register)?;
             admin::run(&app, cmd)
@@ -151,6 +153,7 @@ fn worker(name: &str, register: &dyn Fn(&Huey) -> Result<()>) -> ExitCode {
         // The supervisor checked the storage; here it is opened only if task code uses it.
         let app = Huey::open_lazy(name, url);
         register(&app)?;
+        crate::command::register(&app)?;
         Ok(app)
     }) as u8)
 }

@@ -100,6 +100,8 @@ impl RetryJitter {
 pub struct Policy {
     /// Keep stored results (and stored errors) this long (`None`: until read).
     pub result_ttl: Option<Duration>,
+    /// Store no results and no errors at all (huey's `results=False`).
+    pub no_results: bool,
     /// Jitter on the delays of retries after failures.
     pub retry_jitter: RetryJitter,
     /// A uniform random value in `[0, 1)` drawn by the caller for this decision (for the
@@ -262,7 +264,7 @@ fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Eff
         next.enqueued_ms = now_ms;
         push_follow_up(&next, now_ms, fx);
     }
-    let store = msg.options.store_result.unwrap_or(!out.is_empty);
+    let store = msg.options.store_result.unwrap_or(!out.is_empty) && !policy.no_results;
     let stored = StoredResult::Ok {
         task: msg.task.clone(),
         value: out.value,
@@ -333,11 +335,13 @@ fn task_error(msg: &Message, f: &Failure) -> TaskError {
 
 fn store_failure(msg: &Message, f: Failure, policy: Policy, fx: &mut Effects) -> StoredResult {
     let stored = StoredResult::Err(task_error(msg, &f));
-    fx.batch.results.push(ResultPut {
-        id: msg.id.clone(),
-        value: stored.encode(),
-        ttl: policy.result_ttl,
-    });
+    if !policy.no_results {
+        fx.batch.results.push(ResultPut {
+            id: msg.id.clone(),
+            value: stored.encode(),
+            ttl: policy.result_ttl,
+        });
+    }
     stored
 }
 

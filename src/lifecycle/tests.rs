@@ -562,3 +562,21 @@ fn retry_jitter_stays_within_its_bounds_and_never_above_the_cap() {
     let waits = retry_waits(1_000, 10.0, RetryJitter::Full, &[0.5; 8]);
     assert_eq!(waits[4..], [MAX_RETRY_BACKOFF_MS / 2; 4]);
 }
+
+#[test]
+fn no_results_stores_neither_values_nor_errors() {
+    let policy = Policy {
+        no_results: true,
+        ..Policy::default()
+    };
+    let mut m = msg("t");
+    m.options.store_result = Some(true);
+    let mut fx = Effects::default();
+    complete(Some(&lease()), &m, Ok(output(7)), NOW, policy, &mut fx);
+    assert!(fx.batch.results.is_empty(), "no value stored");
+    let mut fx = Effects::default();
+    let f = Failure::new(FailureKind::Error, "boom");
+    complete(Some(&lease()), &msg("t"), Err(f), NOW, policy, &mut fx);
+    assert!(fx.batch.results.is_empty(), "no error stored");
+    assert!(fx.batch.lease.is_some(), "still acknowledged");
+}

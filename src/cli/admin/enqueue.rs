@@ -21,7 +21,8 @@ const ENQUEUE_BATCH: usize = 1000;
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
     /// The registered task name.
-    pub task: String,
+    #[arg(required_unless_present = "command", conflicts_with = "command")]
+    pub task: Option<String>,
     /// The arguments as JSON, decoded into the task's argument type (omitted: null, for `()`).
     /// A tuple is a JSON array, e.g. '[1, 2]'; a string is quoted, e.g. '"hello"'.
     pub args: Option<String>,
@@ -55,11 +56,20 @@ pub struct EnqueueArgs {
     /// Print `{"task": ..., "ids": [...], "eta": RFC 3339 or null}` instead of one id per line.
     #[arg(long)]
     pub json: bool,
+    /// Enqueue the command task (`huey.command`): run the program given after `--` with its
+    /// arguments. Consumers run it only with `--allow-commands`.
+    #[arg(long, requires = "argv")]
+    pub command: bool,
+    /// With `--command`: the program and its arguments.
+    #[arg(last = true, requires = "command")]
+    pub argv: Vec<String>,
 }
 
 pub(super) fn run(app: &Huey, a: EnqueueArgs) -> Result<ExitCode> {
-    let def = lookup(app, &a.task)?;
+    let name = a.task.as_deref().unwrap_or(crate::command::TASK);
+    let def = lookup(app, name)?;
     let json: Value = match &a.args {
+        None if a.command => json!({"program": a.argv[0], "args": a.argv[1..]}),
         None => Value::Null,
         Some(text) => serde_json::from_str(text).map_err(|e| Error::BadArguments {
             task: def.name.clone(),

@@ -3,7 +3,8 @@
 //!
 //! `--json` prints one object: `id`, `state` (the name), and the state's fields: `queue`,
 //! `position`, `priority` (queued); `eta_ms` (scheduled); `consumer`, `worker`, `since_ms`,
-//! `attempt` (running); `error` (failed, dead-lettered).
+//! `attempt` (running); `error` (failed, dead-lettered); and `progress` (`done`, `total`,
+//! `message`, `at_ms`) when the task reported some.
 
 use std::process::ExitCode;
 
@@ -61,15 +62,29 @@ fn text(id: &str, s: &TaskState) -> String {
 
 pub(super) fn run(app: &Huey, a: InspectArgs) -> Result<ExitCode> {
     let state = app.task_state(&a.id)?;
+    let progress = crate::progress::read(&*app.storage(), &a.id)?;
     let mut out = Out::new();
     if a.json {
         let mut v = serde_json::to_value(&state).unwrap_or_else(|_| json!({}));
         if let Value::Object(m) = &mut v {
             m.insert("id".into(), Value::String(a.id.clone()));
+            if let Some(p) = &progress {
+                m.insert("progress".into(), json!(p));
+            }
         }
         out.json(&v);
     } else {
-        out.line(text(&a.id, &state));
+        let mut line = text(&a.id, &state);
+        if let Some(p) = &progress {
+            line.push_str(&format!(
+                "  progress {}/{} {} (at {})",
+                p.done,
+                p.total,
+                p.message,
+                format_time(p.at_ms)
+            ));
+        }
+        out.line(line);
     }
     Ok(ExitCode::SUCCESS)
 }

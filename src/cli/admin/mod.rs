@@ -1,5 +1,5 @@
 //! Admin subcommands, one module each: enqueue, result, status, revoke/restore, flush, tasks,
-//! pending and scheduled listings, dead letters, consumers, inspect. Here: the subcommand list and what the
+//! pending and scheduled listings, dead letters, consumers, inspect, cron. Here: the subcommand list and what the
 //! commands share (task lookup, message summaries, output).
 //!
 //! Every command that prints data takes `--json` for a machine-readable form (one JSON value
@@ -17,6 +17,7 @@
 //! leaves the result in storage.
 
 mod consumers;
+pub(crate) mod cron;
 mod dead;
 mod enqueue;
 mod flush;
@@ -72,6 +73,8 @@ pub enum AdminCommand {
     Consumers(consumers::ConsumersArgs),
     /// Where a task is by id: queued, scheduled, running, done, failed, dead-lettered...
     Inspect(inspect::InspectArgs),
+    /// Check a crontab expression and print its next run times (needs no storage).
+    Cron(cron::CronArgs),
 }
 
 /// Run one admin command.
@@ -89,6 +92,7 @@ pub fn run(app: &Huey, cmd: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Dead(a) => dead::run(app, a),
         AdminCommand::Consumers(a) => consumers::run(app, a),
         AdminCommand::Inspect(a) => inspect::run(app, a),
+        AdminCommand::Cron(a) => cron::run(a),
     }
 }
 
