@@ -152,6 +152,46 @@ fn an_async_task_that_never_yields_is_ended_by_killing_its_process_after_a_grace
     assert_ne!(after, before, "the stuck worker was replaced");
 }
 
+fn an_async_task_that_blocks_its_thread_is_named_in_a_warning(kind: Kind) {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = kind.testbed(&b.url(), &["-w", "1"]);
+    runner_pid(&app);
+    let block: Task<u64, u64> = task(&app, "async_block");
+    let r = block.enqueue(2500).unwrap();
+    // No timeout: nothing else would ever say that the runtime is stalled.
+    assert!(
+        h.wait_log("without yielding", LONG),
+        "not reported: {}",
+        h.log()
+    );
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("without yielding"))
+        .unwrap();
+    assert!(
+        line.contains("async_block") && line.contains(r.id()),
+        "{line}"
+    );
+    assert_eq!(r.wait(LONG).unwrap(), 2500);
+    assert!(
+        h.wait_log("gave its runtime thread back", LONG),
+        "{}",
+        h.log()
+    );
+}
+
+#[test]
+fn an_async_task_that_blocks_its_thread_is_named_in_a_warning_on_an_async_worker() {
+    an_async_task_that_blocks_its_thread_is_named_in_a_warning(Kind::Async);
+}
+
+#[test]
+fn an_async_task_that_blocks_its_thread_is_named_in_a_warning_in_a_process_worker() {
+    an_async_task_that_blocks_its_thread_is_named_in_a_warning(Kind::ProcessConcurrent);
+}
+
 #[test]
 fn a_sync_task_past_its_timeout_on_an_async_worker_is_abandoned_and_others_go_on() {
     let b = Backend::sqlite();
