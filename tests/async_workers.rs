@@ -235,6 +235,26 @@ fn sync_tasks_on_an_async_worker_do_not_hold_up_its_futures() {
     );
 }
 
+#[test]
+fn sync_tasks_that_fill_the_blocking_pool_do_not_hold_up_async_tasks() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    // 16 blocking threads; twice as many sync tasks, so the pool has a queue too.
+    let h = Kind::Async.testbed(&b.url(), &["-w", "64"]);
+    let sleep: Task<u64, u64> = task(&app, "sleep");
+    let blocked = sleep.enqueue_many((0..32).map(|_| 8_000)).unwrap();
+    assert!(wait_until(LONG, || h.log().matches("task started").count() >= 32));
+    let quick: Task<u64, u64> = task(&app, "async_sleep");
+    for r in quick.enqueue_many((0..8).map(|_| 10)).unwrap() {
+        assert_eq!(r.wait(LONG).unwrap(), 10);
+    }
+    assert!(
+        blocked.iter().all(|r| !r.is_ready().unwrap()),
+        "the async tasks waited for the sync ones: {}",
+        h.log()
+    );
+}
+
 fn many_attempts_run_at_once(args: &[&str], tasks: usize, at_least: i64) {
     let b = Backend::redis();
     let app = b.app();
