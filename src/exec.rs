@@ -200,16 +200,18 @@ impl Huey {
         msg: Message,
         ctx: TaskContext,
     ) -> std::result::Result<Output, Failure> {
-        // Taking a rate limit or a lock is storage I/O: done on the blocking pool. A task with
-        // neither skips that hop: a blocking thread woken and a hand-back per attempt.
-        let _guard = if def.options.rate_limit.is_none() && def.options.lock.is_none() {
-            None
-        } else {
+        // Only a rate limit or a lock needs storage calls (on the blocking pool); without
+        // them the attempt needs no blocking thread, so sync tasks that fill that pool cannot
+        // hold it up.
+        let guarded = def.options.rate_limit.is_some() || def.options.lock.is_some();
+        let _guard = if guarded {
             let app = self.clone();
             let d = def.clone();
             tokio::task::spawn_blocking(move || app.take_guards(&d))
                 .await
                 .map_err(|e| Failure::new(FailureKind::Error, format!("taking the lock: {e}")))??
+        } else {
+            None
         };
         let deadline = ctx.deadline;
         let Some(fut) = def.handler.run_async(&msg.args, ctx) else {

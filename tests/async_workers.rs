@@ -152,6 +152,46 @@ fn an_async_task_that_never_yields_is_ended_by_killing_its_process_after_a_grace
     assert_ne!(after, before, "the stuck worker was replaced");
 }
 
+fn an_async_task_that_blocks_its_thread_is_named_in_a_warning(kind: Kind) {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = kind.testbed(&b.url(), &["-w", "1"]);
+    runner_pid(&app);
+    let block: Task<u64, u64> = task(&app, "async_block");
+    let r = block.enqueue(2500).unwrap();
+    // No timeout: nothing else would ever say that the runtime is stalled.
+    assert!(
+        h.wait_log("without yielding", LONG),
+        "not reported: {}",
+        h.log()
+    );
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("without yielding"))
+        .unwrap();
+    assert!(
+        line.contains("async_block") && line.contains(r.id()),
+        "{line}"
+    );
+    assert_eq!(r.wait(LONG).unwrap(), 2500);
+    assert!(
+        h.wait_log("gave its runtime thread back", LONG),
+        "{}",
+        h.log()
+    );
+}
+
+#[test]
+fn an_async_task_that_blocks_its_thread_is_named_in_a_warning_on_an_async_worker() {
+    an_async_task_that_blocks_its_thread_is_named_in_a_warning(Kind::Async);
+}
+
+#[test]
+fn an_async_task_that_blocks_its_thread_is_named_in_a_warning_in_a_process_worker() {
+    an_async_task_that_blocks_its_thread_is_named_in_a_warning(Kind::ProcessConcurrent);
+}
+
 #[test]
 fn a_sync_task_past_its_timeout_on_an_async_worker_is_abandoned_and_others_go_on() {
     let b = Backend::sqlite();
@@ -192,6 +232,26 @@ fn sync_tasks_on_an_async_worker_do_not_hold_up_its_futures() {
     assert!(
         still_running.into_iter().all(|r| !r.is_ready().unwrap()),
         "the async tasks finished while the sync ones ran"
+    );
+}
+
+#[test]
+fn sync_tasks_that_fill_the_blocking_pool_do_not_hold_up_async_tasks() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    // 16 blocking threads; twice as many sync tasks, so the pool has a queue too.
+    let h = Kind::Async.testbed(&b.url(), &["-w", "64"]);
+    let sleep: Task<u64, u64> = task(&app, "sleep");
+    let blocked = sleep.enqueue_many((0..32).map(|_| 8_000)).unwrap();
+    assert!(wait_until(LONG, || h.log().matches("task started").count() >= 32));
+    let quick: Task<u64, u64> = task(&app, "async_sleep");
+    for r in quick.enqueue_many((0..8).map(|_| 10)).unwrap() {
+        assert_eq!(r.wait(LONG).unwrap(), 10);
+    }
+    assert!(
+        blocked.iter().all(|r| !r.is_ready().unwrap()),
+        "the async tasks waited for the sync ones: {}",
+        h.log()
     );
 }
 

@@ -88,6 +88,41 @@ fn two_waiters_on_one_result_both_wake() {
     }
 }
 
+/// The shared result watcher (behind `wait_async`) learns of every result written while it
+/// was not watching in one call, not one call per result: with thousands of ids watched each
+/// call is costly, and a wake-up left waiting behind the others long enough expired (10,000
+/// waiters took 62 s to be woken instead of 6 s).
+#[test]
+fn one_watch_returns_every_result_written_since_the_last() {
+    let server = RedisServer::start();
+    let s = open(&server);
+    let ids: Vec<String> = (0..5).map(|i| format!("job{i}")).collect();
+    let pending = || ids.clone();
+    // Registers as the waiter of every id; nothing is there yet.
+    let first = s
+        .watch_results("w", &pending, Duration::from_millis(50))
+        .unwrap();
+    assert!(first.is_empty(), "{first:?}");
+    let results = ids
+        .iter()
+        .map(|id| ResultPut {
+            id: id.clone(),
+            value: b"v".to_vec(),
+            ttl: None,
+        })
+        .collect();
+    s.apply(&Batch {
+        results,
+        ..Batch::default()
+    })
+    .unwrap();
+    let mut woken = s
+        .watch_results("w", &pending, Duration::from_secs(5))
+        .unwrap();
+    woken.sort();
+    assert_eq!(woken, ids);
+}
+
 /// A result write wakes only registered waiters (one `EXISTS` when there are none): a waiter
 /// registers in the same step as its read, and a shorter wait that registers later does not cut
 /// a longer one's registration short, so the long waiter still wakes at once.

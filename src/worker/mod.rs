@@ -7,6 +7,7 @@
 pub mod ipc;
 pub mod process;
 pub mod runtime;
+mod stall;
 pub mod thread;
 
 use crate::failure::Failure;

@@ -42,6 +42,8 @@ pub struct Runner {
     handle: tokio::runtime::Handle,
     app: Huey,
     running: Arc<Running>,
+    /// Where each attempt is in its `poll`, for the report of one that blocks its thread.
+    polls: Arc<super::stall::Polls>,
     report: Report,
 }
 
@@ -68,6 +70,7 @@ impl Runner {
             rt: Some(rt),
             app,
             running: Arc::default(),
+            polls: super::stall::Polls::start("huey-async-watch")?,
             report,
         })
     }
@@ -77,6 +80,9 @@ impl Runner {
         let (tx, rx) = oneshot::channel::<()>();
         self.running.cancels.lock().insert(job, Some(tx));
         let (app, running, report) = (self.app.clone(), self.running.clone(), self.report.clone());
+        let polls = self.polls.clone();
+        let polling = Arc::new(super::stall::Polling::new(&msg.task, &msg.id));
+        polls.attempts.lock().insert(job, polling.clone());
         self.handle.spawn(async move {
             let outcome = tokio::select! {
                 biased;
@@ -84,8 +90,9 @@ impl Runner {
                     FailureKind::Revoked,
                     "revoked while running: its future was dropped",
                 )),
-                out = attempt(app, msg) => out,
+                out = polls.clone().track(polling, attempt(app, msg)) => out,
             };
+            polls.attempts.lock().remove(&job);
             // Reported before it leaves the running set, so an idle runner has no answer left
             // to give.
             report(job, outcome);

@@ -106,19 +106,50 @@ impl RedisStorage {
         let popped: Option<(String, String)> = self.pool.run_blocking_once(timeout, |con| {
             ::redis::cmd("BLPOP").arg(&keys).arg(secs).query(con)
         })?;
-        let Some(id) =
-            popped.and_then(|(key, _)| key.strip_prefix(&wake_prefix).map(str::to_owned))
-        else {
+        let Some((key, _)) = popped else {
             return Ok(Vec::new());
         };
-        // Pass the wake-up on to other waiters of the same id (other processes' `wait_result`)
-        // when the result is still there, as a woken `wait_result` does.
-        Ok(
-            match self.read_result(&id, false, true, Some(REGISTRATION))? {
-                Some(_) => vec![id],
-                None => Vec::new(),
-            },
-        )
+        // `BLPOP` takes one token; take every other one already there in the same turn, so a
+        // burst of results costs one `BLPOP` over the watched ids, not one each (with
+        // thousands of ids each of those is slow, and a token left waiting behind them long
+        // enough expires: its waiter would then wait for the next registration).
+        let mut woken: Vec<String> = self.take_tokens(&keys[1..], &key)?;
+        woken.extend(key.strip_prefix(&wake_prefix).map(str::to_owned));
+        let mut ready = Vec::new();
+        for id in woken {
+            // Pass the wake-up on to other waiters of the same id (other processes'
+            // `wait_result`) when the result is still there, as a woken `wait_result` does.
+            if self
+                .read_result(&id, false, true, Some(REGISTRATION))?
+                .is_some()
+            {
+                ready.push(id);
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Pop a token from each of the wake-up lists `keys` (but `popped`, already taken) in one
+    /// round trip; returns the ids whose list had one.
+    fn take_tokens(&self, keys: &[String], popped: &str) -> Result<Vec<String>> {
+        let keys: Vec<&String> = keys.iter().filter(|k| k.as_str() != popped).collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens: Vec<Option<String>> = self.pool.run(false, |con| {
+            let mut pipe = ::redis::pipe();
+            for k in &keys {
+                pipe.cmd("LPOP").arg(*k);
+            }
+            pipe.query(con)
+        })?;
+        let wake_prefix = format!("{}w:", self.prefix);
+        Ok(keys
+            .iter()
+            .zip(tokens)
+            .filter(|(_, t)| t.is_some())
+            .filter_map(|(k, _)| k.strip_prefix(&wake_prefix).map(str::to_owned))
+            .collect())
     }
 
     /// Make the watcher's blocked `BLPOP` return.
