@@ -559,10 +559,19 @@ fn task_code_can_enqueue_through_its_context() {
 
 #[test]
 fn bad_storage_urls_are_clear_errors() {
-    for url in ["postgres://x", "sqlite:", "nonsense"] {
+    for url in ["mysql://x", "sqlite:", "nonsense"] {
         let e = storage::open(url, "t").err().expect(url).to_string();
         assert!(e.contains(url) || e.contains("sqlite:PATH"), "{url}: {e}");
     }
+    // An unreachable Postgres host is named in the error.
+    let e = storage::open("postgres://nowhere.invalid/db", "t")
+        .err()
+        .expect("an unreachable postgres")
+        .to_string();
+    assert!(
+        e.contains("postgres") && e.contains("nowhere.invalid"),
+        "{e}"
+    );
 }
 
 #[test]
