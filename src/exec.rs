@@ -17,6 +17,22 @@ use crate::revoke::Revocations;
 use crate::storage::{Batch, Delivery, DequeueRequest, Lease};
 
 impl Huey {
+    /// The error for a batch holding a message over [`Huey::max_message_bytes`].
+    pub(crate) fn check_sizes(&self, batch: &Batch) -> Result<()> {
+        let limit = self.max_message_bytes();
+        let sizes = batch
+            .enqueue
+            .iter()
+            .chain(batch.schedule.iter().map(|s| &s.ready));
+        match sizes.map(|r| r.payload.len()).find(|&n| n > limit) {
+            Some(big) => Err(Error::Encode {
+                what: "message",
+                message: format!("{big} bytes encoded, over the limit of {limit} bytes"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Enqueue (or schedule, when they have an eta) messages in one storage write. In immediate
     /// mode the ready ones run at once instead, in this thread.
     pub fn enqueue_messages(&self, msgs: &[Message]) -> Result<()> {
@@ -31,17 +47,7 @@ impl Huey {
                 lifecycle::push_message(&mut batch, m, now)?;
             }
         }
-        let limit = self.max_message_bytes();
-        let sizes = batch
-            .enqueue
-            .iter()
-            .chain(batch.schedule.iter().map(|s| &s.ready));
-        if let Some(big) = sizes.map(|r| r.payload.len()).find(|&n| n > limit) {
-            return Err(Error::Encode {
-                what: "message",
-                message: format!("{big} bytes encoded, over the limit of {limit} bytes"),
-            });
-        }
+        self.check_sizes(&batch)?;
         if !batch.is_empty() {
             self.storage().apply(&batch)?;
         }

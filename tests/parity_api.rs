@@ -10,22 +10,6 @@ use std::time::Duration;
 use common::hueyd::Backend;
 use huey::{Error, FailureKind, Task};
 
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                $body(Backend::sqlite())
-            }
-            #[test]
-            fn redis() {
-                $body(Backend::redis())
-            }
-        }
-    };
-}
-
 both!(no_results_stores_neither_values_nor_errors, |b: Backend| {
     let app = b.app();
     assert!(app.stores_results());

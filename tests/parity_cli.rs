@@ -121,22 +121,6 @@ fn cron_rejects_bad_input_naming_the_field() {
     assert_eq!(code, 2, "{err}");
 }
 
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                $body(Backend::sqlite())
-            }
-            #[test]
-            fn redis() {
-                $body(Backend::redis())
-            }
-        }
-    };
-}
-
 both!(huey_consumer_flags_work, |b: Backend| {
     let app = b.app();
     // Two locks left behind by a consumer that died holding them.

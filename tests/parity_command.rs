@@ -41,22 +41,6 @@ fn outcome(app: &Huey, id: &str) -> Result<CommandOutput, huey::TaskError> {
     }
 }
 
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                $body(Backend::sqlite())
-            }
-            #[test]
-            fn redis() {
-                $body(Backend::redis())
-            }
-        }
-    };
-}
-
 both!(commands_are_refused_without_allow_commands, |b: Backend| {
     let app = b.app();
     let _h = Hueyd::start(&b.url(), &[]);

@@ -38,22 +38,6 @@ fn app(b: &Backend) -> (Huey, Task<u64, u64>, Task<u64, u64>) {
     (app, steps, huge)
 }
 
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                $body(Backend::sqlite())
-            }
-            #[test]
-            fn redis() {
-                $body(Backend::redis())
-            }
-        }
-    };
-}
-
 both!(
     progress_is_reported_throttled_and_inspected,
     |b: Backend| {

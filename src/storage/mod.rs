@@ -36,6 +36,7 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod results;
+mod sql;
 pub mod sqlite;
 pub mod url;
 

@@ -39,17 +39,7 @@ fn enqueue_calls_in<A: Serialize, R: DeserializeOwned>(
     for m in &msgs {
         lifecycle::push_message(&mut batch, m, now)?;
     }
-    let limit = app.max_message_bytes();
-    let sizes = batch
-        .enqueue
-        .iter()
-        .chain(batch.schedule.iter().map(|s| &s.ready));
-    if let Some(big) = sizes.map(|r| r.payload.len()).find(|&n| n > limit) {
-        return Err(Error::Encode {
-            what: "message",
-            message: format!("{big} bytes encoded, over the limit of {limit} bytes"),
-        });
-    }
+    app.check_sizes(&batch)?;
     crate::storage::postgres::write_in_transaction(tx, &schema, &batch)?;
     Ok(msgs
         .into_iter()

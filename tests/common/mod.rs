@@ -3,6 +3,24 @@
 //! testbed's fault-injection tasks.
 #![allow(dead_code, unused_macros)]
 
+/// `both!(name, |b: Backend| ...)`: a test module `name` with the body run on SQLite and on
+/// Redis (the test file imports `Backend`).
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn sqlite() {
+                $body(Backend::sqlite())
+            }
+            #[test]
+            fn redis() {
+                $body(Backend::redis())
+            }
+        }
+    };
+}
+
 pub mod hueyd;
 pub mod pg_server;
 pub mod redis_server;

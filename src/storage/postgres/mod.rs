@@ -25,6 +25,7 @@ use self::listen::Signal;
 use self::schema::{migrate, Pool};
 pub use self::schema::{PgTarget, DEFAULT_SCHEMA};
 pub(crate) use self::write::notify;
+use super::sql::{expiry, limit, new_token, parse_lease, sql_ms};
 use super::*;
 use crate::clock::{ms, now_ms};
 use crate::error::Result;
@@ -34,28 +35,6 @@ pub struct PostgresStorage {
     pool: Pool,
     signal: Arc<Signal>,
     applied: super::applied::Applied,
-}
-
-/// Milliseconds as stored (bigint is signed).
-fn sql_ms(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
-fn expiry(ttl: Option<Duration>) -> Option<i64> {
-    ttl.map(|t| sql_ms(now_ms().saturating_add(ms(t))))
-}
-
-fn parse_lease(l: &Lease) -> Option<(i64, i64)> {
-    let (a, b) = l.0.split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-fn new_token() -> i64 {
-    (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
-}
-
-fn limit(n: usize) -> i64 {
-    n.min(i64::MAX as usize) as i64
 }
 
 type PgResult<T> = std::result::Result<T, ::postgres::Error>;
