@@ -397,3 +397,24 @@ fn read_only_server_and_statement_timeouts_are_clear_errors() {
     );
     assert_eq!(s.counts().unwrap().in_flight, 0);
 }
+
+#[test]
+fn a_message_over_the_size_limit_is_refused_in_a_transaction_and_outside_it() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let echo = app
+        .task("echo")
+        .register(|s: String| Ok::<_, String>(s))
+        .unwrap();
+    app.set_max_message_bytes(1024);
+    let big = "x".repeat(4096);
+    let e = echo.enqueue(big.clone()).unwrap_err().to_string();
+    assert!(e.contains("over the limit of 1024 bytes"), "{e}");
+    let mut c = app_client();
+    let mut tx = c.transaction().unwrap();
+    let e = echo.enqueue_in(&mut tx, big).unwrap_err().to_string();
+    assert!(e.contains("over the limit of 1024 bytes"), "{e}");
+    echo.enqueue_in(&mut tx, "small".into()).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(app.storage().counts().unwrap().ready, 1, "only the small one");
+}
