@@ -416,5 +416,9 @@ fn a_message_over_the_size_limit_is_refused_in_a_transaction_and_outside_it() {
     assert!(e.contains("over the limit of 1024 bytes"), "{e}");
     echo.enqueue_in(&mut tx, "small".into()).unwrap();
     tx.commit().unwrap();
-    assert_eq!(app.storage().counts().unwrap().ready, 1, "only the small one");
+    assert_eq!(
+        app.storage().counts().unwrap().ready,
+        1,
+        "only the small one"
+    );
 }
