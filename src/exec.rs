@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::failure::{Failure, FailureKind};
 use crate::lifecycle::{self, Admission, Effects};
-use crate::message::{Message, Output};
+use crate::message::{unique_claim, Message, Output, UNIQUE_CLAIM_TTL};
 use crate::revoke::Revocations;
-use crate::storage::{Batch, Delivery, DequeueRequest, Lease};
+use crate::storage::{Batch, Claim, Delivery, DequeueRequest, Lease};
 
 impl Huey {
     /// The error for a batch holding a message over [`Huey::max_message_bytes`].
@@ -36,22 +36,66 @@ impl Huey {
     /// Enqueue (or schedule, when they have an eta) messages in one storage write. In immediate
     /// mode the ready ones run at once instead, in this thread.
     pub fn enqueue_messages(&self, msgs: &[Message]) -> Result<()> {
+        self.enqueue_messages_unique(msgs).map(drop)
+    }
+
+    /// [`Huey::enqueue_messages`], telling per message whether it was enqueued: `false` for a
+    /// unique one ([`crate::task::Call::unique`]) whose id was queued, scheduled or running
+    /// already (it was not written). Each unique message is its own batch, written only if it
+    /// takes its claim ([`crate::message::unique_claim`]); all batches go in one storage call.
+    pub fn enqueue_messages_unique(&self, msgs: &[Message]) -> Result<Vec<bool>> {
         let now = now_ms();
         let immediate = self.is_immediate();
-        let mut batch = Batch::default();
+        let mut shared = Batch::default();
+        let mut batches = Vec::new();
+        // Per message: the batch that writes it (None: the shared one; always written).
+        let mut owner = Vec::with_capacity(msgs.len());
         let mut run_now = Vec::new();
         for m in msgs {
-            if immediate && m.eta_ms.is_none_or(|eta| eta <= now) {
-                run_now.push((None, m.clone()));
+            let ready_now = m.eta_ms.is_none_or(|eta| eta <= now);
+            let inline = immediate && ready_now;
+            if m.options.unique {
+                let eta_in = m.eta_ms.map_or(0, |eta| eta.saturating_sub(now));
+                let mut own = Batch {
+                    claim: Some(Claim {
+                        key: unique_claim(&m.id),
+                        ttl: UNIQUE_CLAIM_TTL + Duration::from_millis(eta_in),
+                    }),
+                    ..Batch::default()
+                };
+                // Run inline, the batch only takes the claim (released by the outcome).
+                if !inline {
+                    lifecycle::push_message(&mut own, m, now)?;
+                }
+                self.check_sizes(&own)?;
+                owner.push(Some(batches.len()));
+                batches.push(own);
             } else {
-                lifecycle::push_message(&mut batch, m, now)?;
+                if !inline {
+                    lifecycle::push_message(&mut shared, m, now)?;
+                }
+                owner.push(None);
             }
         }
-        self.check_sizes(&batch)?;
-        if !batch.is_empty() {
-            self.storage().apply(&batch)?;
+        self.check_sizes(&shared)?;
+        if !shared.is_empty() {
+            batches.push(shared);
         }
-        for m in msgs {
+        let written = if batches.is_empty() {
+            Vec::new()
+        } else {
+            self.storage().apply_all(&batches)?
+        };
+        let mut out = Vec::with_capacity(msgs.len());
+        for (m, own) in msgs.iter().zip(owner) {
+            let done = own.is_none_or(|b| written.get(b).copied().unwrap_or(false));
+            out.push(done);
+            if !done {
+                continue;
+            }
+            if immediate && m.eta_ms.is_none_or(|eta| eta <= now) {
+                run_now.push((None, m.clone()));
+            }
             let kind = if m.eta_ms.is_some_and(|eta| eta > now) {
                 EventKind::Scheduled
             } else {
@@ -59,7 +103,8 @@ impl Huey {
             };
             self.emit(&Event::for_message(kind, m));
         }
-        self.run_inline(run_now)
+        self.run_inline(run_now)?;
+        Ok(out)
     }
 
     /// Immediate mode: run messages in this thread with everything they lead to that is ready at

@@ -52,6 +52,9 @@ pub struct MessageOptions {
     pub store_errors_between_retries: bool,
     /// The named queue the task is routed to.
     pub queue: String,
+    /// A unique task: its enqueue took the claim [`unique_claim`] of its id, which its final
+    /// outcome releases.
+    pub unique: bool,
 }
 
 impl Default for MessageOptions {
@@ -66,6 +69,7 @@ impl Default for MessageOptions {
             store_result: None,
             store_errors_between_retries: false,
             queue: DEFAULT_QUEUE.to_string(),
+            unique: false,
         }
     }
 }
@@ -319,6 +323,42 @@ impl StoredResult {
         }
     }
 }
+
+/// The longest task id a caller may choose, in bytes.
+pub const MAX_ID_BYTES: usize = 200;
+
+/// Check a task id chosen by the caller: not empty, at most [`MAX_ID_BYTES`] bytes, no control
+/// characters (it is a key in every backend and is printed by the admin commands).
+pub fn check_id(id: &str) -> Result<()> {
+    let why = if id.is_empty() {
+        "is empty".to_string()
+    } else if id.len() > MAX_ID_BYTES {
+        format!(
+            "is {} bytes long, over the limit of {MAX_ID_BYTES}",
+            id.len()
+        )
+    } else if id.chars().any(char::is_control) {
+        "contains a control character".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(format!("the task id {id:.40?} {why}")))
+}
+
+/// How long a unique task's claim lasts beyond its eta unless its final outcome releases it
+/// first: a safety net, so a claim whose release was lost (a message deleted by hand) cannot
+/// block its id for ever. A unique task still pending this long after its eta (retries waiting
+/// for longer, a backlog of a day) no longer blocks a duplicate.
+pub const UNIQUE_CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The claim (a key in the claims namespace) a unique task holds from its enqueue to its
+/// final outcome.
+pub fn unique_claim(id: &str) -> String {
+    format!("{UNIQUE_CLAIM_PREFIX}{id}")
+}
+
+/// The start of every unique task's claim (flushing the queue or schedule deletes them all).
+pub const UNIQUE_CLAIM_PREFIX: &str = "unique:";
 
 /// A new random task id (UUID v4, hyphenated, as huey).
 pub fn new_id() -> String {

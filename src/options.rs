@@ -82,6 +82,9 @@ pub struct TaskOptions {
     pub lock: Option<LockOption>,
     /// Run at most this often; over the limit the task is rescheduled for the next window.
     pub rate_limit: Option<RateLimit>,
+    /// Enqueue only while no task with the same id is queued, scheduled or running (see
+    /// `Call::unique`).
+    pub unique: bool,
 }
 
 /// A lock a task holds while it runs (see `TaskBuilder::lock`).
@@ -114,6 +117,7 @@ impl Default for TaskOptions {
             queue: DEFAULT_QUEUE.to_string(),
             lock: None,
             rate_limit: None,
+            unique: false,
         }
     }
 }
@@ -134,6 +138,7 @@ impl TaskOptions {
             store_result: self.store_result,
             store_errors_between_retries: self.store_errors_between_retries,
             queue: self.queue.clone(),
+            unique: self.unique,
         }
     }
 }

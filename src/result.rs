@@ -46,6 +46,8 @@ pub struct TaskResult<R> {
     app: Huey,
     id: String,
     message: Option<Message>,
+    /// A unique call found its id taken: nothing was enqueued for this handle.
+    duplicate: bool,
     preserve: bool,
     /// The result once read; shared with a blocking read still running for a cancelled
     /// [`TaskResult::wait_async`], so a result it took is not lost.
@@ -65,10 +67,27 @@ impl<R: DeserializeOwned> TaskResult<R> {
             app,
             id,
             message,
+            duplicate: false,
             preserve: false,
             cached: Arc::new(Mutex::new(None)),
             _r: PhantomData,
         }
+    }
+
+    /// The handle of a message just enqueued, or (`written` false: a unique call whose id was
+    /// taken) of the task already there under its id.
+    pub(crate) fn enqueued(app: Huey, message: Message, written: bool) -> Self {
+        let id = message.id.clone();
+        let mut h = TaskResult::new(app, id, written.then_some(message));
+        h.duplicate = !written;
+        h
+    }
+
+    /// Whether this enqueue was a duplicate: a unique call ([`crate::task::Call::unique`])
+    /// found a task with its id queued, scheduled or running, and wrote nothing. The handle
+    /// then reads that task's result.
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate
     }
 
     /// The task id.

@@ -154,6 +154,7 @@ impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
             args,
             options: self.options.clone(),
             when: None,
+            id: None,
         }
     }
 
@@ -196,6 +197,7 @@ pub struct Call<A, R> {
     pub(crate) args: A,
     pub(crate) options: TaskOptions,
     pub(crate) when: Option<When>,
+    pub(crate) id: Option<String>,
 }
 
 impl<A, R> Call<A, R> {
@@ -220,6 +222,26 @@ impl<A, R> Call<A, R> {
         self.when = Some(w.into());
         self
     }
+
+    /// Give the task this id instead of a random one (huey's `schedule(id=...)`): its result
+    /// is stored under it, and `app.result(id)` reads it. At most
+    /// [`crate::message::MAX_ID_BYTES`] bytes, not empty, no control characters; the enqueue
+    /// refuses any other. Without [`Call::unique`], two calls with one id are two tasks that
+    /// share a result key.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Enqueue only if no task with this call's id (see [`Call::id`]) is queued, scheduled or
+    /// running, retries waiting included. A duplicate is not written: its handle says so
+    /// ([`TaskResult::is_duplicate`]) and reads the result of the task already there. The id
+    /// can be enqueued again once that task's final outcome (success, final failure, revoked,
+    /// expired, dead-lettered) is written. See the guide's "Task ids and unique tasks".
+    pub fn unique(mut self) -> Self {
+        self.options.unique = true;
+        self
+    }
 }
 
 impl_option_setters!(impl<A, R> Call<A, R>);
@@ -238,6 +260,10 @@ impl<A: Serialize, R: DeserializeOwned> Call<A, R> {
             self.options.to_message_options(now),
         );
         msg.eta_ms = self.when.map(When::eta_ms);
+        if let Some(id) = &self.id {
+            crate::message::check_id(id)?;
+            msg.id = id.clone();
+        }
         Ok(msg)
     }
 
@@ -319,6 +345,13 @@ impl TaskBuilder {
             limit,
             period,
         });
+        self
+    }
+
+    /// Make every call unique by default (see [`Call::unique`]); a call without
+    /// [`Call::id`] has a fresh random id, so this matters for calls given their id.
+    pub fn unique(mut self, unique: bool) -> Self {
+        self.options.unique = unique;
         self
     }
 
@@ -430,10 +463,11 @@ impl Huey {
             .iter()
             .map(|c| c.to_message())
             .collect::<Result<Vec<_>>>()?;
-        self.enqueue_messages(&msgs)?;
+        let written = self.enqueue_messages_unique(&msgs)?;
         Ok(msgs
             .into_iter()
-            .map(|m| TaskResult::new(self.clone(), m.id.clone(), Some(m)))
+            .zip(written)
+            .map(|(m, w)| TaskResult::enqueued(self.clone(), m, w))
             .collect())
     }
 }

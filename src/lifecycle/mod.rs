@@ -16,13 +16,14 @@
 //!                                                                └── failure (+ error handler,
 //!                                                                    dead letter if lost)
 //! every final outcome of a chord member ─────────────────────────── chord count
+//! every final outcome of a unique task ──────────────────────────── its claim released
 //! ```
 
 use std::time::Duration;
 
 use crate::events::{Event, EventKind};
 use crate::failure::{Failure, FailureKind, TaskError};
-use crate::message::{Message, Output, StoredResult};
+use crate::message::{unique_claim, Message, Output, StoredResult};
 use crate::storage::{Batch, DeadPut, Lease, Ready, ResultPut, Scheduled};
 
 mod chord;
@@ -277,7 +278,16 @@ fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Eff
         });
     }
     count_chord_member(msg, &stored, now_ms, fx);
+    release_unique(msg, fx);
     fx.events.push(Event::for_message(EventKind::Complete, msg));
+}
+
+/// A unique task's final outcome gives up its claim in the same write, so the id can be
+/// enqueued again as soon as the outcome is stored (and not before).
+fn release_unique(msg: &Message, fx: &mut Effects) {
+    if msg.options.unique {
+        fx.batch.release.push(unique_claim(&msg.id));
+    }
 }
 
 fn retry(
@@ -349,6 +359,7 @@ fn store_failure(msg: &Message, f: Failure, policy: Policy, fx: &mut Effects) ->
 fn finish_failure(msg: &Message, f: Failure, now_ms: u64, policy: Policy, fx: &mut Effects) {
     let stored = store_failure(msg, f, policy, fx);
     count_chord_member(msg, &stored, now_ms, fx);
+    release_unique(msg, fx);
 }
 
 /// Add a message to a batch: to the schedule if its eta is after `now_ms`, else the ready queue.

@@ -133,6 +133,12 @@ pub(crate) fn overdue(
             error,
         }],
         chords,
+        // A unique task's claim goes with it (its final outcome).
+        release: msg
+            .iter()
+            .filter(|m| m.options.unique)
+            .map(|m| crate::message::unique_claim(&m.id))
+            .collect(),
         ..Batch::default()
     }
 }

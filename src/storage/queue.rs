@@ -116,6 +116,9 @@ pub struct Batch {
     pub dead: Vec<DeadPut>,
     /// Chord members to count (see [`ChordCount`]).
     pub chords: Vec<ChordCount>,
+    /// Claims to give up (keys in [`super::Ns::Claims`]): a unique task's marker, released by
+    /// the write of its final outcome.
+    pub release: Vec<String>,
 }
 
 impl Batch {
@@ -136,6 +139,7 @@ impl Batch {
             && self.results.is_empty()
             && self.dead.is_empty()
             && self.chords.is_empty()
+            && self.release.is_empty()
     }
 }
 

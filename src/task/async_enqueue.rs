@@ -21,10 +21,12 @@ async fn enqueue_blocking<R: DeserializeOwned>(
     msgs: Vec<Message>,
 ) -> Result<Vec<TaskResult<R>>> {
     let app2 = app.clone();
-    let msgs = run_blocking(move || app2.enqueue_messages(&msgs).map(|()| msgs)).await?;
+    let (msgs, written) =
+        run_blocking(move || app2.enqueue_messages_unique(&msgs).map(|w| (msgs, w))).await?;
     Ok(msgs
         .into_iter()
-        .map(|m| TaskResult::new(app.clone(), m.id.clone(), Some(m)))
+        .zip(written)
+        .map(|(m, w)| TaskResult::enqueued(app.clone(), m, w))
         .collect())
 }
 

@@ -189,6 +189,9 @@ impl State {
                 self.push_ready(r, 0);
             }
         }
+        for key in &batch.release {
+            self.kv.remove(&(Ns::Claims, key.clone()));
+        }
         true
     }
 
@@ -505,6 +508,12 @@ impl Inspect for MemoryStorage {
 
     fn flush(&self, what: Flush) -> Result<()> {
         let mut st = self.state.lock();
+        if what.queue || what.schedule {
+            // Unique tasks' claims go with their messages.
+            st.kv.retain(|(ns, key), _| {
+                !(*ns == Ns::Claims && key.starts_with(crate::message::UNIQUE_CLAIM_PREFIX))
+            });
+        }
         if what.queue {
             st.ready.clear();
             st.leased.clear();

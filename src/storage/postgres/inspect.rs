@@ -125,6 +125,13 @@ impl Inspect for PostgresStorage {
 
     fn flush(&self, what: Flush) -> Result<()> {
         self.pool.tx(|tx| {
+            if what.queue || what.schedule {
+                // Unique tasks' claims go with their messages.
+                tx.execute(
+                    "DELETE FROM kv WHERE ns = $1 AND key LIKE 'unique:%'",
+                    &[&Ns::Claims.as_str()],
+                )?;
+            }
             if what.queue {
                 tx.execute("DELETE FROM queue", &[])?;
             }

@@ -79,6 +79,7 @@ pub(super) fn apply_batches(
             && b.results.is_empty()
             && b.dead.is_empty()
             && b.chords.is_empty()
+            && b.release.is_empty()
     };
     let mut seqs = Vec::new();
     let mut tokens = Vec::new();
@@ -196,6 +197,12 @@ fn apply_fenced(
         if let Some(r) = kv::count_chord(tx, c, now)? {
             enqueue_rows(tx, schema, std::slice::from_ref(&r))?;
         }
+    }
+    if !batch.release.is_empty() {
+        tx.execute(
+            "DELETE FROM kv WHERE ns = $1 AND key = ANY($2)",
+            &[&Ns::Claims.as_str(), &batch.release],
+        )?;
     }
     Ok(true)
 }

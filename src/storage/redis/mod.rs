@@ -347,7 +347,8 @@ fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
         && batch.schedule.is_empty()
         && batch.results.is_empty()
         && batch.dead.is_empty()
-        && batch.chords.is_empty();
+        && batch.chords.is_empty()
+        && batch.release.is_empty();
     if ack_only {
         inv.arg(0);
         return;
@@ -394,6 +395,10 @@ fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
             .arg(&cb.args_head)
             .arg(&cb.args_tail)
             .arg(&cb.missing);
+    }
+    inv.arg(batch.release.len());
+    for key in &batch.release {
+        inv.arg(key);
     }
 }
 

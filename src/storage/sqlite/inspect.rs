@@ -127,6 +127,13 @@ impl Inspect for SqliteStorage {
 
     fn flush(&self, what: Flush) -> Result<()> {
         self.write(|tx| {
+            if what.queue || what.schedule {
+                // Unique tasks' claims go with their messages.
+                tx.execute(
+                    "DELETE FROM kv WHERE ns = ?1 AND key LIKE 'unique:%'",
+                    params![Ns::Claims.as_str()],
+                )?;
+            }
             if what.queue {
                 tx.execute("DELETE FROM queue", [])?;
             }

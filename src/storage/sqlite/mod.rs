@@ -314,6 +314,12 @@ fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<
             insert.execute(params![r.id, r.queue, r.priority, r.payload])?;
         }
     }
+    if !batch.release.is_empty() {
+        let mut st = tx.prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?;
+        for key in &batch.release {
+            st.execute(params![Ns::Claims.as_str(), key])?;
+        }
+    }
     Ok(true)
 }
 

@@ -8,7 +8,8 @@
 /// its items: enqueues (queue, score = -priority, packed message), schedule (eta,
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
-/// payload head, payload tail, args head, args tail and missing item). Returns 1 or 0 per
+/// payload head, payload tail, args head, args tail and missing item), claims released
+/// (key). Returns 1 or 0 per
 /// batch: written, or fenced off because its lease was no longer held (then nothing of it is
 /// written). A batch whose lease is gone but that a check names, in an earlier call whose
 /// record says it was written there, is reported written (and writes nothing again): that call's
@@ -201,7 +202,16 @@ local function chords(n)
   end
 end
 -- Each section: its count, then its items (this many arguments each); skipped unless live.
-local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13}}
+-- Claims given up (a unique task's final outcome): deleted with their index entries.
+local function release(n)
+  for _ = 1, n do
+    redis.call('DEL', prefix .. 'kv:claims:' .. ARGV[i])
+    redis.call('ZREM', prefix .. 'kvi:claims', ARGV[i])
+    i = i + 1
+  end
+end
+local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13},
+  {release, 1}}
 local no_sections = {}
 local written = {}
 local any_lease = false
