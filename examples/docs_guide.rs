@@ -130,6 +130,40 @@ fn main() -> huey::Result<()> {
         other => panic!("{other:?}"),
     }
 
+    // --- Task ids and unique tasks ------------------------------------------------------------
+    let invoice = resize
+        .call(Resize {
+            path: "invoice-42.png".into(),
+            width: 300,
+        })
+        .id("invoice-42")
+        .unique()
+        .enqueue()?;
+    assert!(!invoice.is_duplicate());
+    let again = resize
+        .call(Resize {
+            path: "invoice-42.png".into(),
+            width: 300,
+        })
+        .id("invoice-42")
+        .unique()
+        .enqueue()?;
+    assert!(again.is_duplicate()); // still queued: nothing written
+    run_ready(&app)?;
+    let by_id = app.result::<String>("invoice-42");
+    assert_eq!(by_id.get()?.as_deref(), Some("invoice-42.png@300"));
+    // Finished: the id can be enqueued again.
+    let resent = resize
+        .call(Resize {
+            path: "invoice-42.png".into(),
+            width: 300,
+        })
+        .id("invoice-42")
+        .unique()
+        .enqueue()?;
+    assert!(!resent.is_duplicate());
+    run_ready(&app)?;
+
     // --- Revoke, restore, reschedule --------------------------------------------------------
     at.revoke()?;
     assert!(at.is_revoked()?);

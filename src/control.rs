@@ -42,7 +42,8 @@ fn failure_of_error(e: &Error) -> Option<Failure> {
 }
 
 /// What a task can return as its error to steer its own execution:
-/// `Err(Control::Cancel(..))` ends it without a retry, `Err(Control::Retry { .. })` runs it
+/// `Err(Control::Cancel(..))` ends it without a retry, `Err(Control::CancelRetry(..))` ends the
+/// attempt and retries it, `Err(Control::Retry { .. })` runs it
 /// again after a delay without using up a retry, and any other error converts (with `?`) into
 /// [`Control::Fail`], an ordinary failure under the retry policy.
 ///
@@ -65,8 +66,13 @@ fn failure_of_error(e: &Error) -> Option<Failure> {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
-    /// Stop now, with no retry (event `Canceled`; the result is a `Canceled` error).
+    /// Stop now, with no retry (event `Canceled`; the result is a `Canceled` error). huey's
+    /// `CancelExecution(retry=False)`.
     Cancel(String),
+    /// Stop now, and run again under the retry policy: a retry is used up, and the task runs
+    /// again at least once even with none left (events `Canceled` then `Retrying`). huey's
+    /// `CancelExecution(retry=True)`.
+    CancelRetry(String),
     /// Run again after `delay` without using up a retry (event `Retrying`).
     Retry { delay: Duration, reason: String },
     /// An ordinary failure: the retry policy applies.
@@ -87,6 +93,10 @@ impl IntoFailure for Control {
     fn into_failure(self) -> Failure {
         match self {
             Control::Cancel(m) => Failure::new(FailureKind::Canceled, m),
+            Control::CancelRetry(m) => Failure {
+                retry_canceled: true,
+                ..Failure::new(FailureKind::Canceled, m)
+            },
             Control::Retry { delay, reason } => {
                 Failure::reschedule(FailureKind::Error, reason, delay)
             }

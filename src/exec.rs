@@ -283,7 +283,13 @@ impl Huey {
         let as_failure = |e: Error| crate::task::IntoFailure::into_failure(e);
         if let Some(r) = &def.options.rate_limit {
             self.rate_limit(&r.name, r.limit, r.period)
-                .map_err(as_failure)?;
+                .map_err(|e| match e {
+                    // huey's retry=False: an ordinary failure of its kind, under the retry policy.
+                    Error::RateLimited { .. } if !r.retry => {
+                        Failure::new(FailureKind::RateLimited, e.to_string())
+                    }
+                    e => as_failure(e),
+                })?;
         }
         match &def.options.lock {
             Some(l) => {

@@ -81,6 +81,10 @@ pub struct Failure {
     /// Run the task again after this many ms without using up a retry (rate limits,
     /// `Control::Retry`). `None`: the retry policy decides.
     pub retry_delay_ms: Option<u64>,
+    /// A cancel that asked to be retried (`Control::CancelRetry`, huey's
+    /// `CancelExecution(retry=True)`): run again under the retry policy, at least once even
+    /// with no retries left.
+    pub retry_canceled: bool,
 }
 
 impl Failure {
@@ -90,6 +94,7 @@ impl Failure {
             kind,
             message: message.into(),
             retry_delay_ms: None,
+            retry_canceled: false,
         }
     }
 

@@ -69,7 +69,7 @@ pub use flow::{
 };
 pub use lock::{LockGuard, TaskLock};
 pub use message::Message;
-pub use result::TaskResult;
+pub use result::{Reschedule, TaskResult};
 pub use revoke::Revoke;
 pub use storage::Storage;
 pub use task::{Control, Expires, Failure, FailureKind, Task, TaskError, TaskOptions, When};

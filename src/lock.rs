@@ -113,15 +113,23 @@ impl Drop for LockGuard {
 /// Count one use of the rate limit `name` (at most `limit` per `period`, fixed windows aligned
 /// on the epoch, shared by every consumer of the storage). Over the limit:
 /// `Err(Error::RateLimited)` with the time until the next window.
+/// The counter of the window of rate limit `name` at `now`, and how long it lives: it
+/// outlives its window a little, then disappears by itself.
+fn window_key(name: &str, period: Duration, now: u64) -> (String, Duration) {
+    let period_ms = clock::ms(period).max(1);
+    let window = now / period_ms;
+    (
+        format!("rate:{name}:{window}"),
+        Duration::from_millis(period_ms.saturating_mul(2)),
+    )
+}
+
 pub(crate) fn rate_limit(app: &Huey, name: &str, limit: u64, period: Duration) -> Result<()> {
     let period_ms = clock::ms(period).max(1);
     let now = now_ms();
     let window = now / period_ms;
-    let key = format!("rate:{name}:{window}");
-    // The counter outlives its window a little, then disappears by itself.
-    let n = app
-        .storage()
-        .incr_expiring(&key, 1, Duration::from_millis(period_ms * 2))?;
+    let (key, ttl) = window_key(name, period, now);
+    let n = app.storage().incr_expiring(&key, 1, ttl)?;
     if n > limit as i64 {
         let next = (window + 1) * period_ms;
         return Err(Error::RateLimited {
@@ -152,5 +160,28 @@ impl Huey {
     /// up a retry.
     pub fn rate_limit(&self, name: &str, limit: u64, period: Duration) -> Result<()> {
         crate::lock::rate_limit(self, name, limit, period)
+    }
+
+    /// How many uses the rate limit `name` of this `period` has counted in the current window
+    /// (huey's `RateLimit.current_usage()`); over-the-limit attempts are counted too.
+    pub fn rate_limit_usage(&self, name: &str, period: Duration) -> Result<u64> {
+        let (key, ttl) = window_key(name, period, now_ms());
+        let n = self.storage().read_expiring(&[key], ttl)?;
+        Ok(n.first().copied().unwrap_or(0).max(0) as u64)
+    }
+
+    /// Start the current window of the rate limit `name` of this `period` again from zero
+    /// (huey's `RateLimit.reset()`): uses counted after the reset still count.
+    pub fn rate_limit_reset(&self, name: &str, period: Duration) -> Result<()> {
+        let (key, ttl) = window_key(name, period, now_ms());
+        let n = self
+            .storage()
+            .read_expiring(std::slice::from_ref(&key), ttl)?;
+        // Taking away what was read keeps any use counted since the read.
+        let used = n.first().copied().unwrap_or(0);
+        if used != 0 {
+            self.storage().incr_expiring(&key, -used, ttl)?;
+        }
+        Ok(())
     }
 }

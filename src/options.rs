@@ -101,6 +101,9 @@ pub struct RateLimit {
     pub name: String,
     pub limit: u64,
     pub period: Duration,
+    /// Over the limit, reschedule for the next window without using up a retry (`true`, the
+    /// default), or fail under the retry policy (`false`, huey's `retry=False`).
+    pub retry: bool,
 }
 
 impl Default for TaskOptions {

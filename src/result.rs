@@ -11,7 +11,7 @@ use crate::app::Huey;
 use crate::error::{Error, Result};
 pub use crate::message::StoredResult;
 use crate::message::{new_id, Message};
-use crate::options::When;
+use crate::options::{Expires, When};
 use crate::revoke::Revoke;
 
 mod hub;
@@ -198,18 +198,86 @@ impl<R: DeserializeOwned> TaskResult<R> {
     /// Run the same call again at another time, as huey does: this instance is revoked once
     /// and a copy with a new id is scheduled. Returns the new handle.
     pub fn reschedule(&self, when: impl Into<When>) -> Result<TaskResult<R>> {
-        let Some(orig) = &self.message else {
-            return Err(Error::Config(format!(
-                "task {} cannot be rescheduled from a handle made from its id alone",
-                self.id
-            )));
+        self.reschedule_with(Reschedule {
+            when: Some(when.into()),
+            ..Reschedule::default()
+        })
+    }
+
+    /// [`TaskResult::reschedule`] with huey's other options: a new priority or expiry, and
+    /// whether the copy keeps its pipeline (`result.reschedule(eta, delay, expires, priority,
+    /// preserve_pipeline)`). A handle made from an id alone ([`Huey::result`]) finds the call
+    /// in storage: it must still be queued, scheduled or running.
+    pub fn reschedule_with(&self, how: Reschedule) -> Result<TaskResult<R>> {
+        let orig = match &self.message {
+            Some(m) => m.clone(),
+            None => self.pending_message()?,
         };
         self.app.revoke_id(&self.id, Revoke::once())?;
-        let mut m = orig.clone();
+        let mut m = orig;
         m.id = new_id();
-        m.eta_ms = Some(when.into().eta_ms());
-        self.app.enqueue_messages(std::slice::from_ref(&m))?;
-        Ok(TaskResult::new(self.app.clone(), m.id.clone(), Some(m)))
+        m.attempt = 1;
+        m.eta_ms = how.when.map(When::eta_ms);
+        m.enqueued_ms = crate::clock::now_ms();
+        if let Some(p) = how.priority {
+            m.options.priority = p;
+        }
+        if let Some(e) = how.expires {
+            m.options.expires_at_ms = Some(match e {
+                Expires::After(d) => m.enqueued_ms.saturating_add(crate::clock::ms(d)),
+                Expires::At(t) => crate::clock::to_ms(t),
+            });
+        }
+        if !how.preserve_pipeline {
+            m.on_complete = None;
+            m.on_error = None;
+        }
+        let written = self.app.enqueue_messages_unique(std::slice::from_ref(&m))?;
+        let w = written.first().copied().unwrap_or(false);
+        Ok(TaskResult::enqueued(self.app.clone(), m, w))
+    }
+
+    /// The message of this task as it is in storage (ready, leased or scheduled).
+    fn pending_message(&self) -> Result<Message> {
+        use crate::storage::Location;
+        let payload = match self.app.storage().locate(&self.id)? {
+            Some(
+                Location::Ready { payload, .. }
+                | Location::Leased { payload, .. }
+                | Location::Scheduled { payload, .. },
+            ) => payload,
+            _ => {
+                return Err(Error::Config(format!(
+                    "task {} is not queued, scheduled or running: there is no call to reschedule",
+                    self.id
+                )))
+            }
+        };
+        Message::decode(&payload)
+    }
+}
+
+/// How [`TaskResult::reschedule_with`] runs a task again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reschedule {
+    /// After a delay or at a time (`None`: at once).
+    pub when: Option<When>,
+    /// A new priority (`None`: the task's).
+    pub priority: Option<i32>,
+    /// A new expiry, counted from now (`None`: the task's).
+    pub expires: Option<Expires>,
+    /// Keep the pipeline's next stages and error handler (huey's default, `true`).
+    pub preserve_pipeline: bool,
+}
+
+impl Default for Reschedule {
+    fn default() -> Self {
+        Reschedule {
+            when: None,
+            priority: None,
+            expires: None,
+            preserve_pipeline: true,
+        }
     }
 }
 

@@ -302,6 +302,8 @@ pub struct TaskBuilder {
     pub(crate) name: String,
     pub(crate) options: TaskOptions,
     pub(crate) periodic: Option<crate::crontab::Crontab>,
+    /// See [`TaskBuilder::rate_limit_retry`] (kept for a rate limit set after it).
+    pub(crate) rate_limit_retry: bool,
 }
 
 impl TaskBuilder {
@@ -344,7 +346,20 @@ impl TaskBuilder {
             name: name.into(),
             limit,
             period,
+            retry: self.rate_limit_retry,
         });
+        self
+    }
+
+    /// `false`: over the task's rate limit, the attempt fails with
+    /// [`FailureKind::RateLimited`] under the retry policy (a retry is used up, and with none
+    /// left the task fails for good) instead of being rescheduled for the next window (huey's
+    /// `rate_limit(..., retry=False)`). Default `true`.
+    pub fn rate_limit_retry(mut self, retry: bool) -> Self {
+        self.rate_limit_retry = retry;
+        if let Some(r) = &mut self.options.rate_limit {
+            r.retry = retry;
+        }
         self
     }
 
@@ -452,6 +467,7 @@ impl Huey {
             name: name.into(),
             options: TaskOptions::default(),
             periodic: None,
+            rate_limit_retry: true,
         }
     }
 

@@ -319,3 +319,44 @@ fn killed_consumer_keeps_the_id_until_the_rerun_completes_on_redis() {
 fn killed_consumer_keeps_the_id_until_the_rerun_completes_on_postgres() {
     killed_consumer_keeps_the_id_until_the_rerun_completes(Backend::postgres());
 }
+
+/// `hueyd --storage URL enqueue ARGS...`: (exit code, stdout, stderr).
+fn hueyd_enqueue(b: &Backend, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::hueyd::exe())
+        .args(["--storage", &b.url(), "enqueue"])
+        .args(args)
+        .env_remove("HUEY_STORAGE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+both!(hueyd_enqueue_takes_an_id_and_unique, |b: Backend| {
+    let app = b.app();
+    let (code, out, _) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "cli-1", "--unique"]);
+    assert_eq!((code, out.trim()), (0, "cli-1"));
+    let (code, out, err) = hueyd_enqueue(
+        &b,
+        &["add", "[2, 3]", "--id", "cli-1", "--unique", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("cli-1") && err.contains("already"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["duplicates"], serde_json::json!(["cli-1"]), "{v}");
+    assert_eq!(v["ids"], serde_json::json!([]), "{v}");
+    assert_eq!(app.storage().counts().unwrap().ready, 1);
+    // A bad id is refused with a clear error; --id with --count is a usage error.
+    let (code, _, err) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", ""]);
+    assert_ne!(code, 0);
+    assert!(err.contains("task id"), "{err}");
+    let (code, _, _) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "x", "--count", "2"]);
+    assert_ne!(code, 0);
+    common::drain(&app, &["default"]);
+    assert_eq!(app.result::<i64>("cli-1").wait(LONG).unwrap(), 5);
+    let (_, out, _) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "cli-1", "--unique"]);
+    assert_eq!(out.trim(), "cli-1", "free again");
+});

@@ -240,14 +240,14 @@ pub fn complete(
             };
             retry(msg, next, f, kind, now_ms, policy, fx);
         }
-        Err(f) if f.kind.is_retryable() && msg.options.retries > 0 => {
-            if f.kind == FailureKind::Locked {
+        Err(f) if (retries_after(&f) && msg.options.retries > 0) || f.retry_canceled => {
+            if f.kind == FailureKind::Locked || f.kind == FailureKind::Canceled {
                 fx.events
-                    .push(Event::for_message(EventKind::Locked, msg).with_failure(&f));
+                    .push(Event::for_message(f.kind.into(), msg).with_failure(&f));
             }
             let mut next = msg.clone();
             next.attempt += 1;
-            next.options.retries -= 1;
+            next.options.retries = msg.options.retries.saturating_sub(1);
             let delay = msg.options.retry_delay_ms;
             next.options.retry_delay_ms = backed_off(delay, msg.options.retry_backoff);
             let wait = policy.retry_jitter.apply(delay, policy.random);
@@ -256,6 +256,12 @@ pub fn complete(
         }
         Err(f) => fail(msg, f, now_ms, policy, fx),
     }
+}
+
+/// Whether a failure without a delay of its own uses up a retry: a retryable kind, or a rate
+/// limit that asked not to be rescheduled (huey's `retry=False`: a failure like any other).
+fn retries_after(f: &Failure) -> bool {
+    f.kind.is_retryable() || f.kind == FailureKind::RateLimited
 }
 
 fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Effects) {

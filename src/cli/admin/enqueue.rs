@@ -1,5 +1,6 @@
 //! `enqueue`: a registered task with JSON arguments, checked against the task's argument type
-//! before anything is written; prints each new task id.
+//! before anything is written; prints each new task id (`--id` chooses it; with `--unique`, a
+//! duplicate of a pending task is named on stderr instead).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,7 +54,15 @@ pub struct EnqueueArgs {
     /// Enqueue this many copies (each with its own id).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
-    /// Print `{"task": ..., "ids": [...], "eta": RFC 3339 or null}` instead of one id per line.
+    /// The task id (default: a new random one). At most 200 bytes, no control characters.
+    #[arg(long, conflicts_with = "count")]
+    pub id: Option<String>,
+    /// Enqueue only if no task with this id is queued, scheduled or running (with `--id`;
+    /// default: the task's). A duplicate is not written; it is named on stderr.
+    #[arg(long)]
+    pub unique: bool,
+    /// Print `{"task": ..., "ids": [...], "duplicates": [...], "eta": RFC 3339 or null}`
+    /// instead of one id per line.
     #[arg(long)]
     pub json: bool,
     /// Enqueue the command task (`huey.command`): run the program given after `--` with its
@@ -89,8 +98,12 @@ pub(super) fn run(app: &Huey, a: EnqueueArgs) -> Result<ExitCode> {
         (None, Some(t)) => Some(t),
         (None, None) => None,
     };
+    if let Some(id) = &a.id {
+        crate::message::check_id(id)?;
+    }
     let mut out = Out::new();
     let mut ids = Vec::new();
+    let mut duplicates = Vec::new();
     let mut left = a.count;
     while left > 0 {
         let n = left.min(ENQUEUE_BATCH as u64) as usize;
@@ -100,12 +113,21 @@ pub(super) fn run(app: &Huey, a: EnqueueArgs) -> Result<ExitCode> {
             .map(|_| {
                 let mut m = Message::new(def.name.clone(), args.clone(), msg_options.clone());
                 m.eta_ms = eta_ms;
+                if let Some(id) = &a.id {
+                    m.id = id.clone();
+                }
                 m
             })
             .collect();
-        app.enqueue_messages(&msgs)?;
-        for m in msgs {
-            if a.json {
+        let written = app.enqueue_messages_unique(&msgs)?;
+        for (m, w) in msgs.into_iter().zip(written) {
+            if !w {
+                eprintln!(
+                    "task {} is already queued, scheduled or running: not enqueued again",
+                    m.id
+                );
+                duplicates.push(m.id);
+            } else if a.json {
                 ids.push(m.id);
             } else {
                 out.line(m.id);
@@ -117,6 +139,7 @@ pub(super) fn run(app: &Huey, a: EnqueueArgs) -> Result<ExitCode> {
         out.json(&json!({
             "task": def.name,
             "ids": ids,
+            "duplicates": duplicates,
             "eta": eta_ms.map(format_time),
         }));
     }
@@ -139,6 +162,9 @@ fn options(a: &EnqueueArgs, mut options: TaskOptions) -> Result<TaskOptions> {
     }
     if let Some(e) = a.expires {
         options.expires = Some(Expires::After(e));
+    }
+    if a.unique {
+        options.unique = true;
     }
     if let Some(q) = &a.queue {
         if q.is_empty() {

@@ -1,0 +1,149 @@
+//! huey parity in the smaller corners of the API, on real SQLite files and a real
+//! redis-server: `Control::CancelRetry` (huey's `CancelExecution(retry=True)`), rate limits
+//! with `retry = false`, their current usage and reset, and `reschedule` with a priority, an
+//! expiry, and from a handle made from an id.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::hueyd::Backend;
+use huey::task::Control;
+use huey::{Error, EventKind, FailureKind, Huey, Reschedule, Task, TaskContext};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn drain(app: &Huey) -> usize {
+    common::drain(app, &["default"])
+}
+
+both!(
+    cancel_retry_runs_again_even_without_retries,
+    |b: Backend| {
+        let app = b.app();
+        let events = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let e = events.clone();
+        app.on_event(move |ev| e.lock().push(ev.kind));
+        // No retries configured: a CancelRetry still runs it once more, a Cancel never does.
+        let task = app
+            .task("cancel_retry")
+            .register_with_context(|retry: bool, ctx: &TaskContext| {
+                if ctx.attempt() == 1 {
+                    return Err(if retry {
+                        Control::CancelRetry("not yet".into())
+                    } else {
+                        Control::Cancel("never".into())
+                    });
+                }
+                Ok(ctx.attempt())
+            })
+            .unwrap();
+        let again = task.enqueue(true).unwrap();
+        let stop = task.enqueue(false).unwrap();
+        assert_eq!(drain(&app), 3, "two first attempts and one retry");
+        assert_eq!(again.wait(LONG).unwrap(), 2);
+        assert!(matches!(stop.get(), Err(Error::Task(e)) if e.kind == FailureKind::Canceled));
+        let seen = events.lock().clone();
+        let canceled = seen.iter().filter(|k| **k == EventKind::Canceled).count();
+        assert_eq!(canceled, 2, "{seen:?}");
+        assert!(seen.contains(&EventKind::Retrying), "{seen:?}");
+    }
+);
+
+both!(
+    a_rate_limit_without_retry_fails_under_the_retry_policy,
+    |b: Backend| {
+        let app = b.app();
+        let hour = Duration::from_secs(3600);
+        let strict = app
+            .task("strict")
+            .rate_limit_retry(false)
+            .rate_limit("strict-limit", 1, hour)
+            .register(|n: u32| Ok::<_, String>(n))
+            .unwrap();
+        let first = strict.enqueue(1).unwrap();
+        let second = strict.enqueue(2).unwrap();
+        assert_eq!(drain(&app), 2);
+        assert_eq!(first.wait(LONG).unwrap(), 1);
+        match second.wait(LONG) {
+            Err(Error::Task(e)) => assert_eq!((e.kind, e.attempt), (FailureKind::RateLimited, 1)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            app.storage().counts().unwrap().scheduled,
+            0,
+            "not rescheduled"
+        );
+        // With a retry, over the limit uses it up (and the retry is over the limit too).
+        let retried = strict.call(3).retries(1).enqueue().unwrap();
+        assert_eq!(drain(&app), 2);
+        match retried.wait(LONG) {
+            Err(Error::Task(e)) => assert_eq!((e.kind, e.attempt), (FailureKind::RateLimited, 2)),
+            other => panic!("{other:?}"),
+        }
+        // The default still reschedules for the next window.
+        let patient = app
+            .task("patient")
+            .rate_limit("strict-limit", 1, hour)
+            .register(|n: u32| Ok::<_, String>(n))
+            .unwrap();
+        patient.enqueue(4).unwrap();
+        drain(&app);
+        assert_eq!(app.storage().counts().unwrap().scheduled, 1, "rescheduled");
+    }
+);
+
+both!(rate_limit_usage_and_reset, |b: Backend| {
+    let app = b.app();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(app.rate_limit_usage("api", hour).unwrap(), 0);
+    app.rate_limit("api", 2, hour).unwrap();
+    app.rate_limit("api", 2, hour).unwrap();
+    assert!(matches!(
+        app.rate_limit("api", 2, hour),
+        Err(Error::RateLimited { .. })
+    ));
+    assert_eq!(app.rate_limit_usage("api", hour).unwrap(), 3);
+    app.rate_limit_reset("api", hour).unwrap();
+    assert_eq!(app.rate_limit_usage("api", hour).unwrap(), 0);
+    app.rate_limit("api", 2, hour).unwrap();
+    assert_eq!(app.rate_limit_usage("api", hour).unwrap(), 1);
+});
+
+both!(
+    reschedule_with_priority_expiry_and_from_an_id,
+    |b: Backend| {
+        let app = b.app();
+        let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+        let later = add
+            .call((1, 2))
+            .id("to-move")
+            .delay(Duration::from_secs(3600))
+            .enqueue()
+            .unwrap();
+        drop(later);
+        // A handle made from the id alone finds the call in storage.
+        let by_id = app.result::<i64>("to-move");
+        let moved = by_id
+            .reschedule_with(Reschedule {
+                priority: Some(7),
+                expires: Some(Duration::from_secs(600).into()),
+                ..Reschedule::default()
+            })
+            .unwrap();
+        assert_ne!(moved.id(), "to-move");
+        let pending = app.storage().pending(10).unwrap();
+        assert_eq!(pending.len(), 1, "ready at once");
+        let m = huey::Message::decode(&pending[0]).unwrap();
+        assert_eq!(m.options.priority, 7);
+        assert!(m.options.expires_at_ms.is_some());
+        assert!(by_id.is_revoked().unwrap(), "the original is revoked once");
+        app.storage().promote_due(u64::MAX / 2, 10).unwrap();
+        drain(&app);
+        assert_eq!(moved.wait(LONG).unwrap(), 3);
+        // Nothing left under an id: a clear error.
+        let gone = app.result::<i64>("no-such-task").reschedule(Duration::ZERO);
+        assert!(matches!(gone, Err(Error::Config(m)) if m.contains("no-such-task")));
+    }
+);
