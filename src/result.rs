@@ -286,4 +286,29 @@ impl Huey {
     pub fn result<R: DeserializeOwned>(&self, id: impl Into<String>) -> TaskResult<R> {
         TaskResult::new(self.clone(), id.into(), None)
     }
+
+    /// Up to `limit` stored results (values and final errors) whose ids sort after `after`
+    /// ("" for the first page), in id order, left in storage: huey's `all_results()`, a page
+    /// at a time. Pass the last id of a page to get the next; an empty page is the end.
+    ///
+    /// ```
+    /// # fn main() -> huey::Result<()> {
+    /// let app = huey::Huey::immediate("docs");
+    /// let add = app.task("add").register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
+    /// for n in 0..3 {
+    ///     add.call((n, n)).id(format!("sum-{n}")).enqueue()?;
+    /// }
+    /// let page = app.results_page("", 2)?;
+    /// assert_eq!(page.len(), 2);
+    /// assert_eq!(app.results_page(&page[1].0, 2)?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn results_page(&self, after: &str, limit: usize) -> Result<Vec<(String, StoredResult)>> {
+        self.storage()
+            .list_results(after, limit)?
+            .into_iter()
+            .map(|(id, bytes)| Ok((id, StoredResult::decode(&bytes)?)))
+            .collect()
+    }
 }

@@ -147,3 +147,74 @@ both!(
         assert!(matches!(gone, Err(Error::Config(m)) if m.contains("no-such-task")));
     }
 );
+
+/// Twelve results (ids `r-00`..`r-11`, one a final error) paged through five at a time.
+fn list_results_in_pages(app: &Huey) {
+    let add: Task<(i64, i64), i64> = Task::from_name(app, "add").unwrap();
+    let fail: Task<String, ()> = Task::from_name(app, "fail").unwrap();
+    for n in 0..11 {
+        add.call((n, 1)).id(format!("r-{n:02}")).enqueue().unwrap();
+    }
+    fail.call("boom".into()).id("r-11").enqueue().unwrap();
+    drain(app);
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = app.results_page(&after, 5).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 5);
+        after = page.last().unwrap().0.clone();
+        seen.extend(page);
+    }
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    let want: Vec<String> = (0..12).map(|n| format!("r-{n:02}")).collect();
+    assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        matches!(&seen[11].1, huey::result::StoredResult::Err(e) if e.message.contains("boom"))
+    );
+    // Listing consumed nothing.
+    assert_eq!(app.result::<i64>("r-03").get().unwrap(), Some(4));
+}
+
+#[test]
+fn results_are_listed_a_page_at_a_time_on_memory() {
+    let app = Huey::open("hueyd", "memory:").unwrap();
+    common::testbed::register(&app).unwrap();
+    list_results_in_pages(&app);
+}
+
+#[test]
+fn results_are_listed_a_page_at_a_time_on_postgres() {
+    list_results_in_pages(&Backend::postgres().app());
+}
+
+both!(results_are_listed_a_page_at_a_time, |b: Backend| {
+    let app = b.app();
+    list_results_in_pages(&app);
+    let out = std::process::Command::new(common::hueyd::exe())
+        .args([
+            "--storage",
+            &b.url(),
+            "results",
+            "--limit",
+            "3",
+            "--after",
+            "r-09",
+            "--json",
+        ])
+        .env_remove("HUEY_STORAGE")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["id"], "r-10");
+    assert_eq!(lines[0]["value"], 11);
+    assert_eq!(lines[1]["status"], "error");
+});

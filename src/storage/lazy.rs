@@ -62,6 +62,7 @@ delegate!(Results {
     fn watch_results(&self, watcher: &str, pending: Pending, timeout: Duration) -> Result<Vec<String>>;
     fn wake_watcher(&self, watcher: &str) -> Result<()>;
     fn delete_result(&self, id: &str) -> Result<bool>;
+    fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>>;
 });
 
 delegate!(Kv {

@@ -69,6 +69,15 @@ pub trait Results {
         Ok(())
     }
 
+    /// Up to `limit` live results whose ids sort after `after` ("" for the first page), in id
+    /// order, without consuming them: page through all results by passing the last id seen
+    /// (huey's `all_results()`, bounded). The default lists nothing; every backend overrides
+    /// it.
+    fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
+
     /// Delete a result; returns whether there was a live one.
     ///
     /// The default takes it; backends override it to skip reading the value.

@@ -25,6 +25,7 @@ mod inspect;
 mod pending;
 mod restore;
 mod result;
+mod results;
 mod revoke;
 mod scheduled;
 mod status;
@@ -52,6 +53,8 @@ pub enum AdminCommand {
     Enqueue(enqueue::EnqueueArgs),
     /// Read a task's result (exit 1 if the task failed, 3 if there is no result yet).
     Result(result::ResultArgs),
+    /// List stored results and final errors by id, a page at a time, without consuming them.
+    Results(results::ResultsArgs),
     /// Counts of ready, scheduled, in-flight, results and dead-letter messages, revocations
     /// and locks, and the registered tasks.
     Status(status::StatusArgs),
@@ -82,6 +85,7 @@ pub fn run(app: &Huey, cmd: AdminCommand) -> Result<ExitCode> {
     match cmd {
         AdminCommand::Enqueue(a) => enqueue::run(app, a),
         AdminCommand::Result(a) => result::run(app, a),
+        AdminCommand::Results(a) => results::run(app, a),
         AdminCommand::Status(a) => status::run(app, a),
         AdminCommand::Revoke(a) => revoke::run(app, a),
         AdminCommand::Restore(a) => restore::run(app, a),

@@ -423,6 +423,23 @@ impl Results for MemoryStorage {
     fn delete_result(&self, id: &str) -> Result<bool> {
         Ok(self.state.lock().results.remove(id).is_some())
     }
+
+    fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let now = now_ms();
+        let st = self.state.lock();
+        let mut live: Vec<(&String, &Vec<u8>)> = st
+            .results
+            .iter()
+            .filter(|(id, (_, exp))| id.as_str() > after && exp.is_none_or(|e| e > now))
+            .map(|(id, (v, _))| (id, v))
+            .collect();
+        live.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Ok(live
+            .into_iter()
+            .take(limit)
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect())
+    }
 }
 
 impl Inspect for MemoryStorage {

@@ -347,4 +347,19 @@ impl Results for PostgresStorage {
         self.pool
             .tx(|tx| Ok(tx.execute("DELETE FROM results WHERE id = $1", &[&id])? > 0))
     }
+
+    fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let now = sql_ms(now_ms());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pool.read(|c| {
+            Ok(c.query(
+                "SELECT id, value FROM results WHERE id COLLATE \"C\" > $1
+                 AND (expires IS NULL OR expires > $2) ORDER BY id COLLATE \"C\" LIMIT $3",
+                &[&after, &now, &limit],
+            )?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
 }

@@ -4,6 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::{capped_ms, RedisStorage};
+
+/// The place of the index of result ids (by expiry) among the storage's keys.
+const RESULTS_INDEX: usize = 9;
 use crate::error::Result;
 use crate::storage::results::Pending;
 use crate::storage::{deadline, Results};
@@ -86,6 +89,39 @@ impl Results for RedisStorage {
 
     fn wake_watcher(&self, watcher: &str) -> Result<()> {
         self.wake(watcher)
+    }
+
+    /// Reads the index of live result ids and sorts it for each page (results have no id
+    /// order in Redis): meant for admin listings, not for hot paths.
+    fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let now = crate::clock::now_ms();
+        let index = &self.keys[RESULTS_INDEX];
+        let mut ids: Vec<String> = self.pool.run(true, |con| {
+            ::redis::cmd("ZRANGEBYSCORE")
+                .arg(index)
+                .arg(format!("({now}"))
+                .arg("+inf")
+                .query(con)
+        })?;
+        ids.retain(|id| id.as_str() > after);
+        ids.sort_unstable();
+        ids.truncate(limit);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{}r:{id}", self.prefix))
+            .collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .pool
+            .run(true, |con| ::redis::cmd("MGET").arg(&keys).query(con))?;
+        // A result taken or expired between the two reads is left out.
+        Ok(ids
+            .into_iter()
+            .zip(values)
+            .filter_map(|(id, v)| v.map(|v| (id, v)))
+            .collect())
     }
 
     fn delete_result(&self, id: &str) -> Result<bool> {

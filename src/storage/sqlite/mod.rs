@@ -486,4 +486,17 @@ impl Results for SqliteStorage {
                 .map(|n| n > 0)
         })
     }
+
+    fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let now = sql_ms(now_ms());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT id, value FROM results WHERE id > ?1
+                 AND (expires IS NULL OR expires > ?2) ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![after, now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+    }
 }
