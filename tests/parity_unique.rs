@@ -238,6 +238,30 @@ every!(
     }
 );
 
+every!(
+    a_unique_task_dead_lettered_after_too_many_deliveries_frees_its_id,
+    |app: Huey| {
+        let add = add(&app);
+        let call = || add.call((1, 2)).id("worn").unique();
+        assert!(!call().enqueue().unwrap().is_duplicate());
+        let s = app.storage();
+        let lease = Duration::from_millis(100);
+        let mut req = common::suite::request("lost", &["default"], 1, lease);
+        req.max_deliveries = 1;
+        // Delivered once and never acknowledged (its consumer was lost).
+        assert_eq!(s.dequeue(&req).unwrap().len(), 1);
+        assert!(
+            call().enqueue().unwrap().is_duplicate(),
+            "held while leased"
+        );
+        common::suite::sleep_past(lease);
+        // Over the limit: the next dequeue dead-letters it, and its claim goes with it.
+        assert!(s.dequeue(&req).unwrap().is_empty());
+        assert_eq!(s.counts().unwrap().dead, 1);
+        assert!(!call().enqueue().unwrap().is_duplicate());
+    }
+);
+
 every!(sixteen_producers_enqueue_a_unique_id_once, |app: Huey| {
     for round in 0..3 {
         let id = format!("race-{round}");

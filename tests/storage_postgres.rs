@@ -129,6 +129,14 @@ fn enqueue_in_a_rolled_back_transaction_leaves_no_task() {
         .delay(Duration::from_secs(60))
         .enqueue_in(&mut tx)
         .unwrap();
+    // Unique calls are refused here (their claim is taken by enqueue()), with a clear error.
+    let e = add
+        .call((9, 9))
+        .id("u")
+        .unique()
+        .enqueue_in(&mut tx)
+        .unwrap_err();
+    assert!(e.to_string().contains("unique"), "{e}");
     assert_eq!(
         app.storage().counts().unwrap().ready,
         0,

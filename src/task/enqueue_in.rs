@@ -34,6 +34,13 @@ fn enqueue_calls_in<A: Serialize, R: DeserializeOwned>(
         .iter()
         .map(|c| c.to_message())
         .collect::<Result<Vec<_>>>()?;
+    if let Some(m) = msgs.iter().find(|m| m.options.unique) {
+        return Err(Error::Config(format!(
+            "task {} is unique: unique calls are enqueued with enqueue(), not inside the \
+             application's transaction",
+            m.id
+        )));
+    }
     let now = now_ms();
     let mut batch = Batch::default();
     for m in &msgs {

@@ -12,6 +12,7 @@ fn outcome(lease: &Lease, tag: &str) -> Batch {
     Batch {
         lease: Some(lease.clone()),
         claim: None,
+        release: Vec::new(),
         enqueue: vec![ready(&format!("{tag}-retry"), "default", 0)],
         schedule: vec![Scheduled {
             eta_ms: now_ms() + 600_000,

@@ -338,6 +338,7 @@ fn batch_writes_every_part() {
     s.apply(&Batch {
         lease: Some(d.lease),
         claim: None,
+        release: Vec::new(),
         enqueue: vec![ready("next", "default", 0)],
         schedule: vec![Scheduled {
             eta_ms: now_ms() + 60_000,
@@ -378,6 +379,7 @@ fn batch_is_atomic_to_concurrent_readers() {
             writer
                 .apply(&Batch {
                     claim: None,
+                    release: Vec::new(),
                     enqueue: vec![ready(&id, "default", 0)],
                     schedule: vec![Scheduled {
                         eta_ms: now_ms() + 600_000,
