@@ -422,3 +422,88 @@ fn a_message_over_the_size_limit_is_refused_in_a_transaction_and_outside_it() {
         "only the small one"
     );
 }
+
+/// Run `hueyd ARGS...` with `env`; its exit code and stderr.
+fn hueyd(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
+        .args(args)
+        .env_remove("HUEY_STORAGE")
+        .env_remove("HUEY_PG_SCHEMA")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn rows_in(schema: &str) -> Option<i64> {
+    let mut c = app_client();
+    let exists = c
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 \
+             AND table_name = 'queue'",
+            &[&schema],
+        )
+        .unwrap()
+        .is_some();
+    exists.then(|| {
+        c.query_one(&format!("SELECT COUNT(*) FROM {schema}.queue"), &[])
+            .unwrap()
+            .get(0)
+    })
+}
+
+#[test]
+fn pg_schema_flag_and_env_override_the_urls_schema() {
+    let (in_url, flag, env) = (fresh_schema(), fresh_schema(), fresh_schema());
+    let url = url_in(&in_url);
+    let (code, err) = hueyd(
+        &[
+            "--storage",
+            &url,
+            "--pg-schema",
+            &flag,
+            "enqueue",
+            "add",
+            "[2, 3]",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = hueyd(
+        &["enqueue", "add", "[4, 5]"],
+        &[("HUEY_STORAGE", &url), ("HUEY_PG_SCHEMA", &env)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows_in(&flag), Some(1), "--pg-schema picks the schema");
+    assert_eq!(rows_in(&env), Some(1), "HUEY_PG_SCHEMA picks the schema");
+    assert_eq!(rows_in(&in_url), None, "the URL's schema was never created");
+
+    // A newer schema than this build knows: a clear error, and nothing changed.
+    app_client()
+        .execute(
+            &format!("UPDATE {flag}.meta SET value = '99' WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap();
+    let (code, err) = hueyd(&["--storage", &url, "--pg-schema", &flag, "status"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("version 99") && err.contains(&flag), "{err}");
+    assert_eq!(rows_in(&flag), Some(1));
+
+    // Bad input: exit 2 with the reason.
+    let (code, err) = hueyd(
+        &["--storage", &url, "--pg-schema", "Bad-Name", "status"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pg-schema"), "{err}");
+    let (code, err) = hueyd(
+        &["--storage", "memory:", "--pg-schema", &flag, "status"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a postgres:// URL"), "{err}");
+}

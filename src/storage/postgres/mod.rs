@@ -23,7 +23,7 @@ use ::postgres::Transaction;
 
 use self::listen::Signal;
 use self::schema::{migrate, Pool};
-pub use self::schema::{PgTarget, DEFAULT_SCHEMA};
+pub use self::schema::{with_schema, PgTarget, DEFAULT_SCHEMA};
 pub(crate) use self::write::notify;
 use super::sql::{expiry, limit, new_token, parse_lease, sql_ms};
 use super::*;

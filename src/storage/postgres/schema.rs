@@ -143,6 +143,26 @@ impl PgTarget {
     }
 }
 
+/// `url` with its `schema=` replaced by (or, when absent, given) `schema`: what
+/// `--pg-schema` (or `HUEY_PG_SCHEMA`) does to the storage URL. An error names what is wrong
+/// when `url` is not a `postgres://` URL or `schema` is not a plain identifier.
+pub fn with_schema(url: &str, schema: &str) -> std::result::Result<String, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "--pg-schema (HUEY_PG_SCHEMA) {schema}: the storage is not a postgres:// URL"
+        ));
+    }
+    check_schema(schema).map_err(|e| format!("--pg-schema (HUEY_PG_SCHEMA): {e}"))?;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("schema="))
+        .map(str::to_string)
+        .collect();
+    pairs.push(format!("schema={schema}"));
+    Ok(format!("{base}?{}", pairs.join("&")))
+}
+
 /// Schema names are plain identifiers, so they are never quoted or injected.
 fn check_schema(s: &str) -> std::result::Result<(), String> {
     let ok = !s.is_empty()
@@ -340,5 +360,25 @@ pub(super) fn migrate(pool: &Pool) -> Result<()> {
              use a matching huey build",
             pool.target.name
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_schema;
+
+    #[test]
+    fn with_schema_replaces_or_adds_the_schema() {
+        let u = "postgres://h/db?schema=a&connect_timeout=3";
+        assert_eq!(
+            with_schema(u, "b").unwrap(),
+            "postgres://h/db?connect_timeout=3&schema=b"
+        );
+        assert_eq!(
+            with_schema("postgresql://h/db", "b").unwrap(),
+            "postgresql://h/db?schema=b"
+        );
+        assert!(with_schema("redis://h/0", "b").is_err());
+        assert!(with_schema("postgres://h/db", "B-").is_err());
     }
 }
