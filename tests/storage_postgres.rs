@@ -507,3 +507,79 @@ fn pg_schema_flag_and_env_override_the_urls_schema() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a postgres:// URL"), "{err}");
 }
+
+/// Run `f` with an async client on the test server, as an async application holds one.
+fn with_async_client<T>(f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(&server().url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        f(&mut client).await
+    })
+}
+
+#[test]
+fn enqueue_in_async_in_a_rolled_back_transaction_leaves_no_task() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    with_async_client(async |c| {
+        let tx = c.transaction().await.unwrap();
+        add.enqueue_in_async(&tx, (1, 2)).await.unwrap();
+        let many = add.enqueue_many_in_async(&tx, [(3, 4), (5, 6)]).await;
+        assert_eq!(many.unwrap().len(), 2);
+        add.call((7, 8))
+            .delay(Duration::from_secs(60))
+            .enqueue_in_async(&tx)
+            .await
+            .unwrap();
+        // The sync storage blocks: off the runtime's thread.
+        let storage = app.storage();
+        let counts = tokio::task::spawn_blocking(move || storage.counts().unwrap());
+        assert_eq!(
+            counts.await.unwrap().ready,
+            0,
+            "invisible before the commit"
+        );
+        tx.rollback().await.unwrap();
+    });
+    let counts = app.storage().counts().unwrap();
+    assert_eq!((counts.ready, counts.scheduled), (0, 0));
+}
+
+#[test]
+fn enqueue_in_async_commits_with_the_application_and_a_running_consumer_runs_it() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    let _consumer = common::hueyd::Hueyd::start(&url, &["-k", "thread", "-w", "2"]);
+    let handles = with_async_client(async |c| {
+        let tx = c.transaction().await.unwrap();
+        tx.execute("CREATE TEMP TABLE orders(id int)", &[])
+            .await
+            .unwrap();
+        let one = add.enqueue_in_async(&tx, (1, 1)).await.unwrap();
+        let mut handles = add
+            .enqueue_many_in_async(&tx, [(2, 2), (3, 3)])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        handles.insert(0, one);
+        handles
+    });
+    for (i, h) in handles.iter().enumerate() {
+        let n = i as i64 + 1;
+        assert_eq!(h.wait(Duration::from_secs(60)).unwrap(), 2 * n);
+    }
+    let e = with_async_client(async |c| {
+        let memory = Huey::open("m", "memory:").unwrap();
+        let tx = c.transaction().await.unwrap();
+        add_task(&memory).enqueue_in_async(&tx, (1, 2)).await
+    });
+    assert!(matches!(e, Err(Error::Config(_))), "{e:?}");
+}

@@ -106,12 +106,25 @@ pub(crate) fn write_in_transaction(
     schema: &str,
     batch: &Batch,
 ) -> Result<()> {
-    write::producer_rows(tx, schema, batch).map_err(|e| {
-        schema::storage_err(schema::describe(
-            &format!("the application's transaction (schema {schema})"),
-            &e,
-        ))
-    })
+    write::producer_rows(tx, schema, batch).map_err(|e| app_tx_err(schema, &e))
+}
+
+/// [`write_in_transaction`] in an application's async (`tokio-postgres`) transaction.
+pub(crate) async fn write_in_transaction_async(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    batch: &Batch,
+) -> Result<()> {
+    write::producer_rows_async(tx, schema, batch)
+        .await
+        .map_err(|e| app_tx_err(schema, &e))
+}
+
+fn app_tx_err(schema: &str, e: &::postgres::Error) -> crate::error::Error {
+    schema::storage_err(schema::describe(
+        &format!("the application's transaction (schema {schema})"),
+        e,
+    ))
 }
 
 /// Lease up to `req.max` ready rows in `tx`, burying those delivered too often.
