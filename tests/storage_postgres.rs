@@ -72,7 +72,10 @@ fn bad_urls_and_unreachable_servers_are_clear_errors() {
     let base = server().url();
     for (url, needle) in [
         (format!("{base}?schema=Bad-Name"), "schema="),
-        (format!("{base}?sslmode=require"), "sslmode=require"),
+        (
+            format!("{base}?sslmode=require&sslrootcert=/nonexistent/ca.pem"),
+            "sslrootcert=/nonexistent/ca.pem",
+        ),
         (
             "postgres://huey@127.0.0.1:notaport/x".to_string(),
             "invalid",
@@ -582,4 +585,61 @@ fn enqueue_in_async_commits_with_the_application_and_a_running_consumer_runs_it(
         add_task(&memory).enqueue_in_async(&tx, (1, 2)).await
     });
     assert!(matches!(e, Err(Error::Config(_))), "{e:?}");
+}
+
+#[test]
+fn sslmode_disable_and_both_unix_socket_forms_connect() {
+    let schema = fresh_schema();
+    let s = open(&format!("{}&schema={schema}", server().unix_url()));
+    enqueue(&*s, vec![ready("a", "default", 0)]);
+    let dir = server().unix_url();
+    let dir = dir
+        .split("host=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let encoded = dir.replace('/', "%2F");
+    let port = server().port();
+    for url in [
+        format!("{}?sslmode=disable&schema={schema}", server().url()),
+        format!("postgresql://huey@{encoded}:{port}/postgres?schema={schema}"),
+        format!("postgres:///postgres?host={dir}&port={port}&user=huey&schema={schema}"),
+    ] {
+        assert_eq!(open(&url).counts().unwrap().ready, 1, "{url}");
+    }
+}
+
+#[test]
+fn sslmode_require_without_tls_on_the_server_is_a_clear_error() {
+    let e = url_error(&format!("{}?sslmode=require", server().url()));
+    assert!(e.contains("postgres 127.0.0.1/postgres"), "{e}");
+    assert!(e.contains("TLS"), "{e}");
+}
+
+#[test]
+fn sslmode_require_connects_with_tls_and_checks_the_certificate() {
+    let tls_server = PgServer::start();
+    let ca = tls_server.enable_tls();
+    let base = format!("{}?schema={}", tls_server.url(), fresh_schema());
+    // Not trusted without the test CA.
+    let e = url_error(&format!("{base}&sslmode=require"));
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    let mut open_now = Vec::new();
+    for mode in ["require", "verify-full"] {
+        let url = format!("{base}&sslmode={mode}&sslrootcert={}", ca.display());
+        let s = open(&url);
+        enqueue(&*s, vec![ready(mode, "default", 0)]);
+        open_now.push(s);
+    }
+    let used_tls = tls_server.psql(
+        "SELECT count(*), bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name LIKE 'huey/%'",
+    );
+    let (n, all) = used_tls.split_once('|').unwrap();
+    assert!(n.parse::<u32>().unwrap() >= 2, "{used_tls}");
+    assert_eq!(all, "t", "every huey connection is encrypted");
+    let s = open(&format!("{base}&sslmode=disable"));
+    assert_eq!(s.counts().unwrap().ready, 2);
 }
