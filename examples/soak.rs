@@ -1,10 +1,12 @@
 //! Soak: the fault tests at scale. Consumers drain tens of thousands of tasks while workers,
-//! supervisors and (on Redis) the Redis server itself are killed at random, a consumer is now
+//! supervisors and (on Redis and Postgres) the server itself are killed at random, a consumer is now
 //! and then paused (SIGSTOP) past its lease, large messages mix with long tasks, and tasks
 //! start subprocesses (the app's own binary among them, and children left running); at the end
 //! every task must have its result or a recorded final failure. Prints one line of figures.
 //!
-//! Run through `scripts/soak [SECONDS] [sqlite|redis]`. The consumers are the `testbed` example
+//! Run through `scripts/soak [SECONDS] [sqlite|redis|postgres]`. Postgres is a private server
+//! (`initdb` in a temporary directory, as the tests start it), killed with SIGQUIT (a crash)
+//! and started again. The consumers are the `testbed` example
 //! (`hueyd` plus the fault-injection tasks), built beside this one.
 
 use std::path::PathBuf;
@@ -17,6 +19,12 @@ use nix::unistd::Pid;
 
 #[path = "../tests/common/testbed.rs"]
 mod testbed;
+
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+
+#[path = "../tests/common/pg_server.rs"]
+mod pg_server;
 
 struct Rng(u64);
 impl Rng {
@@ -51,7 +59,16 @@ fn consumer(exe: &PathBuf, url: &str) -> Child {
             "-n",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("HUEY_SOAK_LOG") {
+            // Consumers' logs appended to this file, for a run that goes wrong.
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("start the testbed consumer")
 }
@@ -212,7 +229,13 @@ fn main() {
         .join("testbed");
     let dir = tempfile::tempdir().unwrap();
     let mut redis = None;
-    let url = if backend == "redis" {
+    let mut postgres = None;
+    let url = if backend == "postgres" {
+        let server = pg_server::PgServer::start();
+        let url = server.url();
+        postgres = Some(server);
+        url
+    } else if backend == "redis" {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -233,7 +256,7 @@ fn main() {
     let mut consumers = vec![consumer(&exe, &url), consumer(&exe, &url)];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
     let mut handles = Vec::new();
-    let (mut worker_kills, mut supervisor_kills, mut redis_restarts) = (0u64, 0u64, 0u64);
+    let (mut worker_kills, mut supervisor_kills, mut server_restarts) = (0u64, 0u64, 0u64);
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut last_supervisor_kill = Instant::now();
     let mut last_redis_restart = Instant::now();
@@ -280,7 +303,11 @@ fn main() {
         if last_redis_restart.elapsed() > Duration::from_secs(17) {
             if let Some(r) = redis.take() {
                 redis = Some(r.restart());
-                redis_restarts += 1;
+                server_restarts += 1;
+            }
+            if let Some(p) = postgres.as_mut() {
+                p.restart();
+                server_restarts += 1;
             }
             last_redis_restart = Instant::now();
         }
@@ -321,10 +348,11 @@ fn main() {
         let _ = r.child.kill();
         let _ = r.child.wait();
     }
+    drop(postgres);
     println!(
-        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, redis {redis_restarts}), pauses {pauses}, lost {lost}, ran twice {twice}, dead-lettered {dead}; large/long/spawning tasks {}, completed {x_ok}, failed {x_failed}, lost {x_lost}, wrong {x_wrong}",
+        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, server restarts {server_restarts}), pauses {pauses}, lost {lost}, ran twice {twice}, dead-lettered {dead}; large/long/spawning tasks {}, completed {x_ok}, failed {x_failed}, lost {x_lost}, wrong {x_wrong}",
         handles.len(),
-        worker_kills + supervisor_kills + redis_restarts,
+        worker_kills + supervisor_kills + server_restarts,
         extras.large.len() + extras.long.len() + extras.spawned.len(),
     );
     if lost > 0 || x_lost > 0 || x_wrong > 0 {

@@ -72,7 +72,10 @@ fn bad_urls_and_unreachable_servers_are_clear_errors() {
     let base = server().url();
     for (url, needle) in [
         (format!("{base}?schema=Bad-Name"), "schema="),
-        (format!("{base}?sslmode=require"), "sslmode=require"),
+        (
+            format!("{base}?sslmode=require&sslrootcert=/nonexistent/ca.pem"),
+            "sslrootcert=/nonexistent/ca.pem",
+        ),
         (
             "postgres://huey@127.0.0.1:notaport/x".to_string(),
             "invalid",
@@ -429,4 +432,222 @@ fn a_message_over_the_size_limit_is_refused_in_a_transaction_and_outside_it() {
         1,
         "only the small one"
     );
+}
+
+/// Run `hueyd ARGS...` with `env`; its exit code and stderr.
+fn hueyd(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hueyd"))
+        .args(args)
+        .env_remove("HUEY_STORAGE")
+        .env_remove("HUEY_PG_SCHEMA")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn rows_in(schema: &str) -> Option<i64> {
+    let mut c = app_client();
+    let exists = c
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 \
+             AND table_name = 'queue'",
+            &[&schema],
+        )
+        .unwrap()
+        .is_some();
+    exists.then(|| {
+        c.query_one(&format!("SELECT COUNT(*) FROM {schema}.queue"), &[])
+            .unwrap()
+            .get(0)
+    })
+}
+
+#[test]
+fn pg_schema_flag_and_env_override_the_urls_schema() {
+    let (in_url, flag, env) = (fresh_schema(), fresh_schema(), fresh_schema());
+    let url = url_in(&in_url);
+    let (code, err) = hueyd(
+        &[
+            "--storage",
+            &url,
+            "--pg-schema",
+            &flag,
+            "enqueue",
+            "add",
+            "[2, 3]",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = hueyd(
+        &["enqueue", "add", "[4, 5]"],
+        &[("HUEY_STORAGE", &url), ("HUEY_PG_SCHEMA", &env)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows_in(&flag), Some(1), "--pg-schema picks the schema");
+    assert_eq!(rows_in(&env), Some(1), "HUEY_PG_SCHEMA picks the schema");
+    assert_eq!(rows_in(&in_url), None, "the URL's schema was never created");
+
+    // A newer schema than this build knows: a clear error, and nothing changed.
+    app_client()
+        .execute(
+            &format!("UPDATE {flag}.meta SET value = '99' WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap();
+    let (code, err) = hueyd(&["--storage", &url, "--pg-schema", &flag, "status"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("version 99") && err.contains(&flag), "{err}");
+    assert_eq!(rows_in(&flag), Some(1));
+
+    // Bad input: exit 2 with the reason.
+    let (code, err) = hueyd(
+        &["--storage", &url, "--pg-schema", "Bad-Name", "status"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pg-schema"), "{err}");
+    let (code, err) = hueyd(
+        &["--storage", "memory:", "--pg-schema", &flag, "status"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a postgres:// URL"), "{err}");
+}
+
+/// Run `f` with an async client on the test server, as an async application holds one.
+fn with_async_client<T>(f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(&server().url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        f(&mut client).await
+    })
+}
+
+#[test]
+fn enqueue_in_async_in_a_rolled_back_transaction_leaves_no_task() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    with_async_client(async |c| {
+        let tx = c.transaction().await.unwrap();
+        add.enqueue_in_async(&tx, (1, 2)).await.unwrap();
+        let many = add.enqueue_many_in_async(&tx, [(3, 4), (5, 6)]).await;
+        assert_eq!(many.unwrap().len(), 2);
+        add.call((7, 8))
+            .delay(Duration::from_secs(60))
+            .enqueue_in_async(&tx)
+            .await
+            .unwrap();
+        // The sync storage blocks: off the runtime's thread.
+        let storage = app.storage();
+        let counts = tokio::task::spawn_blocking(move || storage.counts().unwrap());
+        assert_eq!(
+            counts.await.unwrap().ready,
+            0,
+            "invisible before the commit"
+        );
+        tx.rollback().await.unwrap();
+    });
+    let counts = app.storage().counts().unwrap();
+    assert_eq!((counts.ready, counts.scheduled), (0, 0));
+}
+
+#[test]
+fn enqueue_in_async_commits_with_the_application_and_a_running_consumer_runs_it() {
+    let url = url_in(&fresh_schema());
+    let app = Huey::open("t", url.as_str()).unwrap();
+    let add = add_task(&app);
+    let _consumer = common::hueyd::Hueyd::start(&url, &["-k", "thread", "-w", "2"]);
+    let handles = with_async_client(async |c| {
+        let tx = c.transaction().await.unwrap();
+        tx.execute("CREATE TEMP TABLE orders(id int)", &[])
+            .await
+            .unwrap();
+        let one = add.enqueue_in_async(&tx, (1, 1)).await.unwrap();
+        let mut handles = add
+            .enqueue_many_in_async(&tx, [(2, 2), (3, 3)])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        handles.insert(0, one);
+        handles
+    });
+    for (i, h) in handles.iter().enumerate() {
+        let n = i as i64 + 1;
+        assert_eq!(h.wait(Duration::from_secs(60)).unwrap(), 2 * n);
+    }
+    let e = with_async_client(async |c| {
+        let memory = Huey::open("m", "memory:").unwrap();
+        let tx = c.transaction().await.unwrap();
+        add_task(&memory).enqueue_in_async(&tx, (1, 2)).await
+    });
+    assert!(matches!(e, Err(Error::Config(_))), "{e:?}");
+}
+
+#[test]
+fn sslmode_disable_and_both_unix_socket_forms_connect() {
+    let schema = fresh_schema();
+    let s = open(&format!("{}&schema={schema}", server().unix_url()));
+    enqueue(&*s, vec![ready("a", "default", 0)]);
+    let dir = server().unix_url();
+    let dir = dir
+        .split("host=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let encoded = dir.replace('/', "%2F");
+    let port = server().port();
+    for url in [
+        format!("{}?sslmode=disable&schema={schema}", server().url()),
+        format!("postgresql://huey@{encoded}:{port}/postgres?schema={schema}"),
+        format!("postgres:///postgres?host={dir}&port={port}&user=huey&schema={schema}"),
+    ] {
+        assert_eq!(open(&url).counts().unwrap().ready, 1, "{url}");
+    }
+}
+
+#[test]
+fn sslmode_require_without_tls_on_the_server_is_a_clear_error() {
+    let e = url_error(&format!("{}?sslmode=require", server().url()));
+    assert!(e.contains("postgres 127.0.0.1/postgres"), "{e}");
+    assert!(e.contains("TLS"), "{e}");
+}
+
+#[test]
+fn sslmode_require_connects_with_tls_and_checks_the_certificate() {
+    let tls_server = PgServer::start();
+    let ca = tls_server.enable_tls();
+    let base = format!("{}?schema={}", tls_server.url(), fresh_schema());
+    // Not trusted without the test CA.
+    let e = url_error(&format!("{base}&sslmode=require"));
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    let mut open_now = Vec::new();
+    for mode in ["require", "verify-full"] {
+        let url = format!("{base}&sslmode={mode}&sslrootcert={}", ca.display());
+        let s = open(&url);
+        enqueue(&*s, vec![ready(mode, "default", 0)]);
+        open_now.push(s);
+    }
+    let used_tls = tls_server.psql(
+        "SELECT count(*), bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name LIKE 'huey/%'",
+    );
+    let (n, all) = used_tls.split_once('|').unwrap();
+    assert!(n.parse::<u32>().unwrap() >= 2, "{used_tls}");
+    assert_eq!(all, "t", "every huey connection is encrypted");
+    let s = open(&format!("{base}&sslmode=disable"));
+    assert_eq!(s.counts().unwrap().ready, 2);
 }

@@ -25,7 +25,7 @@ use crate::error::Result;
     about = "Run the task consumer (default) or administer the queue"
 )]
 struct Cli {
-    /// Storage URL: sqlite:PATH, redis://host:port/db, memory:
+    /// Storage URL: sqlite:PATH, redis://host:port/db, postgres://user@host:port/db, memory:
     #[arg(
         long,
         env = "HUEY_STORAGE",
@@ -33,6 +33,10 @@ struct Cli {
         global = true
     )]
     storage: String,
+
+    /// The Postgres schema the storage lives in, overriding the URL's `?schema=` (default huey)
+    #[arg(long, env = "HUEY_PG_SCHEMA", global = true, value_name = "NAME")]
+    pg_schema: Option<String>,
 
     #[command(flatten)]
     consumer: consumer::ConsumerArgs,
@@ -122,12 +126,28 @@ fn open_app(name: &str, url: &str, register: &dyn Fn(&Huey) -> Result<()>) -> Re
     Ok(app)
 }
 
+/// The storage URL with `--pg-schema` applied, if given.
+fn storage_url(cli: &Cli) -> Result<String> {
+    match &cli.pg_schema {
+        None => Ok(cli.storage.clone()),
+        Some(schema) => {
+            crate::storage::postgres::with_schema(&cli.storage, schema).map_err(|reason| {
+                crate::error::Error::StorageUrl {
+                    url: cli.storage.clone(),
+                    reason,
+                }
+            })
+        }
+    }
+}
+
 fn run(
     name: &str,
-    cli: Cli,
+    mut cli: Cli,
     storage_chosen: bool,
     register: &dyn Fn(&Huey) -> Result<()>,
 ) -> Result<ExitCode> {
+    cli.storage = storage_url(&cli)?;
     match cli.command {
         Some(Command::Demo(args)) => {
             // The demo prints its own lines; logs only when asked for with HUEY_LOG.

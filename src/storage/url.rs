@@ -326,7 +326,10 @@ mod tests {
             ("sqlite:q.db?cache=big", "unknown option"),
             ("redis://h:notaport/0", "expected redis://"),
             ("postgres://h/db?schema=Jobs-1", "lowercase identifier"),
-            ("postgres://h/db?sslmode=require", "without TLS"),
+            (
+                "postgres://h/db?sslmode=require&sslrootcert=/nonexistent.pem",
+                "sslrootcert=/nonexistent.pem",
+            ),
             ("postgres://h:notaport/db", "invalid"),
         ] {
             let e = given.parse::<StorageUrl>().unwrap_err();

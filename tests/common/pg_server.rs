@@ -193,7 +193,11 @@ impl PgServer {
 
     /// Run SQL through `psql` as the superuser; returns its output (unaligned, tuples only).
     pub fn psql(&self, sql: &str) -> String {
-        let out = command(&self.bin.join("psql"))
+        // Beside the server if there, else on PATH (a bin dir may hold only the server).
+        let psql = Some(self.bin.join("psql"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("psql"));
+        let out = command(&psql)
             .args(["-X", "-A", "-t", "-h"])
             .arg(self.dir.path())
             .arg("-p")
@@ -207,6 +211,50 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Turn TLS on: a test CA and a server certificate for 127.0.0.1 and localhost made with
+    /// `openssl`, loaded by a configuration reload. Returns the CA's PEM file (for
+    /// `sslrootcert=`) once the server takes TLS connections.
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let script = "set -e
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+              -keyout ca.key -out ca.crt -days 2 -subj /CN=huey-test-ca 2>/dev/null
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+              -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+              -out server.crt -days 2 -extfile ext 2>/dev/null
+            chmod 600 server.key; chmod 644 ca.crt";
+        let out = command(Path::new("sh"))
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "make test certificates: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (key, file) in [
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+        ] {
+            self.psql(&format!(
+                "ALTER SYSTEM SET {key} = '{}'",
+                dir.join(file).display()
+            ));
+        }
+        self.psql("ALTER SYSTEM SET ssl = on");
+        self.psql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.psql("SHOW ssl") != "on" {
+            assert!(Instant::now() < deadline, "postgres did not turn TLS on");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dir.join("ca.crt")
     }
 
     /// Start the server and wait until it accepts connections; false if the port was taken.

@@ -2,11 +2,13 @@
 //! and its version, and database errors as sentences.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::postgres::config::SslMode;
 use ::postgres::{Client, Config, NoTls, Transaction};
 use parking_lot::Mutex;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 
@@ -74,11 +76,19 @@ pub struct PgTarget {
     pub(super) schema: String,
     /// What errors call the server (host and database, never the password).
     pub(super) name: String,
+    /// Set for `sslmode=require` (or `verify-ca`, `verify-full`): connections use TLS and check
+    /// the server's certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PgTarget {
     /// Parse a URL; `schema=NAME` in its query picks the schema (default `huey`), the rest is
     /// the client's (`host=/socket/dir`, `sslmode=`, `connect_timeout=`, `options=`, …).
+    ///
+    /// `sslmode=require`, `verify-ca` and `verify-full` connect with TLS and verify the server's
+    /// certificate and host name against the system's roots, plus the PEM file
+    /// `sslrootcert=PATH` names (stricter than libpq's `require`, which checks nothing).
+    /// `disable` and `prefer` (the default) connect without TLS.
     pub fn parse(url: &str) -> std::result::Result<PgTarget, String> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err("expected postgres://user@host:port/db or postgresql://…".into());
@@ -86,9 +96,12 @@ impl PgTarget {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut schema = DEFAULT_SCHEMA.to_string();
         let mut rest = Vec::new();
+        let (mut verify, mut root_cert) = (false, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("schema", v)) => schema = v.to_string(),
+                Some(("sslmode", "verify-ca" | "verify-full")) => verify = true,
+                Some(("sslrootcert", v)) => root_cert = Some(v.to_string()),
                 _ => rest.push(pair),
             }
         }
@@ -99,13 +112,13 @@ impl PgTarget {
             format!("{base}?{}", rest.join("&"))
         };
         let mut config = Config::from_str(&client_url).map_err(|e| e.to_string())?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(
-                "sslmode=require: this build connects without TLS; use sslmode=disable \
-                 or prefer, or a TLS-terminating proxy on a trusted network"
-                    .into(),
-            );
+        if verify {
+            config.ssl_mode(SslMode::Require);
         }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(Arc::new(tls_config(root_cert.as_deref())?)),
+            _ => None,
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -130,6 +143,7 @@ impl PgTarget {
             config,
             name: format!("postgres {host}/{db} schema {schema}"),
             schema,
+            tls,
         })
     }
 
@@ -139,8 +153,67 @@ impl PgTarget {
     }
 
     pub(super) fn connect(&self) -> std::result::Result<Client, ::postgres::Error> {
-        self.config.connect(NoTls)
+        match &self.tls {
+            Some(tls) => self.config.connect(MakeRustlsConnect::new((**tls).clone())),
+            None => self.config.connect(NoTls),
+        }
     }
+}
+
+/// The TLS settings for `sslmode=require`: the system's roots plus those in `root_cert`.
+fn tls_config(root_cert: Option<&str>) -> std::result::Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    // A system without a readable store still connects with `sslrootcert=`.
+    if let Ok(certs) = rustls_native_certs::load_native_certs() {
+        roots.add_parsable_certificates(certs);
+    }
+    if let Some(path) = root_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("sslrootcert={path}: {e}"))?;
+        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| format!("sslrootcert={path}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("sslrootcert={path}: no PEM certificate in it"));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("sslrootcert={path}: {e}"))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "sslmode=require: no trusted root certificates (the system has none \
+                    readable); name one with sslrootcert=PATH"
+                .into(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("sslmode=require: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// `url` with its `schema=` replaced by (or, when absent, given) `schema`: what
+/// `--pg-schema` (or `HUEY_PG_SCHEMA`) does to the storage URL. An error names what is wrong
+/// when `url` is not a `postgres://` URL or `schema` is not a plain identifier.
+pub fn with_schema(url: &str, schema: &str) -> std::result::Result<String, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "--pg-schema (HUEY_PG_SCHEMA) {schema}: the storage is not a postgres:// URL"
+        ));
+    }
+    check_schema(schema).map_err(|e| format!("--pg-schema (HUEY_PG_SCHEMA): {e}"))?;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("schema="))
+        .map(str::to_string)
+        .collect();
+    pairs.push(format!("schema={schema}"));
+    Ok(format!("{base}?{}", pairs.join("&")))
 }
 
 /// Schema names are plain identifiers, so they are never quoted or injected.
@@ -340,5 +413,25 @@ pub(super) fn migrate(pool: &Pool) -> Result<()> {
              use a matching huey build",
             pool.target.name
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_schema;
+
+    #[test]
+    fn with_schema_replaces_or_adds_the_schema() {
+        let u = "postgres://h/db?schema=a&connect_timeout=3";
+        assert_eq!(
+            with_schema(u, "b").unwrap(),
+            "postgres://h/db?connect_timeout=3&schema=b"
+        );
+        assert_eq!(
+            with_schema("postgresql://h/db", "b").unwrap(),
+            "postgresql://h/db?schema=b"
+        );
+        assert!(with_schema("redis://h/0", "b").is_err());
+        assert!(with_schema("postgres://h/db", "B-").is_err());
     }
 }

@@ -11,12 +11,50 @@ use crate::storage::{Batch, Ns, Ready};
 
 /// Tell listeners (at commit) that something may be ready.
 pub(crate) fn notify(tx: &mut impl GenericClient, schema: &str) -> PgResult<()> {
-    tx.execute("SELECT pg_notify($1, '')", &[&listen::channel(schema)])?;
+    tx.execute(NOTIFY, &[&listen::channel(schema)])?;
     Ok(())
 }
 
-/// Insert ready rows (in `schema`, named explicitly so an application connection with its own
-/// search path works too) and notify listeners; the caller's transaction makes them visible.
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
+/// One statement for a whole batch of ready rows (in `schema`, named explicitly so an
+/// application connection with its own search path works too); WITH ORDINALITY keeps their
+/// order (FIFO).
+fn enqueue_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.queue(id, queue, priority, payload)
+         SELECT i, q, p, b FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[])
+         WITH ORDINALITY AS t(i, q, p, b, n) ORDER BY n"
+    )
+}
+
+fn schedule_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.schedule(id, queue, priority, eta, payload)
+         VALUES($1, $2, $3, $4, $5)"
+    )
+}
+
+/// The columns of ready rows, as the arrays `enqueue_sql` takes.
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    queues: Vec<&'a str>,
+    prios: Vec<i32>,
+    payloads: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [Ready]) -> Columns<'a> {
+        Columns {
+            ids: rows.iter().map(|r| r.id.as_str()).collect(),
+            queues: rows.iter().map(|r| r.queue.as_str()).collect(),
+            prios: rows.iter().map(|r| r.priority).collect(),
+            payloads: rows.iter().map(|r| r.payload.as_slice()).collect(),
+        }
+    }
+}
+
+/// Insert ready rows and notify listeners; the caller's transaction makes them visible.
 pub(crate) fn enqueue_rows(
     tx: &mut impl GenericClient,
     schema: &str,
@@ -25,18 +63,10 @@ pub(crate) fn enqueue_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
-    let prios: Vec<i32> = rows.iter().map(|r| r.priority).collect();
-    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
-    // One statement for the whole batch; WITH ORDINALITY keeps their order (FIFO).
+    let c = Columns::of(rows);
     tx.execute(
-        &format!(
-            "INSERT INTO {schema}.queue(id, queue, priority, payload)
-             SELECT i, q, p, b FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[])
-             WITH ORDINALITY AS t(i, q, p, b, n) ORDER BY n"
-        ),
-        &[&ids, &queues, &prios, &payloads],
+        &enqueue_sql(schema),
+        &[&c.ids, &c.queues, &c.prios, &c.payloads],
     )?;
     notify(tx, schema)
 }
@@ -52,12 +82,35 @@ pub(crate) fn producer_rows(
     for s in &batch.schedule {
         let r = &s.ready;
         tx.execute(
-            &format!(
-                "INSERT INTO {schema}.schedule(id, queue, priority, eta, payload)
-                 VALUES($1, $2, $3, $4, $5)"
-            ),
+            &schedule_sql(schema),
             &[&r.id, &r.queue, &r.priority, &sql_ms(s.eta_ms), &r.payload],
         )?;
+    }
+    Ok(())
+}
+
+/// [`producer_rows`] in an application's async (`tokio-postgres`) transaction.
+pub(crate) async fn producer_rows_async(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    batch: &Batch,
+) -> PgResult<()> {
+    if !batch.enqueue.is_empty() {
+        let c = Columns::of(&batch.enqueue);
+        tx.execute(
+            &enqueue_sql(schema),
+            &[&c.ids, &c.queues, &c.prios, &c.payloads],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[&listen::channel(schema)]).await?;
+    }
+    for s in &batch.schedule {
+        let r = &s.ready;
+        tx.execute(
+            &schedule_sql(schema),
+            &[&r.id, &r.queue, &r.priority, &sql_ms(s.eta_ms), &r.payload],
+        )
+        .await?;
     }
     Ok(())
 }
