@@ -55,6 +55,7 @@ pub mod progress;
 pub(crate) mod registry;
 pub mod result;
 pub mod revoke;
+pub mod semaphore;
 pub mod storage;
 pub mod supervisor;
 pub mod task;
@@ -71,6 +72,7 @@ pub use lock::{LockGuard, TaskLock};
 pub use message::Message;
 pub use result::TaskResult;
 pub use revoke::Revoke;
+pub use semaphore::{Permit, Semaphore};
 pub use storage::Storage;
 pub use task::{Control, Expires, Failure, FailureKind, Task, TaskError, TaskOptions, When};
 

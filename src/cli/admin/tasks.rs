@@ -38,6 +38,12 @@ fn task_json(d: &TaskDef) -> Value {
         }),
         "store_result": o.store_result,
         "store_errors_between_retries": o.store_errors_between_retries,
+        "lock": o.lock.as_ref().map(|l| l.name.clone()),
+        "semaphore": o.semaphore.as_ref().map(|s| json!({
+            "name": s.name,
+            "permits": s.permits,
+            "ttl": duration_secs(s.ttl_for(o.timeout)),
+        })),
         "periodic": d.periodic.as_ref().map(|c| c.to_string()),
     })
 }
@@ -61,6 +67,12 @@ pub(super) fn run(app: &Huey, a: TasksArgs) -> Result<ExitCode> {
         }
         if let Some(t) = o.timeout {
             line.push_str(&format!(" timeout={}s", duration_secs(t)));
+        }
+        if let Some(l) = &o.lock {
+            line.push_str(&format!(" lock={}", l.name));
+        }
+        if let Some(s) = &o.semaphore {
+            line.push_str(&format!(" semaphore={}/{}", s.name, s.permits));
         }
         if let Some(c) = &d.periodic {
             line.push_str(&format!("  periodic: {c}"));
