@@ -51,6 +51,7 @@ pub(crate) mod logging;
 pub mod message;
 pub mod observe;
 pub mod options;
+pub mod periodic_store;
 pub mod progress;
 pub(crate) mod registry;
 pub mod result;
