@@ -186,7 +186,7 @@ impl Drop for Consumer {
 
 /// The results stored so far.
 fn results(app: &Huey) -> u64 {
-    app.storage().counts().unwrap().results as u64
+    app.storage().counts().unwrap().results
 }
 
 both!(
