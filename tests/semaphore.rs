@@ -1,7 +1,7 @@
 //! Fleet-wide semaphores on real storages (memory, SQLite files, a real redis-server, a real
 //! Postgres): at most N holders at once across threads and processes, permits of a killed
-//! holder expire, the task option reschedules a task that finds no free permit, and `hueyd
-//! locks` lists the permits held.
+//! holder expire, the task option reschedules a task that finds no free permit (in-process and
+//! on two consumers with process workers), and `hueyd locks` lists the permits held.
 
 #[macro_use]
 mod common;
@@ -279,3 +279,26 @@ both!(hueyd_locks_lists_held_permits, |b: Backend| {
         "{text}"
     );
 });
+
+both!(
+    two_consumers_with_process_workers_keep_to_the_permits,
+    |b: Backend| {
+        let app = b.app();
+        let kind = common::hueyd::Kind::Process;
+        let consumers = [
+            kind.testbed(&b.url(), &["-w", "3"]),
+            kind.testbed(&b.url(), &["-w", "3"]),
+        ];
+        let capped: Task<u64, i64> = Task::from_name(&app, "capped").unwrap();
+        let handles: Vec<_> = (0..12).map(|_| capped.enqueue(100).unwrap()).collect();
+        let counts: Vec<i64> = handles
+            .iter()
+            .map(|h| {
+                h.wait(Duration::from_secs(120))
+                    .unwrap_or_else(|e| panic!("{e}: {}", consumers[0].log()))
+            })
+            .collect();
+        assert!(counts.iter().all(|n| (1..=2).contains(n)), "{counts:?}");
+        assert_eq!(app.semaphore("capped", 2, LONG).held().unwrap(), 0);
+    }
+);
