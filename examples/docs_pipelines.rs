@@ -27,6 +27,15 @@ fn main() -> huey::Result<()> {
     assert_eq!(r.last().get()?, Some(26));
     assert_eq!(r.stage::<i64>(1).expect("stage 1").get()?, Some(13));
 
+    // Per-stage options: the second stage at priority 9 on its own queue.
+    let r = add
+        .s((1, 2))
+        .then_with(&double)
+        .priority(9)
+        .queue("urgent")
+        .enqueue()?;
+    assert_eq!(r.last().get()?, Some(6));
+
     // add(-5, 1) -> positive(-4) fails: double never runs, report does.
     let r = add
         .s((-5, 1))

@@ -31,7 +31,9 @@ impl<E: fmt::Display + 'static> IntoFailure for E {
 /// The failures the library's own errors stand for inside a task.
 fn failure_of_error(e: &Error) -> Option<Failure> {
     match e {
-        Error::Locked(_) => Some(Failure::new(FailureKind::Locked, e.to_string())),
+        Error::Locked(_) | Error::NoPermit { .. } => {
+            Some(Failure::new(FailureKind::Locked, e.to_string()))
+        }
         Error::RateLimited { retry_in, .. } => Some(Failure::reschedule(
             FailureKind::RateLimited,
             e.to_string(),

@@ -57,6 +57,10 @@ pub enum Error {
     #[error("lock {0:?} is held")]
     Locked(String),
 
+    /// Every permit of a semaphore is held by someone else.
+    #[error("semaphore {name:?} has no free permit (all {permits} are held)")]
+    NoPermit { name: String, permits: u32 },
+
     /// A rate limit is used up for the current window.
     #[error("rate limit {name:?} reached; the next window starts in {retry_in:?}")]
     RateLimited { name: String, retry_in: Duration },

@@ -251,10 +251,11 @@ impl Huey {
         msg: Message,
         ctx: TaskContext,
     ) -> std::result::Result<Output, Failure> {
-        // Only a rate limit or a lock needs storage calls (on the blocking pool); without
-        // them the attempt needs no blocking thread, so sync tasks that fill that pool cannot
-        // hold it up.
-        let guarded = def.options.rate_limit.is_some() || def.options.lock.is_some();
+        // Only a rate limit, a lock or a semaphore needs storage calls (on the blocking pool);
+        // without them the attempt needs no blocking thread, so sync tasks that fill that pool
+        // cannot hold it up.
+        let o = &def.options;
+        let guarded = o.rate_limit.is_some() || o.lock.is_some() || o.semaphore.is_some();
         let _guard = if guarded {
             let app = self.clone();
             let d = def.clone();
@@ -262,7 +263,7 @@ impl Huey {
                 .await
                 .map_err(|e| Failure::new(FailureKind::Error, format!("taking the lock: {e}")))??
         } else {
-            None
+            Guards::default()
         };
         let deadline = ctx.deadline;
         let Some(fut) = def.handler.run_async(&msg.args, ctx) else {
@@ -274,14 +275,12 @@ impl Huey {
         crate::registry::within(deadline, fut).await
     }
 
-    /// Count the attempt against the task's rate limit and take its lock (held until the
-    /// guard is dropped).
-    fn take_guards(
-        &self,
-        def: &TaskDef,
-    ) -> std::result::Result<Option<crate::lock::LockGuard>, Failure> {
+    /// Count the attempt against the task's rate limit, take a permit of its semaphore and
+    /// take its lock (held until the guards are dropped).
+    fn take_guards(&self, def: &TaskDef) -> std::result::Result<Guards, Failure> {
         let as_failure = |e: Error| crate::task::IntoFailure::into_failure(e);
-        if let Some(r) = &def.options.rate_limit {
+        let o = &def.options;
+        if let Some(r) = &o.rate_limit {
             self.rate_limit(&r.name, r.limit, r.period)
                 .map_err(|e| match e {
                     // huey's retry=False: an ordinary failure of its kind, under the retry policy.
@@ -291,16 +290,20 @@ impl Huey {
                     e => as_failure(e),
                 })?;
         }
-        match &def.options.lock {
-            Some(l) => {
-                let mut lock = self.lock_task(l.name.clone());
-                if let Some(ttl) = l.ttl {
-                    lock = lock.ttl(ttl);
-                }
-                Ok(Some(lock.acquire().map_err(as_failure)?))
-            }
-            None => Ok(None),
+        let mut guards = Guards::default();
+        if let Some(s) = &o.semaphore {
+            let ttl = s.ttl_for(o.timeout);
+            let sem = self.semaphore(s.name.clone(), s.permits, ttl);
+            guards._permit = Some(sem.acquire().map_err(as_failure)?);
         }
+        if let Some(l) = &o.lock {
+            let mut lock = self.lock_task(l.name.clone());
+            if let Some(ttl) = l.ttl {
+                lock = lock.ttl(ttl);
+            }
+            guards._lock = Some(lock.acquire().map_err(as_failure)?);
+        }
+        Ok(guards)
     }
 
     /// Decide whether a fetched message runs (see [`lifecycle::admit`]). Its one I/O is taking
@@ -332,6 +335,13 @@ impl Huey {
         }
         Ok(true)
     }
+}
+
+/// What a task holds while it runs: its lock and its semaphore permit, given back when dropped.
+#[derive(Default)]
+struct Guards {
+    _lock: Option<crate::lock::LockGuard>,
+    _permit: Option<crate::semaphore::Permit>,
 }
 
 /// Run the pre-execute hooks; the first that refuses cancels the attempt (the post-execute

@@ -132,6 +132,38 @@ impl<R> Pipeline<R> {
         self.push(Ok(follow_up(next, Vec::new())))
     }
 
+    /// Run the last stage added this long after the stage before it succeeds (the first stage:
+    /// this long after the pipeline is enqueued). Other stages keep their own timing.
+    pub fn delay(mut self, delay: Duration) -> Pipeline<R> {
+        let first = self.stages.len() == 1;
+        if let Some(m) = self.stages.last_mut() {
+            let ms = crate::clock::ms(delay);
+            // A later stage's eta is kept relative until it is enqueued (see `lifecycle`).
+            m.eta_ms = Some(if first {
+                crate::clock::now_ms().saturating_add(ms)
+            } else {
+                ms
+            });
+        }
+        self
+    }
+
+    /// Give the last stage added this priority (instead of its task's own).
+    pub fn priority(mut self, priority: i32) -> Pipeline<R> {
+        if let Some(m) = self.stages.last_mut() {
+            m.options.priority = priority;
+        }
+        self
+    }
+
+    /// Run the last stage added on this queue (instead of its task's own).
+    pub fn queue(mut self, queue: impl Into<String>) -> Pipeline<R> {
+        if let Some(m) = self.stages.last_mut() {
+            m.options.queue = queue.into();
+        }
+        self
+    }
+
     /// Run `handler` with the [`TaskError`] of whichever stage fails for good (once: the
     /// chain stops there). Replaces an earlier handler.
     pub fn error<H>(mut self, handler: &Task<TaskError, H>) -> Pipeline<R> {

@@ -88,7 +88,8 @@ pub struct Message {
     pub options: MessageOptions,
     /// Which attempt this is, starting at 1.
     pub attempt: u32,
-    /// Do not run before this time (ms since the epoch).
+    /// Do not run before this time (ms since the epoch). In a pipeline continuation (a later
+    /// stage, in `on_complete`), a delay in ms from when the previous stage succeeds instead.
     pub eta_ms: Option<u64>,
     /// When the message was first enqueued (ms since the epoch).
     pub enqueued_ms: u64,

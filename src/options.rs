@@ -80,6 +80,9 @@ pub struct TaskOptions {
     pub queue: String,
     /// Hold this lock while running; when it is held the attempt fails with `Locked`.
     pub lock: Option<LockOption>,
+    /// Hold a permit of this semaphore while running; when all are held the attempt fails with
+    /// `Locked`.
+    pub semaphore: Option<SemaphoreOption>,
     /// Run at most this often; over the limit the task is rescheduled for the next window.
     pub rate_limit: Option<RateLimit>,
     /// Enqueue only while no task with the same id is queued, scheduled or running (see
@@ -93,6 +96,27 @@ pub struct LockOption {
     pub name: String,
     /// Let the lock go after this long even if its holder never releases it (crashed).
     pub ttl: Option<Duration>,
+}
+
+/// A semaphore permit a task holds while it runs (see `TaskBuilder::semaphore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SemaphoreOption {
+    pub name: String,
+    /// How many holders the semaphore admits at once.
+    pub permits: u32,
+    /// Let a permit go after this long even if its holder never gives it back (crashed).
+    /// `None`: the task's timeout, or [`SemaphoreOption::DEFAULT_TTL`] without one.
+    pub ttl: Option<Duration>,
+}
+
+impl SemaphoreOption {
+    /// A permit's TTL when neither it nor the task's timeout is set.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+    /// The TTL of a permit taken by a task with this `timeout`.
+    pub fn ttl_for(&self, timeout: Option<Duration>) -> Duration {
+        self.ttl.or(timeout).unwrap_or(Self::DEFAULT_TTL)
+    }
 }
 
 /// A named limit of `limit` runs per `period` (see `TaskBuilder::rate_limit`).
@@ -119,6 +143,7 @@ impl Default for TaskOptions {
             store_errors_between_retries: false,
             queue: DEFAULT_QUEUE.to_string(),
             lock: None,
+            semaphore: None,
             rate_limit: None,
             unique: false,
         }

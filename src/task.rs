@@ -14,7 +14,7 @@ pub use crate::control::{Control, IntoFailure};
 use crate::error::{Error, Result};
 pub use crate::failure::{Failure, FailureKind, TaskError};
 use crate::message::Message;
-pub use crate::options::{Expires, LockOption, RateLimit, TaskOptions, When};
+pub use crate::options::{Expires, LockOption, RateLimit, SemaphoreOption, TaskOptions, When};
 use crate::result::TaskResult;
 
 macro_rules! option_setters {
@@ -335,6 +335,30 @@ impl TaskBuilder {
             name,
             ttl: Some(ttl),
         });
+        self
+    }
+
+    /// Hold a permit of the semaphore `name` (at most `permits` holders across every consumer)
+    /// while the task runs: when all are held, the attempt fails with [`FailureKind::Locked`]
+    /// and the retry policy applies, as for [`TaskBuilder::lock`]. A permit expires after the
+    /// task's timeout (one hour without one; see [`TaskBuilder::semaphore_ttl`]), so a worker
+    /// that was killed cannot keep it.
+    pub fn semaphore(mut self, name: impl Into<String>, permits: u32) -> Self {
+        let ttl = self.options.semaphore.as_ref().and_then(|s| s.ttl);
+        self.options.semaphore = Some(SemaphoreOption {
+            name: name.into(),
+            permits,
+            ttl,
+        });
+        self
+    }
+
+    /// Let the task's semaphore permits (see [`TaskBuilder::semaphore`]) expire after `ttl`.
+    /// Without a semaphore this does nothing.
+    pub fn semaphore_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(s) = self.options.semaphore.as_mut() {
+            s.ttl = Some(ttl);
+        }
         self
     }
 

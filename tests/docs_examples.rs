@@ -16,6 +16,8 @@ fn every_docs_example_runs_to_completion() {
         "docs_locks",
         "docs_rate_limits",
         "docs_events",
+        "docs_semaphores",
+        "docs_schedules",
     ] {
         let out = Command::new(example(name)).output().unwrap();
         assert!(

@@ -169,6 +169,74 @@ fn pipeline_passes_each_result_to_the_next_stage() {
 }
 
 #[test]
+fn pipeline_stages_take_their_own_delay_priority_and_queue() {
+    each_backend(|b, _, app, t| {
+        let before = huey::clock::now_ms();
+        let r = t
+            .add
+            .s((1, 2))
+            .pipeline()
+            .priority(5)
+            .then(&t.add, 10)
+            .delay(HOUR)
+            .priority(9)
+            .then_with(&t.double)
+            .queue("later")
+            .enqueue()
+            .unwrap();
+        let first = huey::Message::decode(&app.storage().pending(10).unwrap()[0]).unwrap();
+        assert_eq!(first.priority(), 5, "{b}");
+        assert_eq!(drain(&app), 1, "{b}: the second stage waits");
+        // The second stage is scheduled an hour after the first one succeeded, at priority 9.
+        let scheduled = app.storage().scheduled(10).unwrap();
+        assert_eq!(scheduled.len(), 1, "{b}");
+        let (eta, payload) = &scheduled[0];
+        assert!(*eta >= before + 3_600_000, "{b}: eta {eta} from {before}");
+        assert!(*eta <= huey::clock::now_ms() + 3_600_000, "{b}");
+        let second = huey::Message::decode(payload).unwrap();
+        assert_eq!((second.task.as_str(), second.priority()), ("add", 9), "{b}");
+        let third = second.on_complete.as_ref().unwrap();
+        assert_eq!((third.queue(), third.eta_ms), ("later", None), "{b}");
+        assert_eq!(r.stage::<i64>(0).unwrap().get().unwrap(), Some(3), "{b}");
+    });
+}
+
+#[test]
+fn a_stage_runs_on_its_own_queue() {
+    each_backend(|b, _, app, t| {
+        let r = t
+            .add
+            .s((1, 2))
+            .then_with(&t.double)
+            .queue("later")
+            .enqueue()
+            .unwrap();
+        assert_eq!(drain(&app), 1, "{b}");
+        assert_eq!(drain(&app), 0, "{b}: not on the default queue");
+        assert_eq!(drain_queues(&app, &["later"]), 1, "{b}");
+        assert_eq!(r.wait(LONG).unwrap(), 6, "{b}");
+    });
+}
+
+#[test]
+fn a_delay_on_the_first_stage_schedules_the_pipeline() {
+    each_backend(|b, _, app, t| {
+        let before = huey::clock::now_ms();
+        t.add
+            .s((1, 2))
+            .pipeline()
+            .delay(HOUR)
+            .then_with(&t.double)
+            .enqueue()
+            .unwrap();
+        let c = app.storage().counts().unwrap();
+        assert_eq!((c.ready, c.scheduled), (0, 1), "{b}");
+        let (eta, _) = app.storage().scheduled(1).unwrap()[0].clone();
+        assert!(eta >= before + 3_600_000, "{b}");
+    });
+}
+
+#[test]
 fn pipeline_enqueued_through_the_app_returns_one_handle_per_stage() {
     each_backend(|b, _, app, t| {
         let r = app

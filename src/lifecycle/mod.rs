@@ -269,6 +269,8 @@ fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Eff
         let mut next = (**next).clone();
         next.args = [out.value.as_slice(), &next.args].concat();
         next.enqueued_ms = now_ms;
+        // A stage's own delay counts from now (see `Pipeline::delay`).
+        next.eta_ms = next.eta_ms.map(|delay| now_ms.saturating_add(delay));
         push_follow_up(&next, now_ms, fx);
     }
     let store = msg.options.store_result.unwrap_or(!out.is_empty) && !policy.no_results;

@@ -7,6 +7,9 @@
 //! enqueue it once between them, and a storage error cannot claim a run without enqueuing it.
 //! The runs due in one second are one storage call; if it fails they are tried again on the
 //! next turns (for up to a minute), which the claims make safe.
+//!
+//! The schedules kept in the storage (see [`crate::periodic_store`]) run the same way, each
+//! claimed under its own name; the ticker reads them again within a second of any change.
 
 use std::time::Duration;
 
@@ -14,11 +17,13 @@ use chrono::{DateTime, Utc};
 
 use crate::app::Huey;
 use crate::clock::now_ms;
+use crate::crontab::Crontab;
 use crate::error::Result;
 use crate::events::{Event, EventKind};
 use crate::lifecycle;
 use crate::message::Message;
-use crate::storage::{Batch, Claim};
+use crate::periodic_store::{RuntimeSchedule, VERSION_KEY};
+use crate::storage::{Batch, Claim, DeadPut, Ns};
 
 /// How long a periodic claim is kept. It is needed only while some consumer could still look
 /// at that second: this one after a restart, another whose clock is a little behind, or one
@@ -29,12 +34,24 @@ const CLAIM_TTL: Duration = Duration::from_secs(10 * 60);
 /// How long runs whose write failed are tried again (well within the claim's life).
 const RETRY_FOR_SECS: i64 = 60;
 
+/// What a periodic run is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// A task defined with a periodic schedule in code: its name.
+    Task(String),
+    /// A schedule kept in the storage: its name.
+    Schedule(String),
+}
+
 /// Decides which periodic tasks are due; the clock is passed in, so tests can drive it.
 pub struct Ticker {
     app: Huey,
     last_second: Option<i64>,
     /// Runs whose write failed, to try again.
-    unwritten: Vec<(String, DateTime<Utc>)>,
+    unwritten: Vec<(Run, DateTime<Utc>)>,
+    /// The schedules kept in the storage, as last read, and the version they were read at.
+    schedules: Vec<(RuntimeSchedule, Crontab)>,
+    version: Option<Option<Vec<u8>>>,
 }
 
 impl Ticker {
@@ -44,26 +61,84 @@ impl Ticker {
             app: app.clone(),
             last_second: None,
             unwritten: Vec::new(),
+            schedules: Vec::new(),
+            version: None,
         }
     }
 
-    /// The periodic runs due at `now`: `(task name, the time it is for)`. Each second is
-    /// looked at once; a five-field schedule can only be due in the first second of a minute.
-    /// Seconds skipped by a slow loop turn (up to five) are caught up; a longer stall is not.
+    /// Read the storage's schedules again if they changed since last read. On a storage error
+    /// the ones read before are kept.
+    fn refresh_schedules(&mut self) {
+        let storage = self.app.storage();
+        let version = match storage.get(Ns::Data, VERSION_KEY) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("could not read the periodic schedules: {e}");
+                return;
+            }
+        };
+        if self.version.as_ref() == Some(&version) {
+            return;
+        }
+        match self.app.periodic().list() {
+            Ok(list) => {
+                self.schedules = list
+                    .into_iter()
+                    .filter_map(|s| match s.crontab() {
+                        Ok(c) => Some((s, c)),
+                        Err(e) => {
+                            tracing::error!(schedule = %s.name, "bad periodic schedule: {e}");
+                            None
+                        }
+                    })
+                    .collect();
+                self.version = Some(version);
+            }
+            Err(e) => tracing::error!("could not read the periodic schedules: {e}"),
+        }
+    }
+
+    /// The periodic runs due at `now`: `(task name, the time it is for)`, for the tasks with a
+    /// schedule in code and the schedules in storage. Each second is looked at once; a
+    /// five-field schedule can only be due in the first second of a minute. Seconds skipped by
+    /// a slow loop turn (up to five) are caught up; a longer stall is not.
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+        let runs = self.due_runs(now);
+        runs.into_iter()
+            .map(|(run, at)| match run {
+                Run::Task(name) => (name, at),
+                Run::Schedule(name) => {
+                    let task = self.schedules.iter().find(|(s, _)| s.name == name);
+                    (task.map(|(s, _)| s.task.clone()).unwrap_or(name), at)
+                }
+            })
+            .collect()
+    }
+
+    /// The runs due at `now` (see [`Ticker::due`]) and what each is of.
+    pub fn due_runs(&mut self, now: DateTime<Utc>) -> Vec<(Run, DateTime<Utc>)> {
         let sec = now.timestamp();
         let previous = self.last_second.replace(sec);
         if previous == Some(sec) {
             return Vec::new();
         }
+        self.refresh_schedules();
         // Seconds not yet looked at: only a short gap is caught up, never a long stall.
         let from = match previous {
             Some(p) if p < sec && sec - p <= 5 => p + 1,
             _ => sec,
         };
+        let defs = self.app.task_defs();
+        let code = defs
+            .iter()
+            .filter_map(|d| Some((Run::Task(d.name.clone()), d.periodic.as_ref()?)));
+        let stored = self
+            .schedules
+            .iter()
+            .filter(|(s, _)| !s.paused)
+            .map(|(s, c)| (Run::Schedule(s.name.clone()), c));
         let mut out = Vec::new();
-        for def in self.app.task_defs() {
-            let Some(cron) = &def.periodic else { continue };
+        for (run, cron) in code.chain(stored) {
             for s in from..=sec {
                 if !cron.has_seconds() && s % 60 != 0 {
                     continue;
@@ -72,11 +147,61 @@ impl Ticker {
                     continue;
                 };
                 if cron.matches(at) {
-                    out.push((def.name.clone(), at));
+                    out.push((run.clone(), at));
                 }
             }
         }
         out
+    }
+
+    /// The message of a run and the claim key guarding it; for a stored schedule whose
+    /// arguments cannot be encoded, the dead letter saying why instead. `None`: the task or
+    /// schedule is gone.
+    fn message(
+        &self,
+        run: &Run,
+        at: DateTime<Utc>,
+        now: u64,
+    ) -> Option<(Message, String, Option<DeadPut>)> {
+        match run {
+            Run::Task(name) => {
+                let def = self.app.task_def(name)?;
+                let args = postcard::to_allocvec(&()).unwrap_or_default();
+                let msg = Message::new(name.clone(), args, def.options.to_message_options(now));
+                Some((msg, format!("periodic:{name}:{}", at.timestamp()), None))
+            }
+            Run::Schedule(name) => {
+                let (s, _) = self.schedules.iter().find(|(s, _)| &s.name == name)?;
+                let mut options = self
+                    .app
+                    .task_def(&s.task)
+                    .map(|d| d.options.clone())
+                    .unwrap_or_default();
+                if let Some(q) = &s.queue {
+                    options.queue = q.clone();
+                }
+                if let Some(p) = s.priority {
+                    options.priority = p;
+                }
+                let opts = options.to_message_options(now);
+                let claim = format!("schedule:{name}:{}", at.timestamp());
+                match s.encoded_args(&self.app) {
+                    Ok(args) => Some((Message::new(s.task.clone(), args, opts), claim, None)),
+                    Err(e) => {
+                        // Kept whole as a dead letter, its arguments as the JSON given.
+                        let args = s.args.to_string().into_bytes();
+                        let msg = Message::new(s.task.clone(), args, opts);
+                        let dead = DeadPut {
+                            id: msg.id.clone(),
+                            queue: msg.queue().to_string(),
+                            payload: msg.encode().ok()?,
+                            error: format!("periodic schedule {name:?}: {e}"),
+                        };
+                        Some((msg, claim, Some(dead)))
+                    }
+                }
+            }
+        }
     }
 
     /// Claim and enqueue each due run (and those whose write failed before, for up to a
@@ -85,30 +210,34 @@ impl Ticker {
     pub fn enqueue_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let mut runs = std::mem::take(&mut self.unwritten);
         runs.retain(|(_, at)| (now - *at).num_seconds() < RETRY_FOR_SECS);
-        runs.extend(self.due(now));
+        runs.extend(self.due_runs(now));
         let written_at = now_ms();
         let mut batches = Vec::new();
         let mut msgs = Vec::new();
-        for (name, at) in runs {
-            let Some(def) = self.app.task_def(&name) else {
+        for (run, at) in runs {
+            let Some((msg, key, dead)) = self.message(&run, at, written_at) else {
                 continue;
             };
-            let args = postcard::to_allocvec(&()).unwrap_or_default();
-            let opts = def.options.to_message_options(written_at);
-            let msg = Message::new(name.clone(), args, opts);
             let mut batch = Batch {
                 claim: Some(Claim {
-                    key: format!("periodic:{name}:{}", at.timestamp()),
+                    key,
                     ttl: CLAIM_TTL,
                 }),
                 ..Batch::default()
             };
-            match lifecycle::push_message(&mut batch, &msg, written_at) {
+            let pushed = match dead {
+                Some(d) => {
+                    batch.dead.push(d);
+                    Ok(())
+                }
+                None => lifecycle::push_message(&mut batch, &msg, written_at),
+            };
+            match pushed {
                 Ok(()) => {
                     batches.push(batch);
-                    msgs.push((name, at, msg));
+                    msgs.push((run, at, msg));
                 }
-                Err(e) => tracing::error!(task = %name, "could not enqueue periodic task: {e}"),
+                Err(e) => tracing::error!(task = %msg.task, "could not enqueue periodic task: {e}"),
             }
         }
         if batches.is_empty() {
@@ -123,11 +252,19 @@ impl Ticker {
         };
         let mut enqueued = Vec::new();
         // Not written: another consumer (or this one before a restart) has the run.
-        for ((name, _, msg), w) in msgs.into_iter().zip(written) {
-            if w {
+        for (((_, _, msg), w), batch) in msgs.into_iter().zip(written).zip(&batches) {
+            if !w {
+                continue;
+            }
+            if let Some(d) = batch.dead.first() {
+                tracing::error!(task = %msg.task, "periodic run dead-lettered: {}", d.error);
+                let e =
+                    Event::for_message(EventKind::DeadLettered, &msg).with_error(d.error.clone());
+                self.app.emit(&e);
+            } else {
                 self.app
                     .emit(&Event::for_message(EventKind::Enqueued, &msg));
-                enqueued.push(name);
+                enqueued.push(msg.task);
             }
         }
         Ok(enqueued)

@@ -14,11 +14,13 @@ use huey::{Huey, TaskContext, TaskError};
 /// counter `collect-runs`), `locked_sleep` (sleeps holding the lock `demo-lock`, whose TTL is
 /// 3 s), `record(ms)` (counts its runs per task id in storage under `runs:ID`, sleeps, returns
 /// the count), `failing(ms)` (like `record`, but fails every attempt; one retry),
-/// `garble(len)` (writes a corrupt frame onto its worker's result pipe; process workers only)
-/// and `spawn((argv, wait))` (runs a command; with `wait`, returns its pid, exit code and
-/// stdout, without, leaves it running and returns its pid). A startup hook adds 1 to the
-/// counter `worker-starts` in every worker; a shutdown hook sleeps for the value of the counter
-/// `shutdown-sleep-ms`, then adds 1 to `worker-stops`. The async tasks are in
+/// `garble(len)` (writes a corrupt frame onto its worker's result pipe; process workers only),
+/// `spawn((argv, wait))` (runs a command; with `wait`, returns its pid, exit code and stdout,
+/// without, leaves it running and returns its pid) and `capped(ms)` (at most 2 runs at once
+/// under the semaphore `capped`, retried while no permit is free; returns how many runs were in
+/// progress, itself included, counted in storage under `capped-now`). A startup hook adds 1 to
+/// the counter `worker-starts` in every worker; a shutdown hook sleeps for the value of the
+/// counter `shutdown-sleep-ms`, then adds 1 to `worker-stops`. The async tasks are in
 /// [`register_async`].
 pub fn register(app: &Huey) -> huey::Result<()> {
     huey::demo::register(app)?;
@@ -68,6 +70,18 @@ pub fn register(app: &Huey) -> huey::Result<()> {
         },
     )?;
     app.task("garble").register(garble)?;
+    app.task("capped")
+        .semaphore("capped", 2)
+        .semaphore_ttl(Duration::from_secs(60))
+        .retries(10_000)
+        .retry_delay(Duration::from_millis(20))
+        .register_with_context(|ms: u64, ctx: &TaskContext| {
+            let s = ctx.app().storage();
+            let now = s.incr("capped-now", 1).map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(ms));
+            s.incr("capped-now", -1).map_err(|e| e.to_string())?;
+            Ok::<_, String>(now)
+        })?;
     app.task("warn").register(|message: String| {
         tracing::warn!("{message}");
         Ok::<_, String>(())

@@ -1,5 +1,5 @@
 //! Admin subcommands, one module each: enqueue, result, status, revoke/restore, flush, tasks,
-//! pending and scheduled listings, dead letters, consumers, inspect, cron. Here: the subcommand list and what the
+//! pending and scheduled listings, dead letters, consumers, inspect, periodic schedules, locks, cron. Here: the subcommand list and what the
 //! commands share (task lookup, message summaries, output).
 //!
 //! Every command that prints data takes `--json` for a machine-readable form (one JSON value
@@ -22,7 +22,9 @@ mod dead;
 mod enqueue;
 mod flush;
 mod inspect;
+mod locks;
 mod pending;
+mod periodic;
 mod restore;
 mod result;
 mod results;
@@ -76,6 +78,10 @@ pub enum AdminCommand {
     Consumers(consumers::ConsumersArgs),
     /// Where a task is by id: queued, scheduled, running, done, failed, dead-lettered...
     Inspect(inspect::InspectArgs),
+    /// Periodic schedules kept in the storage: add, list, pause, resume, remove.
+    Periodic(periodic::PeriodicArgs),
+    /// The locks held now and the semaphores with permits held.
+    Locks(locks::LocksArgs),
     /// Check a crontab expression and print its next run times (needs no storage).
     Cron(cron::CronArgs),
 }
@@ -96,6 +102,8 @@ pub fn run(app: &Huey, cmd: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Dead(a) => dead::run(app, a),
         AdminCommand::Consumers(a) => consumers::run(app, a),
         AdminCommand::Inspect(a) => inspect::run(app, a),
+        AdminCommand::Periodic(a) => periodic::run(app, a),
+        AdminCommand::Locks(a) => locks::run(app, a),
         AdminCommand::Cron(a) => cron::run(a),
     }
 }
