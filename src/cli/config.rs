@@ -54,7 +54,11 @@ fn apply_file(cmd: &mut Command, path: &Path) -> Result<()> {
                     || a.get_visible_aliases()
                         .is_some_and(|v| v.contains(&long.as_str()))
             })
-            .ok_or_else(|| at(format!("unknown key {key:?} (keys are the long flags, e.g. workers, kind, queue)")))?;
+            .ok_or_else(|| {
+                at(format!(
+                    "unknown key {key:?} (keys are the long flags, e.g. workers, kind, queue)"
+                ))
+            })?;
         let takes_value = arg.get_action().takes_values();
         let many = matches!(arg.get_action(), clap::ArgAction::Append);
         let values: Vec<String> = match value {
@@ -65,7 +69,9 @@ fn apply_file(cmd: &mut Command, path: &Path) -> Result<()> {
                 .ok_or_else(|| at(format!("{key}: expected a list of strings or numbers")))?,
             toml::Value::Boolean(b) if !takes_value => vec![b.to_string()],
             _ if !takes_value => return Err(at(format!("{key}: expected true or false"))),
-            v => vec![scalar(v).ok_or_else(|| at(format!("{key}: expected a string or a number")))?],
+            v => {
+                vec![scalar(v).ok_or_else(|| at(format!("{key}: expected a string or a number")))?]
+            }
         };
         let values: Vec<String> = match arg.get_value_delimiter() {
             Some(d) if many => values

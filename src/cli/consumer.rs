@@ -67,7 +67,13 @@ pub struct ConsumerArgs {
     flush_locks: bool,
     /// Lock names to clear at start (comma-separated), as huey's `-L`; implies `-f`, since
     /// this consumer cannot tell task locks from others (huey clears its task locks too).
-    #[arg(short = 'L', long, env = "HUEY_EXTRA_LOCKS", value_delimiter = ',', value_name = "NAMES")]
+    #[arg(
+        short = 'L',
+        long,
+        env = "HUEY_EXTRA_LOCKS",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
     extra_locks: Vec<String>,
     /// huey's `-C/--disable-health-check`: accepted for scripts and ignored, since dead
     /// workers are always replaced here (the supervisor waits on its children).

@@ -330,7 +330,10 @@ pub fn parse<P: CommandFactory + FromArgMatches>() -> std::result::Result<P, Exi
     P::from_arg_matches(&matches).map_err(clap_error)
 }
 
-fn parse_matches<I, T>(cmd: &mut clap::Command, args: I) -> std::result::Result<ArgMatches, ExitCode>
+fn parse_matches<I, T>(
+    cmd: &mut clap::Command,
+    args: I,
+) -> std::result::Result<ArgMatches, ExitCode>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -360,7 +363,10 @@ where
 /// The first consumer flag given on the command line, as the user would write it.
 fn consumer_flag_given(cmd: &clap::Command, m: &ArgMatches) -> Option<String> {
     let consumer = ConsumerArgs::augment_args(clap::Command::new("consumer"));
-    let ids: Vec<&str> = consumer.get_arguments().map(|a| a.get_id().as_str()).collect();
+    let ids: Vec<&str> = consumer
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .collect();
     cmd.get_arguments()
         .filter(|a| ids.contains(&a.get_id().as_str()))
         .find(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
