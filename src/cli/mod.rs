@@ -251,8 +251,7 @@ impl<R: Fn(&Huey) -> Result<()>> Cli<R> {
         Some(ExitCode::from(crate::worker::process::worker_main(|url| {
             // The supervisor checked the storage; here it is opened only if task code uses it.
             let app = Huey::open_lazy(&self.app, url);
-            (self.register)(&app)?;
-            crate::command::register(&app)?;
+            self.register_on(&app)?;
             Ok(app)
         }) as u8))
     }
@@ -269,6 +268,12 @@ impl<R: Fn(&Huey) -> Result<()>> Cli<R> {
             if let AdminCommand::Cron(args) = cmd {
                 return admin::cron::run(args);
             }
+            if let AdminCommand::Tasks(_) = cmd {
+                // The registry alone: nothing is read, so nothing is created.
+                let app = Huey::open_lazy(&self.app, storage.storage.parse()?);
+                self.register_on(&app)?;
+                return admin::run(&app, cmd);
+            }
             if let Some(name) = cmd.reads_only() {
                 refuse_missing(&storage.storage, name)?;
             }
@@ -279,9 +284,13 @@ impl<R: Fn(&Huey) -> Result<()>> Cli<R> {
 
     fn open(&self, url: &str) -> Result<Huey> {
         let app = Huey::open(self.app.as_str(), url)?;
-        (self.register)(&app)?;
-        crate::command::register(&app)?;
+        self.register_on(&app)?;
         Ok(app)
+    }
+
+    fn register_on(&self, app: &Huey) -> Result<()> {
+        (self.register)(app)?;
+        crate::command::register(app)
     }
 
     fn finish(&self, r: Result<ExitCode>) -> ExitCode {

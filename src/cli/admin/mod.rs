@@ -80,12 +80,12 @@ pub enum AdminCommand {
 }
 
 impl AdminCommand {
-    /// The command's name when it only reads the storage (so must not create one).
+    /// The command's name when it only reads the storage (so must not create one). `tasks`
+    /// and `cron` do not use the storage at all.
     pub(crate) fn reads_only(&self) -> Option<&'static str> {
         Some(match self {
             AdminCommand::Result(_) => "result",
             AdminCommand::Status(_) => "status",
-            AdminCommand::Tasks(_) => "tasks",
             AdminCommand::Pending(_) => "pending",
             AdminCommand::Scheduled(_) => "scheduled",
             AdminCommand::Dead(_) => "dead",
@@ -95,6 +95,7 @@ impl AdminCommand {
             | AdminCommand::Revoke(_)
             | AdminCommand::Restore(_)
             | AdminCommand::Flush(_)
+            | AdminCommand::Tasks(_)
             | AdminCommand::Cron(_) => return None,
         })
     }
