@@ -148,7 +148,8 @@ fn variables_set_consumer_flags() {
         &[],
         &[
             ("HUEY_STORAGE", &sqlite(dir.path())),
-            ("HUEY_NO_PERIODIC", "true"),
+            ("HUEY_NO_PERIODIC", "yes"),
+            ("HUEY_QUIET", "off"),
             ("HUEY_KIND", "process"),
             ("HUEY_WORKERS", "2"),
             ("HUEY_QUEUE", "high,low"),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use crate::app::Huey;
@@ -15,7 +16,7 @@ use crate::supervisor::{Config, Stopped, Supervisor, WorkerKind};
 /// clap command (see [`crate::cli::Cli`] for running them). Each long flag `--some-flag` may
 /// also come from the environment variable `HUEY_SOME_FLAG` and from the `--config` file's key
 /// `some-flag`; a flag given beats the environment, which beats the file, which beats the
-/// default.
+/// default. A switch's variable takes true/false, yes/no, on/off or 1/0.
 #[derive(Args, Debug, Clone)]
 pub struct ConsumerArgs {
     /// Number of workers (at most 1024; with `-k async`, attempts run at once, at most 100000).
@@ -40,7 +41,7 @@ pub struct ConsumerArgs {
     )]
     queues: Vec<String>,
     /// Do not enqueue periodic tasks from this consumer.
-    #[arg(short = 'n', long, env = "HUEY_NO_PERIODIC")]
+    #[arg(short = 'n', long, env = "HUEY_NO_PERIODIC", value_parser = BoolishValueParser::new())]
     no_periodic: bool,
     /// Seconds between moves of due scheduled tasks to the queue.
     #[arg(short = 's', long, env = "HUEY_SCHEDULER_INTERVAL", default_value = "1", value_parser = seconds)]
@@ -63,7 +64,7 @@ pub struct ConsumerArgs {
     #[arg(long, env = "HUEY_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     max_deliveries: u32,
     /// Clear all locks at start.
-    #[arg(short = 'f', long, env = "HUEY_FLUSH_LOCKS")]
+    #[arg(short = 'f', long, env = "HUEY_FLUSH_LOCKS", value_parser = BoolishValueParser::new())]
     flush_locks: bool,
     /// Lock names to clear at start (comma-separated), as huey's `-L`; implies `-f`, since
     /// this consumer cannot tell task locks from others (huey clears its task locks too).
@@ -77,10 +78,10 @@ pub struct ConsumerArgs {
     extra_locks: Vec<String>,
     /// huey's `-C/--disable-health-check`: accepted for scripts and ignored, since dead
     /// workers are always replaced here (the supervisor waits on its children).
-    #[arg(short = 'C', long, env = "HUEY_DISABLE_HEALTH_CHECK")]
+    #[arg(short = 'C', long, env = "HUEY_DISABLE_HEALTH_CHECK", value_parser = BoolishValueParser::new())]
     disable_health_check: bool,
     /// Log `HH:MM:SS message` lines (huey's simple format); same as `--log-format simple`.
-    #[arg(short = 'S', long, env = "HUEY_SIMPLE", conflicts_with = "log_format")]
+    #[arg(short = 'S', long, env = "HUEY_SIMPLE", value_parser = BoolishValueParser::new(), conflicts_with = "log_format")]
     simple: bool,
     /// Seconds running tasks may take to finish after SIGINT/SIGTERM.
     #[arg(long, env = "HUEY_STOP_TIMEOUT", default_value = "30", value_parser = seconds)]
@@ -89,10 +90,10 @@ pub struct ConsumerArgs {
     #[arg(short = 'l', long, env = "HUEY_LOGFILE")]
     logfile: Option<PathBuf>,
     /// More logging (debug).
-    #[arg(short = 'v', long, env = "HUEY_VERBOSE", conflicts_with = "quiet")]
+    #[arg(short = 'v', long, env = "HUEY_VERBOSE", value_parser = BoolishValueParser::new(), conflicts_with = "quiet")]
     verbose: bool,
     /// Less logging: warnings and errors only (no line per task).
-    #[arg(short = 'q', long, env = "HUEY_QUIET")]
+    #[arg(short = 'q', long, env = "HUEY_QUIET", value_parser = BoolishValueParser::new())]
     quiet: bool,
     /// Log lines as text or as JSON objects, one a line (for log shippers).
     #[arg(long, env = "HUEY_LOG_FORMAT", value_enum, default_value = "text")]
@@ -102,11 +103,11 @@ pub struct ConsumerArgs {
     metrics_bind: Option<std::net::SocketAddr>,
     /// Write no heartbeat record and no per-minute counters to the storage (the consumer
     /// is then missing from `consumers`).
-    #[arg(long, env = "HUEY_NO_HEARTBEAT")]
+    #[arg(long, env = "HUEY_NO_HEARTBEAT", value_parser = BoolishValueParser::new())]
     no_heartbeat: bool,
     /// Run `huey.command` tasks (programs named in messages). Anyone who can write to the
     /// queue can then run programs as this consumer's user.
-    #[arg(long, env = "HUEY_ALLOW_COMMANDS")]
+    #[arg(long, env = "HUEY_ALLOW_COMMANDS", value_parser = BoolishValueParser::new())]
     allow_commands: bool,
     /// Write the pid here and hold a lock on it while running; refuse to start while another
     /// process holds it (a file left by a dead process is taken over).
