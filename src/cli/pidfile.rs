@@ -73,7 +73,7 @@ impl Pidfile {
             }
             lock.set_len(0).map_err(|e| err("write", &e))?;
             lock.rewind().map_err(|e| err("write", &e))?;
-            write!(lock, "{}\n", std::process::id()).map_err(|e| err("write", &e))?;
+            writeln!(lock, "{}", std::process::id()).map_err(|e| err("write", &e))?;
             lock.flush().map_err(|e| err("write", &e))?;
             return Ok(Pidfile {
                 path: path.to_path_buf(),
