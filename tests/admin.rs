@@ -350,6 +350,8 @@ fn status_json_counts_each_part() {
 #[test]
 fn status_watch_refreshes_count_times() {
     let b = Backend::sqlite();
+    // `status` reads an existing storage only.
+    let _app = b.app();
     let r = hueyd(
         &b,
         &[

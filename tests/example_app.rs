@@ -50,6 +50,8 @@ fn shop_worker_and_producer_run_end_to_end() {
 #[test]
 fn shop_worker_has_the_admin_commands_too() {
     let b = Backend::sqlite();
+    // `status` reads an existing storage only.
+    let _app = b.app();
     let out = Command::new(example("shop_worker"))
         .args(["--storage", &b.url(), "status", "--json"])
         .output()

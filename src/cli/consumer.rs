@@ -5,100 +5,119 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use crate::app::Huey;
 use crate::error::{Error, Result};
 use crate::supervisor::{Config, Stopped, Supervisor, WorkerKind};
 
+/// The consumer's flags, public so that an app can `#[command(flatten)]` them into its own
+/// clap command (see [`crate::cli::Cli`] for running them). Each long flag `--some-flag` may
+/// also come from the environment variable `HUEY_SOME_FLAG` and from the `--config` file's key
+/// `some-flag`; a flag given beats the environment, which beats the file, which beats the
+/// default. A switch's variable takes true/false, yes/no, on/off or 1/0.
 #[derive(Args, Debug, Clone)]
-pub(super) struct ConsumerArgs {
+pub struct ConsumerArgs {
     /// Number of workers (at most 1024; with `-k async`, attempts run at once, at most 100000).
-    #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_ASYNC))]
+    #[arg(short = 'w', long, env = "HUEY_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_ASYNC))]
     workers: u32,
     /// Worker kind: thread, process for CPU-bound work, or async for many I/O-bound tasks at
     /// once (futures on one runtime).
     /// `--worker-type` (huey's name) is an alias, and `greenlet` one of `async`.
-    #[arg(short = 'k', long, visible_alias = "worker-type", default_value = "thread", value_parser = worker_kind)]
+    #[arg(short = 'k', long, env = "HUEY_KIND", visible_alias = "worker-type", default_value = "thread", value_parser = worker_kind)]
     kind: WorkerKind,
     /// Attempts each process worker runs at once, as futures on a runtime of its own (async
     /// tasks; sync ones on its blocking threads).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_ASYNC))]
+    #[arg(long, env = "HUEY_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_ASYNC))]
     concurrency: u32,
     /// Queues to serve, in order (comma-separated).
     #[arg(
         short = 'Q',
         long = "queue",
+        env = "HUEY_QUEUE",
         value_delimiter = ',',
         default_value = "default"
     )]
     queues: Vec<String>,
     /// Do not enqueue periodic tasks from this consumer.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, env = "HUEY_NO_PERIODIC", value_parser = BoolishValueParser::new())]
     no_periodic: bool,
     /// Seconds between moves of due scheduled tasks to the queue.
-    #[arg(short = 's', long, default_value = "1", value_parser = seconds)]
+    #[arg(short = 's', long, env = "HUEY_SCHEDULER_INTERVAL", default_value = "1", value_parser = seconds)]
     scheduler_interval: Duration,
     /// Seconds between checks for running tasks revoked since they started (async attempts are
     /// cancelled; process workers running a sync one are killed). Dead workers and timeouts
     /// are handled at once regardless.
-    #[arg(short = 'c', long, default_value = "1", value_parser = seconds)]
+    #[arg(short = 'c', long, env = "HUEY_HEALTH_CHECK_INTERVAL", default_value = "1", value_parser = seconds)]
     health_check_interval: Duration,
     /// Replace a worker after it has run this many tasks.
-    #[arg(short = 'M', long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'M', long, env = "HUEY_MAX_TASKS", value_parser = clap::value_parser!(u32).range(1..))]
     max_tasks: Option<u32>,
     /// Replace a process worker whose resident memory exceeds this many MB after a task.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HUEY_MAX_MEMORY", value_parser = clap::value_parser!(u64).range(1..))]
     max_memory: Option<u64>,
     /// Seconds a dequeued task stays reserved for this consumer without renewal.
-    #[arg(long, default_value = "30", value_parser = seconds)]
+    #[arg(long, env = "HUEY_LEASE", default_value = "30", value_parser = seconds)]
     lease: Duration,
     /// Deliveries without an acknowledgement before a message is dead-lettered.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "HUEY_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     max_deliveries: u32,
     /// Clear all locks at start.
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long, env = "HUEY_FLUSH_LOCKS", value_parser = BoolishValueParser::new())]
     flush_locks: bool,
     /// Lock names to clear at start (comma-separated), as huey's `-L`; implies `-f`, since
     /// this consumer cannot tell task locks from others (huey clears its task locks too).
-    #[arg(short = 'L', long, value_delimiter = ',', value_name = "NAMES")]
+    #[arg(
+        short = 'L',
+        long,
+        env = "HUEY_EXTRA_LOCKS",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
     extra_locks: Vec<String>,
     /// huey's `-C/--disable-health-check`: accepted for scripts and ignored, since dead
     /// workers are always replaced here (the supervisor waits on its children).
-    #[arg(short = 'C', long)]
+    #[arg(short = 'C', long, env = "HUEY_DISABLE_HEALTH_CHECK", value_parser = BoolishValueParser::new())]
     disable_health_check: bool,
     /// Log `HH:MM:SS message` lines (huey's simple format); same as `--log-format simple`.
-    #[arg(short = 'S', long, conflicts_with = "log_format")]
+    #[arg(short = 'S', long, env = "HUEY_SIMPLE", value_parser = BoolishValueParser::new(), conflicts_with = "log_format")]
     simple: bool,
     /// Seconds running tasks may take to finish after SIGINT/SIGTERM.
-    #[arg(long, default_value = "30", value_parser = seconds)]
+    #[arg(long, env = "HUEY_STOP_TIMEOUT", default_value = "30", value_parser = seconds)]
     stop_timeout: Duration,
     /// Write logs to this file (reopened on SIGUSR1).
-    #[arg(short = 'l', long)]
+    #[arg(short = 'l', long, env = "HUEY_LOGFILE")]
     logfile: Option<PathBuf>,
     /// More logging (debug).
-    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    #[arg(short = 'v', long, env = "HUEY_VERBOSE", value_parser = BoolishValueParser::new(), conflicts_with = "quiet")]
     verbose: bool,
     /// Less logging: warnings and errors only (no line per task).
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, env = "HUEY_QUIET", value_parser = BoolishValueParser::new())]
     quiet: bool,
     /// Log lines as text or as JSON objects, one a line (for log shippers).
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, env = "HUEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: crate::logging::LogFormat,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9808).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "HUEY_METRICS_BIND", value_name = "ADDR")]
     metrics_bind: Option<std::net::SocketAddr>,
     /// Write no heartbeat record and no per-minute counters to the storage (the consumer
-    /// is then missing from `hueyd consumers`).
-    #[arg(long)]
+    /// is then missing from `consumers`).
+    #[arg(long, env = "HUEY_NO_HEARTBEAT", value_parser = BoolishValueParser::new())]
     no_heartbeat: bool,
     /// Run `huey.command` tasks (programs named in messages). Anyone who can write to the
     /// queue can then run programs as this consumer's user.
-    #[arg(long)]
+    #[arg(long, env = "HUEY_ALLOW_COMMANDS", value_parser = BoolishValueParser::new())]
     allow_commands: bool,
-    /// Write the pid here; refuse to start if a live process holds it.
-    #[arg(long)]
+    /// Write the pid here and hold a lock on it while running; refuse to start while another
+    /// process holds it (a file left by a dead process is taken over).
+    #[arg(long, env = "HUEY_PIDFILE")]
     pidfile: Option<PathBuf>,
+    /// Read flags from this TOML file, one key per long flag (`workers = 4`, `kind =
+    /// "process"`, `queue = ["high", "default"]`, `no-periodic = true`); flags given and
+    /// HUEY_* variables win over it.
+    #[arg(long, env = "HUEY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// huey's polling flags (-d, -m, -b): accepted for compatibility, ignored (dequeue blocks).
     #[arg(short = 'd', long = "delay", hide = true)]
     _delay: Option<f64>,
@@ -215,40 +234,11 @@ pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Resu
     // place, so an init script that waits for it knows the consumer really started (and may
     // stop it gracefully at once).
     let _pid = match &c.pidfile {
-        Some(p) => Some(Pidfile::create(p)?),
+        Some(p) => Some(super::pidfile::Pidfile::create(p)?),
         None => None,
     };
     let (stopped, _) = supervisor.run()?;
     Ok(match stopped {
         Stopped::Graceful | Stopped::Interrupted => ExitCode::SUCCESS,
     })
-}
-
-/// A pidfile removed on drop.
-struct Pidfile(PathBuf);
-
-impl Pidfile {
-    fn create(path: &PathBuf) -> Result<Pidfile> {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse::<i32>() {
-                let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-                if alive && pid != std::process::id() as i32 {
-                    return Err(Error::Config(format!(
-                        "{} holds pid {pid}, which is running: is another consumer running?",
-                        path.display()
-                    )));
-                }
-            }
-            tracing::info!("removing stale pidfile {}", path.display());
-        }
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| Error::Config(format!("cannot write pidfile {}: {e}", path.display())))?;
-        Ok(Pidfile(path.clone()))
-    }
-}
-
-impl Drop for Pidfile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

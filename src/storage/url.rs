@@ -55,6 +55,14 @@ impl StorageUrl {
         }
     }
 
+    /// The database file of a `sqlite:` URL (`None` for other backends).
+    pub fn sqlite_path(&self) -> Option<&str> {
+        match &self.0 {
+            Kind::Sqlite { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
     /// The schema of a `postgres://` URL (`None` for other backends).
     pub fn postgres_schema(&self) -> Option<String> {
         match &self.0 {

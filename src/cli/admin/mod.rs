@@ -48,7 +48,9 @@ use crate::message::Message;
 use crate::task::TaskError;
 use values::format_time;
 
-/// The admin subcommands.
+/// The admin subcommands, public so that an app can embed them in its own clap command
+/// (`#[command(subcommand)]` or `#[command(flatten)]` into its own subcommand enum) and run
+/// them with [`crate::cli::Cli::admin`].
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Enqueue a registered task with JSON arguments; prints each new task id.
@@ -84,6 +86,31 @@ pub enum AdminCommand {
     Locks(locks::LocksArgs),
     /// Check a crontab expression and print its next run times (needs no storage).
     Cron(cron::CronArgs),
+}
+
+impl AdminCommand {
+    /// The command's name when it only reads the storage (so must not create one). `tasks`
+    /// and `cron` do not use the storage at all.
+    pub(crate) fn reads_only(&self) -> Option<&'static str> {
+        Some(match self {
+            AdminCommand::Result(_) => "result",
+            AdminCommand::Status(_) => "status",
+            AdminCommand::Pending(_) => "pending",
+            AdminCommand::Scheduled(_) => "scheduled",
+            AdminCommand::Dead(_) => "dead",
+            AdminCommand::Consumers(_) => "consumers",
+            AdminCommand::Inspect(_) => "inspect",
+            AdminCommand::Results(_) => "results",
+            AdminCommand::Locks(_) => "locks",
+            AdminCommand::Enqueue(_)
+            | AdminCommand::Periodic(_)
+            | AdminCommand::Revoke(_)
+            | AdminCommand::Restore(_)
+            | AdminCommand::Flush(_)
+            | AdminCommand::Tasks(_)
+            | AdminCommand::Cron(_) => return None,
+        })
+    }
 }
 
 /// Run one admin command.
