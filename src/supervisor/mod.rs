@@ -90,6 +90,10 @@ pub struct Config {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Write a heartbeat record and per-minute counters to storage (see [`crate::observe`]).
     pub heartbeat: bool,
+    /// A process worker that sends nothing (it sends a heartbeat every second) for this long
+    /// is taken for frozen: killed and replaced, its running tasks recorded as lost with it.
+    /// `None`: never.
+    pub worker_stall_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             worker_exe: None,
             metrics_bind: None,
             heartbeat: true,
+            worker_stall_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
