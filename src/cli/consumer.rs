@@ -51,6 +51,11 @@ pub struct ConsumerArgs {
     /// are handled at once regardless.
     #[arg(short = 'c', long, env = "HUEY_HEALTH_CHECK_INTERVAL", default_value = "1", value_parser = seconds)]
     health_check_interval: Duration,
+    /// Seconds a process worker may send nothing (it sends a heartbeat every second, also while
+    /// a task runs) before it is taken for frozen (stopped, or hung): it is killed and
+    /// replaced, and its running tasks count as lost with it (retries apply). 0: never.
+    #[arg(long, default_value = "30", value_parser = seconds_or_zero)]
+    worker_stall_timeout: Duration,
     /// Replace a worker after it has run this many tasks.
     #[arg(short = 'M', long, env = "HUEY_MAX_TASKS", value_parser = clap::value_parser!(u32).range(1..))]
     max_tasks: Option<u32>,
@@ -154,6 +159,14 @@ fn seconds(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// [`seconds`], or 0 (for "never").
+fn seconds_or_zero(s: &str) -> std::result::Result<Duration, String> {
+    if s.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    seconds(s).map_err(|e| format!("{e} (or 0)"))
+}
+
 impl ConsumerArgs {
     fn config(&self) -> Result<Config> {
         if self.kind != WorkerKind::Async && self.workers > MAX_WORKERS {
@@ -184,6 +197,7 @@ impl ConsumerArgs {
             log_tasks: !self.quiet,
             metrics_bind: self.metrics_bind,
             heartbeat: !self.no_heartbeat,
+            worker_stall_timeout: Some(self.worker_stall_timeout).filter(|t| !t.is_zero()),
             ..Config::default()
         })
     }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
-use super::outbox::Outbox;
+use super::outbox::OutboxWriter;
 use super::pool::Pool;
 use super::{Config, Every, Input};
 use crate::app::Huey;
@@ -161,7 +161,7 @@ impl Dispatcher {
 
     /// Check what the fetcher leased and line it up for the workers; outcomes decided without
     /// running (revoked, expired, dead-lettered) go to the outbox.
-    pub fn on_fetched(&mut self, app: &Huey, f: Fetched, outbox: &mut Outbox) {
+    pub fn on_fetched(&mut self, app: &Huey, f: Fetched, outbox: &OutboxWriter) {
         self.fetch_outstanding = false;
         if self.stopping {
             let leases: Vec<Lease> = f.items.iter().map(|i| i.delivery.lease.clone()).collect();
@@ -177,7 +177,7 @@ impl Dispatcher {
         {
             // One Effects per delivery: each outcome is fenced by its own lease.
             let Some(msg) = msg else {
-                outbox.add(app, fx);
+                outbox.add(fx);
                 continue;
             };
             match app.admit(Some(&d.lease), msg, &f.revocations, now, &mut fx) {
@@ -198,7 +198,7 @@ impl Dispatcher {
                 // A storage error while checking revocations: leave the lease to expire.
                 Err(e) => tracing::error!("could not check task {:?}: {e}", d.lease),
             }
-            outbox.add(app, fx);
+            outbox.add(fx);
         }
     }
 

@@ -7,8 +7,9 @@
 //!   past a timeout or running a revoked task;
 //! - `dispatcher`: the fetcher thread, the line of leased messages waiting for a worker, their
 //!   hand-over to the pool, and lease renewal;
-//! - `outbox`: the outcomes not yet written, one storage write per loop turn, retried with
-//!   backoff, and the events emitted once their outcomes are written;
+//! - `outbox`: the outcomes not yet written, written by a thread of its own (each write takes
+//!   all that ended meanwhile), retried with backoff, and the events emitted once their
+//!   outcomes are written;
 //! - [`scheduler`]: due scheduled tasks to their queues, and [`ticker`]: periodic tasks;
 //! - `signals`: what the operator asked for.
 //!
@@ -34,7 +35,7 @@ use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use dispatcher::{Dispatcher, Fetched};
 use observing::Observing;
-use outbox::Outbox;
+use outbox::OutboxWriter;
 use pool::{Ended, Exiting, Pool, Returns};
 use scheduler::Scheduler;
 use signals::{Pending, Signals};
@@ -90,6 +91,10 @@ pub struct Config {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Write a heartbeat record and per-minute counters to storage (see [`crate::observe`]).
     pub heartbeat: bool,
+    /// A process worker that sends nothing (it sends a heartbeat every second) for this long
+    /// is taken for frozen: killed and replaced, its running tasks recorded as lost with it.
+    /// `None`: never.
+    pub worker_stall_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -113,6 +118,7 @@ impl Default for Config {
             worker_exe: None,
             metrics_bind: None,
             heartbeat: true,
+            worker_stall_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -174,7 +180,7 @@ pub struct Supervisor {
     rx: Receiver<Input>,
     pool: Pool,
     dispatcher: Dispatcher,
-    outbox: Outbox,
+    outbox: OutboxWriter,
     scheduler: Scheduler,
     ticker: Ticker,
     /// Stopping: running tasks may finish until this deadline.
@@ -251,7 +257,8 @@ impl Supervisor {
         Ok(Supervisor {
             dispatcher: Dispatcher::new(&app, &cfg, tx.clone())?,
             pool: Pool::new(&app, &cfg, worker_tx),
-            outbox: Outbox::new(cfg.log_tasks),
+            outbox: OutboxWriter::start(&app, cfg.log_tasks)
+                .map_err(|e| Error::io("starting the outcome writer", e))?,
             scheduler: Scheduler::new(cfg.scheduler_interval, Instant::now()),
             ticker: Ticker::new(&app),
             app,
@@ -282,7 +289,6 @@ impl Supervisor {
         self.start()?;
         while self.receive() {
             self.dispatcher.dispatch(&mut self.pool);
-            self.write_outcomes();
             self.dispatcher.request_more(&self.pool);
             self.run_timers();
             self.react(signals.poll());
@@ -353,7 +359,7 @@ impl Supervisor {
                 let returns = self.pool.on_event(t);
                 self.settle(returns);
             }
-            Input::Fetched(f) => self.dispatcher.on_fetched(&self.app, f, &mut self.outbox),
+            Input::Fetched(f) => self.dispatcher.on_fetched(&self.app, f, &self.outbox),
             Input::Stop => self.begin_stop(),
         }
     }
@@ -367,7 +373,7 @@ impl Supervisor {
         for ended in returns.ended {
             self.dispatcher.record_pace(ended.elapsed);
             self.stats.count(&ended);
-            self.outbox.complete(&self.app, ended);
+            self.outbox.complete(ended);
         }
     }
 
@@ -458,7 +464,7 @@ impl Supervisor {
     fn shutdown(&mut self, signals: &mut Signals) {
         self.dispatcher.release_waiting(&self.app);
         let exiting = self.pool.stop_all();
-        self.outbox.drain(&self.app);
+        self.outbox.drain();
         self.await_exits(exiting, signals);
         self.observing = None; // its last counts written, its record removed
         tracing::info!(
@@ -503,7 +509,7 @@ impl Supervisor {
                 Ok(Input::Worker(t)) if matches!(t.event, WorkerEvent::Exited { .. }) => {
                     exiting.retain(|w| (w.slot, w.gen) != (t.slot, t.gen));
                 }
-                Ok(Input::Fetched(f)) => self.dispatcher.on_fetched(&self.app, f, &mut self.outbox),
+                Ok(Input::Fetched(f)) => self.dispatcher.on_fetched(&self.app, f, &self.outbox),
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }

@@ -83,22 +83,11 @@ impl Supervisor {
         if self.cfg.heartbeat || o.observer.metrics().is_some() {
             self.outbox.set_tap(o.observer.counter());
         }
+        if let Some(m) = o.observer.metrics() {
+            self.outbox.set_metrics(m.clone());
+        }
         self.observing = Some(o);
         Ok(())
-    }
-
-    /// Write the pending outcomes (see `outbox`), timing the write for the metrics.
-    pub(super) fn write_outcomes(&mut self) {
-        let (pending, failures) = (self.outbox.pending_len(), self.outbox.failures());
-        let started = Instant::now();
-        self.outbox.write(&self.app, started);
-        let metrics = self.observing.as_ref().and_then(|o| o.observer.metrics());
-        if let Some(m) = metrics.filter(|_| pending > 0) {
-            let ok = self.outbox.pending_len() == 0;
-            if ok || self.outbox.failures() != failures {
-                m.storage_write("outcomes", started.elapsed(), ok);
-            }
-        }
     }
 }
 

@@ -1,14 +1,20 @@
 //! The outbox: each attempt's outcome (result or error, retry, pipeline continuation, ack) is
-//! one batch fenced by its lease; the pending batches are written in one storage call per loop
-//! turn; the events about
-//! those outcomes go to the app's handlers once the write has succeeded (a handler that reads
-//! a result finds it).
+//! one batch fenced by its lease; the pending batches are written in one storage call; the
+//! events about those outcomes go to the app's handlers once the write has succeeded (a
+//! handler that reads a result finds it).
+//!
+//! The writes happen on a thread of their own ([`OutboxWriter`]), so the main loop hands freed
+//! workers their next task without waiting for a write: outcomes that end while one write is
+//! under way are written together by the next, in the order they ended.
 //!
 //! Batches that cannot be written (storage down, or a lost reply) are kept and sent again with
 //! backoff; their tasks stay leased, so in the worst case they are redelivered, never lost. An
 //! outcome the storage had written although its reply was lost is not written twice: the
 //! resend reports it written (and writes nothing), so its events are told exactly once.
 
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::pool::Ended;
@@ -16,7 +22,131 @@ use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::events::{Event, EventKind};
 use crate::lifecycle::{self, Effects};
+use crate::observe::Metrics;
 use crate::storage::Batch;
+
+/// What the main loop hands the writer thread, in order.
+enum ToWriter {
+    Complete(Box<Ended>),
+    Add(Effects),
+    Tap(EventTap),
+    Metrics(Arc<Metrics>),
+    /// Write everything handed over before (trying a few times), then say so.
+    Drain(Sender<()>),
+}
+
+/// The main loop's handle on the outbox, which lives on its writer thread: outcomes and
+/// effects handed over here are written in the order given, each write taking all that
+/// arrived meanwhile. Dropping it writes what is left (as [`Outbox::drain`]) and ends the
+/// thread.
+pub(super) struct OutboxWriter {
+    tx: Option<Sender<ToWriter>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl OutboxWriter {
+    pub fn start(app: &Huey, log_tasks: bool) -> std::io::Result<OutboxWriter> {
+        let (tx, rx) = mpsc::channel();
+        let app = app.clone();
+        let thread = std::thread::Builder::new()
+            .name("huey-outbox".into())
+            .spawn(move || write_loop(&app, Outbox::new(log_tasks), &rx))?;
+        Ok(OutboxWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, m: ToWriter) {
+        if let Some(tx) = &self.tx {
+            // The thread ends only when this handle is dropped.
+            let _ = tx.send(m);
+        }
+    }
+
+    /// Record a finished (or failed, timed out, lost) attempt.
+    pub fn complete(&self, ended: Ended) {
+        self.send(ToWriter::Complete(Box::new(ended)));
+    }
+
+    /// Outcomes decided elsewhere (see [`Outbox::add`]).
+    pub fn add(&self, fx: Effects) {
+        self.send(ToWriter::Add(fx));
+    }
+
+    /// Tell `tap` every event too.
+    pub fn set_tap(&self, tap: EventTap) {
+        self.send(ToWriter::Tap(tap));
+    }
+
+    /// Time each write in these metrics.
+    pub fn set_metrics(&self, m: Arc<Metrics>) {
+        self.send(ToWriter::Metrics(m));
+    }
+
+    /// Wait until everything handed over so far is written (or given up on after a few
+    /// tries: those tasks are redelivered when their leases expire).
+    pub fn drain(&self) {
+        let (ack, done) = mpsc::channel();
+        self.send(ToWriter::Drain(ack));
+        let _ = done.recv();
+    }
+}
+
+impl Drop for OutboxWriter {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread: take what the loop hands over, as much as has arrived, then write it in
+/// one call; after a failed write, wait for the backoff (taking what arrives meanwhile).
+fn write_loop(app: &Huey, mut outbox: Outbox, rx: &Receiver<ToWriter>) {
+    let mut metrics: Option<Arc<Metrics>> = None;
+    loop {
+        let first = if outbox.pending.is_empty() {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(outbox.retry_at.saturating_duration_since(Instant::now())) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    outbox.drain(app);
+                    return;
+                }
+            }
+        };
+        let mut next = first;
+        while let Some(m) = next {
+            match m {
+                ToWriter::Complete(ended) => outbox.complete(app, *ended),
+                ToWriter::Add(fx) => outbox.add(app, fx),
+                ToWriter::Tap(tap) => outbox.set_tap(tap),
+                ToWriter::Metrics(m) => metrics = Some(m),
+                ToWriter::Drain(ack) => {
+                    outbox.drain(app);
+                    let _ = ack.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let (pending, failures) = (outbox.pending_len(), outbox.failures());
+        let started = Instant::now();
+        outbox.write(app, started);
+        if let Some(m) = metrics.as_ref().filter(|_| pending > 0) {
+            let ok = outbox.pending_len() == 0;
+            if ok || outbox.failures() != failures {
+                m.storage_write("outcomes", started.elapsed(), ok);
+            }
+        }
+    }
+}
 
 pub(super) struct Outbox {
     /// Outcomes not yet written, one fenced batch each.
@@ -258,6 +388,37 @@ mod tests {
             elapsed: Duration::from_millis(1),
             lost: false,
         }
+    }
+
+    #[test]
+    fn the_writer_thread_writes_outcomes_in_the_order_they_ended_and_tells_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("writer.db").display());
+        let app = Huey::open("outbox", &url).unwrap();
+        let add = app
+            .task("add")
+            .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+            .unwrap();
+        let handles: Vec<_> = (0..20).map(|i| add.enqueue((i, 1)).unwrap()).collect();
+        let emitted = Arc::new(Mutex::new(Vec::new()));
+        let seen = emitted.clone();
+        app.on_event(move |e| {
+            if e.kind == EventKind::Complete {
+                seen.lock().unwrap().push(e.id.clone());
+            }
+        });
+        let ended: Vec<Ended> = (0..20).map(|_| run_one(&app)).collect();
+        let order: Vec<String> = ended.iter().map(|e| e.job.msg.id.clone()).collect();
+        let writer = OutboxWriter::start(&app, false).unwrap();
+        for e in ended {
+            writer.complete(e);
+        }
+        writer.drain();
+        assert_eq!(*emitted.lock().unwrap(), order, "each told once, in order");
+        for (i, h) in handles.iter().enumerate() {
+            assert_eq!(h.get().unwrap(), Some(i as i64 + 1));
+        }
+        assert_eq!(app.storage().counts().unwrap().in_flight, 0, "acked");
     }
 
     #[test]

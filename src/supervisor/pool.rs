@@ -91,6 +91,12 @@ pub(super) struct Pool {
     revocation_check: Every,
     /// No respawning: the supervisor is stopping.
     stopping: bool,
+    /// How long a process worker may send nothing before it is taken for frozen.
+    stall_timeout: Option<Duration>,
+    /// The last health check, and until when frozen workers are not looked for (after a
+    /// pause of the supervisor itself, its reader threads first catch up on the heartbeats).
+    last_check: Instant,
+    stall_checks_from: Instant,
 }
 
 impl Pool {
@@ -113,6 +119,9 @@ impl Pool {
             slots: Vec::new(),
             revocation_check: Every::new(interval, Instant::now() + interval),
             stopping: false,
+            stall_timeout: cfg.worker_stall_timeout.filter(|t| !t.is_zero()),
+            last_check: Instant::now(),
+            stall_checks_from: Instant::now(),
         }
     }
 
@@ -241,7 +250,10 @@ impl Pool {
                     std::io::Error::other("the app was not opened from a storage URL")
                 });
                 let n = self.concurrency;
-                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, n, i, gen, events))
+                let beat = self
+                    .stall_timeout
+                    .map_or(Duration::ZERO, heartbeat_interval);
+                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, n, beat, i, gen, events))
                     .map(Worker::Process)
             }
         };
@@ -483,6 +495,12 @@ impl Ended {
             lost: false,
         }
     }
+}
+
+/// How often a process worker sends a heartbeat, for a stall timeout of `stall`: every second,
+/// more often for a stall timeout under 4 s (never less than 4 beats in a timeout).
+fn heartbeat_interval(stall: Duration) -> Duration {
+    (stall / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// How long to wait before respawning a worker that died before it was ready this many times

@@ -29,9 +29,12 @@ pub enum ToWorker {
     /// no command line shows its password). After `Run`, which `ToWorkerRef` writes as the
     /// first variant. `concurrency`: attempts run at once (over 1: as futures on a runtime,
     /// `Run` frames overlapping and answered in any order).
+    /// `heartbeat_ms`: how often the worker says it is alive while nothing else goes out
+    /// (0: never).
     Setup {
         storage_url: String,
         concurrency: u32,
+        heartbeat_ms: u64,
     },
     /// Cancel a running attempt (a concurrent worker drops its future and answers `Done` with
     /// a `Revoked` failure); a job not running is ignored.
@@ -50,6 +53,10 @@ pub enum FromWorker {
         /// Resident memory after the attempt, in KiB (for `--max-memory`).
         rss_kib: u64,
     },
+    /// Still alive: written by a thread of its own every heartbeat interval, so a worker that
+    /// is frozen (stopped, or hung outside its task code) goes silent even while a long task
+    /// runs.
+    Heartbeat,
 }
 
 /// A frame of length 0: never a message (every frame has a body). The supervisor writes it
@@ -132,9 +139,12 @@ mod tests {
         };
         write_frame(&mut buf, &a).unwrap();
         write_frame(&mut buf, &b).unwrap();
+        write_frame(&mut buf, &FromWorker::Heartbeat).unwrap();
         let mut r = &buf[..];
         assert_eq!(read_frame::<ToWorker>(&mut r).unwrap(), Some(a));
         assert_eq!(read_frame::<FromWorker>(&mut r).unwrap(), Some(b));
+        let beat = read_frame::<FromWorker>(&mut r).unwrap();
+        assert_eq!(beat, Some(FromWorker::Heartbeat));
         assert_eq!(read_frame::<FromWorker>(&mut r).unwrap(), None);
     }
 
@@ -144,6 +154,7 @@ mod tests {
         let setup = ToWorker::Setup {
             storage_url: "redis://u:p@h:1/0".into(),
             concurrency: 64,
+            heartbeat_ms: 1000,
         };
         write_frame(&mut buf, &setup).unwrap();
         let payload = serde_bytes::Bytes::new(&[1, 2, 3]);

@@ -29,8 +29,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::libc;
@@ -62,15 +63,25 @@ pub struct ProcessWorker {
     /// Frames not yet taken by the pipe, from `written` on.
     outbound: Vec<u8>,
     written: usize,
+    /// When a frame last came from it ([`clock_ms`]), kept by its reader thread.
+    heard: Arc<AtomicU64>,
+}
+
+/// Milliseconds on a monotonic clock of this process, for times shared between threads.
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl ProcessWorker {
     /// Start `exe` as a worker for a slot, on the storage at `storage_url`. A reader thread
     /// forwards its frames as events and, at end of stream, reaps it and reports how it exited.
+    /// Once ready, the worker sends a heartbeat every `heartbeat` (never if zero).
     pub fn spawn(
         exe: &Path,
         storage_url: &StorageUrl,
         concurrency: usize,
+        heartbeat: Duration,
         slot: usize,
         gen: u64,
         events: EventSink,
@@ -127,18 +138,22 @@ impl ProcessWorker {
                 .spawn(move || watch_exit(pidfd, marker))?;
         }
         drop((task_r, out_w));
+        let heard = Arc::new(AtomicU64::new(clock_ms()));
+        let seen = heard.clone();
         std::thread::Builder::new()
             .name(format!("huey-reader-{pid}"))
-            .spawn(move || read_worker(child, out_r, slot, gen, events))?;
+            .spawn(move || read_worker(child, out_r, slot, gen, &seen, events))?;
         let mut worker = ProcessWorker {
             pid,
             to_worker: Some(File::from(task_w)),
             outbound: Vec::new(),
             written: 0,
+            heard,
         };
         let setup = ToWorker::Setup {
             storage_url: storage_url.to_string(),
             concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
+            heartbeat_ms: heartbeat.as_millis() as u64,
         };
         // A URL is far below the frame limit.
         let _ = write_frame(&mut worker.outbound, &setup);
@@ -149,6 +164,12 @@ impl ProcessWorker {
     /// The worker's pid.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// How long since its last frame (a heartbeat, an answer, or its readiness).
+    pub fn silent_for(&self) -> Duration {
+        let last = self.heard.load(Ordering::Relaxed);
+        Duration::from_millis(clock_ms().saturating_sub(last))
     }
 
     /// Queue an attempt for it (buffered until [`ProcessWorker::flush`]).
@@ -233,14 +254,26 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 
 /// The reader thread: forwards the worker's frames as events until the worker has exited (the
 /// exit marker its watcher writes) or its pipe ends, then reaps it and reports how it exited.
-fn read_worker(mut child: Child, out_r: OwnedFd, slot: usize, gen: u64, events: EventSink) {
+fn read_worker(
+    mut child: Child,
+    out_r: OwnedFd,
+    slot: usize,
+    gen: u64,
+    heard: &AtomicU64,
+    events: EventSink,
+) {
     let send = |event| {
         let _ = events(Tagged { slot, gen, event });
     };
     let mut r = BufReader::new(File::from(out_r));
     let mut problem = None;
     loop {
-        match read_frame::<FromWorker>(&mut r) {
+        let frame = read_frame::<FromWorker>(&mut r);
+        if let Ok(Some(_)) = frame {
+            heard.store(clock_ms(), Ordering::Relaxed);
+        }
+        match frame {
+            Ok(Some(FromWorker::Heartbeat)) => {}
             Ok(Some(FromWorker::Ready { pid })) => send(WorkerEvent::Ready { pid }),
             Ok(Some(FromWorker::Done {
                 job,
@@ -360,13 +393,18 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
     }
     crate::logging::init_worker_logging();
     let mut input = BufReader::new(input);
-    let mut output = BufWriter::new(output);
+    let mut output = SharedOutput(Arc::new(Mutex::new(BufWriter::new(output))));
     let pid = std::process::id();
-    let (url, concurrency) = match read_frame::<ToWorker>(&mut input) {
+    let (url, concurrency, heartbeat) = match read_frame::<ToWorker>(&mut input) {
         Ok(Some(ToWorker::Setup {
             storage_url,
             concurrency,
-        })) => (storage_url.parse::<StorageUrl>(), concurrency as usize),
+            heartbeat_ms,
+        })) => (
+            storage_url.parse::<StorageUrl>(),
+            concurrency as usize,
+            Duration::from_millis(heartbeat_ms),
+        ),
         Ok(None) => return 0,
         Ok(Some(other)) => {
             eprintln!("huey worker {pid}: expected the setup frame first, got {other:?}");
@@ -393,6 +431,17 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
         .is_err()
     {
         return 1;
+    }
+    if !heartbeat.is_zero() {
+        let out = output.clone();
+        let beating = std::thread::Builder::new()
+            .name("huey-heartbeat".into())
+            .stack_size(64 << 10)
+            .spawn(move || beat(out, heartbeat));
+        if let Err(e) = beating {
+            eprintln!("huey worker {pid}: could not start its heartbeat: {e}");
+            return 3;
+        }
     }
     if concurrency > 1 {
         return super::runtime::serve(&app, input, output, concurrency);
@@ -425,6 +474,42 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
         // from this answer, so holding it back behind a long task would be wrong.
         if answer(&mut output, job, outcome).is_err() {
             return 1;
+        }
+    }
+}
+
+/// The worker's result pipe, shared by the threads that write on it (answers, heartbeats):
+/// each frame goes out whole, under the lock, since [`write_frame`] hands it over in one
+/// `write_all`.
+#[derive(Clone)]
+struct SharedOutput(Arc<Mutex<BufWriter<File>>>);
+
+impl SharedOutput {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BufWriter<File>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Write for SharedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lock().write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.lock().flush()
+    }
+}
+
+/// The heartbeat thread: a frame every `every`, until the pipe is gone. Any stop of the whole
+/// process (SIGSTOP, a debugger) silences it, which the supervisor takes as a frozen worker.
+fn beat(mut out: SharedOutput, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let sent = write_frame(&mut out, &FromWorker::Heartbeat)
+            .and_then(|()| out.flush().map_err(FrameError::from));
+        if sent.is_err() {
+            return;
         }
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use huey::{Huey, TaskContext, TaskError};
 
 /// Register the demo tasks ([`huey::demo::register`]) and the fault-injection tasks:
-/// `pid` (the pid of the worker process that ran it), `panic`, `crash` (aborts its worker),
+/// `pid` (the pid of the worker process that ran it), `spin(ms)` (a busy loop of `ms`, then
+/// that pid), `panic`, `crash` (aborts its worker),
 /// `collect` (a chord callback: the sum of the members that succeeded; each run adds 1 to the
 /// counter `collect-runs`), `locked_sleep` (sleeps holding the lock `demo-lock`, whose TTL is
 /// 3 s), `record(ms)` (counts its runs per task id in storage under `runs:ID`, sleeps, returns
@@ -82,11 +83,22 @@ pub fn register(app: &Huey) -> huey::Result<()> {
             s.incr("capped-now", -1).map_err(|e| e.to_string())?;
             Ok::<_, String>(now)
         })?;
+    app.task("spin").register(spin)?;
     app.task("warn").register(|message: String| {
         tracing::warn!("{message}");
         Ok::<_, String>(())
     })?;
     Ok(())
+}
+
+/// Keep a CPU busy for `ms` without a pause, then return this process's pid.
+fn spin(ms: u64) -> Result<u32, String> {
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut x = 0u64;
+    while std::time::Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    Ok(std::process::id())
 }
 
 /// Write a frame header announcing `len` bytes onto this worker's result pipe (fd 4), then

@@ -83,7 +83,11 @@ impl Pool {
     /// respawn workers whose time has come.
     pub fn check(&mut self, now: Instant) -> Returns {
         let mut out = Returns::default();
+        let stalls = self.stall_check(now);
         for i in 0..self.slots.len() {
+            if let Some(limit) = stalls {
+                self.check_frozen(i, limit, now, &mut out);
+            }
             if self.slots[i].concurrent() {
                 self.check_concurrent(i, now, &mut out);
             } else {
@@ -99,6 +103,62 @@ impl Pool {
             }
         }
         out
+    }
+
+    /// The stall timeout, when frozen workers are to be looked for in this check: not right
+    /// after the supervisor itself was paused (stopped, or starved of CPU for half the
+    /// timeout), until its reader threads have had time to catch up on the heartbeats.
+    fn stall_check(&mut self, now: Instant) -> Option<Duration> {
+        let limit = self.stall_timeout?;
+        let gap = now.saturating_duration_since(self.last_check);
+        self.last_check = now;
+        if gap > limit / 2 {
+            self.stall_checks_from = now + super::heartbeat_interval(limit) * 2;
+        }
+        (now >= self.stall_checks_from).then_some(limit)
+    }
+
+    /// A process worker that has sent nothing, not even a heartbeat, for `limit` is frozen
+    /// (stopped, or hung outside task code): it is killed with its process group and replaced,
+    /// and its running tasks end as if it had died (the retry policy applies).
+    fn check_frozen(&mut self, i: usize, limit: Duration, now: Instant, out: &mut Returns) {
+        let silent = match (&self.slots[i].worker, &self.slots[i].state) {
+            (Some(Worker::Process(p)), State::Up) => p.silent_for(),
+            _ => return,
+        };
+        if silent < limit {
+            return;
+        }
+        crate::observe::count_worker(crate::observe::WorkerChange::Death);
+        let slot = &mut self.slots[i];
+        let pid = slot.worker_id();
+        slot.stop_worker(true);
+        slot.state = State::Starting;
+        out.give_back(slot.unstarted());
+        let running = slot.take_running();
+        if running.is_empty() {
+            tracing::warn!(
+                worker = pid,
+                "worker sent nothing for {silent:?} (frozen?): killed"
+            );
+        }
+        for job in running.into_values() {
+            tracing::warn!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker sent nothing for {silent:?} (frozen?) while running a task: killed");
+            let f = Failure::new(
+                FailureKind::WorkerLost,
+                format!("worker {pid} sent nothing for {silent:?} (frozen?) and was killed"),
+            );
+            out.ended.push(Ended {
+                elapsed: job.started.elapsed(),
+                job,
+                outcome: Err(f),
+                worker: pid,
+                lost: true,
+            });
+        }
+        if !self.stopping {
+            self.spawn(i, now);
+        }
     }
 
     /// A sequential worker past its running task's deadline is replaced.
