@@ -82,10 +82,20 @@ fn workers_killed_at_random_lose_nothing(b: Backend, n: usize, ms: u64, every: D
     let kills = Arc::new(AtomicUsize::new(0));
     let killer = {
         let (done, kills, pid) = (done.clone(), kills.clone(), h.pid());
+        let app = app.clone();
         std::thread::spawn(move || {
             let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
+            // A kill only after some task finished since the last one: on a loaded machine a
+            // worker can take longer than `every` to start, and killing each before it is ready
+            // would only measure the respawn back-off, never a loss.
+            let mut seen = 0;
             while !done.load(Ordering::SeqCst) && kills.load(Ordering::SeqCst) < 200 {
                 std::thread::sleep(every);
+                let results = app.storage().counts().map(|c| c.results).unwrap_or(seen);
+                if results <= seen {
+                    continue;
+                }
+                seen = results;
                 let ws = children(pid);
                 if !ws.is_empty() {
                     let w = ws[(rng.next() % ws.len() as u64) as usize];
