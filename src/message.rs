@@ -291,8 +291,10 @@ pub enum StoredResult {
     /// The postcard-encoded return value, and the task that returned it (so tools can decode
     /// it without being told the task).
     Ok {
+        /// The task's name.
         task: String,
         #[serde(with = "serde_bytes")]
+        /// The value, postcard-encoded.
         value: Vec<u8>,
     },
     /// The final failure.

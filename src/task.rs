@@ -439,4 +439,5 @@ impl Huey {
 }
 
 mod async_enqueue;
+#[cfg(feature = "postgres")]
 mod enqueue_in;
