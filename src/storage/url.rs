@@ -315,6 +315,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "redis", feature = "postgres"))]
     fn urls_write_back_to_what_they_parse_from() {
         for (given, written) in [
             ("memory:", "memory:"),
@@ -361,6 +362,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "redis", feature = "postgres"))]
     fn bad_urls_say_what_is_expected() {
         for (given, needle) in [
             ("bogus://x", "unknown scheme"),
@@ -378,5 +380,29 @@ mod tests {
             assert!(matches!(e, Error::StorageUrl { .. }), "{given}: {e}");
             assert!(e.to_string().contains(needle), "{given}: {e}");
         }
+    }
+
+    /// A producer-only build names the feature a URL needs (checked by `.ci/run` on a build
+    /// with the SQLite storage only).
+    #[test]
+    #[cfg(not(all(feature = "sqlite", feature = "redis", feature = "postgres")))]
+    fn a_storage_left_out_of_the_build_names_its_feature() {
+        let missing = [
+            ("sqlite:q.db", "sqlite", cfg!(feature = "sqlite")),
+            ("redis://h:1/0", "redis", cfg!(feature = "redis")),
+            ("postgres://h/db", "postgres", cfg!(feature = "postgres")),
+        ];
+        for (given, backend, built) in missing {
+            match given.parse::<StorageUrl>() {
+                Ok(u) => assert!(built && u.backend() == backend, "{given}"),
+                Err(e) => {
+                    assert!(!built, "{given}: {e}");
+                    assert!(matches!(e, Error::Unsupported(b) if b == backend), "{given}: {e}");
+                    let feature = format!("the `{backend}` feature");
+                    assert!(e.to_string().contains(&feature), "{given}: {e}");
+                }
+            }
+        }
+        assert_eq!(url("memory:").backend(), "memory");
     }
 }
