@@ -397,7 +397,10 @@ mod tests {
                 Ok(u) => assert!(built && u.backend() == backend, "{given}"),
                 Err(e) => {
                     assert!(!built, "{given}: {e}");
-                    assert!(matches!(e, Error::Unsupported(b) if b == backend), "{given}: {e}");
+                    assert!(
+                        matches!(e, Error::Unsupported(b) if b == backend),
+                        "{given}: {e}"
+                    );
                     let feature = format!("the `{backend}` feature");
                     assert!(e.to_string().contains(&feature), "{given}: {e}");
                 }
