@@ -32,6 +32,14 @@
 //!
 //! With a durable storage the same calls enqueue for a consumer instead:
 //! `Huey::open("my-app", "sqlite:my-app.db")` or `"redis://127.0.0.1:6379/0"`.
+//!
+//! # Features
+//!
+//! `sqlite`, `redis` and `postgres` bring the storages; `consumer` the supervisor and its
+//! workers (Unix only); `cli` the command line (`cli::main`, `hueyd`); `web` the dashboard.
+//! All are on by default. An app that only enqueues and reads results takes
+//! `default-features = false` and one storage; a URL naming a storage left out of the build is
+//! refused with [`Error::Unsupported`].
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // The consumer's helpers in the core modules (attempt running, revocation checks, counters)
