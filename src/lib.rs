@@ -43,8 +43,9 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // The consumer's helpers in the core modules (attempt running, revocation checks, counters)
-// have no caller in a producer-only build.
-#![cfg_attr(not(feature = "consumer"), allow(dead_code))]
+// have no caller in a producer-only build, nor the command line's (exit codes, log setup) in
+// a build of the consumer without it.
+#![cfg_attr(not(feature = "cli"), allow(dead_code))]
 
 #[cfg(all(feature = "consumer", not(unix)))]
 compile_error!(

@@ -41,7 +41,8 @@ use signals::{Pending, Signals};
 use ticker::Ticker;
 
 /// Where task code runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum WorkerKind {
     /// Threads of the supervisor's process (huey's default).
     Thread,
