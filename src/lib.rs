@@ -47,9 +47,9 @@
 // a build of the consumer without it.
 #![cfg_attr(not(feature = "cli"), allow(dead_code))]
 
-#[cfg(all(feature = "consumer", not(unix)))]
+#[cfg(all(feature = "consumer", not(target_os = "linux")))]
 compile_error!(
-    "the `consumer` feature (supervisor, process workers, signals) needs a Unix target; \
+    "the `consumer` feature (supervisor, process workers, signals) builds on Linux only; \
      build a producer with `default-features = false` and a storage feature instead"
 );
 
