@@ -36,7 +36,7 @@
 //! # Features
 //!
 //! `sqlite`, `redis` and `postgres` bring the storages; `consumer` the supervisor and its
-//! workers (Unix only); `cli` the command line (`cli::main`, `hueyd`); `web` the dashboard.
+//! workers (Linux only); `cli` the command line (`cli::main`, `hueyd`); `web` the dashboard.
 //! All are on by default. An app that only enqueues and reads results takes
 //! `default-features = false` and one storage; a URL naming a storage left out of the build is
 //! refused with [`Error::Unsupported`].
