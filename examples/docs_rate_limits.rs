@@ -17,7 +17,7 @@ fn main() -> huey::Result<()> {
     let sync = app
         .task("sync")
         .register_with_context(|id: u64, ctx: &TaskContext| {
-            if id % 2 == 0 {
+            if id.is_multiple_of(2) {
                 ctx.app()
                     .rate_limit("partner", 100, Duration::from_secs(60))?;
             }

@@ -418,9 +418,13 @@ pub trait Handler: Send + Sync {
 
 /// A registered task.
 pub struct TaskDef {
+    /// The name messages carry to find it (unique in the app).
     pub name: String,
+    /// Retries, timeouts, queue, priority and the rest, as registered.
     pub options: TaskOptions,
+    /// When a periodic task runs (`None` for an ordinary task).
     pub periodic: Option<Crontab>,
+    /// The code that runs an attempt.
     pub handler: Arc<dyn Handler>,
 }
 

@@ -76,7 +76,12 @@ pub enum Control {
     /// `CancelExecution(retry=True)`.
     CancelRetry(String),
     /// Run again after `delay` without using up a retry (event `Retrying`).
-    Retry { delay: Duration, reason: String },
+    Retry {
+        /// How long to wait before the next attempt.
+        delay: Duration,
+        /// Why, for the logs and the `Retrying` event.
+        reason: String,
+    },
     /// An ordinary failure: the retry policy applies.
     Fail(String),
     /// A failure of another kind (e.g. a lock or rate limit hit inside the task).

@@ -12,17 +12,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The storage URL could not be understood.
     #[error("invalid storage URL {url:?}: {reason}")]
-    StorageUrl { url: String, reason: String },
+    StorageUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it, and the forms that are expected.
+        reason: String,
+    },
 
     /// The storage backend failed (I/O, a locked or corrupt database, a lost connection).
     #[error("storage error ({backend}): {message}")]
     Storage {
+        /// Which backend: "sqlite", "redis", "postgres" or "memory".
         backend: &'static str,
+        /// What went wrong, in the backend's words.
         message: String,
     },
 
-    /// A storage backend that this build does not provide.
-    #[error("the {0} storage is not available in this build")]
+    /// A storage backend that this build does not provide: its Cargo feature is off.
+    #[error("the {0} storage is not in this build: it needs the `{0}` feature of huey-rs")]
     Unsupported(&'static str),
 
     /// A task name was registered twice on one app.
@@ -39,11 +46,21 @@ pub enum Error {
 
     /// A value could not be encoded.
     #[error("could not encode {what}: {message}")]
-    Encode { what: &'static str, message: String },
+    Encode {
+        /// What was being encoded (arguments, a result, a message).
+        what: &'static str,
+        /// The encoder's explanation.
+        message: String,
+    },
 
     /// Task arguments given as JSON that do not fit the task's argument type.
     #[error("arguments for task {task:?} do not fit its argument type: {message}")]
-    BadArguments { task: String, message: String },
+    BadArguments {
+        /// The task's name.
+        task: String,
+        /// Why the JSON does not fit.
+        message: String,
+    },
 
     /// The task ran and failed for good (or was revoked, expired, timed out...).
     #[error(transparent)]
@@ -59,11 +76,21 @@ pub enum Error {
 
     /// Every permit of a semaphore is held by someone else.
     #[error("semaphore {name:?} has no free permit (all {permits} are held)")]
-    NoPermit { name: String, permits: u32 },
+    NoPermit {
+        /// The semaphore's name.
+        name: String,
+        /// How many permits it has.
+        permits: u32,
+    },
 
     /// A rate limit is used up for the current window.
     #[error("rate limit {name:?} reached; the next window starts in {retry_in:?}")]
-    RateLimited { name: String, retry_in: Duration },
+    RateLimited {
+        /// The rate limit's name.
+        name: String,
+        /// When its next window starts.
+        retry_in: Duration,
+    },
 
     /// Invalid configuration (CLI flags, options).
     #[error("{0}")]
@@ -72,7 +99,9 @@ pub enum Error {
     /// Process or pipe failure in the supervisor.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

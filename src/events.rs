@@ -9,22 +9,35 @@ use crate::message::Message;
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
+    /// Put on its queue, to run as soon as a worker is free.
     Enqueued,
+    /// Stored to run later (a delay, an ETA, or a retry delay).
     Scheduled,
+    /// An attempt started on a worker.
     Executing,
+    /// Returned a value.
     Complete,
     /// Failed for good with an error or panic.
     Error,
+    /// Failed, and will run again (retries left, or the task asked for it).
     Retrying,
+    /// Skipped: revoked before it ran.
     Revoked,
+    /// Skipped: its expiry passed before it ran.
     Expired,
+    /// Failed: a lock it takes was held.
     Locked,
+    /// Stopped: the attempt ran past its timeout.
     Timeout,
+    /// Put back: a rate limit it uses was reached.
     RateLimited,
+    /// Stopped by its own code, with no retry.
     Canceled,
     /// Stopped by a shutdown; left for redelivery.
     Interrupted,
+    /// The worker running it died (killed, crashed, out of memory).
     WorkerLost,
+    /// Delivered too many times: moved to the dead-letter place.
     DeadLettered,
 }
 
@@ -76,11 +89,15 @@ impl From<FailureKind> for EventKind {
 /// One event about one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// What happened.
     pub kind: EventKind,
+    /// The task id.
     pub id: String,
+    /// The task's name.
     pub task: String,
     /// The queue of the message, when known (empty otherwise).
     pub queue: String,
+    /// Which attempt (1 for the first run).
     pub attempt: u32,
     /// The error message, for failures.
     pub error: Option<String>,

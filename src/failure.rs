@@ -76,7 +76,9 @@ impl fmt::Display for FailureKind {
 /// How one attempt failed, as a worker reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
+    /// What kind of failure: an error, a panic, a timeout, a cancel...
     pub kind: FailureKind,
+    /// The error message, or the panic's.
     pub message: String,
     /// Run the task again after this many ms without using up a retry (rate limits,
     /// `Control::Retry`). `None`: the retry policy decides.

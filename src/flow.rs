@@ -491,7 +491,9 @@ impl<R: DeserializeOwned, R2: DeserializeOwned> Chord<R, R2> {
 /// Handles on an enqueued chord: its members and its callback.
 #[derive(Debug)]
 pub struct ChordResult<R, R2> {
+    /// The members' results, in the order they were given.
     pub members: ResultGroup<R>,
+    /// The callback's result, once every member has finished.
     pub callback: TaskResult<R2>,
 }
 

@@ -32,21 +32,47 @@
 //!
 //! With a durable storage the same calls enqueue for a consumer instead:
 //! `Huey::open("my-app", "sqlite:my-app.db")` or `"redis://127.0.0.1:6379/0"`.
+//!
+//! # Features
+//!
+//! `sqlite`, `redis` and `postgres` bring the storages; `consumer` the supervisor and its
+//! workers (Linux only); `cli` the command line (`cli::main`, `hueyd`); `web` the dashboard.
+//! All are on by default. An app that only enqueues and reads results takes
+//! `default-features = false` and one storage; a URL naming a storage left out of the build is
+//! refused with [`Error::Unsupported`].
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The consumer's helpers in the core modules (attempt running, revocation checks, counters)
+// have no caller in a producer-only build, nor the command line's (exit codes, log setup) in
+// a build of the consumer without it.
+#![cfg_attr(not(feature = "cli"), allow(dead_code))]
+
+#[cfg(all(feature = "consumer", not(target_os = "linux")))]
+compile_error!(
+    "the `consumer` feature (supervisor, process workers, signals) builds on Linux only; \
+     build a producer with `default-features = false` and a storage feature instead"
+);
+
 pub mod app;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "consumer")]
 pub mod command;
 pub mod control;
 pub mod crontab;
+#[cfg(feature = "cli")]
 pub mod demo;
 pub mod error;
 pub mod events;
 pub(crate) mod exec;
+#[cfg(feature = "consumer")]
 pub(crate) mod exit;
 pub mod failure;
 pub mod flow;
 pub(crate) mod lifecycle;
 pub mod lock;
+#[cfg(feature = "consumer")]
 pub(crate) mod logging;
 pub mod message;
 pub mod observe;
@@ -58,8 +84,10 @@ pub mod result;
 pub mod revoke;
 pub mod semaphore;
 pub mod storage;
+#[cfg(feature = "consumer")]
 pub mod supervisor;
 pub mod task;
+#[cfg(feature = "consumer")]
 pub(crate) mod worker;
 
 pub use app::{HookId, Huey, TaskContext};
@@ -80,6 +108,7 @@ pub use task::{Control, Expires, Failure, FailureKind, Task, TaskError, TaskOpti
 /// Not part of the API: the wire framing between a supervisor and its process workers, exposed
 /// for the crate's own benchmarks only. It may change in any release.
 #[doc(hidden)]
+#[cfg(feature = "consumer")]
 pub mod __bench {
     pub use crate::worker::ipc::{read_frame, write_frame, FromWorker, ToWorker};
 }

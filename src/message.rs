@@ -16,8 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 use crate::failure::TaskError;
 
-/// The envelope version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The envelope version this build writes. It also reads every earlier version, so messages
+/// queued by an older build still run after an upgrade (an older build refuses a newer
+/// message, which it dead-letters with the reason: upgrade consumers before producers).
+///
+/// Version 1 had no `unique` option.
+pub const VERSION: u8 = 2;
 
 /// The largest encoded message: a producer's `enqueue` refuses a bigger one, and a consumer
 /// dead-letters one found in storage (it would not fit in a worker's pipe frame).
@@ -32,7 +36,7 @@ pub const MAX_DEPTH: usize = 500;
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// Per-message options, resolved from the task's defaults and the call's overrides.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageOptions {
     /// Retries left after this attempt fails.
     pub retries: u32,
@@ -70,6 +74,59 @@ impl Default for MessageOptions {
             store_errors_between_retries: false,
             queue: DEFAULT_QUEUE.to_string(),
             unique: false,
+        }
+    }
+}
+
+/// The options as this build writes them (version 2): the derived decoder of [`MessageOptions`].
+#[derive(Deserialize)]
+#[serde(remote = "MessageOptions")]
+struct OptionsV2 {
+    retries: u32,
+    retry_delay_ms: u64,
+    retry_backoff: f32,
+    priority: i32,
+    expires_at_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    store_result: Option<bool>,
+    store_errors_between_retries: bool,
+    queue: String,
+    unique: bool,
+}
+
+/// The options as version 1 wrote them: no `unique`.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OptionsV1 {
+    retries: u32,
+    retry_delay_ms: u64,
+    retry_backoff: f32,
+    priority: i32,
+    expires_at_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    store_result: Option<bool>,
+    store_errors_between_retries: bool,
+    queue: String,
+}
+
+impl<'de> Deserialize<'de> for MessageOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if DECODING_V1.with(|v| v.get()) {
+            let o = OptionsV1::deserialize(d)?;
+            Ok(MessageOptions {
+                retries: o.retries,
+                retry_delay_ms: o.retry_delay_ms,
+                retry_backoff: o.retry_backoff,
+                priority: o.priority,
+                expires_at_ms: o.expires_at_ms,
+                timeout_ms: o.timeout_ms,
+                store_result: o.store_result,
+                store_errors_between_retries: o.store_errors_between_retries,
+                queue: o.queue,
+                unique: false,
+            })
+        } else {
+            OptionsV2::deserialize(d)
         }
     }
 }
@@ -187,9 +244,12 @@ impl Message {
         }
         match bytes.split_first() {
             None => Err(Error::Decode("empty message".into())),
-            Some((&VERSION, body)) => {
+            Some((&v, body)) if v == VERSION || v == 1 => {
                 TOO_DEEP.with(|t| t.set(false));
-                let (msg, rest) = postcard::take_from_bytes::<Message>(body).map_err(|e| {
+                DECODING_V1.with(|d| d.set(v == 1));
+                let decoded = postcard::take_from_bytes::<Message>(body);
+                DECODING_V1.with(|d| d.set(false));
+                let (msg, rest) = decoded.map_err(|e| {
                     if TOO_DEEP.with(|t| t.get()) {
                         Error::Decode(format!(
                             "messages nest deeper than the limit of {MAX_DEPTH} ({} bytes)",
@@ -231,6 +291,8 @@ thread_local! {
     /// The last decode on this thread stopped at the depth limit (the decoder's own error
     /// does not carry the reason).
     static TOO_DEEP: Cell<bool> = const { Cell::new(false) };
+    /// The message being decoded on this thread was written as version 1.
+    static DECODING_V1: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One level of nesting while decoding; the level is left when it drops (also on an error).
@@ -296,8 +358,10 @@ pub enum StoredResult {
     /// The postcard-encoded return value, and the task that returned it (so tools can decode
     /// it without being told the task).
     Ok {
+        /// The task's name.
         task: String,
         #[serde(with = "serde_bytes")]
+        /// The value, postcard-encoded.
         value: Vec<u8>,
     },
     /// The final failure.
@@ -369,6 +433,73 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message as version 1 wrote it (no `unique` option), with its nesting.
+    #[derive(Serialize)]
+    struct MessageV1 {
+        id: String,
+        task: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        options: OptionsV1,
+        attempt: u32,
+        eta_ms: Option<u64>,
+        enqueued_ms: u64,
+        on_complete: Option<Box<MessageV1>>,
+        on_error: Option<Box<MessageV1>>,
+        chord: Option<Box<(String, u32, u32, MessageV1)>>,
+    }
+
+    fn v1(id: &str, priority: i32, next: Option<MessageV1>) -> MessageV1 {
+        MessageV1 {
+            id: id.into(),
+            task: "add".into(),
+            args: vec![1, 2, 3],
+            options: OptionsV1 {
+                retries: 3,
+                retry_delay_ms: 250,
+                retry_backoff: 2.0,
+                priority,
+                expires_at_ms: Some(9),
+                timeout_ms: Some(1000),
+                store_result: Some(true),
+                store_errors_between_retries: true,
+                queue: "q".into(),
+            },
+            attempt: 2,
+            eta_ms: Some(7),
+            enqueued_ms: 5,
+            on_complete: next.map(Box::new),
+            on_error: None,
+            chord: None,
+        }
+    }
+
+    #[test]
+    fn a_message_written_by_version_1_still_decodes() {
+        let old = v1("a", 4, Some(v1("b", 5, None)));
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let m = Message::decode(&bytes).unwrap();
+        assert_eq!((m.id.as_str(), m.options.priority), ("a", 4));
+        assert_eq!(m.options.queue, "q");
+        assert_eq!(m.options.timeout_ms, Some(1000));
+        assert!(!m.options.unique);
+        let next = m.on_complete.as_deref().unwrap();
+        assert_eq!((next.id.as_str(), next.options.priority), ("b", 5));
+        // Decoded once, it is written back in the current version and reads the same.
+        let again = Message::decode(&m.encode().unwrap()).unwrap();
+        assert_eq!(again, m);
+        // A current message after a version-1 one on the same thread is not read as version 1.
+        let mut cur = Message::new("x", vec![], Default::default());
+        cur.options.unique = true;
+        assert!(
+            Message::decode(&cur.encode().unwrap())
+                .unwrap()
+                .options
+                .unique
+        );
+    }
 
     #[test]
     fn message_round_trips() {

@@ -31,7 +31,9 @@ impl From<SystemTime> for Expires {
 /// When a scheduled task becomes ready: after a delay, or at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
+    /// After this long from now.
     Delay(Duration),
+    /// At this time.
     Eta(SystemTime),
 }
 
@@ -93,6 +95,7 @@ pub struct TaskOptions {
 /// A lock a task holds while it runs (see `TaskBuilder::lock`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockOption {
+    /// The lock's name, shared by every task that takes it.
     pub name: String,
     /// Let the lock go after this long even if its holder never releases it (crashed).
     pub ttl: Option<Duration>,
@@ -101,6 +104,7 @@ pub struct LockOption {
 /// A semaphore permit a task holds while it runs (see `TaskBuilder::semaphore`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SemaphoreOption {
+    /// The semaphore's name (shared by every task and consumer that names it).
     pub name: String,
     /// How many holders the semaphore admits at once.
     pub permits: u32,
@@ -122,8 +126,11 @@ impl SemaphoreOption {
 /// A named limit of `limit` runs per `period` (see `TaskBuilder::rate_limit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
+    /// The limit's name, shared by every task that uses it.
     pub name: String,
+    /// Runs allowed per window.
     pub limit: u64,
+    /// The window's length.
     pub period: Duration,
     /// Over the limit, reschedule for the next window without using up a retry (`true`, the
     /// default), or fail under the retry policy (`false`, huey's `retry=False`).

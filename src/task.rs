@@ -513,4 +513,5 @@ impl Huey {
 }
 
 mod async_enqueue;
+#[cfg(feature = "postgres")]
 mod enqueue_in;

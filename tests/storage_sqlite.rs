@@ -436,8 +436,9 @@ fn expiring_rows(db: &Path) -> u64 {
     c.query_row(
         "SELECT (SELECT COUNT(*) FROM kv) + (SELECT COUNT(*) FROM results)",
         [],
-        |r| r.get(0),
+        |r| r.get::<_, i64>(0),
     )
+    .map(|n| n as u64)
     .unwrap()
 }
 

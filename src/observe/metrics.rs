@@ -51,6 +51,7 @@ static WORKER_RECYCLES: AtomicU64 = AtomicU64::new(0);
 /// A change in a consumer's pool of workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerChange {
+    /// Started (at boot, or to replace one).
     Start,
     /// Died (killed, crashed) rather than being stopped.
     Death,

@@ -36,18 +36,24 @@
 //! ```
 
 mod consumers;
+#[cfg(feature = "consumer")]
 mod metrics;
+#[cfg(feature = "consumer")]
 mod observer;
+#[cfg(feature = "consumer")]
 mod scrape;
 mod state;
 mod stats;
 mod types;
 
+#[cfg(feature = "consumer")]
 pub use metrics::{
     count_worker, Metrics, WorkerChange, MAX_QUEUE_LABELS, MAX_TASK_SERIES, OTHER_LABEL,
     UNKNOWN_TASK,
 };
+#[cfg(feature = "consumer")]
 pub use observer::{Observer, ObserverConfig};
+#[cfg(feature = "consumer")]
 pub use scrape::{serve_metrics, MetricsServer};
 pub use types::{ConsumerInfo, MinuteStats, TaskState, WorkerInfo};
 

@@ -21,7 +21,9 @@ use crate::events::Event;
 pub struct ObserverConfig {
     /// `thread` or `process`.
     pub kind: String,
+    /// How many workers the consumer runs.
     pub workers: usize,
+    /// The queues it consumes.
     pub queues: Vec<String>,
     /// Write heartbeat records and per-minute counters (on by default).
     pub heartbeat: bool,

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct ConsumerInfo {
     /// `host:pid`, the name its leases are held under.
     pub id: String,
+    /// The host it runs on.
     pub host: String,
+    /// Its supervisor's process id.
     pub pid: u32,
     /// The app's name.
     pub app: String,
@@ -34,6 +36,7 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// The task it runs, if any.
     pub task_id: Option<String>,
+    /// That task's name.
     pub task_name: Option<String>,
     /// Since when it runs that task (ms since the epoch).
     pub since_ms: Option<u64>,
@@ -46,30 +49,46 @@ pub enum TaskState {
     /// Ready to run in `queue`; `position` messages of that queue run before it (when the
     /// backend can tell).
     Queued {
+        /// The queue it waits in.
         queue: String,
+        /// How many messages of the queue run before it.
         position: Option<u64>,
+        /// Its priority (higher runs first).
         priority: i32,
     },
     /// Waiting for its eta (a delayed task or a retry with a delay).
-    Scheduled { eta_ms: u64 },
+    Scheduled {
+        /// When it becomes ready (ms since the epoch).
+        eta_ms: u64,
+    },
     /// Leased by `consumer` (when known); `worker` and `since_ms` when a live consumer's
     /// heartbeat says a worker runs it (none: waiting in the consumer for a worker).
     Running {
+        /// The consumer that holds its lease (`host:pid`).
         consumer: Option<String>,
+        /// The worker that runs it.
         worker: Option<u32>,
+        /// Since when (ms since the epoch).
         since_ms: Option<u64>,
+        /// Which delivery of the message this is (1 for the first).
         attempt: u32,
     },
     /// Finished, its result stored (a task whose result is not stored reads as unknown).
     Done,
     /// Failed for good.
-    Failed { error: String },
+    Failed {
+        /// The final error message.
+        error: String,
+    },
     /// Revoked: skipped, or to be skipped when it comes up.
     Revoked,
     /// Expired before it ran.
     Expired,
     /// Moved to the dead-letter place.
-    DeadLettered { error: String },
+    DeadLettered {
+        /// Why it was moved there.
+        error: String,
+    },
     /// Not found: never enqueued, its result read (results are taken by default) or expired,
     /// or finished without a stored result.
     Unknown,
@@ -97,20 +116,27 @@ impl TaskState {
 pub struct MinuteStats {
     /// The minute's start (ms since the epoch).
     pub minute_ms: u64,
+    /// Returned a value.
     pub complete: u64,
     /// Failed for good with an error or panic.
     pub error: u64,
+    /// Failed and scheduled to run again.
     pub retry: u64,
     /// Timed out for good (a timeout with retries left counts as a retry).
     pub timeout: u64,
+    /// Skipped as revoked.
     pub revoked: u64,
+    /// Skipped as expired.
     pub expired: u64,
     /// Failed for good because its worker died.
     pub worker_lost: u64,
     /// Moved to the dead-letter place.
     pub dead: u64,
+    /// Canceled by their own code.
     pub canceled: u64,
+    /// Failed because a lock was held.
     pub locked: u64,
+    /// Put back by a rate limit.
     pub rate_limited: u64,
 }
 

@@ -149,12 +149,19 @@ pub(crate) fn overdue(
 /// `args = args_head ++ item 0 ++ … ++ item size-1 ++ args_tail`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChordCallback {
+    /// The callback's task id.
     pub id: String,
+    /// The queue it goes to.
     pub queue: String,
+    /// Its priority there.
     pub priority: i32,
+    /// The message bytes before the arguments' length.
     pub payload_head: Vec<u8>,
+    /// The message bytes after the arguments.
     pub payload_tail: Vec<u8>,
+    /// The argument bytes before the first member's item.
     pub args_head: Vec<u8>,
+    /// The argument bytes after the last member's item.
     pub args_tail: Vec<u8>,
     /// The item used for a member whose outcome is gone.
     pub missing: Vec<u8>,

@@ -27,15 +27,20 @@ pub struct DeadLetter {
     pub key: String,
     /// The task id, if known.
     pub id: String,
+    /// The queue it came from.
     pub queue: String,
+    /// The encoded message.
     pub payload: Vec<u8>,
+    /// Why it was moved there.
     pub error: String,
+    /// When (ms since the epoch).
     pub at_ms: u64,
 }
 
 /// The messages of one named queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSize {
+    /// The queue's name.
     pub queue: String,
     /// Ready to run (an expired lease counts as ready).
     pub ready: u64,
@@ -49,26 +54,43 @@ pub enum Location {
     /// Ready to run in `queue`; `position` is how many messages of that queue run before it
     /// (when the backend can tell cheaply).
     Ready {
+        /// The queue.
         queue: String,
+        /// Its priority there.
         priority: i32,
+        /// How many messages run before it.
         position: Option<u64>,
+        /// The encoded message.
         payload: Vec<u8>,
     },
     /// Leased to a consumer (running, or waiting for a worker in that consumer) until
     /// `until_ms`. `consumer` is the lease holder's name when the backend records it.
     Leased {
+        /// The queue it was taken from.
         queue: String,
+        /// The lease holder.
         consumer: Option<String>,
+        /// When the lease ends unless extended (ms since the epoch).
         until_ms: u64,
+        /// How many times it has been delivered.
         deliveries: u32,
+        /// The encoded message.
         payload: Vec<u8>,
     },
     /// Waiting in the schedule for `eta_ms`.
-    Scheduled { eta_ms: u64, payload: Vec<u8> },
+    Scheduled {
+        /// When it becomes ready (ms since the epoch).
+        eta_ms: u64,
+        /// The encoded message.
+        payload: Vec<u8>,
+    },
     /// In the dead-letter place.
     Dead {
+        /// The queue it came from.
         queue: String,
+        /// Why it was moved there.
         error: String,
+        /// When (ms since the epoch).
         at_ms: u64,
     },
 }
@@ -91,9 +113,13 @@ impl Location {
 pub struct Flush {
     /// The ready queue, in-flight messages included.
     pub queue: bool,
+    /// Scheduled messages.
     pub schedule: bool,
+    /// Stored results.
     pub results: bool,
+    /// Task locks.
     pub locks: bool,
+    /// The dead-letter place.
     pub dead: bool,
     /// Revocations, claims, app data, counters and chord bookkeeping too.
     pub kv: bool,

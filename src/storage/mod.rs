@@ -32,15 +32,21 @@ pub mod inspect;
 pub mod kv;
 pub mod lazy;
 pub mod memory;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod queue;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod results;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod url;
 
+#[cfg(feature = "postgres")]
 pub use self::postgres::{PgTarget, PostgresStorage};
+#[cfg(feature = "redis")]
 pub use self::redis::RedisStorage;
 pub use chord::{ChordCallback, ChordCount};
 pub use inspect::{Counts, DeadLetter, Flush, Inspect, Location, QueueSize};
@@ -52,6 +58,7 @@ pub use queue::{
     Scheduled,
 };
 pub use results::{Pending, Results};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStorage, Synchronous};
 pub use url::{open, IntoStorageUrl, StorageUrl, DEFAULT_URL};
 

@@ -22,7 +22,9 @@ pub struct Ready {
 /// An entry for the schedule: made ready at `eta_ms`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scheduled {
+    /// When it becomes ready (ms since the epoch).
     pub eta_ms: u64,
+    /// What is enqueued then.
     pub ready: Ready,
 }
 
@@ -33,9 +35,11 @@ pub struct Lease(pub String);
 /// One leased message.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The handle to ack or extend this delivery with.
     pub lease: Lease,
     /// The queue it was taken from.
     pub queue: String,
+    /// The encoded message.
     pub payload: Vec<u8>,
     /// How many times it has been delivered, this delivery included (1 the first time).
     pub deliveries: u32,
@@ -61,7 +65,9 @@ pub struct DequeueRequest {
 /// A result (or stored error) to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultPut {
+    /// The task id it is stored under.
     pub id: String,
+    /// The encoded result.
     pub value: Vec<u8>,
     /// Expire the result after this long (`None`: keep until read).
     pub ttl: Option<Duration>,
@@ -72,8 +78,11 @@ pub struct ResultPut {
 pub struct DeadPut {
     /// The task id if the payload decoded, otherwise empty.
     pub id: String,
+    /// The queue it came from.
     pub queue: String,
+    /// The encoded message.
     pub payload: Vec<u8>,
+    /// Why it is moved there.
     pub error: String,
 }
 
@@ -81,7 +90,9 @@ pub struct DeadPut {
 /// [`super::Ns::Claims`], kept for `ttl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
+    /// The claim's key.
     pub key: String,
+    /// How long it is held.
     pub ttl: Duration,
 }
 
@@ -110,9 +121,13 @@ pub struct Batch {
     pub lease: Option<Lease>,
     /// A claim the batch takes: written only if the claim is not held (an expired one is not).
     pub claim: Option<Claim>,
+    /// Messages to make ready.
     pub enqueue: Vec<Ready>,
+    /// Messages to schedule.
     pub schedule: Vec<Scheduled>,
+    /// Results to store.
     pub results: Vec<ResultPut>,
+    /// Messages to move to the dead-letter place.
     pub dead: Vec<DeadPut>,
     /// Chord members to count (see [`ChordCount`]).
     pub chords: Vec<ChordCount>,

@@ -4,12 +4,16 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+#[cfg(feature = "sqlite")]
 use std::time::Duration;
 
-use super::{
-    MemoryStorage, PostgresStorage, RedisStorage, SqliteOptions, SqliteStorage, Storage,
-    Synchronous,
-};
+#[cfg(feature = "postgres")]
+use super::PostgresStorage;
+#[cfg(feature = "redis")]
+use super::RedisStorage;
+use super::{MemoryStorage, Storage};
+#[cfg(feature = "sqlite")]
+use super::{SqliteOptions, SqliteStorage, Synchronous};
 use crate::error::{Error, Result};
 
 /// The storage used when none is named: a SQLite file in the working directory.
@@ -34,13 +38,16 @@ pub struct StorageUrl(Kind);
 #[derive(Clone, PartialEq)]
 enum Kind {
     Memory,
+    #[cfg(feature = "sqlite")]
     Sqlite {
         path: String,
         options: SqliteOptions,
     },
     /// Kept as written: the Redis client parses it again when it connects.
+    #[cfg(feature = "redis")]
     Redis(String),
     /// Kept as written (checked when parsed): parsed again when it connects.
+    #[cfg(feature = "postgres")]
     Postgres(String),
 }
 
@@ -49,8 +56,11 @@ impl StorageUrl {
     pub fn backend(&self) -> &'static str {
         match &self.0 {
             Kind::Memory => "memory",
+            #[cfg(feature = "sqlite")]
             Kind::Sqlite { .. } => "sqlite",
+            #[cfg(feature = "redis")]
             Kind::Redis(_) => "redis",
+            #[cfg(feature = "postgres")]
             Kind::Postgres(_) => "postgres",
         }
     }
@@ -66,6 +76,7 @@ impl StorageUrl {
     /// The schema of a `postgres://` URL (`None` for other backends).
     pub fn postgres_schema(&self) -> Option<String> {
         match &self.0 {
+            #[cfg(feature = "postgres")]
             Kind::Postgres(url) => super::PgTarget::parse(url)
                 .ok()
                 .map(|t| t.schema().to_string()),
@@ -77,9 +88,15 @@ impl StorageUrl {
     /// prefix their keys with it).
     pub fn open(&self, app: &str) -> Result<Arc<dyn Storage>> {
         Ok(match &self.0 {
-            Kind::Memory => Arc::new(MemoryStorage::new()),
+            Kind::Memory => {
+                let _ = app;
+                Arc::new(MemoryStorage::new())
+            }
+            #[cfg(feature = "sqlite")]
             Kind::Sqlite { path, options } => Arc::new(SqliteStorage::open(path, options.clone())?),
+            #[cfg(feature = "redis")]
             Kind::Redis(url) => Arc::new(RedisStorage::open(url, app)?),
+            #[cfg(feature = "postgres")]
             Kind::Postgres(url) => Arc::new(PostgresStorage::open(url)?),
         })
     }
@@ -92,6 +109,7 @@ pub fn open(url: impl IntoStorageUrl, app: &str) -> Result<Arc<dyn Storage>> {
 
 /// A storage URL, or text parsed as one: what [`open`] and [`crate::Huey::open`] take.
 pub trait IntoStorageUrl {
+    /// The parsed URL, or why it does not parse.
     fn into_storage_url(self) -> Result<StorageUrl>;
 }
 
@@ -131,31 +149,49 @@ impl FromStr for StorageUrl {
             return Ok(StorageUrl(Kind::Memory));
         }
         if let Some(rest) = url.strip_prefix("sqlite:") {
-            let rest = rest.strip_prefix("//").unwrap_or(rest);
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if path.is_empty() {
-                return Err(bad("expected sqlite:PATH, e.g. sqlite:huey.db"));
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = rest;
+                return Err(Error::Unsupported("sqlite"));
             }
-            let options = sqlite_options(query).map_err(|e| bad(&e))?;
-            return Ok(StorageUrl(Kind::Sqlite {
-                path: path.to_string(),
-                options,
-            }));
+            #[cfg(feature = "sqlite")]
+            {
+                let rest = rest.strip_prefix("//").unwrap_or(rest);
+                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                if path.is_empty() {
+                    return Err(bad("expected sqlite:PATH, e.g. sqlite:huey.db"));
+                }
+                let options = sqlite_options(query).map_err(|e| bad(&e))?;
+                return Ok(StorageUrl(Kind::Sqlite {
+                    path: path.to_string(),
+                    options,
+                }));
+            }
         }
         if url.starts_with("redis://")
             || url.starts_with("rediss://")
             || url.starts_with("redis+unix://")
         {
-            use ::redis::IntoConnectionInfo;
-            redis_client_url(url)
-                .as_str()
-                .into_connection_info()
-                .map_err(|e| bad(&format!("{e}; {REDIS_FORMS}")))?;
-            return Ok(StorageUrl(Kind::Redis(url.to_string())));
+            #[cfg(not(feature = "redis"))]
+            return Err(Error::Unsupported("redis"));
+            #[cfg(feature = "redis")]
+            {
+                use ::redis::IntoConnectionInfo;
+                redis_client_url(url)
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| bad(&format!("{e}; {REDIS_FORMS}")))?;
+                return Ok(StorageUrl(Kind::Redis(url.to_string())));
+            }
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            super::PgTarget::parse(url).map_err(|e| bad(&e))?;
-            return Ok(StorageUrl(Kind::Postgres(url.to_string())));
+            #[cfg(not(feature = "postgres"))]
+            return Err(Error::Unsupported("postgres"));
+            #[cfg(feature = "postgres")]
+            {
+                super::PgTarget::parse(url).map_err(|e| bad(&e))?;
+                return Ok(StorageUrl(Kind::Postgres(url.to_string())));
+            }
         }
         Err(bad(
             "unknown scheme; expected sqlite:PATH, memory:, redis://host:port/db or \
@@ -165,9 +201,11 @@ impl FromStr for StorageUrl {
 }
 
 /// How the Redis URL forms are named in errors.
+#[cfg(feature = "redis")]
 pub(crate) const REDIS_FORMS: &str =
     "expected redis://host:port/db, rediss://… or redis+unix:///path";
 
+#[cfg(feature = "redis")]
 /// A Redis URL as the Redis client spells it (`redis+unix://` is its `unix://`).
 pub(crate) fn redis_client_url(url: &str) -> String {
     match url.strip_prefix("redis+unix://") {
@@ -176,6 +214,7 @@ pub(crate) fn redis_client_url(url: &str) -> String {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// SQLite options from a URL's query: `synchronous=off|normal|full`, `busy_timeout=SECS`.
 fn sqlite_options(query: &str) -> std::result::Result<SqliteOptions, String> {
     let mut opts = SqliteOptions::default();
@@ -210,11 +249,13 @@ fn sqlite_options(query: &str) -> std::result::Result<SqliteOptions, String> {
     Ok(opts)
 }
 
-/// A non-negative number of seconds: decimals exactly (so what [`StorageUrl`]'s `Display`
-/// writes reads back the same), anything else a float parses as closely as a float can.
 /// SQLite takes its busy timeout in milliseconds as a 32-bit number.
+#[cfg(feature = "sqlite")]
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
+/// A non-negative number of seconds: decimals exactly (so what [`StorageUrl`]'s `Display`
+/// writes reads back the same), anything else a float parses as closely as a float can.
+#[cfg(feature = "sqlite")]
 fn seconds(v: &str) -> Option<Duration> {
     let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -233,7 +274,11 @@ impl fmt::Display for StorageUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Kind::Memory => f.write_str("memory:"),
-            Kind::Redis(url) | Kind::Postgres(url) => f.write_str(url),
+            #[cfg(feature = "redis")]
+            Kind::Redis(url) => f.write_str(url),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(url) => f.write_str(url),
+            #[cfg(feature = "sqlite")]
             Kind::Sqlite { path, options } => {
                 // A path that starts with `//` keeps it behind the `//` the parser strips.
                 let slashes = if path.starts_with("//") { "//" } else { "" };
@@ -278,6 +323,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "redis", feature = "postgres"))]
     fn urls_write_back_to_what_they_parse_from() {
         for (given, written) in [
             ("memory:", "memory:"),
@@ -324,6 +370,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "redis", feature = "postgres"))]
     fn bad_urls_say_what_is_expected() {
         for (given, needle) in [
             ("bogus://x", "unknown scheme"),
@@ -344,5 +391,32 @@ mod tests {
             assert!(matches!(e, Error::StorageUrl { .. }), "{given}: {e}");
             assert!(e.to_string().contains(needle), "{given}: {e}");
         }
+    }
+
+    /// A producer-only build names the feature a URL needs (checked by `.ci/run` on a build
+    /// with the SQLite storage only).
+    #[test]
+    #[cfg(not(all(feature = "sqlite", feature = "redis", feature = "postgres")))]
+    fn a_storage_left_out_of_the_build_names_its_feature() {
+        let missing = [
+            ("sqlite:q.db", "sqlite", cfg!(feature = "sqlite")),
+            ("redis://h:1/0", "redis", cfg!(feature = "redis")),
+            ("postgres://h/db", "postgres", cfg!(feature = "postgres")),
+        ];
+        for (given, backend, built) in missing {
+            match given.parse::<StorageUrl>() {
+                Ok(u) => assert!(built && u.backend() == backend, "{given}"),
+                Err(e) => {
+                    assert!(!built, "{given}: {e}");
+                    assert!(
+                        matches!(e, Error::Unsupported(b) if b == backend),
+                        "{given}: {e}"
+                    );
+                    let feature = format!("the `{backend}` feature");
+                    assert!(e.to_string().contains(&feature), "{given}: {e}");
+                }
+            }
+        }
+        assert_eq!(url("memory:").backend(), "memory");
     }
 }

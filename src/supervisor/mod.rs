@@ -42,7 +42,8 @@ use signals::{Pending, Signals};
 use ticker::Ticker;
 
 /// Where task code runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum WorkerKind {
     /// Threads of the supervisor's process (huey's default).
     Thread,
@@ -59,6 +60,7 @@ pub enum WorkerKind {
 pub struct Config {
     /// Workers (`Async`: attempts at once).
     pub workers: usize,
+    /// Where task code runs: threads, processes or futures.
     pub kind: WorkerKind,
     /// Attempts each process worker runs at once, as futures on a runtime of its own (1: one
     /// at a time, on its main thread).
@@ -67,7 +69,9 @@ pub struct Config {
     pub queues: Vec<String>,
     /// Enqueue periodic tasks from this consumer.
     pub periodic: bool,
+    /// How often due scheduled tasks are made ready.
     pub scheduler_interval: Duration,
+    /// How often workers are checked (stalls, deaths, memory).
     pub health_check_interval: Duration,
     /// Recycle a worker after this many tasks.
     pub max_tasks: Option<u32>,
@@ -197,9 +201,13 @@ pub struct Supervisor {
 /// Counters for the summary line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
+    /// Tasks that returned a value.
     pub completed: u64,
+    /// Tasks that failed for good.
     pub failed: u64,
+    /// Attempts that failed and were scheduled again.
     pub retried: u64,
+    /// Workers that died while running a task.
     pub workers_lost: u64,
     /// Tasks cut short by a stop and left for redelivery.
     pub interrupted: u64,
@@ -542,6 +550,7 @@ impl Every {
 }
 
 /// Tell systemd (a `Type=notify` unit) about a state change, if it is listening.
+#[cfg(target_os = "linux")]
 fn notify_systemd(state: &str) {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -558,3 +567,7 @@ fn notify_systemd(state: &str) {
         tracing::warn!("could not notify systemd ({state}): {e}");
     }
 }
+
+/// No systemd outside Linux.
+#[cfg(not(target_os = "linux"))]
+fn notify_systemd(_state: &str) {}

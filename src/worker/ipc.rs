@@ -20,8 +20,10 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub enum ToWorker {
     /// Run one attempt of this encoded message.
     Run {
+        /// The supervisor's number for this attempt, echoed in `Done`.
         job: u64,
         #[serde(with = "serde_bytes")]
+        /// The encoded message.
         payload: Vec<u8>,
     },
     /// The first frame, and only the first: the storage the worker's app opens (the URL
@@ -32,23 +34,34 @@ pub enum ToWorker {
     /// `heartbeat_ms`: how often the worker says it is alive while nothing else goes out
     /// (0: never).
     Setup {
+        /// The storage URL.
         storage_url: String,
+        /// Attempts run at once.
         concurrency: u32,
+        /// How often the worker tells it is alive, in milliseconds (0: never).
         heartbeat_ms: u64,
     },
     /// Cancel a running attempt (a concurrent worker drops its future and answers `Done` with
     /// a `Revoked` failure); a job not running is ignored.
-    Cancel { job: u64 },
+    Cancel {
+        /// The attempt's number, from `Run`.
+        job: u64,
+    },
 }
 
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FromWorker {
     /// The worker built its app and waits for work.
-    Ready { pid: u32 },
+    Ready {
+        /// The worker's process id.
+        pid: u32,
+    },
     /// An attempt finished.
     Done {
+        /// The attempt's number, from `Run`.
         job: u64,
+        /// What the attempt returned, or how it failed.
         outcome: Result<Output, Failure>,
         /// Resident memory after the attempt, in KiB (for `--max-memory`).
         rss_kib: u64,

@@ -41,10 +41,22 @@ pub struct Tagged {
 pub type EventSink = std::sync::Arc<dyn Fn(Tagged) -> bool + Send + Sync>;
 
 /// Resident memory of this process in KiB (0 where unknown).
+#[cfg(target_os = "linux")]
 pub fn rss_kib() -> u64 {
+    let page_kib = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4, |bytes| (bytes / 1024).max(1) as u64);
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4)
+        .map(|pages| pages * page_kib)
         .unwrap_or(0)
+}
+
+/// Resident memory of this process in KiB: unknown (0) outside Linux, so `--max-memory`
+/// never recycles a worker there.
+#[cfg(not(target_os = "linux"))]
+pub fn rss_kib() -> u64 {
+    0
 }

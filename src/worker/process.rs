@@ -37,7 +37,6 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::stat::{fstat, SFlag};
 use nix::unistd::{pipe2, Pid};
 
 use super::ipc::{
@@ -90,7 +89,7 @@ impl ProcessWorker {
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
         // The parent's end only (each end is its own open file): the supervisor never waits
         // on a full pipe; the worker's end stays blocking.
-        fcntl(task_w.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        fcntl(&task_w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         let mut cmd = Command::new(exe);
         cmd.env(WORKER_ENV, "1")
             .envs(crate::logging::child_env())
@@ -113,6 +112,9 @@ impl ProcessWorker {
                 if a < 0 || b < 0 || libc::dup2(a, FD_IN) < 0 || libc::dup2(b, FD_OUT) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Linux kills the worker when the supervisor dies; elsewhere the worker
+                // notices instead, when its task pipe ends.
+                #[cfg(target_os = "linux")]
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 if libc::getppid() != parent {
                     libc::_exit(1);
@@ -243,6 +245,7 @@ pub(crate) fn kill_group(pid: u32) {
 
 /// A pidfd for `pid`, which polls readable once the process has exited (`None` where the
 /// kernel has none: then end of file on the pipe is the only sign of its death).
+#[cfg(target_os = "linux")]
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; a new
     // descriptor is owned by no one else, so wrapping it in an `OwnedFd` is sound.
@@ -250,6 +253,12 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
         let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
         (fd >= 0).then(|| OwnedFd::from_raw_fd(fd as i32))
     }
+}
+
+/// No pidfd outside Linux: the reader learns of the worker's exit from the end of its pipe.
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
+    None
 }
 
 /// The reader thread: forwards the worker's frames as events until the worker has exited (the
@@ -352,19 +361,19 @@ pub fn is_worker() -> bool {
     })
 }
 
+/// Whether `fd` is open and a pipe (through `/dev/fd`, which Linux and the BSDs provide).
+fn is_pipe(fd: i32) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(format!("/dev/fd/{fd}")).is_ok_and(|m| m.file_type().is_fifo())
+}
+
 /// Make the worker's process context clean for task code: the protocol descriptors close on
 /// exec (a task's subprocess neither reads the worker's tasks nor keeps its result pipe open),
 /// and the signals the supervisor set to ignored are caught instead: a worker still goes on
 /// through a group-wide SIGTERM, but exec resets caught signals to their defaults, so a task's
 /// subprocesses can be stopped.
-/// Whether `fd` is open and a pipe.
-fn is_pipe(fd: i32) -> bool {
-    fstat(fd)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
-}
-
-fn clean_context() -> std::io::Result<()> {
-    for fd in [FD_IN, FD_OUT] {
+fn clean_context(protocol: [&File; 2]) -> std::io::Result<()> {
+    for fd in protocol {
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     }
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
@@ -387,7 +396,7 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
     // `spawn`), and both were just checked to be pipes; nothing else in this process owns
     // them, so adopting them is sound.
     let (input, output) = unsafe { (File::from_raw_fd(FD_IN), File::from_raw_fd(FD_OUT)) };
-    if let Err(e) = clean_context() {
+    if let Err(e) = clean_context([&input, &output]) {
         eprintln!("huey worker {}: {e}", std::process::id());
         return 3;
     }

@@ -27,7 +27,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(client: Client) -> Pool {
-        let addr = client.get_connection_info().addr.to_string();
+        let addr = client.get_connection_info().addr().to_string();
         Pool {
             client,
             addr,

@@ -146,7 +146,7 @@ impl RedisStorage {
     /// server does not know the script yet).
     fn invoke<T: ::redis::FromRedisValue>(&self, idempotent: bool, call: &Call<'_>) -> Result<T> {
         self.pool.run(idempotent, |con| match call.cmd.query(con) {
-            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+            Err(e) if e.kind() == ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
                 ::redis::cmd("SCRIPT")
                     .arg("LOAD")
                     .arg(&call.script.code)

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, DatabaseName, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior, MAIN_DB};
 
 use crate::error::{Error, Result};
 
@@ -177,7 +177,7 @@ pub(super) fn connect(path: &str, opts: &SqliteOptions) -> Result<Connection> {
     conn.busy_timeout(opts.busy_timeout.min(most))
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
-    if conn.is_readonly(DatabaseName::Main).map_err(err)? {
+    if conn.is_readonly(MAIN_DB).map_err(err)? {
         return Err(storage_err(format!(
             "{path} is read-only: the database file and its directory must be writable"
         )));
