@@ -384,3 +384,68 @@ both!(hueyd_enqueue_takes_an_id_and_unique, |b: Backend| {
     let (_, out, _) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "cli-1", "--unique"]);
     assert_eq!(out.trim(), "cli-1", "free again");
 });
+
+every!(
+    a_unique_stage_nested_in_another_task_releases_no_claim,
+    |app: Huey| {
+        let add = add(&app);
+        // A unique task holds "nested" for an hour.
+        let held = add
+            .call((1, 1))
+            .id("nested")
+            .unique()
+            .delay(Duration::from_secs(3600))
+            .enqueue()
+            .unwrap();
+        assert!(!held.is_duplicate());
+        // A stage with that id marked unique, nested in another task: it is written by that
+        // task's outcome without taking a claim, so its own outcome must not release one.
+        let mut stage = add.call((0, 0)).id("nested").unique().to_message().unwrap();
+        stage.on_complete = None;
+        let mut head = add.call((2, 2)).to_message().unwrap();
+        head.on_complete = Some(Box::new(stage));
+        app.enqueue_messages(std::slice::from_ref(&head)).unwrap();
+        assert!(run_one(&app), "the head ran");
+        assert!(run_one(&app), "the nested stage ran");
+        assert!(
+            add.call((3, 3))
+                .id("nested")
+                .unique()
+                .enqueue()
+                .unwrap()
+                .is_duplicate(),
+            "the scheduled unique task still holds its id"
+        );
+    }
+);
+
+every!(
+    a_unique_task_retried_from_the_dead_letters_releases_no_claim,
+    |app: Huey| {
+        let add = add(&app);
+        let call = || add.call((1, 2)).id("again").unique();
+        assert!(!call().enqueue().unwrap().is_duplicate());
+        let s = app.storage();
+        let lease = Duration::from_millis(100);
+        let mut req = common::suite::request("lost", &["default"], 1, lease);
+        req.max_deliveries = 1;
+        assert_eq!(s.dequeue(&req).unwrap().len(), 1);
+        common::suite::sleep_past(lease);
+        assert!(s.dequeue(&req).unwrap().is_empty());
+        assert_eq!(s.counts().unwrap().dead, 1);
+        // The id is free: a new unique task takes it (scheduled for an hour).
+        assert!(!call()
+            .delay(Duration::from_secs(3600))
+            .enqueue()
+            .unwrap()
+            .is_duplicate());
+        // The dead letter is retried by hand and runs: its outcome must not free the id the
+        // scheduled task holds.
+        assert_eq!(s.retry_dead(None).unwrap(), 1);
+        assert!(run_one(&app), "the retried dead letter ran");
+        assert!(
+            call().enqueue().unwrap().is_duplicate(),
+            "the scheduled unique task still holds its id"
+        );
+    }
+);

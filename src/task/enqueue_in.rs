@@ -44,7 +44,13 @@ fn enqueue_calls_in<A: Serialize, R: DeserializeOwned>(
     let now = now_ms();
     let mut batch = Batch::default();
     for m in &msgs {
-        lifecycle::push_message(&mut batch, m, now)?;
+        if m.has_nested_unique() {
+            let mut m = m.clone();
+            m.clear_nested_unique();
+            lifecycle::push_message(&mut batch, &m, now)?;
+        } else {
+            lifecycle::push_message(&mut batch, m, now)?;
+        }
     }
     app.check_sizes(&batch)?;
     crate::storage::postgres::write_in_transaction(tx, &schema, &batch)?;
