@@ -449,3 +449,49 @@ every!(
         );
     }
 );
+
+every!(
+    producers_enqueuing_several_unique_ids_in_any_order_all_succeed,
+    |app: Huey| {
+        // Sixteen producers enqueue the same eight unique ids in one call each, in different
+        // orders: every call succeeds (none is a deadlock victim), each id is enqueued once.
+        let (threads, keys, rounds) = (16u64, 8usize, 5usize);
+        let start = Arc::new(Barrier::new(threads as usize));
+        let producers: Vec<_> = (0..threads)
+            .map(|i| {
+                let (app, start) = (app.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let add = add(&app);
+                    start.wait();
+                    let mut written = 0;
+                    for round in 0..rounds {
+                        let mut order: Vec<usize> = (0..keys).collect();
+                        if i % 2 == 1 {
+                            order.reverse();
+                        }
+                        order.rotate_left((i as usize + round) % keys);
+                        let msgs: Vec<_> = order
+                            .iter()
+                            .map(|k| {
+                                add.call((1, 1))
+                                    .id(format!("many-{round}-{k}"))
+                                    .unique()
+                                    .to_message()
+                                    .unwrap()
+                            })
+                            .collect();
+                        let w = app.enqueue_messages_unique(&msgs).unwrap();
+                        written += w.iter().filter(|&&w| w).count();
+                    }
+                    written
+                })
+            })
+            .collect();
+        let written: usize = producers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(written, keys * rounds);
+        assert_eq!(
+            app.storage().counts().unwrap().ready,
+            (keys * rounds) as u64
+        );
+    }
+);
