@@ -495,3 +495,36 @@ every!(
         );
     }
 );
+
+every!(flushing_one_part_keeps_the_ids_of_the_other, |app: Huey| {
+    let add = add(&app);
+    let queued = || add.call((1, 2)).id("in-queue").unique();
+    let scheduled = || {
+        add.call((1, 2))
+            .id("in-schedule")
+            .unique()
+            .delay(Duration::from_secs(3600))
+    };
+    assert!(!queued().enqueue().unwrap().is_duplicate());
+    assert!(!scheduled().enqueue().unwrap().is_duplicate());
+    let flush = |queue, schedule| {
+        app.storage()
+            .flush(Flush {
+                queue,
+                schedule,
+                ..Flush::default()
+            })
+            .unwrap()
+    };
+    // The queue goes with its task's id; the scheduled task keeps its own.
+    flush(true, false);
+    assert!(
+        scheduled().enqueue().unwrap().is_duplicate(),
+        "still scheduled"
+    );
+    assert!(!queued().enqueue().unwrap().is_duplicate());
+    // And the other way round.
+    flush(false, true);
+    assert!(queued().enqueue().unwrap().is_duplicate(), "still queued");
+    assert!(!scheduled().enqueue().unwrap().is_duplicate());
+});
