@@ -398,7 +398,10 @@ pub fn check_id(id: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::Config(format!("the task id {id:.40?} {why}")))
+    // A long id is named by its start (precision does not cut a `Debug` string).
+    let start: String = id.chars().take(40).collect();
+    let more = if start.len() < id.len() { "..." } else { "" };
+    Err(Error::Config(format!("the task id {start:?}{more} {why}")))
 }
 
 /// How long a unique task's claim lasts beyond its eta unless its final outcome releases it

@@ -93,6 +93,11 @@ every!(bad_ids_are_refused_and_nothing_is_written, |app: Huey| {
             other => panic!("{bad:?} was accepted: {other:?}"),
         }
     }
+    // A huge id is refused with a short error that names its start.
+    match add.call((1, 2)).id("z".repeat(1 << 20)).enqueue() {
+        Err(Error::Config(m)) => assert!(m.len() < 200 && m.contains("zzz\"..."), "{m}"),
+        other => panic!("a huge id was accepted: {other:?}"),
+    }
     let ok = "y".repeat(huey::message::MAX_ID_BYTES);
     add.call((1, 2)).id(ok).enqueue().unwrap();
     assert_eq!(app.storage().counts().unwrap().ready, 1, "only the good id");
