@@ -51,6 +51,22 @@ impl Huey {
         // Per message: the batch that writes it (None: the shared one; always written).
         let mut owner = Vec::with_capacity(msgs.len());
         let mut run_now = Vec::new();
+        // Only a message whose own enqueue takes its claim releases one: stages nested in it
+        // are written later without a claim, so they are not unique.
+        let cleared: Vec<Message>;
+        let msgs = if msgs.iter().any(Message::has_nested_unique) {
+            cleared = msgs
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.clear_nested_unique();
+                    m
+                })
+                .collect();
+            &cleared[..]
+        } else {
+            msgs
+        };
         for m in msgs {
             let ready_now = m.eta_ms.is_none_or(|eta| eta <= now);
             let inline = immediate && ready_now;

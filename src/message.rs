@@ -233,6 +233,62 @@ impl Message {
         deepest
     }
 
+    /// Clear `unique` on every message nested in this one (pipeline stages, error handlers,
+    /// chord callbacks): only a message whose own enqueue took its claim may release one, and
+    /// those are written later by the outcome that leads to them, without a claim.
+    pub fn clear_nested_unique(&mut self) {
+        let mut stack: Vec<&mut Message> = Vec::new();
+        let Message {
+            on_complete,
+            on_error,
+            chord,
+            ..
+        } = self;
+        stack.extend(on_complete.as_deref_mut());
+        stack.extend(on_error.as_deref_mut());
+        stack.extend(chord.as_deref_mut().map(|c| &mut c.callback));
+        while let Some(m) = stack.pop() {
+            m.options.unique = false;
+            stack.extend(m.on_complete.as_deref_mut());
+            stack.extend(m.on_error.as_deref_mut());
+            stack.extend(m.chord.as_deref_mut().map(|c| &mut c.callback));
+        }
+    }
+
+    /// Whether a message nested in this one is marked unique (see
+    /// [`Message::clear_nested_unique`]).
+    pub fn has_nested_unique(&self) -> bool {
+        let mut stack = vec![self];
+        while let Some(m) = stack.pop() {
+            for n in [
+                m.on_complete.as_deref(),
+                m.on_error.as_deref(),
+                m.chord.as_deref().map(|c| &c.callback),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if n.options.unique {
+                    return true;
+                }
+                stack.push(n);
+            }
+        }
+        false
+    }
+
+    /// The payload of this message as a dead letter: its claim (if unique) is released with
+    /// the dead-lettering, so a copy retried from the dead letters is no longer unique and
+    /// releases nothing.
+    pub fn dead_letter_payload(&self) -> Result<Vec<u8>> {
+        if !self.options.unique {
+            return self.encode();
+        }
+        let mut m = self.clone();
+        m.options.unique = false;
+        m.encode()
+    }
+
     /// Decode bytes written by [`Message::encode`]. Bytes over [`MAX_MESSAGE_BYTES`] and
     /// messages nested deeper than [`MAX_DEPTH`] are errors (found before any deep recursion).
     pub fn decode(bytes: &[u8]) -> Result<Message> {
@@ -407,7 +463,10 @@ pub fn check_id(id: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::Config(format!("the task id {id:.40?} {why}")))
+    // A long id is named by its start (precision does not cut a `Debug` string).
+    let start: String = id.chars().take(40).collect();
+    let more = if start.len() < id.len() { "..." } else { "" };
+    Err(Error::Config(format!("the task id {start:?}{more} {why}")))
 }
 
 /// How long a unique task's claim lasts beyond its eta unless its final outcome releases it

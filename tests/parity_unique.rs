@@ -93,6 +93,11 @@ every!(bad_ids_are_refused_and_nothing_is_written, |app: Huey| {
             other => panic!("{bad:?} was accepted: {other:?}"),
         }
     }
+    // A huge id is refused with a short error that names its start.
+    match add.call((1, 2)).id("z".repeat(1 << 20)).enqueue() {
+        Err(Error::Config(m)) => assert!(m.len() < 200 && m.contains("zzz\"..."), "{m}"),
+        other => panic!("a huge id was accepted: {other:?}"),
+    }
     let ok = "y".repeat(huey::message::MAX_ID_BYTES);
     add.call((1, 2)).id(ok).enqueue().unwrap();
     assert_eq!(app.storage().counts().unwrap().ready, 1, "only the good id");
@@ -383,4 +388,148 @@ both!(hueyd_enqueue_takes_an_id_and_unique, |b: Backend| {
     assert_eq!(app.result::<i64>("cli-1").wait(LONG).unwrap(), 5);
     let (_, out, _) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "cli-1", "--unique"]);
     assert_eq!(out.trim(), "cli-1", "free again");
+});
+
+every!(
+    a_unique_stage_nested_in_another_task_releases_no_claim,
+    |app: Huey| {
+        let add = add(&app);
+        // A unique task holds "nested" for an hour.
+        let held = add
+            .call((1, 1))
+            .id("nested")
+            .unique()
+            .delay(Duration::from_secs(3600))
+            .enqueue()
+            .unwrap();
+        assert!(!held.is_duplicate());
+        // A stage with that id marked unique, nested in another task: it is written by that
+        // task's outcome without taking a claim, so its own outcome must not release one.
+        let mut stage = add.call((0, 0)).id("nested").unique().to_message().unwrap();
+        stage.on_complete = None;
+        let mut head = add.call((2, 2)).to_message().unwrap();
+        head.on_complete = Some(Box::new(stage));
+        app.enqueue_messages(std::slice::from_ref(&head)).unwrap();
+        assert!(run_one(&app), "the head ran");
+        assert!(run_one(&app), "the nested stage ran");
+        assert!(
+            add.call((3, 3))
+                .id("nested")
+                .unique()
+                .enqueue()
+                .unwrap()
+                .is_duplicate(),
+            "the scheduled unique task still holds its id"
+        );
+    }
+);
+
+every!(
+    a_unique_task_retried_from_the_dead_letters_releases_no_claim,
+    |app: Huey| {
+        let add = add(&app);
+        let call = || add.call((1, 2)).id("again").unique();
+        assert!(!call().enqueue().unwrap().is_duplicate());
+        let s = app.storage();
+        let lease = Duration::from_millis(100);
+        let mut req = common::suite::request("lost", &["default"], 1, lease);
+        req.max_deliveries = 1;
+        assert_eq!(s.dequeue(&req).unwrap().len(), 1);
+        common::suite::sleep_past(lease);
+        assert!(s.dequeue(&req).unwrap().is_empty());
+        assert_eq!(s.counts().unwrap().dead, 1);
+        // The id is free: a new unique task takes it (scheduled for an hour).
+        assert!(!call()
+            .delay(Duration::from_secs(3600))
+            .enqueue()
+            .unwrap()
+            .is_duplicate());
+        // The dead letter is retried by hand and runs: its outcome must not free the id the
+        // scheduled task holds.
+        assert_eq!(s.retry_dead(None).unwrap(), 1);
+        assert!(run_one(&app), "the retried dead letter ran");
+        assert!(
+            call().enqueue().unwrap().is_duplicate(),
+            "the scheduled unique task still holds its id"
+        );
+    }
+);
+
+every!(
+    producers_enqueuing_several_unique_ids_in_any_order_all_succeed,
+    |app: Huey| {
+        // Sixteen producers enqueue the same eight unique ids in one call each, in different
+        // orders: every call succeeds (none is a deadlock victim), each id is enqueued once.
+        let (threads, keys, rounds) = (16u64, 8usize, 5usize);
+        let start = Arc::new(Barrier::new(threads as usize));
+        let producers: Vec<_> = (0..threads)
+            .map(|i| {
+                let (app, start) = (app.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let add = add(&app);
+                    start.wait();
+                    let mut written = 0;
+                    for round in 0..rounds {
+                        let mut order: Vec<usize> = (0..keys).collect();
+                        if i % 2 == 1 {
+                            order.reverse();
+                        }
+                        order.rotate_left((i as usize + round) % keys);
+                        let msgs: Vec<_> = order
+                            .iter()
+                            .map(|k| {
+                                add.call((1, 1))
+                                    .id(format!("many-{round}-{k}"))
+                                    .unique()
+                                    .to_message()
+                                    .unwrap()
+                            })
+                            .collect();
+                        let w = app.enqueue_messages_unique(&msgs).unwrap();
+                        written += w.iter().filter(|&&w| w).count();
+                    }
+                    written
+                })
+            })
+            .collect();
+        let written: usize = producers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(written, keys * rounds);
+        assert_eq!(
+            app.storage().counts().unwrap().ready,
+            (keys * rounds) as u64
+        );
+    }
+);
+
+every!(flushing_one_part_keeps_the_ids_of_the_other, |app: Huey| {
+    let add = add(&app);
+    let queued = || add.call((1, 2)).id("in-queue").unique();
+    let scheduled = || {
+        add.call((1, 2))
+            .id("in-schedule")
+            .unique()
+            .delay(Duration::from_secs(3600))
+    };
+    assert!(!queued().enqueue().unwrap().is_duplicate());
+    assert!(!scheduled().enqueue().unwrap().is_duplicate());
+    let flush = |queue, schedule| {
+        app.storage()
+            .flush(Flush {
+                queue,
+                schedule,
+                ..Flush::default()
+            })
+            .unwrap()
+    };
+    // The queue goes with its task's id; the scheduled task keeps its own.
+    flush(true, false);
+    assert!(
+        scheduled().enqueue().unwrap().is_duplicate(),
+        "still scheduled"
+    );
+    assert!(!queued().enqueue().unwrap().is_duplicate());
+    // And the other way round.
+    flush(false, true);
+    assert!(queued().enqueue().unwrap().is_duplicate(), "still queued");
+    assert!(!scheduled().enqueue().unwrap().is_duplicate());
 });

@@ -162,7 +162,7 @@ pub fn admit(
     if !at.known {
         skip(fx);
         let err = format!("no task named {:?} is registered in this app", msg.task);
-        match msg.encode() {
+        match msg.dead_letter_payload() {
             Ok(payload) => fx.batch.dead.push(DeadPut {
                 id: msg.id.clone(),
                 queue: msg.queue().to_string(),
@@ -317,7 +317,7 @@ fn retry(
 
 fn fail(msg: &Message, f: Failure, now_ms: u64, policy: Policy, fx: &mut Effects) {
     if f.kind == FailureKind::WorkerLost {
-        if let Ok(payload) = msg.encode() {
+        if let Ok(payload) = msg.dead_letter_payload() {
             fx.batch.dead.push(DeadPut {
                 id: msg.id.clone(),
                 queue: msg.queue().to_string(),

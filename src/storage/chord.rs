@@ -125,11 +125,16 @@ pub(crate) fn overdue(
         (Some(m), "") => m.id.clone(),
         _ => id.to_string(),
     };
+    // A unique task's claim is released below: its dead letter is no longer unique.
+    let payload = match &msg {
+        Some(m) if m.options.unique => m.dead_letter_payload().unwrap_or_else(|_| payload.to_vec()),
+        _ => payload.to_vec(),
+    };
     Batch {
         dead: vec![DeadPut {
             id,
             queue: queue.to_string(),
-            payload: payload.to_vec(),
+            payload,
             error,
         }],
         chords,

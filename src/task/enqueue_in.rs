@@ -55,7 +55,14 @@ impl Prepared {
         let now = now_ms();
         let mut batch = Batch::default();
         for m in &msgs {
-            lifecycle::push_message(&mut batch, m, now)?;
+            if m.has_nested_unique() {
+                // Only a message whose own enqueue took the claim may release one.
+                let mut m = m.clone();
+                m.clear_nested_unique();
+                lifecycle::push_message(&mut batch, &m, now)?;
+            } else {
+                lifecycle::push_message(&mut batch, m, now)?;
+            }
         }
         app.check_sizes(&batch)?;
         Ok(Prepared {

@@ -525,11 +525,18 @@ impl Inspect for MemoryStorage {
 
     fn flush(&self, what: Flush) -> Result<()> {
         let mut st = self.state.lock();
-        if what.queue || what.schedule {
-            // Unique tasks' claims go with their messages.
-            st.kv.retain(|(ns, key), _| {
-                !(*ns == Ns::Claims && key.starts_with(crate::message::UNIQUE_CLAIM_PREFIX))
-            });
+        // Unique tasks' claims go with their messages (those of the part flushed only).
+        let mut ids: Vec<String> = Vec::new();
+        if what.queue {
+            ids.extend(st.ready.values().map(|e| e.id.clone()));
+            ids.extend(st.leased.values().map(|l| l.entry.id.clone()));
+        }
+        if what.schedule {
+            ids.extend(st.schedule.values().map(|r| r.id.clone()));
+        }
+        for id in ids {
+            st.kv
+                .remove(&(Ns::Claims, crate::message::unique_claim(&id)));
         }
         if what.queue {
             st.ready.clear();

@@ -125,12 +125,17 @@ impl Inspect for PostgresStorage {
 
     fn flush(&self, what: Flush) -> Result<()> {
         self.pool.tx(|tx| {
-            if what.queue || what.schedule {
-                // Unique tasks' claims go with their messages.
-                tx.execute(
-                    "DELETE FROM kv WHERE ns = $1 AND key LIKE 'unique:%'",
-                    &[&Ns::Claims.as_str()],
-                )?;
+            // Unique tasks' claims go with their messages (those of the part flushed only).
+            for (flushed, table) in [(what.queue, "queue"), (what.schedule, "schedule")] {
+                if flushed {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM kv WHERE ns = $1 AND key IN \
+                             (SELECT 'unique:' || id FROM {table})"
+                        ),
+                        &[&Ns::Claims.as_str()],
+                    )?;
+                }
             }
             if what.queue {
                 tx.execute("DELETE FROM queue", &[])?;

@@ -262,6 +262,17 @@ pub(super) fn describe(name: &str, e: &::postgres::Error) -> String {
     format!("{name}: {e}{detail}")
 }
 
+/// How many times a transaction rolled back as a deadlock victim or a serialization failure
+/// is run again before its error is returned.
+const RERUNS: u32 = 8;
+
+/// A deadlock victim or a serialization failure: the server rolled the transaction back, and
+/// running it again may succeed.
+fn is_transient(e: &::postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| matches!(db.code().code(), "40P01" | "40001"))
+}
+
 /// A few open connections shared by the threads of one storage handle.
 pub(super) struct Pool {
     pub(super) target: PgTarget,
@@ -300,22 +311,21 @@ impl Pool {
 
     /// Run `f` in one transaction and commit it. A pooled connection that turns out closed
     /// when the transaction begins (a server restart, `pg_terminate_backend`) is replaced and
-    /// the transaction begun again: nothing was sent yet. Errors after that are returned (and
-    /// the transaction rolled back, or never committed).
+    /// the transaction begun again: nothing was sent yet. A transaction the server rolled back
+    /// as a deadlock victim or a serialization failure (writers taking the same rows in
+    /// different orders, such as unique tasks' claims) is run again from the start, a few
+    /// times: nothing of it was written. Other errors are returned (and the transaction rolled
+    /// back, or never committed).
     pub(super) fn tx<T>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> std::result::Result<T, ::postgres::Error>,
+        mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<T, ::postgres::Error>,
     ) -> Result<T> {
-        let mut f = Some(f);
         let mut tries = 0;
+        let mut reruns = 0u32;
         loop {
             let (mut client, pooled) = self.take()?;
             let out = match client.transaction() {
-                Ok(mut tx) => match f.take() {
-                    Some(f) => f(&mut tx).and_then(|v| tx.commit().map(|_| v)),
-                    // Never: the loop returns once a transaction has run.
-                    None => return Err(storage_err("a transaction ran twice".into())),
-                },
+                Ok(mut tx) => f(&mut tx).and_then(|v| tx.commit().map(|_| v)),
                 Err(e) => {
                     tries += 1;
                     if pooled && tries <= IDLE + 1 {
@@ -324,9 +334,21 @@ impl Pool {
                     Err(e)
                 }
             };
-            let out = out.map_err(|e| self.err(&e));
-            self.put(client);
-            return out;
+            match out {
+                Err(e) if is_transient(&e) && reruns < RERUNS => {
+                    self.put(client);
+                    reruns += 1;
+                    // Apart a little, at random, so the same writers do not collide again.
+                    let ms =
+                        1 + (crate::options::uniform_random() * 20.0) as u64 * u64::from(reruns);
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                out => {
+                    let out = out.map_err(|e| self.err(&e));
+                    self.put(client);
+                    return out;
+                }
+            }
         }
     }
 

@@ -134,6 +134,7 @@ pub(super) fn apply_batches(
             && b.chords.is_empty()
             && b.release.is_empty()
     };
+    lock_claims(tx, batches, schema)?;
     let mut seqs = Vec::new();
     let mut tokens = Vec::new();
     for b in batches.iter().filter(|b| ack_only(b)) {
@@ -163,6 +164,39 @@ pub(super) fn apply_batches(
             }
         })
         .collect()
+}
+
+/// Writers that take or release several claims (unique tasks' ids) in one transaction would
+/// take their rows in different orders and deadlock one another (a producer enqueuing a few
+/// unique calls while another enqueues them in another order, or a consumer releasing them):
+/// such a transaction first takes a transaction-scoped advisory lock per claim, all in one
+/// order. One claim alone cannot close a cycle, so it takes none.
+fn lock_claims(
+    tx: &mut ::postgres::Transaction<'_>,
+    batches: &[&Batch],
+    schema: &str,
+) -> PgResult<()> {
+    let mut keys: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| {
+            let claim = b.claim.iter().map(|c| c.key.as_str());
+            claim.chain(b.release.iter().map(String::as_str))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.len() < 2 {
+        return Ok(());
+    }
+    // The locks are taken after the sort (a volatile function in the select list).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (
+           SELECT DISTINCT hashtext('huey claim ' || $2 || ' ' || k) AS h
+           FROM unnest($1::text[]) AS k
+         ) AS s ORDER BY h",
+        &[&keys, &schema],
+    )?;
+    Ok(())
 }
 
 /// Write one batch in `tx` if its lease (if any) is held: the ack is the fence, so a batch

@@ -84,6 +84,19 @@ return #packed
 
 /// flush. ARGV: prefix, then 0/1 for queue, schedule, results, locks, dead, kv.
 pub(super) const FLUSH: &str = r#"
+-- Unique tasks' claims go with their messages (those of the part flushed only).
+local function release_claims(hash)
+  local index = prefix .. 'kvi:claims'
+  for _, m in ipairs(redis.call('HVALS', hash)) do
+    local _, _, id = unpack_head(m)
+    if id then
+      redis.call('DEL', prefix .. 'kv:claims:unique:' .. id)
+      redis.call('ZREM', index, 'unique:' .. id)
+    end
+  end
+end
+if ARGV[2] == '1' then release_claims(K_MSG) end
+if ARGV[3] == '1' then release_claims(K_SMSG) end
 if ARGV[2] == '1' then
   for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
     redis.call('DEL', prefix .. 'q:' .. q, prefix .. 'n:' .. q)
@@ -92,16 +105,6 @@ if ARGV[2] == '1' then
   redis.call('DEL', K_QUEUES, K_LEASES, K_MSG, prefix .. 'state')
 end
 if ARGV[3] == '1' then redis.call('DEL', K_SCHED, K_SMSG) end
-if ARGV[2] == '1' or ARGV[3] == '1' then
-  -- Unique tasks' claims go with their messages.
-  local index = prefix .. 'kvi:claims'
-  for _, c in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if string.sub(c, 1, 7) == 'unique:' then
-      redis.call('DEL', prefix .. 'kv:claims:' .. c)
-      redis.call('ZREM', index, c)
-    end
-  end
-end
 if ARGV[4] == '1' then delete_indexed(K_RESULTS, prefix .. 'r:') end
 if ARGV[5] == '1' then delete_indexed(prefix .. 'kvi:locks', prefix .. 'kv:locks:') end
 if ARGV[6] == '1' then redis.call('DEL', K_DEAD, K_DINFO, K_DBODY) end
