@@ -51,9 +51,9 @@ impl Kv for PostgresStorage {
 
     fn may_hold_any(&self, ns: Ns) -> Result<bool> {
         self.pool.read(|c| {
-            Ok(c.query_one(
+            Ok(c.query_typed_one(
                 "SELECT EXISTS(SELECT 1 FROM kv WHERE ns = $1)",
-                &[&ns.as_str()],
+                &[(&ns.as_str(), Type::TEXT)],
             )?
             .get(0))
         })

@@ -73,17 +73,17 @@ impl PostgresStorage {
         let now = sql_ms(now_ms());
         if !take {
             return self.pool.read(|c| {
-                Ok(c.query_opt(
+                Ok(c.query_typed_opt(
                     "SELECT value FROM results WHERE id = $1 AND (expires IS NULL OR expires > $2)",
-                    &[&id, &now],
+                    &[(&id, Type::TEXT), (&now, Type::INT8)],
                 )?
                 .map(|r| r.get(0)))
             });
         }
         self.pool.tx(|tx| {
-            let row = tx.query_opt(
+            let row = tx.query_typed_opt(
                 "DELETE FROM results WHERE id = $1 RETURNING value, expires",
-                &[&id],
+                &[(&id, Type::TEXT)],
             )?;
             Ok(row.and_then(|r| {
                 let exp: Option<i64> = r.get(1);
