@@ -34,6 +34,9 @@ use crate::error::Result;
 pub struct PostgresStorage {
     pool: Pool,
     signal: Arc<Signal>,
+    /// Started by the first call that blocks: a handle that never waits (a process worker's,
+    /// a producer's) holds no listener connection.
+    listening: std::sync::Once,
     applied: super::applied::Applied,
 }
 
@@ -54,11 +57,10 @@ impl PostgresStorage {
     pub fn connect(target: PgTarget) -> Result<PostgresStorage> {
         let pool = Pool::new(target);
         migrate(&pool)?;
-        let signal = Arc::new(Signal::default());
-        listen::start(pool.target.clone(), &signal);
         Ok(PostgresStorage {
             pool,
-            signal,
+            signal: Arc::new(Signal::default()),
+            listening: std::sync::Once::new(),
             applied: Default::default(),
         })
     }
@@ -66,6 +68,14 @@ impl PostgresStorage {
     /// The schema the storage lives in.
     pub fn schema(&self) -> &str {
         &self.pool.target.schema
+    }
+
+    /// Block until woken (see `listen.rs`), starting the listener the first time. A call that
+    /// starts it is woken once it listens, and looks again for what was written before.
+    fn wait(&self, generation: u64, deadline: Instant) {
+        self.listening
+            .call_once(|| listen::start(self.pool.target.clone(), &self.signal));
+        self.signal.wait(generation, deadline);
     }
 
     /// Read a live result, deleting it when `take`.
@@ -248,7 +258,7 @@ impl Queue for PostgresStorage {
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }
-            self.signal.wait(generation, deadline);
+            self.wait(generation, deadline);
         }
     }
 
@@ -365,7 +375,7 @@ impl Results for PostgresStorage {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.signal.wait(generation, deadline);
+            self.wait(generation, deadline);
         }
     }
 
@@ -382,7 +392,7 @@ impl Results for PostgresStorage {
             Ok(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>())
         })?;
         if ready.is_empty() {
-            self.signal.wait(generation, deadline);
+            self.wait(generation, deadline);
         }
         Ok(ready)
     }
