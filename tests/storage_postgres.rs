@@ -651,3 +651,49 @@ fn sslmode_require_connects_with_tls_and_checks_the_certificate() {
     let s = open(&format!("{base}&sslmode=disable"));
     assert_eq!(s.counts().unwrap().ready, 2);
 }
+
+/// Outcomes written together (acknowledgements with their results, as a consumer sends them):
+/// each acknowledged batch stores its result, a batch whose lease is gone stores nothing, and
+/// when two batches store one id the later one wins, as when written one by one.
+#[test]
+fn outcomes_written_together_store_results_only_for_held_leases() {
+    use huey::storage::{Batch, ResultPut};
+    let url = url_in(&fresh_schema());
+    let s = open(&url);
+    enqueue(
+        &*s,
+        (0..4)
+            .map(|i| ready(&format!("o{i}"), "default", 0))
+            .collect(),
+    );
+    let ds = s
+        .dequeue(&request("m", &["default"], 4, LONG_LEASE))
+        .unwrap();
+    assert_eq!(ds.len(), 4);
+    let put = |id: &str, v: &str| ResultPut {
+        id: id.into(),
+        value: v.as_bytes().to_vec(),
+        ttl: None,
+    };
+    // The third task's row is gone (acknowledged elsewhere) before this outcome is written.
+    assert_eq!(ack(&*open(&url), vec![ds[2].lease.clone()]), 1);
+    let batch = |i: usize, results: Vec<ResultPut>| Batch {
+        results,
+        ..Batch::ack(ds[i].lease.clone())
+    };
+    let written = s
+        .apply_all(&[
+            batch(0, vec![put("r0", "a")]),
+            batch(1, vec![put("same", "first"), put("r1", "b")]),
+            batch(2, vec![put("stale", "x")]),
+            batch(3, vec![put("same", "second")]),
+        ])
+        .unwrap();
+    assert_eq!(written, vec![true, true, false, true]);
+    assert_eq!(s.result("r0", false).unwrap(), Some(b"a".to_vec()));
+    assert_eq!(s.result("r1", false).unwrap(), Some(b"b".to_vec()));
+    assert_eq!(s.result("same", false).unwrap(), Some(b"second".to_vec()));
+    assert_eq!(s.result("stale", false).unwrap(), None);
+    let counts = s.counts().unwrap();
+    assert_eq!((counts.ready, counts.in_flight), (0, 0));
+}

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use ::postgres::types::Type;
 use ::postgres::Transaction;
 
 use super::{expiry, sql_ms, PgResult, PostgresStorage};
@@ -50,9 +51,9 @@ impl Kv for PostgresStorage {
 
     fn may_hold_any(&self, ns: Ns) -> Result<bool> {
         self.pool.read(|c| {
-            Ok(c.query_one(
+            Ok(c.query_typed_one(
                 "SELECT EXISTS(SELECT 1 FROM kv WHERE ns = $1)",
-                &[&ns.as_str()],
+                &[(&ns.as_str(), Type::TEXT)],
             )?
             .get(0))
         })
@@ -123,11 +124,11 @@ impl Kv for PostgresStorage {
     fn incr(&self, key: &str, by: i64) -> Result<i64> {
         self.pool.tx(|tx| {
             Ok(tx
-                .query_one(
+                .query_typed_one(
                     "INSERT INTO counters(key, value) VALUES($1, $2)
                      ON CONFLICT(key) DO UPDATE SET value = counters.value + excluded.value
                      RETURNING value",
-                    &[&key, &by],
+                    &[(&key, Type::TEXT), (&by, Type::INT8)],
                 )?
                 .get(0))
         })

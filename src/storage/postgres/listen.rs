@@ -1,8 +1,9 @@
-//! Wake-ups: one connection per storage handle `LISTEN`s on the schema's channel; writes that
-//! make something ready or store a result `NOTIFY` it in their transaction (delivered at
-//! commit). Blocked calls wait on a local generation counter that the listener (and this
-//! handle's own writes) bump. A dropped listener connection reconnects and bumps the counter,
-//! so every blocked call looks again (rescans) for what it may have missed.
+//! Wake-ups: one connection per storage handle, opened by its first blocking call, `LISTEN`s on
+//! the schema's channel; writes that make something ready or store a result `NOTIFY` it in their
+//! transaction (delivered at commit). Blocked calls wait on a local generation counter that the
+//! listener (and this handle's own writes) bump. A listener that connects (for the first time,
+//! or again after its connection dropped) bumps the counter, so every blocked call looks again
+//! (rescans) for what it may have missed.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};

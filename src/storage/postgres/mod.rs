@@ -19,7 +19,7 @@ mod write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::postgres::Transaction;
+use ::postgres::types::Type;
 
 use self::listen::Signal;
 use self::schema::{migrate, Pool};
@@ -34,6 +34,9 @@ use crate::error::Result;
 pub struct PostgresStorage {
     pool: Pool,
     signal: Arc<Signal>,
+    /// Started by the first call that blocks: a handle that never waits (a process worker's,
+    /// a producer's) holds no listener connection.
+    listening: std::sync::Once,
     applied: super::applied::Applied,
 }
 
@@ -54,11 +57,10 @@ impl PostgresStorage {
     pub fn connect(target: PgTarget) -> Result<PostgresStorage> {
         let pool = Pool::new(target);
         migrate(&pool)?;
-        let signal = Arc::new(Signal::default());
-        listen::start(pool.target.clone(), &signal);
         Ok(PostgresStorage {
             pool,
-            signal,
+            signal: Arc::new(Signal::default()),
+            listening: std::sync::Once::new(),
             applied: Default::default(),
         })
     }
@@ -68,10 +70,12 @@ impl PostgresStorage {
         &self.pool.target.schema
     }
 
-    /// One attempt at leasing.
-    fn try_dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
-        let schema = self.schema().to_string();
-        self.pool.tx(|tx| lease_ready(tx, req, &schema))
+    /// Block until woken (see `listen.rs`), starting the listener the first time. A call that
+    /// starts it is woken once it listens, and looks again for what was written before.
+    fn wait(&self, generation: u64, deadline: Instant) {
+        self.listening
+            .call_once(|| listen::start(self.pool.target.clone(), &self.signal));
+        self.signal.wait(generation, deadline);
     }
 
     /// Read a live result, deleting it when `take`.
@@ -79,17 +83,17 @@ impl PostgresStorage {
         let now = sql_ms(now_ms());
         if !take {
             return self.pool.read(|c| {
-                Ok(c.query_opt(
+                Ok(c.query_typed_opt(
                     "SELECT value FROM results WHERE id = $1 AND (expires IS NULL OR expires > $2)",
-                    &[&id, &now],
+                    &[(&id, Type::TEXT), (&now, Type::INT8)],
                 )?
                 .map(|r| r.get(0)))
             });
         }
         self.pool.tx(|tx| {
-            let row = tx.query_opt(
+            let row = tx.query_typed_opt(
                 "DELETE FROM results WHERE id = $1 RETURNING value, expires",
-                &[&id],
+                &[(&id, Type::TEXT)],
             )?;
             Ok(row.and_then(|r| {
                 let exp: Option<i64> = r.get(1);
@@ -127,66 +131,104 @@ fn app_tx_err(schema: &str, e: &::postgres::Error) -> crate::error::Error {
     ))
 }
 
-/// Lease up to `req.max` ready rows in `tx`, burying those delivered too often.
-fn lease_ready(
-    tx: &mut Transaction<'_>,
-    req: &DequeueRequest,
-    schema: &str,
-) -> PgResult<Vec<Delivery>> {
-    let now_u = now_ms();
-    let now = sql_ms(now_u);
-    let until = sql_ms(now_u.saturating_add(ms(req.lease)));
-    let token = new_token();
-    let mut out = Vec::new();
-    let max_deliveries = i32::try_from(req.max_deliveries).unwrap_or(i32::MAX);
-    // Take rows in index order, whatever the statistics say: right after a bulk enqueue
-    // (before autovacuum has analysed the table) the planner otherwise reads every ready row
-    // of the queue and sorts them, for each dequeue, which makes draining a backlog quadratic.
-    tx.batch_execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")?;
-    for q in &req.queues {
-        while out.len() < req.max {
-            let want = req.max - out.len();
-            let rows = tx.query(
-                "SELECT seq, payload, deliveries, id FROM queue WHERE queue = $1
-                 AND (lease_until IS NULL OR lease_until <= $2)
-                 ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-                &[q, &now, &limit(want)],
-            )?;
-            let got = rows.len();
-            let mut leased = Vec::with_capacity(got);
-            for r in rows {
-                let (seq, payload, deliveries, id): (i64, Vec<u8>, i32, String) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3));
-                if deliveries >= max_deliveries {
-                    // Dead-lettered, and counted in its chord as a failed member, in this
-                    // same transaction.
-                    let d = u32::try_from(deliveries).unwrap_or(0);
-                    let buried = chord::overdue(&id, q, &payload, d, now_u);
-                    tx.execute("DELETE FROM queue WHERE seq = $1", &[&seq])?;
-                    write::apply_one(tx, &buried, now, schema)?;
-                    continue;
+/// Lease up to `want` ready rows of queue `q` in one statement (one round trip, no explicit
+/// transaction): the oldest rows of the highest priority are locked with `SKIP LOCKED` and
+/// given this lease. Returns (seq, payload, deliveries before this one, id, priority).
+///
+/// Safe to repeat on another connection when the first was found closed: rows leased by a
+/// statement whose answer was lost come back when that lease expires.
+const LEASE: &str = "WITH picked AS (
+     SELECT seq FROM queue WHERE queue = $1 AND (lease_until IS NULL OR lease_until <= $2)
+     ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+ UPDATE queue q SET lease_owner = $4, lease_token = $5, lease_until = $6,
+     deliveries = q.deliveries + 1
+ FROM picked WHERE q.seq = picked.seq
+ RETURNING q.seq, q.payload, q.deliveries - 1, q.id, q.priority";
+
+/// Rows leased by [`LEASE`], in dequeue order.
+type Leased = Vec<(i64, Vec<u8>, i32, String, i32)>;
+
+impl PostgresStorage {
+    /// Lease up to `req.max` ready rows, burying those delivered too often.
+    fn lease_ready(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        let now_u = now_ms();
+        let now = sql_ms(now_u);
+        let until = sql_ms(now_u.saturating_add(ms(req.lease)));
+        let token = new_token();
+        let max_deliveries = i32::try_from(req.max_deliveries).unwrap_or(i32::MAX);
+        let mut out = Vec::new();
+        for q in &req.queues {
+            while out.len() < req.max {
+                let want = limit(req.max - out.len());
+                let mut rows: Leased = self.pool.read(|c| {
+                    Ok(c.query_typed(
+                        LEASE,
+                        &[
+                            (q, Type::TEXT),
+                            (&now, Type::INT8),
+                            (&want, Type::INT8),
+                            (&req.consumer, Type::TEXT),
+                            (&token, Type::INT8),
+                            (&until, Type::INT8),
+                        ],
+                    )?
+                    .into_iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                    .collect())
+                })?;
+                let got = rows.len();
+                rows.sort_by_key(|r| (std::cmp::Reverse(r.4), r.0));
+                let mut overdue = Vec::new();
+                for (seq, payload, deliveries, id, _) in rows {
+                    if deliveries >= max_deliveries {
+                        overdue.push((seq, payload, deliveries, id));
+                        continue;
+                    }
+                    out.push(Delivery {
+                        lease: Lease(format!("{seq}:{token}")),
+                        queue: q.clone(),
+                        payload,
+                        deliveries: u32::try_from(deliveries + 1).unwrap_or(u32::MAX),
+                    });
                 }
-                leased.push(seq);
-                out.push(Delivery {
-                    lease: Lease(format!("{seq}:{token}")),
-                    queue: q.clone(),
-                    payload,
-                    deliveries: u32::try_from(deliveries + 1).unwrap_or(u32::MAX),
-                });
-            }
-            if !leased.is_empty() {
-                tx.execute(
-                    "UPDATE queue SET lease_owner = $2, lease_token = $3, lease_until = $4,
-                     deliveries = deliveries + 1 WHERE seq = ANY($1)",
-                    &[&leased, &req.consumer, &token, &until],
-                )?;
-            }
-            if got < want {
-                break;
+                if !overdue.is_empty() {
+                    self.bury(q, &overdue, token, now_u)?;
+                }
+                if (got as i64) < want {
+                    break;
+                }
             }
         }
+        Ok(out)
     }
-    Ok(out)
+
+    /// Dead-letter rows this call leased that were delivered too often (and count each in its
+    /// chord as a failed member), fenced by the lease just taken: a row whose lease was lost
+    /// meanwhile is left to whoever holds it now.
+    fn bury(
+        &self,
+        q: &str,
+        rows: &[(i64, Vec<u8>, i32, String)],
+        token: i64,
+        now_u: u64,
+    ) -> Result<()> {
+        let schema = self.schema().to_string();
+        let now = sql_ms(now_u);
+        self.pool.tx(|tx| {
+            for (seq, payload, deliveries, id) in rows {
+                let deleted = tx.execute(
+                    "DELETE FROM queue WHERE seq = $1 AND lease_token = $2",
+                    &[seq, &token],
+                )?;
+                if deleted > 0 {
+                    let d = u32::try_from(*deliveries).unwrap_or(0);
+                    let buried = chord::overdue(id, q, payload, d, now_u);
+                    write::apply_one(tx, &buried, now, &schema)?;
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Queue for PostgresStorage {
@@ -212,11 +254,11 @@ impl Queue for PostgresStorage {
         let deadline = deadline(req.wait);
         loop {
             let generation = self.signal.generation();
-            let out = self.try_dequeue(req)?;
+            let out = self.lease_ready(req)?;
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }
-            self.signal.wait(generation, deadline);
+            self.wait(generation, deadline);
         }
     }
 
@@ -333,7 +375,7 @@ impl Results for PostgresStorage {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.signal.wait(generation, deadline);
+            self.wait(generation, deadline);
         }
     }
 
@@ -350,7 +392,7 @@ impl Results for PostgresStorage {
             Ok(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>())
         })?;
         if ready.is_empty() {
-            self.signal.wait(generation, deadline);
+            self.wait(generation, deadline);
         }
         Ok(ready)
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use ::postgres::types::Type;
 use ::postgres::GenericClient;
 
 use super::{expiry, kv, listen, parse_lease, sql_ms, PgResult};
@@ -11,7 +12,7 @@ use crate::storage::{Batch, Ns, Ready};
 
 /// Tell listeners (at commit) that something may be ready.
 pub(crate) fn notify(tx: &mut impl GenericClient, schema: &str) -> PgResult<()> {
-    tx.execute(NOTIFY, &[&listen::channel(schema)])?;
+    tx.query_typed(NOTIFY, &[(&listen::channel(schema), Type::TEXT)])?;
     Ok(())
 }
 
@@ -64,9 +65,14 @@ pub(crate) fn enqueue_rows(
         return Ok(());
     }
     let c = Columns::of(rows);
-    tx.execute(
+    tx.query_typed(
         &enqueue_sql(schema),
-        &[&c.ids, &c.queues, &c.prios, &c.payloads],
+        &[
+            (&c.ids, Type::TEXT_ARRAY),
+            (&c.queues, Type::TEXT_ARRAY),
+            (&c.prios, Type::INT4_ARRAY),
+            (&c.payloads, Type::BYTEA_ARRAY),
+        ],
     )?;
     notify(tx, schema)
 }
@@ -115,48 +121,80 @@ pub(crate) async fn producer_rows_async(
     Ok(())
 }
 
-/// Write `batches` in `tx`: those that only acknowledge (the usual outcome of a task whose
-/// result is not stored) in one statement, the others one by one in order. Per batch, whether
-/// it was written.
+/// Acknowledge leases and store the results of those acknowledged, in one statement: `$1`,
+/// `$2` the leases (seq, token); `$3`..`$6` the results (the seq of the batch storing it, id,
+/// value, expiry). The last of two results for one id wins, as when written one by one.
+/// Returns the seqs acknowledged.
+const ACK_AND_STORE: &str = "WITH acked AS (
+     DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[]) AS t(seq, token)
+     WHERE q.seq = t.seq AND q.lease_token = t.token RETURNING q.seq),
+ stored AS (
+     INSERT INTO results(id, value, expires)
+     SELECT DISTINCT ON (r.id) r.id, r.value, r.expires
+     FROM unnest($3::bigint[], $4::text[], $5::bytea[], $6::bigint[])
+         WITH ORDINALITY AS r(seq, id, value, expires, n)
+     WHERE r.seq IN (SELECT seq FROM acked)
+     ORDER BY r.id, r.n DESC
+     ON CONFLICT(id) DO UPDATE SET value = excluded.value, expires = excluded.expires)
+ SELECT seq FROM acked";
+
+/// Write `batches` in `tx`: those that only acknowledge and store results (the usual outcome
+/// of a task) in one statement, the others one by one in order. Per batch, whether it was
+/// written.
 pub(super) fn apply_batches(
     tx: &mut ::postgres::Transaction<'_>,
     batches: &[&Batch],
     now: i64,
     schema: &str,
 ) -> PgResult<Vec<bool>> {
-    let ack_only = |b: &Batch| {
-        b.lease.is_some()
+    let simple = |b: &Batch| {
+        b.lease.as_ref().and_then(parse_lease).is_some()
             && b.claim.is_none()
             && b.enqueue.is_empty()
             && b.schedule.is_empty()
-            && b.results.is_empty()
             && b.dead.is_empty()
             && b.chords.is_empty()
             && b.release.is_empty()
     };
     lock_claims(tx, batches, schema)?;
-    let mut seqs = Vec::new();
-    let mut tokens = Vec::new();
-    for b in batches.iter().filter(|b| ack_only(b)) {
+    let (mut seqs, mut tokens) = (Vec::new(), Vec::new());
+    let (mut r_seqs, mut r_ids, mut r_values, mut r_expires) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in batches.iter().filter(|b| simple(b)) {
         if let Some((seq, token)) = b.lease.as_ref().and_then(parse_lease) {
             seqs.push(seq);
             tokens.push(token);
+            for r in &b.results {
+                r_seqs.push(seq);
+                r_ids.push(r.id.as_str());
+                r_values.push(r.value.as_slice());
+                r_expires.push(expiry(r.ttl));
+            }
         }
     }
     let mut acked = HashSet::new();
     if !seqs.is_empty() {
-        for r in tx.query(
-            "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[]) AS t(seq, token)
-             WHERE q.seq = t.seq AND q.lease_token = t.token RETURNING q.seq",
-            &[&seqs, &tokens],
+        for r in tx.query_typed(
+            ACK_AND_STORE,
+            &[
+                (&seqs, Type::INT8_ARRAY),
+                (&tokens, Type::INT8_ARRAY),
+                (&r_seqs, Type::INT8_ARRAY),
+                (&r_ids, Type::TEXT_ARRAY),
+                (&r_values, Type::BYTEA_ARRAY),
+                (&r_expires, Type::INT8_ARRAY),
+            ],
         )? {
             acked.insert(r.get::<_, i64>(0));
+        }
+        if !r_ids.is_empty() && r_seqs.iter().any(|s| acked.contains(s)) {
+            notify(tx, schema)?;
         }
     }
     batches
         .iter()
         .map(|b| {
-            if ack_only(b) {
+            if simple(b) {
                 let seq = b.lease.as_ref().and_then(parse_lease).map(|l| l.0);
                 Ok(seq.is_some_and(|s| acked.contains(&s)))
             } else {
