@@ -28,7 +28,7 @@ use crate::storage::Batch;
 /// What the main loop hands the writer thread, in order.
 enum ToWriter {
     Complete(Box<Ended>),
-    Add(Effects),
+    Add(Box<Effects>),
     Tap(EventTap),
     Metrics(Arc<Metrics>),
     /// Write everything handed over before (trying a few times), then say so.
@@ -71,7 +71,7 @@ impl OutboxWriter {
 
     /// Outcomes decided elsewhere (see [`Outbox::add`]).
     pub fn add(&self, fx: Effects) {
-        self.send(ToWriter::Add(fx));
+        self.send(ToWriter::Add(Box::new(fx)));
     }
 
     /// Tell `tap` every event too.
@@ -126,7 +126,7 @@ fn write_loop(app: &Huey, mut outbox: Outbox, rx: &Receiver<ToWriter>) {
         while let Some(m) = next {
             match m {
                 ToWriter::Complete(ended) => outbox.complete(app, *ended),
-                ToWriter::Add(fx) => outbox.add(app, fx),
+                ToWriter::Add(fx) => outbox.add(app, *fx),
                 ToWriter::Tap(tap) => outbox.set_tap(tap),
                 ToWriter::Metrics(m) => metrics = Some(m),
                 ToWriter::Drain(ack) => {
