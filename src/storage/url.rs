@@ -68,6 +68,7 @@ impl StorageUrl {
     /// The database file of a `sqlite:` URL (`None` for other backends).
     pub fn sqlite_path(&self) -> Option<&str> {
         match &self.0 {
+            #[cfg(feature = "sqlite")]
             Kind::Sqlite { path, .. } => Some(path),
             _ => None,
         }
