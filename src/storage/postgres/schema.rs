@@ -348,8 +348,7 @@ impl Pool {
                     self.put(client);
                     reruns += 1;
                     // Apart a little, at random, so the same writers do not collide again.
-                    let ms =
-                        1 + (crate::options::uniform_random() * 20.0) as u64 * u64::from(reruns);
+                    let ms = 1 + (uuid::Uuid::new_v4().as_u128() % 20) as u64 * u64::from(reruns);
                     std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
                 out => {
