@@ -301,7 +301,12 @@ impl<R: Fn(&Huey) -> Result<()>> Cli<R> {
                 return admin::cron::run(args);
             }
             if let AdminCommand::Tasks(_) = cmd {
-                // The registry alone: nothing is read, so nothing is created.
+                // The registry, and the schedules kept in the storage if it exists: a SQLite
+                // file that does not exist holds none, and is not created to say so.
+                let url = match refuse_missing(&url, "tasks") {
+                    Ok(()) => url,
+                    Err(_) => "memory:".to_string(),
+                };
                 let app = Huey::open_lazy(&self.app, url.parse()?);
                 self.register_on(&app)?;
                 return admin::run(&app, cmd);
