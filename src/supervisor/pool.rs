@@ -378,14 +378,8 @@ impl Pool {
         }
         for job in running.into_values() {
             tracing::error!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker {status} while running a task");
-            let f = Failure::new(FailureKind::WorkerLost, format!("worker {pid} {status}"));
-            out.ended.push(Ended {
-                elapsed: job.started.elapsed(),
-                job,
-                outcome: Err(f),
-                worker: pid,
-                lost: true,
-            });
+            out.ended
+                .push(Ended::lost(job, format!("worker {pid} {status}"), pid));
         }
         if !self.stopping {
             crate::observe::count_worker(crate::observe::WorkerChange::Death);
@@ -485,6 +479,18 @@ impl Exiting {
 }
 
 impl Ended {
+    /// An attempt whose worker died or was killed as frozen: it failed with `WorkerLost`, its
+    /// delivery counted.
+    fn lost(job: Box<Job>, why: String, worker: u32) -> Ended {
+        Ended {
+            elapsed: job.started.elapsed(),
+            job,
+            outcome: Err(Failure::new(FailureKind::WorkerLost, why)),
+            worker,
+            lost: true,
+        }
+    }
+
     /// An attempt cut short by killing its worker.
     fn killed(job: Box<Job>, f: Failure, worker: u32) -> Ended {
         Ended {

@@ -144,17 +144,8 @@ impl Pool {
         }
         for job in running.into_values() {
             tracing::warn!(worker = pid, id = %job.msg.id, task = %job.msg.task, "worker sent nothing for {silent:?} (frozen?) while running a task: killed");
-            let f = Failure::new(
-                FailureKind::WorkerLost,
-                format!("worker {pid} sent nothing for {silent:?} (frozen?) and was killed"),
-            );
-            out.ended.push(Ended {
-                elapsed: job.started.elapsed(),
-                job,
-                outcome: Err(f),
-                worker: pid,
-                lost: true,
-            });
+            let why = format!("worker {pid} sent nothing for {silent:?} (frozen?) and was killed");
+            out.ended.push(Ended::lost(job, why, pid));
         }
         if !self.stopping {
             self.spawn(i, now);
