@@ -35,6 +35,9 @@ const SOON: Duration = Duration::from_millis(50);
 const MAX_BUFFER_PER_WORKER: usize = 64;
 /// Work queued in a worker's pipe behind its running task, at the recent pace.
 const PIPE_AHEAD: Duration = Duration::from_millis(2);
+/// The most messages one fetch asks for: a pool of thousands of async lanes fills in a few
+/// round trips rather than one, so no single storage call or decoded batch is that large.
+const MAX_FETCH: usize = 1000;
 /// The most jobs handed to one worker at once.
 const MAX_DEPTH: usize = 8;
 /// The most bytes of jobs queued in a worker's pipe behind its running one: well under a
@@ -70,6 +73,16 @@ impl Pace {
         ((PIPE_AHEAD.as_nanos() / per_task.as_nanos()) as usize).clamp(1, MAX_DEPTH)
     }
 
+    /// How many jobs an async worker of `concurrency` lanes holds beyond them, to start itself
+    /// as lanes free up: what its lanes start within [`SOON`] at the recent pace, at most one
+    /// more lane's worth each (tasks that end together, as a batch started together does, are
+    /// then all replaced at once, without waiting for the supervisor).
+    pub fn ahead(&self, concurrency: usize) -> usize {
+        let per_task = self.average().max(Duration::from_micros(1));
+        let soon = concurrency as u128 * SOON.as_nanos() / per_task.as_nanos();
+        (soon as usize).min(concurrency)
+    }
+
     /// How many dequeued messages may wait in the parent beyond the idle workers of a pool of
     /// `workers`: what they start within [`SOON`], up to [`MAX_BUFFER_PER_WORKER`] each.
     pub fn buffer(&self, workers: usize) -> usize {
@@ -84,7 +97,7 @@ impl Pace {
 /// is down to half of what is wanted (a fetch per turn for a few messages would be all cost).
 fn to_request(idle: usize, buffer: usize, waiting: usize) -> Option<usize> {
     let want = idle + buffer;
-    (want > waiting && (idle > 0 || waiting * 2 < want)).then(|| want - waiting)
+    (want > waiting && (idle > 0 || waiting * 2 < want)).then(|| (want - waiting).min(MAX_FETCH))
 }
 
 /// A message on its way to (or running on) a worker.
@@ -207,9 +220,10 @@ impl Dispatcher {
     pub fn dispatch(&mut self, pool: &mut Pool) {
         self.recheck_stale(Instant::now());
         let depth = self.pace.depth();
+        let ahead = self.pace.ahead(pool.concurrency());
         let mut touched = Vec::new();
         while let Some(next) = self.waiting.front() {
-            let Some(i) = pool.emptiest(depth, next.payload.len()) else {
+            let Some(i) = pool.emptiest(depth, ahead, next.payload.len()) else {
                 break;
             };
             let job = self.waiting.pop_front().expect("not empty");
@@ -236,7 +250,7 @@ impl Dispatcher {
         if self.stopping || self.fetch_outstanding {
             return;
         }
-        let idle = pool.room(self.pace.depth());
+        let idle = pool.room(self.pace.depth(), self.pace.ahead(pool.concurrency()));
         let buffer = self.pace.buffer(pool.lanes());
         if let Some(n) = to_request(idle, buffer, self.waiting.len()) {
             self.fetcher.request(n);
@@ -531,6 +545,11 @@ mod tests {
             to_request(0, 100, 49),
             Some(51),
             "under half full: topped up"
+        );
+        assert_eq!(
+            to_request(10_000, 500, 0),
+            Some(MAX_FETCH),
+            "thousands of idle lanes fill a batch at a time"
         );
     }
 }

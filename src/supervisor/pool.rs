@@ -130,16 +130,22 @@ impl Pool {
         self.slots.len() * self.concurrency
     }
 
-    /// How many more jobs the workers take with queues of `depth`.
-    pub fn room(&self, depth: usize) -> usize {
-        self.slots.iter().map(|s| s.room(depth)).sum()
+    /// How many more jobs the workers take with queues of `depth` (`ahead` beyond its
+    /// concurrency for an async worker).
+    pub fn room(&self, depth: usize, ahead: usize) -> usize {
+        self.slots.iter().map(|s| s.room(depth, ahead)).sum()
     }
 
     /// The slot with the most room that takes a job of `size` bytes, if any does.
-    pub fn emptiest(&self, depth: usize, size: usize) -> Option<usize> {
+    pub fn emptiest(&self, depth: usize, ahead: usize, size: usize) -> Option<usize> {
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].takes(depth, size))
-            .max_by_key(|&i| self.slots[i].room(depth))
+            .filter(|&i| self.slots[i].takes(depth, ahead, size))
+            .max_by_key(|&i| self.slots[i].room(depth, ahead))
+    }
+
+    /// How many attempts each worker runs at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// Hand a job to slot `i`'s worker (buffered: see [`Pool::flush`]); it starts at once if

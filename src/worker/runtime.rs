@@ -10,7 +10,7 @@
 //! `Timeout` and its thread is abandoned to finish on its own (sync code cannot be cancelled,
 //! as with thread workers); one that timed out before a blocking thread took it never starts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,32 +27,45 @@ use crate::message::{Message, Output};
 pub type Report = Arc<dyn Fn(u64, Result<Output, Failure>) + Send + Sync>;
 
 /// The attempts running, each with the sender that cancels it (taken once used: an attempt
-/// stays here until it has reported its end).
+/// stays here until it has reported its end), and those handed over beyond the runner's
+/// concurrency, which start in order as running ones end.
 #[derive(Default)]
-struct Running {
-    cancels: Mutex<HashMap<u64, Option<oneshot::Sender<()>>>>,
-    /// Signalled when the last running attempt ends.
-    idle: Condvar,
+struct Attempts {
+    cancels: HashMap<u64, Option<oneshot::Sender<()>>>,
+    waiting: VecDeque<(u64, Message)>,
 }
 
-/// A tokio runtime running attempts, up to what it is given (the supervisor counts).
-pub struct Runner {
-    /// Taken on drop, to shut it down without waiting for blocking threads.
-    rt: Option<tokio::runtime::Runtime>,
+/// What the runner and its attempts share.
+struct Shared {
     handle: tokio::runtime::Handle,
     app: Huey,
-    running: Arc<Running>,
+    attempts: Mutex<Attempts>,
+    /// Signalled when the last attempt, running or waiting, ends.
+    idle: Condvar,
     /// Where each attempt is in its `poll`, for the report of one that blocks its thread.
     polls: Arc<super::stall::Polls>,
     report: Report,
+    /// The most attempts running at once.
+    limit: usize,
+}
+
+/// A tokio runtime running attempts, up to its concurrency at once; those handed over beyond
+/// it wait here and start as running ones end, without a round trip through the supervisor
+/// (which hands an in-process runner a little more than it runs when tasks are short, so a
+/// freed lane is refilled at once).
+pub struct Runner {
+    /// Taken on drop, to shut it down without waiting for blocking threads.
+    rt: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
 }
 
 impl Runner {
-    /// A runtime of `threads` threads (0: one per CPU) and at most `blocking` threads for sync
-    /// tasks, reporting to `report`.
+    /// A runtime of `threads` threads (0: one per CPU) running at most `limit` attempts at
+    /// once, with at most `blocking` threads for sync tasks, reporting to `report`.
     pub fn new(
         app: Huey,
         threads: usize,
+        limit: usize,
         blocking: usize,
         report: Report,
     ) -> std::io::Result<Runner> {
@@ -66,66 +79,119 @@ impl Runner {
             .enable_all()
             .build()?;
         Ok(Runner {
-            handle: rt.handle().clone(),
+            shared: Arc::new(Shared {
+                handle: rt.handle().clone(),
+                app,
+                attempts: Mutex::default(),
+                idle: Condvar::new(),
+                polls: super::stall::Polls::start("huey-async-watch")?,
+                report,
+                limit: limit.max(1),
+            }),
             rt: Some(rt),
-            app,
-            running: Arc::default(),
-            polls: super::stall::Polls::start("huey-async-watch")?,
-            report,
         })
     }
 
-    /// Start one attempt now; its outcome goes to the report.
+    /// Start one attempt now, or once a running one ends if the runner is at its
+    /// concurrency; its outcome goes to the report.
     pub fn start(&self, job: u64, msg: Message) {
+        let mut a = self.shared.attempts.lock();
+        if a.cancels.len() >= self.shared.limit {
+            a.waiting.push_back((job, msg));
+            return;
+        }
+        let cancel = Shared::enter(&mut a, job);
+        drop(a);
+        self.shared.launch(job, msg, cancel);
+    }
+
+    /// Cancel an attempt: a running one's future is dropped, one still waiting never starts;
+    /// either ends as `Revoked`. False when it is neither running nor waiting.
+    pub fn cancel(&self, job: u64) -> bool {
+        let mut a = self.shared.attempts.lock();
+        if let Some(slot) = a.cancels.get_mut(&job) {
+            let tx = slot.take();
+            drop(a);
+            return tx.is_some_and(|tx| tx.send(()).is_ok());
+        }
+        let Some(at) = a.waiting.iter().position(|(j, _)| *j == job) else {
+            return false;
+        };
+        a.waiting.remove(at);
+        let idle = a.cancels.is_empty() && a.waiting.is_empty();
+        drop(a);
+        (self.shared.report)(
+            job,
+            Err(Failure::new(
+                FailureKind::Revoked,
+                "revoked before it started",
+            )),
+        );
+        if idle {
+            self.shared.idle.notify_all();
+        }
+        true
+    }
+
+    /// Block until no attempt runs or waits.
+    pub fn wait_idle(&self) {
+        let mut a = self.shared.attempts.lock();
+        while !(a.cancels.is_empty() && a.waiting.is_empty()) {
+            self.shared.idle.wait(&mut a);
+        }
+    }
+
+    /// Run `f` on the blocking pool.
+    pub fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) {
+        self.shared.handle.spawn_blocking(f);
+    }
+}
+
+impl Shared {
+    /// Record a running attempt; returns what cancels it.
+    fn enter(a: &mut Attempts, job: u64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel::<()>();
-        self.running.cancels.lock().insert(job, Some(tx));
-        let (app, running, report) = (self.app.clone(), self.running.clone(), self.report.clone());
-        let polls = self.polls.clone();
+        a.cancels.insert(job, Some(tx));
+        rx
+    }
+
+    /// Run an attempt entered as running; when it ends, report it, then start the next
+    /// waiting one (reported first, so the supervisor hears of the end before the start its
+    /// own bookkeeping infers from it).
+    fn launch(self: &Arc<Self>, job: u64, msg: Message, rx: oneshot::Receiver<()>) {
+        let shared = self.clone();
         let polling = Arc::new(super::stall::Polling::new(&msg.task, &msg.id));
-        polls.attempts.lock().insert(job, polling.clone());
-        self.handle.spawn(async move {
+        shared.polls.attempts.lock().insert(job, polling.clone());
+        let fut = async move {
+            // Boxed: the attempt's state machine is large (~2 KiB), and inlined here it would
+            // be held twice (as `track`'s argument and its pinned copy): with 10,000 attempts
+            // in flight that was 20 MiB.
+            let run = Box::pin(attempt(shared.app.clone(), msg));
+            let run = shared.polls.clone().track(polling, run);
             let outcome = tokio::select! {
                 biased;
                 _ = rx => Err(Failure::new(
                     FailureKind::Revoked,
                     "revoked while running: its future was dropped",
                 )),
-                out = polls.clone().track(polling, attempt(app, msg)) => out,
+                out = run => out,
             };
-            polls.attempts.lock().remove(&job);
+            shared.polls.attempts.lock().remove(&job);
             // Reported before it leaves the running set, so an idle runner has no answer left
             // to give.
-            report(job, outcome);
-            let mut cancels = running.cancels.lock();
-            cancels.remove(&job);
-            if cancels.is_empty() {
-                running.idle.notify_all();
+            (shared.report)(job, outcome);
+            let mut a = shared.attempts.lock();
+            a.cancels.remove(&job);
+            if let Some((next, msg)) = a.waiting.pop_front() {
+                let cancel = Shared::enter(&mut a, next);
+                drop(a);
+                shared.launch(next, msg, cancel);
+            } else if a.cancels.is_empty() {
+                drop(a);
+                shared.idle.notify_all();
             }
-        });
-    }
-
-    /// Cancel a running attempt (it ends as `Revoked`); false when it is not running.
-    pub fn cancel(&self, job: u64) -> bool {
-        let tx = self
-            .running
-            .cancels
-            .lock()
-            .get_mut(&job)
-            .and_then(Option::take);
-        tx.is_some_and(|tx| tx.send(()).is_ok())
-    }
-
-    /// Block until no attempt runs.
-    pub fn wait_idle(&self) {
-        let mut cancels = self.running.cancels.lock();
-        while !cancels.is_empty() {
-            self.running.idle.wait(&mut cancels);
-        }
-    }
-
-    /// Run `f` on the blocking pool.
-    pub fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) {
-        self.handle.spawn_blocking(f);
+        };
+        self.handle.spawn(fut);
     }
 }
 
@@ -225,7 +291,13 @@ impl AsyncWorker {
                 rss_kib: 0,
             });
         });
-        let runner = Runner::new(app.clone(), 0, blocking_threads(concurrency), report)?;
+        let runner = Runner::new(
+            app.clone(),
+            0,
+            concurrency,
+            blocking_threads(concurrency),
+            report,
+        )?;
         let (a, s) = (app.clone(), send.clone());
         runner.spawn_blocking(move || {
             a.run_startup_hooks();
@@ -354,6 +426,7 @@ pub(super) fn serve(
     let runner = match Runner::new(
         app.clone(),
         1,
+        concurrency,
         blocking_threads(concurrency),
         report.clone(),
     ) {

@@ -40,6 +40,9 @@ pub(super) struct Slot {
     pub(super) concurrency: usize,
     /// Its worker runs attempts as futures, which it cancels one by one.
     pub(super) futures: bool,
+    /// Its worker is a runner in this process (`--kind async`): it also takes jobs beyond its
+    /// concurrency, which it starts itself, in order, as running ones end.
+    pub(super) in_process: bool,
     /// The running jobs, by job id.
     pub(super) running: BTreeMap<u64, Box<Job>>,
     /// Jobs waiting in the pipe of a worker that runs one at a time, in order.
@@ -67,6 +70,7 @@ impl Slot {
             },
             concurrency: concurrency.max(1),
             futures: futures || concurrency > 1,
+            in_process: futures,
             running: BTreeMap::new(),
             queued: VecDeque::new(),
             cancelling: HashMap::new(),
@@ -83,10 +87,12 @@ impl Slot {
         self.futures
     }
 
-    /// How many more jobs it takes: a concurrent worker up to its concurrency, a sequential
-    /// one up to a queue of `depth`.
-    pub(super) fn room(&self, depth: usize) -> usize {
-        let capacity = if self.concurrent() {
+    /// How many more jobs it takes: a concurrent worker up to its concurrency (plus `ahead`
+    /// waiting, for one in this process), a sequential one up to a queue of `depth`.
+    pub(super) fn room(&self, depth: usize, ahead: usize) -> usize {
+        let capacity = if self.in_process {
+            self.concurrency + ahead
+        } else if self.concurrent() {
             self.concurrency
         } else {
             depth
@@ -110,9 +116,11 @@ impl Slot {
     /// Whether it takes a job of `size` bytes now: it has room for another job, and the job
     /// either runs at once or fits in the pipe's byte budget behind the running one (a large
     /// frame never waits in a pipe behind a task that may turn out long).
-    pub(super) fn takes(&self, depth: usize, size: usize) -> bool {
-        self.room(depth) > 0
-            && (self.running.len() < self.concurrency || self.queued_bytes() + size <= PIPE_BYTES)
+    pub(super) fn takes(&self, depth: usize, ahead: usize, size: usize) -> bool {
+        self.room(depth, ahead) > 0
+            && (self.running.len() < self.concurrency
+                || self.in_process
+                || self.queued_bytes() + size <= PIPE_BYTES)
     }
 
     /// Bytes of the jobs waiting behind the running one.
@@ -166,9 +174,14 @@ impl Slot {
     }
 
     /// A running job ended: take it out; the next queued one (if any) starts, and its id is
-    /// returned. `None` for a job it does not run (already ended here).
+    /// returned. `None` for a job it does not run (already ended here). An in-process runner
+    /// starts queued jobs on its own as lanes free up, so one may end (cancelled before it
+    /// started) while still queued here.
     pub(super) fn end(&mut self, job: u64) -> Option<(Box<Job>, Option<u64>)> {
-        let j = self.running.remove(&job)?;
+        let Some(j) = self.running.remove(&job) else {
+            let at = self.queued.iter().position(|q| q.id == job)?;
+            return self.queued.remove(at).map(|j| (j, None));
+        };
         self.cancelling.remove(&job);
         let next = match self.queued.pop_front() {
             Some(n) if self.running.len() < self.concurrency => {

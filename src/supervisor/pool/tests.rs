@@ -85,7 +85,7 @@ fn a_worker_that_cannot_start_is_tried_again_later_each_time() {
     pool.stop();
     pool.check(at);
     assert_eq!(respawn_at(&pool), Some(at), "no respawn while stopping");
-    assert_eq!(pool.room(1), 0);
+    assert_eq!(pool.room(1, 0), 0);
 }
 
 #[test]
@@ -101,10 +101,10 @@ fn a_worker_is_recycled_after_max_tasks_and_its_old_events_are_ignored() {
     };
     let (mut pool, rx) = pool(&app, cfg);
     pool.add();
-    until(&mut pool, &rx, |p| p.room(1) == 1);
+    until(&mut pool, &rx, |p| p.room(1, 0) == 1);
     pool.hand_over(0, job(1, "add", &(2i64, 3i64), None))
         .unwrap_or_else(|_| panic!("the worker is up"));
-    assert_eq!((pool.busy(), pool.room(1)), (1, 0));
+    assert_eq!((pool.busy(), pool.room(1, 0)), (1, 0));
 
     let done = until(&mut pool, &rx, |p| p.busy() == 0);
     let [ended] = &done.ended[..] else {
@@ -127,7 +127,7 @@ fn a_worker_is_recycled_after_max_tasks_and_its_old_events_are_ignored() {
         let r = pool.on_event(t);
         assert!(r.ended.is_empty() && r.unstarted.is_empty());
     }
-    assert_eq!(pool.room(1), 1, "the new worker is up");
+    assert_eq!(pool.room(1, 0), 1, "the new worker is up");
 }
 
 #[test]
@@ -151,9 +151,9 @@ fn a_task_past_its_timeout_ends_and_the_jobs_behind_it_are_given_back_in_order()
     };
     let (mut pool, rx) = pool(&app, cfg);
     pool.add();
-    until(&mut pool, &rx, |p| p.room(3) == 3);
+    until(&mut pool, &rx, |p| p.room(3, 0) == 3);
     for id in 1..=3 {
-        let i = pool.emptiest(3, 0).expect("room");
+        let i = pool.emptiest(3, 0, 0).expect("room");
         pool.hand_over(i, job(id, "block", &(), Some(50)))
             .unwrap_or_else(|_| panic!("the worker is up"));
     }
@@ -176,7 +176,7 @@ fn a_task_past_its_timeout_ends_and_the_jobs_behind_it_are_given_back_in_order()
 
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
-    until(&mut pool, &rx, |p| p.room(1) == 1);
+    until(&mut pool, &rx, |p| p.room(1, 0) == 1);
 }
 
 #[test]
@@ -187,20 +187,24 @@ fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
     let mut slot = Slot::new(1, false, Instant::now());
     (slot.gen, slot.state) = (1, State::Up);
     pool.slots.push(slot);
-    assert_eq!(pool.emptiest(8, 10 * PIPE_BYTES), Some(0), "idle: any size");
+    assert_eq!(
+        pool.emptiest(8, 0, 10 * PIPE_BYTES),
+        Some(0),
+        "idle: any size"
+    );
     pool.slots[0].running.insert(1, job(1, "long", &(), None));
     assert_eq!(
-        pool.emptiest(8, PIPE_BYTES + 1),
+        pool.emptiest(8, 0, PIPE_BYTES + 1),
         None,
         "not behind a running job"
     );
     let fits = job(2, "small", &vec![0u8; PIPE_BYTES / 2], None);
     let size = fits.payload.len();
-    assert_eq!(pool.emptiest(8, size), Some(0));
+    assert_eq!(pool.emptiest(8, 0, size), Some(0));
     pool.slots[0].queued.push_back(fits);
-    assert_eq!(pool.emptiest(8, size), None, "the budget is spent");
-    assert_eq!(pool.emptiest(8, 100), Some(0), "small ones still fit");
-    assert_eq!(pool.emptiest(2, 100), None, "and the depth holds too");
+    assert_eq!(pool.emptiest(8, 0, size), None, "the budget is spent");
+    assert_eq!(pool.emptiest(8, 0, 100), Some(0), "small ones still fit");
+    assert_eq!(pool.emptiest(2, 0, 100), None, "and the depth holds too");
 }
 
 /// A pool with one async worker running up to `concurrency` attempts of `nap(ms)` at once.
@@ -220,12 +224,12 @@ fn async_pool(concurrency: usize) -> (Huey, Pool, Receiver<Tagged>) {
     };
     let (mut pool, rx) = pool(&app, cfg);
     pool.add();
-    until(&mut pool, &rx, |p| p.room(1) == concurrency);
+    until(&mut pool, &rx, |p| p.room(1, 0) == concurrency);
     (app, pool, rx)
 }
 
 fn hand(pool: &mut Pool, job: Box<Job>) {
-    let i = pool.emptiest(1, job.payload.len()).expect("room");
+    let i = pool.emptiest(1, 0, job.payload.len()).expect("room");
     pool.hand_over(i, job)
         .unwrap_or_else(|_| panic!("the worker is up"));
 }
@@ -237,7 +241,7 @@ fn a_concurrent_worker_runs_its_jobs_at_once_and_they_end_in_any_order() {
         hand(&mut pool, job(id, "nap", &ms, None));
     }
     assert_eq!(
-        (pool.busy(), pool.room(8)),
+        (pool.busy(), pool.room(8, 0)),
         (3, 0),
         "all running, no more room"
     );
@@ -249,7 +253,7 @@ fn a_concurrent_worker_runs_its_jobs_at_once_and_they_end_in_any_order() {
         assert!(r.ended.iter().all(|e| e.outcome.is_ok()));
     }
     assert_eq!(order, [2, 3, 1], "each as it ends");
-    assert_eq!(pool.room(1), 3);
+    assert_eq!(pool.room(1, 0), 3);
 }
 
 #[test]
@@ -300,4 +304,96 @@ fn an_attempt_a_concurrent_worker_does_not_end_is_given_up_after_the_grace() {
         pool.slots[0].gen, 1,
         "an in-process runtime is not replaced"
     );
+}
+
+/// `nap(ms)` that also records the most attempts of it running at once.
+fn counting_app() -> (Huey, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let app = Huey::open("pool", "memory:").unwrap();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = most.clone();
+    app.task("nap")
+        .register_async(move |ms: u64| {
+            let (now, most) = (now.clone(), most.clone());
+            async move {
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, String>(ms)
+            }
+        })
+        .unwrap();
+    (app, seen)
+}
+
+#[test]
+fn an_async_worker_holds_jobs_ahead_and_starts_them_itself_never_past_its_concurrency() {
+    let (app, most) = counting_app();
+    let cfg = Config {
+        kind: WorkerKind::Async,
+        workers: 2,
+        log_tasks: false,
+        ..Config::default()
+    };
+    let (mut pool, rx) = pool(&app, cfg);
+    pool.add();
+    until(&mut pool, &rx, |p| p.room(1, 3) == 5);
+    for id in 1..=5 {
+        let j = job(id, "nap", &100u64, None);
+        let i = pool.emptiest(1, 3, j.payload.len()).expect("room");
+        pool.hand_over(i, j).unwrap_or_else(|_| panic!("up"));
+    }
+    assert_eq!((pool.busy(), pool.jobs().count()), (2, 5), "2 run, 3 wait");
+    assert_eq!(pool.room(1, 3), 0);
+    let mut order = Vec::new();
+    while order.len() < 5 {
+        let r = until(&mut pool, &rx, |p| p.jobs().count() < 5 - order.len());
+        assert!(r.ended.iter().all(|e| e.outcome.is_ok()));
+        order.extend(r.ended.iter().map(|e| e.job.id));
+        assert!(pool.busy() <= 2);
+    }
+    order.sort_unstable();
+    assert_eq!(order, [1, 2, 3, 4, 5], "each ran once");
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "never more at once than the concurrency"
+    );
+}
+
+#[test]
+fn a_runner_starts_waiting_attempts_in_order_and_a_cancelled_waiting_one_never_starts() {
+    use crate::worker::runtime::Runner;
+    let (app, most) = counting_app();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let report: crate::worker::runtime::Report = Arc::new(move |job, out| {
+        let _ = tx.lock().unwrap().send((job, out));
+    });
+    let runner = Runner::new(app, 1, 1, 1, report).unwrap();
+    let nap = |ms: u64| {
+        Message::new(
+            "nap",
+            postcard::to_allocvec(&ms).unwrap(),
+            Default::default(),
+        )
+    };
+    runner.start(1, nap(60_000));
+    runner.start(2, nap(10));
+    runner.start(3, nap(10));
+    runner.start(4, nap(10));
+    assert!(runner.cancel(3), "a waiting one is cancelled");
+    let (job, out) = rx.recv_timeout(LONG).unwrap();
+    assert_eq!(job, 3);
+    let f = out.expect_err("revoked");
+    assert_eq!(f.kind, FailureKind::Revoked, "{f:?}");
+    assert!(!runner.cancel(3), "and gone");
+    assert!(runner.cancel(1), "the running one");
+    let ends: Vec<_> = (0..3).map(|_| rx.recv_timeout(LONG).unwrap()).collect();
+    let ids: Vec<u64> = ends.iter().map(|(j, _)| *j).collect();
+    assert_eq!(ids, [1, 2, 4], "in order, 3 never ran");
+    assert_eq!(ends[0].1.as_ref().unwrap_err().kind, FailureKind::Revoked);
+    assert!(ends[1].1.is_ok() && ends[2].1.is_ok());
+    runner.wait_idle();
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
