@@ -68,6 +68,16 @@ redis.call('ZREM', prefix .. 'kvi:' .. ARGV[2], ARGV[3])
 return 1
 "#;
 
+/// renew_if. ARGV: prefix, ns, key, value, ttl ms. Returns 1 when it held the value and was
+/// given the new TTL.
+pub(super) const KV_RENEW_IF: &str = r#"
+local key = prefix .. 'kv:' .. ARGV[2] .. ':' .. ARGV[3]
+if redis.call('GET', key) ~= ARGV[4] then return 0 end
+redis.call('PEXPIRE', key, ARGV[5])
+redis.call('ZADD', prefix .. 'kvi:' .. ARGV[2], int(now_ms() + tonumber(ARGV[5])), ARGV[3])
+return 1
+"#;
+
 /// incr_expiring. ARGV: prefix, key, by, ttl ms. Returns the new value.
 pub(super) const INCR_EXPIRING: &str = r#"
 local key = prefix .. 'ctr:' .. ARGV[2]
