@@ -1,9 +1,10 @@
 //! The example of docs/groups.md: a group, map, and a chord whose callback gets every
-//! member's outcome in member order. Runs in immediate mode.
+//! member's outcome in member order, and pipelines and chords as members. Runs in immediate
+//! mode.
 
 use std::time::Duration;
 
-use huey::{Huey, TaskError};
+use huey::{Group, Huey, TaskError};
 
 fn main() -> huey::Result<()> {
     let app = Huey::immediate("stats");
@@ -31,5 +32,18 @@ fn main() -> huey::Result<()> {
         let (i, outcome) = item?;
         println!("member {i}: {outcome:?}");
     }
+
+    // Pipelines and chords as members: a pipeline counts with its last stage's result, a
+    // chord with its callback's; the outer callback runs once both are complete.
+    let add = app
+        .task("add")
+        .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))?;
+    let nested = Group::new(&app)
+        .push(square.s(2)) // 4
+        .push(square.s(3).then(&add, 1)) // square(3) -> add(9, 1) = 10
+        .push(square.map([1, 2]).then_with(&total)) // total([1, 4]) = 5
+        .then_with(&total)
+        .enqueue()?;
+    assert_eq!(nested.callback.wait(Duration::from_secs(5))?, 19);
     Ok(())
 }

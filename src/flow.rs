@@ -1,6 +1,7 @@
 //! Workflows: pipelines (each stage gets the previous stage's result), groups (many calls in
 //! one write, results gathered in order), chords (a group plus a callback that runs once with
-//! every member's outcome) and map (a group of calls of one task).
+//! every member's outcome) and map (a group of calls of one task). A member of a group or chord
+//! may itself be a pipeline or a chord (see [`GroupMember`]).
 //!
 //! # Chords: counted with each member's outcome, fired exactly once
 //!
@@ -15,14 +16,14 @@
 //! in one process; these count in storage, across consumers.
 
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::app::Huey;
 use crate::error::{Error, Result};
-use crate::message::{check_nesting, ChordMember, Message};
+use crate::message::{check_nesting, Message};
 use crate::result::{StoredResult, TaskResult};
 use crate::task::{Call, Task, TaskError};
 
@@ -32,8 +33,12 @@ pub type Outcome<R> = std::result::Result<R, TaskError>;
 /// What a chord callback receives: every member's outcome, in member order.
 pub type Outcomes<R> = Vec<Outcome<R>>;
 
+mod group;
 mod pipeline_result;
+mod result_group;
+pub use group::{Chord, ChordResult, Group, GroupMember, Member};
 pub use pipeline_result::PipelineResult;
+pub use result_group::{AsCompleted, ResultGroup};
 
 fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(v).map_err(|e| Error::Encode {
@@ -236,302 +241,5 @@ impl Huey {
             error_id: p.on_error.map(|m| m.id),
             last: TaskResult::new(self.clone(), last_id, None),
         })
-    }
-}
-
-// ----- groups, chords, map ---------------------------------------------------------------------
-
-/// Many calls whose results have one type, enqueued in one storage write.
-pub struct Group<R> {
-    app: Huey,
-    msgs: Vec<Message>,
-    broken: Option<Error>,
-    _r: PhantomData<fn() -> R>,
-}
-
-impl<R> std::fmt::Debug for Group<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Group")
-            .field("len", &self.msgs.len())
-            .finish()
-    }
-}
-
-impl Huey {
-    /// A group of calls (of one task or several with one result type).
-    pub fn group<A: Serialize, R: DeserializeOwned>(
-        &self,
-        calls: impl IntoIterator<Item = Call<A, R>>,
-    ) -> Group<R> {
-        calls.into_iter().fold(Group::new(self), Group::push)
-    }
-}
-
-impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
-    /// A group of calls of this task, one per argument (huey's `task.map`).
-    pub fn map(&self, args: impl IntoIterator<Item = A>) -> Group<R> {
-        self.app.group(args.into_iter().map(|a| self.call(a)))
-    }
-}
-
-impl<R: DeserializeOwned> Group<R> {
-    /// An empty group.
-    pub fn new(app: &Huey) -> Group<R> {
-        Group {
-            app: app.clone(),
-            msgs: Vec::new(),
-            broken: None,
-            _r: PhantomData,
-        }
-    }
-
-    /// Add a call (of any task returning `R`).
-    pub fn push<A: Serialize>(mut self, call: Call<A, R>) -> Group<R> {
-        match call.to_message() {
-            Ok(m) => self.msgs.push(m),
-            Err(e) => self.broken = self.broken.or(Some(e)),
-        }
-        self
-    }
-
-    /// How many members.
-    pub fn len(&self) -> usize {
-        self.msgs.len()
-    }
-
-    /// Whether it has no member.
-    pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-
-    fn check(&mut self) -> Result<()> {
-        match self.broken.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Enqueue every member in one write.
-    pub fn enqueue(mut self) -> Result<ResultGroup<R>> {
-        self.check()?;
-        self.app.enqueue_messages(&self.msgs)?;
-        Ok(ResultGroup::of(&self.app, &self.msgs))
-    }
-
-    /// A chord: run `callback` once with every member's outcome (in member order) and `extra`,
-    /// when all members have finished, whether they succeeded or not.
-    pub fn then<E: Serialize, R2: DeserializeOwned>(
-        self,
-        callback: &Task<(Outcomes<R>, E), R2>,
-        extra: E,
-    ) -> Chord<R, R2> {
-        let cb = encode("task arguments", &extra).map(|b| follow_up(callback, b));
-        Chord::new(self, cb)
-    }
-
-    /// A chord whose callback takes the member outcomes alone.
-    pub fn then_with<R2: DeserializeOwned>(self, callback: &Task<Outcomes<R>, R2>) -> Chord<R, R2> {
-        Chord::new(self, Ok(follow_up(callback, Vec::new())))
-    }
-}
-
-/// A group with a callback (see [`Group::then`]).
-pub struct Chord<R, R2> {
-    group: Group<R>,
-    callback: Result<Message>,
-    _r: PhantomData<fn() -> R2>,
-}
-
-impl<R, R2> std::fmt::Debug for Chord<R, R2> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chord")
-            .field("members", &self.group.msgs.len())
-            .finish()
-    }
-}
-
-impl<R: DeserializeOwned, R2: DeserializeOwned> Chord<R, R2> {
-    fn new(group: Group<R>, callback: Result<Message>) -> Chord<R, R2> {
-        Chord {
-            group,
-            callback,
-            _r: PhantomData,
-        }
-    }
-
-    /// Enqueue the members in one write; the callback follows when the last one finishes.
-    pub fn enqueue(self) -> Result<ChordResult<R, R2>> {
-        let Chord {
-            mut group,
-            callback,
-            ..
-        } = self;
-        group.check()?;
-        let callback = callback?;
-        let app = group.app.clone();
-        let size = u32::try_from(group.msgs.len())
-            .map_err(|_| Error::Config("a chord has at most 2^32 - 1 members".into()))?;
-        if size == 0 {
-            // Nothing to wait for: the callback runs at once with no outcomes.
-            let mut cb = callback.clone();
-            let mut args = encode("chord outcomes", &0usize)?;
-            args.extend_from_slice(&cb.args);
-            cb.args = args;
-            app.enqueue_messages(std::slice::from_ref(&cb))?;
-        } else {
-            let chord = crate::message::new_id();
-            for (i, m) in group.msgs.iter_mut().enumerate() {
-                m.chord = Some(Box::new(ChordMember {
-                    chord: chord.clone(),
-                    index: i as u32,
-                    size,
-                    callback: callback.clone(),
-                }));
-            }
-            app.enqueue_messages(&group.msgs)?;
-        }
-        Ok(ChordResult {
-            members: ResultGroup::of(&app, &group.msgs),
-            callback: TaskResult::new(app, callback.id, None),
-        })
-    }
-}
-
-/// Handles on an enqueued chord: its members and its callback.
-#[derive(Debug)]
-pub struct ChordResult<R, R2> {
-    /// The members' results, in the order they were given.
-    pub members: ResultGroup<R>,
-    /// The callback's result, once every member has finished.
-    pub callback: TaskResult<R2>,
-}
-
-/// Result handles of a group, in member order.
-#[derive(Debug)]
-pub struct ResultGroup<R> {
-    handles: Vec<TaskResult<R>>,
-}
-
-impl<R: DeserializeOwned> ResultGroup<R> {
-    fn of(app: &Huey, msgs: &[Message]) -> ResultGroup<R> {
-        ResultGroup {
-            handles: msgs
-                .iter()
-                .map(|m| TaskResult::new(app.clone(), m.id.clone(), Some(m.clone())))
-                .collect(),
-        }
-    }
-
-    /// The member handles.
-    pub fn handles(&self) -> &[TaskResult<R>] {
-        &self.handles
-    }
-
-    /// The member ids.
-    pub fn ids(&self) -> Vec<&str> {
-        self.handles.iter().map(|h| h.id()).collect()
-    }
-
-    /// How many members.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Whether there is no member.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
-    /// Every result in member order once all are there (`Ok(None)` before); the first member
-    /// that failed for good makes it `Err(Error::Task)`.
-    pub fn get(&self) -> Result<Option<Vec<R>>> {
-        let mut out = Vec::with_capacity(self.handles.len());
-        for h in &self.handles {
-            match h.get()? {
-                Some(v) => out.push(v),
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// Wait up to `timeout` in all for every result, in member order.
-    pub fn wait(&self, timeout: Duration) -> Result<Vec<R>> {
-        self.wait_outcomes(timeout)?
-            .into_iter()
-            .map(|r| r.map_err(Error::Task))
-            .collect()
-    }
-
-    /// Wait up to `timeout` in all for every member's outcome, failures included.
-    pub fn wait_outcomes(&self, timeout: Duration) -> Result<Outcomes<R>> {
-        let end = Instant::now() + timeout;
-        let mut out = Vec::with_capacity(self.handles.len());
-        for h in &self.handles {
-            let left = end.saturating_duration_since(Instant::now());
-            match h.wait(left) {
-                Ok(v) => out.push(Ok(v)),
-                Err(Error::Task(e)) => out.push(Err(e)),
-                Err(Error::Timeout(_)) => return Err(Error::Timeout(timeout)),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Outcomes as members finish, in finishing order, as `(member index, outcome)`; gives up
-    /// with one `Err(Error::Timeout)` item when `timeout` passes first.
-    pub fn as_completed(&self, timeout: Duration) -> AsCompleted<'_, R> {
-        AsCompleted {
-            group: self,
-            left: (0..self.handles.len()).collect(),
-            end: Instant::now() + timeout,
-            timeout,
-            done: false,
-        }
-    }
-}
-
-/// See [`ResultGroup::as_completed`].
-pub struct AsCompleted<'a, R> {
-    group: &'a ResultGroup<R>,
-    left: Vec<usize>,
-    end: Instant,
-    timeout: Duration,
-    done: bool,
-}
-
-impl<R: DeserializeOwned> Iterator for AsCompleted<'_, R> {
-    type Item = Result<(usize, Outcome<R>)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.left.is_empty() {
-            return None;
-        }
-        loop {
-            for pos in 0..self.left.len() {
-                let i = self.left[pos];
-                match self.group.handles[i].get() {
-                    Ok(None) => continue,
-                    Ok(Some(v)) => {
-                        self.left.remove(pos);
-                        return Some(Ok((i, Ok(v))));
-                    }
-                    Err(Error::Task(e)) => {
-                        self.left.remove(pos);
-                        return Some(Ok((i, Err(e))));
-                    }
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-            if Instant::now() >= self.end {
-                self.done = true;
-                return Some(Err(Error::Timeout(self.timeout)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }

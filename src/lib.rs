@@ -95,7 +95,8 @@ pub use crontab::Crontab;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use flow::{
-    Chord, ChordResult, Group, Outcome, Outcomes, Pipeline, PipelineResult, ResultGroup,
+    Chord, ChordResult, Group, GroupMember, Outcome, Outcomes, Pipeline, PipelineResult,
+    ResultGroup,
 };
 pub use lock::{LockGuard, TaskLock};
 pub use message::Message;

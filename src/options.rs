@@ -108,8 +108,9 @@ pub struct SemaphoreOption {
     pub name: String,
     /// How many holders the semaphore admits at once.
     pub permits: u32,
-    /// Let a permit go after this long even if its holder never gives it back (crashed).
-    /// `None`: the task's timeout, or [`SemaphoreOption::DEFAULT_TTL`] without one.
+    /// Let a permit go this long after its holder stopped renewing it (crashed, killed): a
+    /// permit is renewed while its task runs. `None`: the task's timeout, or
+    /// [`SemaphoreOption::DEFAULT_TTL`] without one.
     pub ttl: Option<Duration>,
 }
 

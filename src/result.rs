@@ -291,6 +291,10 @@ impl Huey {
     /// ("" for the first page), in id order, left in storage: huey's `all_results()`, a page
     /// at a time. Pass the last id of a page to get the next; an empty page is the end.
     ///
+    /// Each entry is decoded on its own: stored bytes that are not a result (written by
+    /// something else, or damaged) are listed with their `Err(Error::Decode)`, and the rest of
+    /// the page is still read.
+    ///
     /// ```
     /// # fn main() -> huey::Result<()> {
     /// let app = huey::Huey::immediate("docs");
@@ -304,11 +308,19 @@ impl Huey {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn results_page(&self, after: &str, limit: usize) -> Result<Vec<(String, StoredResult)>> {
-        self.storage()
+    pub fn results_page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Result<StoredResult>)>> {
+        Ok(self
+            .storage()
             .list_results(after, limit)?
             .into_iter()
-            .map(|(id, bytes)| Ok((id, StoredResult::decode(&bytes)?)))
-            .collect()
+            .map(|(id, bytes)| {
+                let stored = StoredResult::decode(&bytes);
+                (id, stored)
+            })
+            .collect())
     }
 }

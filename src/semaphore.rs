@@ -6,9 +6,16 @@
 //! random token; releasing deletes it only while it still holds that token. Every permit has a
 //! TTL, so a holder that crashed (or was killed) gives its permit back by itself.
 //!
+//! A held permit is renewed while its holder lives, as a delivery's lease is: a thread of the
+//! holder's gives it a fresh TTL every third of the TTL ([`crate::storage::Kv::renew_if`], only
+//! while it still holds its token), so a task that runs longer than the TTL keeps its permit
+//! and the cap holds. The TTL is how long a permit outlives a holder that died or hangs without
+//! its process (killed, frozen), not how long a permit may be held.
+//!
 //! Permits are lock keys on purpose: `hueyd --flush-locks` and [`Huey::flush_locks`] break them
 //! with the locks, and `hueyd locks` lists them.
 
+use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::app::Huey;
@@ -52,7 +59,8 @@ impl Semaphore {
     }
 
     /// Take a permit, or `Err(Error::NoPermit)` when all are held. The guard gives it back when
-    /// dropped; it also expires by itself after the semaphore's TTL. Returned from a task with
+    /// dropped, and renews it while it is held; a permit whose holder died (its renewals
+    /// stopped) expires by itself after the semaphore's TTL. Returned from a task with
     /// `?`, the error makes the attempt fail as `Locked` (the retry policy applies).
     pub fn acquire(&self) -> Result<Permit> {
         let token = format!("{}:{}", self.permits, crate::message::new_id());
@@ -62,11 +70,13 @@ impl Semaphore {
         for i in 0..self.permits {
             let key = self.key((start + i) % self.permits);
             if storage.put_if_empty(Ns::Locks, &key, token.as_bytes(), Some(self.ttl))? {
+                let renewer = Renewer::start(&self.app, &key, &token, self.ttl);
                 return Ok(Permit {
                     app: self.app.clone(),
                     key,
                     token,
                     released: false,
+                    renewer,
                 });
             }
         }
@@ -105,19 +115,82 @@ impl Semaphore {
     }
 }
 
-/// A held permit; given back when dropped (or by [`Permit::release`]).
+/// Renews a held permit every third of its TTL until stopped (see the module docs). Its
+/// thread is not waited for: a renewal only ever extends the entry while it still holds the
+/// permit's token, so one that runs after the permit was given back changes nothing.
+#[derive(Debug)]
+struct Renewer {
+    stop: mpsc::Sender<()>,
+}
+
+impl Renewer {
+    /// Start renewing; `None` (with an error logged) if no thread could be started: the permit
+    /// then lasts its TTL.
+    fn start(app: &Huey, key: &str, token: &str, ttl: Duration) -> Option<Renewer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let every = (ttl / 3).max(Duration::from_millis(1));
+        let name = key.to_string();
+        let (app, key, token) = (app.clone(), key.to_string(), token.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("huey-permit".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // Stopped, or the permit is gone.
+                    _ => return,
+                }
+                match app
+                    .storage()
+                    .renew_if(Ns::Locks, &key, token.as_bytes(), ttl)
+                {
+                    Ok(true) => {}
+                    // Given back meanwhile (stopped), or lost while held.
+                    Ok(false) => {
+                        if let Err(mpsc::TryRecvError::Empty) = stopped.try_recv() {
+                            tracing::warn!(
+                                "the permit {key:?} expired or was broken while held; \
+                                 no longer renewed"
+                            );
+                        }
+                        return;
+                    }
+                    // Tried again at the next turn, while the TTL still runs.
+                    Err(e) => tracing::warn!("could not renew the permit {key:?}: {e}"),
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Renewer { stop }),
+            Err(e) => {
+                tracing::error!("could not start renewing the permit {name:?}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stop renewing (the thread ends at once, or after a renewal under way).
+    fn stop(self) {
+        drop(self.stop);
+    }
+}
+
+/// A held permit, renewed while held; given back when dropped (or by [`Permit::release`]).
 #[derive(Debug)]
 pub struct Permit {
     app: Huey,
     key: String,
     token: String,
     released: bool,
+    renewer: Option<Renewer>,
 }
 
 impl Permit {
-    /// Give the permit back; returns whether it was still ours (false: it expired meanwhile).
+    /// Give the permit back; returns whether it was still ours (false: it expired meanwhile,
+    /// e.g. its renewals could not reach the storage for a whole TTL, or it was broken).
     pub fn release(mut self) -> Result<bool> {
         self.released = true;
+        if let Some(r) = self.renewer.take() {
+            r.stop();
+        }
         self.app
             .storage()
             .delete_if(Ns::Locks, &self.key, self.token.as_bytes())
@@ -126,6 +199,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.stop();
+        }
         if !self.released {
             if let Err(e) =
                 self.app

@@ -340,9 +340,9 @@ impl TaskBuilder {
 
     /// Hold a permit of the semaphore `name` (at most `permits` holders across every consumer)
     /// while the task runs: when all are held, the attempt fails with [`FailureKind::Locked`]
-    /// and the retry policy applies, as for [`TaskBuilder::lock`]. A permit expires after the
-    /// task's timeout (one hour without one; see [`TaskBuilder::semaphore_ttl`]), so a worker
-    /// that was killed cannot keep it.
+    /// and the retry policy applies, as for [`TaskBuilder::lock`]. The permit is renewed while
+    /// the task runs, however long; one whose worker was killed expires after the TTL (the
+    /// task's timeout, one hour without one; see [`TaskBuilder::semaphore_ttl`]).
     pub fn semaphore(mut self, name: impl Into<String>, permits: u32) -> Self {
         let ttl = self.options.semaphore.as_ref().and_then(|s| s.ttl);
         self.options.semaphore = Some(SemaphoreOption {
@@ -353,7 +353,8 @@ impl TaskBuilder {
         self
     }
 
-    /// Let the task's semaphore permits (see [`TaskBuilder::semaphore`]) expire after `ttl`.
+    /// Let the task's semaphore permits (see [`TaskBuilder::semaphore`]) expire `ttl` after
+    /// their holder stopped renewing them (it died).
     /// Without a semaphore this does nothing.
     pub fn semaphore_ttl(mut self, ttl: Duration) -> Self {
         if let Some(s) = self.options.semaphore.as_mut() {

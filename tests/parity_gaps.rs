@@ -172,7 +172,7 @@ fn list_results_in_pages(app: &Huey) {
     let want: Vec<String> = (0..12).map(|n| format!("r-{n:02}")).collect();
     assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
-        matches!(&seen[11].1, huey::result::StoredResult::Err(e) if e.message.contains("boom"))
+        matches!(&seen[11].1, Ok(huey::result::StoredResult::Err(e)) if e.message.contains("boom"))
     );
     // Listing consumed nothing.
     assert_eq!(app.result::<i64>("r-03").get().unwrap(), Some(4));
@@ -218,3 +218,58 @@ both!(results_are_listed_a_page_at_a_time, |b: Backend| {
     assert_eq!(lines[0]["value"], 11);
     assert_eq!(lines[1]["status"], "error");
 });
+
+both!(
+    an_undecodable_result_is_listed_and_the_listing_goes_on,
+    |b: Backend| {
+        let app = b.app();
+        let add: Task<(i64, i64), i64> = Task::from_name(&app, "add").unwrap();
+        add.call((1, 1)).id("a-1").enqueue().unwrap();
+        add.call((2, 2)).id("c-3").enqueue().unwrap();
+        drain(&app);
+        // Bytes that are not a result, stored between the two (in the real storage file or server).
+        common::suite::put_result(&*app.storage(), "b-2", b"\xff\x00garbage", None);
+        let page = app.results_page("", 10).unwrap();
+        let ids: Vec<&str> = page.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a-1", "b-2", "c-3"]);
+        assert!(
+            matches!(&page[1].1, Err(Error::Decode(_))),
+            "{:?}",
+            page[1].1
+        );
+        assert!(page[2].1.is_ok());
+
+        let run = |json: bool| {
+            let mut args = vec!["--storage".to_string(), b.url(), "results".to_string()];
+            if json {
+                args.push("--json".into());
+            }
+            let out = std::process::Command::new(common::hueyd::exe())
+                .args(&args)
+                .env_remove("HUEY_STORAGE")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let lines: Vec<serde_json::Value> = run(true)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[1]["id"], "b-2");
+        assert_eq!(lines[1]["status"], "undecodable");
+        assert!(!lines[1]["error"].as_str().unwrap().is_empty());
+        assert_eq!(
+            (lines[2]["id"].as_str(), lines[2]["value"].as_i64()),
+            (Some("c-3"), Some(4))
+        );
+        let text = run(false);
+        assert!(text.contains("b-2\t\tundecodable: "), "{text}");
+        assert!(text.contains("c-3\tadd\t4"), "{text}");
+    }
+);

@@ -368,11 +368,15 @@ both!(hueyd_enqueue_takes_an_id_and_unique, |b: Backend| {
     let app = b.app();
     let (code, out, _) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "cli-1", "--unique"]);
     assert_eq!((code, out.trim()), (0, "cli-1"));
+    // A duplicate: the existing id printed all the same, said so on stderr, exit status 4.
+    let (code, out, err) = hueyd_enqueue(&b, &["add", "[2, 3]", "--id", "cli-1", "--unique"]);
+    assert_eq!((code, out.trim()), (4, "cli-1"), "{err}");
+    assert!(err.contains("duplicate: task cli-1 is already"), "{err}");
     let (code, out, err) = hueyd_enqueue(
         &b,
         &["add", "[2, 3]", "--id", "cli-1", "--unique", "--json"],
     );
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("cli-1") && err.contains("already"), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["duplicates"], serde_json::json!(["cli-1"]), "{v}");

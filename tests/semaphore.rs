@@ -302,3 +302,48 @@ both!(
         assert_eq!(app.semaphore("capped", 2, LONG).held().unwrap(), 0);
     }
 );
+
+on_all!(a_permit_held_longer_than_its_ttl_is_renewed, |b: Option<
+    Backend,
+>| {
+    let open = opener(&b);
+    let ttl = Duration::from_millis(300);
+    let holder = open().semaphore("renewed", 1, ttl);
+    let other = open().semaphore("renewed", 1, ttl);
+    let permit = holder.acquire().unwrap();
+    // Four TTLs: without renewal the permit would be gone after the first.
+    let until = Instant::now() + ttl * 4;
+    while Instant::now() < until {
+        match other.acquire() {
+            Err(Error::NoPermit { .. }) => {}
+            other => panic!("a second holder got in while the first held on: {other:?}"),
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    assert!(permit.release().unwrap(), "still ours after four TTLs");
+    assert!(other.acquire().is_ok(), "given back, it can be taken");
+});
+
+both!(
+    a_task_running_past_its_permit_ttl_keeps_the_cap,
+    |b: Backend| {
+        let app = b.app();
+        let consumer = common::hueyd::Kind::Process.testbed(&b.url(), &["-w", "2"]);
+        let solo: Task<u64, i64> = Task::from_name(&app, "solo").unwrap();
+        // Each run lasts five times the permit's 300 ms TTL; two workers are free for them.
+        let handles: Vec<_> = (0..2).map(|_| solo.enqueue(1500).unwrap()).collect();
+        let counts: Vec<i64> = handles
+            .iter()
+            .map(|h| {
+                h.wait(LONG)
+                    .unwrap_or_else(|e| panic!("{e}: {}", consumer.log()))
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![1, 1],
+            "the second run started while the first held the permit"
+        );
+        assert_eq!(app.semaphore("solo", 1, LONG).held().unwrap(), 0);
+    }
+);

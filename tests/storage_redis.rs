@@ -670,3 +670,29 @@ fn measure_apply_server_time_per_outcome() {
         );
     }
 }
+
+#[test]
+fn results_stored_before_the_id_index_are_listed_and_gone_ones_leave_it() {
+    let server = RedisServer::start();
+    let s = open(&server);
+    for id in ["c", "a", "b"] {
+        common::suite::put_result(&*s, id, id.as_bytes(), None);
+    }
+    // As a storage written by a build without the index of ids leaves it.
+    server.command("DEL huey:{test}:rids huey:{test}:rids:built");
+    let page = s.list_results("", 10).unwrap();
+    let ids: Vec<&str> = page.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(server.command("ZCARD huey:{test}:rids"), ":3");
+    // Taken, deleted and expired results leave the index (the expired ones with the purge).
+    assert!(s.result("a", true).unwrap().is_some());
+    assert!(s.delete_result("b").unwrap());
+    common::suite::put_result(&*s, "d", b"d", Some(Duration::from_millis(50)));
+    thread::sleep(Duration::from_millis(150));
+    s.purge_expired(huey::clock::now_ms(), 100).unwrap();
+    assert_eq!(server.command("ZCARD huey:{test}:rids"), ":1");
+    assert_eq!(
+        s.list_results("", 10).unwrap(),
+        vec![("c".to_string(), b"c".to_vec())]
+    );
+}

@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use std::time::Instant;
 
 /// Handles on an enqueued pipeline's stages.
 #[derive(Debug)]

@@ -265,13 +265,32 @@ fn retries_after(f: &Failure) -> bool {
 }
 
 fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Effects) {
+    // A pipeline stage that is (part of) a chord member hands its place on to the next stage:
+    // the member's outcome is its last stage's (see `crate::flow`).
+    let mut handed_on = false;
     if let Some(next) = &msg.on_complete {
         let mut next = (**next).clone();
         next.args = [out.value.as_slice(), &next.args].concat();
         next.enqueued_ms = now_ms;
         // A stage's own delay counts from now (see `Pipeline::delay`).
         next.eta_ms = next.eta_ms.map(|delay| now_ms.saturating_add(delay));
-        push_follow_up(&next, now_ms, fx);
+        if msg.chord.is_some() {
+            next.chord = msg.chord.clone();
+        }
+        match push_message(&mut fx.batch, &next, now_ms) {
+            Ok(()) => handed_on = msg.chord.is_some(),
+            Err(e) => {
+                fx.events
+                    .push(Event::for_message(EventKind::Error, &next).with_error(e.to_string()));
+                // The chord cannot wait for a stage that was not enqueued: the member failed.
+                let f = Failure::new(
+                    FailureKind::Error,
+                    format!("the next pipeline stage could not be enqueued: {e}"),
+                );
+                count_chord_member(msg, &StoredResult::Err(task_error(msg, &f)), now_ms, fx);
+                handed_on = true;
+            }
+        }
     }
     let store = msg.options.store_result.unwrap_or(!out.is_empty) && !policy.no_results;
     let stored = StoredResult::Ok {
@@ -285,7 +304,9 @@ fn succeed(msg: &Message, out: Output, now_ms: u64, policy: Policy, fx: &mut Eff
             ttl: policy.result_ttl,
         });
     }
-    count_chord_member(msg, &stored, now_ms, fx);
+    if !handed_on {
+        count_chord_member(msg, &stored, now_ms, fx);
+    }
     release_unique(msg, fx);
     fx.events.push(Event::for_message(EventKind::Complete, msg));
 }

@@ -68,6 +68,11 @@ pub trait Kv {
     /// while still its holder); returns whether it was deleted.
     fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;
 
+    /// Give a key that holds `value` a new TTL of `ttl` from now (compare-and-renew, e.g. a
+    /// holder keeping its lock or permit while it works); returns whether it still held
+    /// `value` (false: it expired, or someone else holds it now, and nothing was written).
+    fn renew_if(&self, ns: Ns, key: &str, value: &[u8], ttl: Duration) -> Result<bool>;
+
     /// Delete a key and return its value.
     ///
     /// The default reads the value, then deletes it only if it still holds it

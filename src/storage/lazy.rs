@@ -72,6 +72,7 @@ delegate!(Kv {
     fn put(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
     fn put_if_empty(&self, ns: Ns, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
     fn delete_if(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool>;
+    fn renew_if(&self, ns: Ns, key: &str, value: &[u8], ttl: Duration) -> Result<bool>;
     fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>>;
     fn list(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>>;
     fn incr(&self, key: &str, by: i64) -> Result<i64>;

@@ -19,7 +19,9 @@ use huey::{Huey, TaskContext, TaskError};
 /// `spawn((argv, wait))` (runs a command; with `wait`, returns its pid, exit code and stdout,
 /// without, leaves it running and returns its pid) and `capped(ms)` (at most 2 runs at once
 /// under the semaphore `capped`, retried while no permit is free; returns how many runs were in
-/// progress, itself included, counted in storage under `capped-now`). A startup hook adds 1 to
+/// progress, itself included, counted in storage under `capped-now`) and `solo(ms)` (the same
+/// under the semaphore `solo` of 1 permit whose TTL, 300 ms, is shorter than a run: counted
+/// under `solo-now`). A startup hook adds 1 to
 /// the counter `worker-starts` in every worker; a shutdown hook sleeps for the value of the
 /// counter `shutdown-sleep-ms`, then adds 1 to `worker-stops`. The async tasks are in
 /// [`register_async`].
@@ -81,6 +83,18 @@ pub fn register(app: &Huey) -> huey::Result<()> {
             let now = s.incr("capped-now", 1).map_err(|e| e.to_string())?;
             std::thread::sleep(Duration::from_millis(ms));
             s.incr("capped-now", -1).map_err(|e| e.to_string())?;
+            Ok::<_, String>(now)
+        })?;
+    app.task("solo")
+        .semaphore("solo", 1)
+        .semaphore_ttl(Duration::from_millis(300))
+        .retries(10_000)
+        .retry_delay(Duration::from_millis(20))
+        .register_with_context(|ms: u64, ctx: &TaskContext| {
+            let s = ctx.app().storage();
+            let now = s.incr("solo-now", 1).map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(ms));
+            s.incr("solo-now", -1).map_err(|e| e.to_string())?;
             Ok::<_, String>(now)
         })?;
     app.task("spin").register(spin)?;

@@ -1,6 +1,7 @@
 //! `enqueue`: a registered task with JSON arguments, checked against the task's argument type
-//! before anything is written; prints each new task id (`--id` chooses it; with `--unique`, a
-//! duplicate of a pending task is named on stderr instead).
+//! before anything is written; prints each new task id (`--id` chooses it). With `--unique`, a
+//! duplicate of a pending task is not written: its id (the existing task's) is printed all the
+//! same, stderr says it was a duplicate, and the exit status is [`crate::exit::DUPLICATE`].
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,7 +59,8 @@ pub struct EnqueueArgs {
     #[arg(long, conflicts_with = "count")]
     pub id: Option<String>,
     /// Enqueue only if no task with this id is queued, scheduled or running (with `--id`;
-    /// default: the task's). A duplicate is not written; it is named on stderr.
+    /// default: the task's). A duplicate is not written: the existing task's id is printed,
+    /// stderr says it was a duplicate, and the exit status is 4.
     #[arg(long)]
     pub unique: bool,
     /// Print `{"task": ..., "ids": [...], "duplicates": [...], "eta": RFC 3339 or null}`
@@ -123,9 +125,15 @@ pub(super) fn run(app: &Huey, a: EnqueueArgs) -> Result<ExitCode> {
         for (m, w) in msgs.into_iter().zip(written) {
             if !w {
                 eprintln!(
-                    "task {} is already queued, scheduled or running: not enqueued again",
-                    m.id
+                    "duplicate: task {} is already queued, scheduled or running; not enqueued \
+                     again (exit status {})",
+                    m.id,
+                    crate::exit::DUPLICATE
                 );
+                if !a.json {
+                    // The existing task's id, as a unique call's handle reads that task.
+                    out.line(m.id.clone());
+                }
                 duplicates.push(m.id);
             } else if a.json {
                 ids.push(m.id);
@@ -143,7 +151,11 @@ pub(super) fn run(app: &Huey, a: EnqueueArgs) -> Result<ExitCode> {
             "eta": eta_ms.map(format_time),
         }));
     }
-    Ok(ExitCode::SUCCESS)
+    if duplicates.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(crate::exit::DUPLICATE))
+    }
 }
 
 /// The task's options with the flags given applied over them.

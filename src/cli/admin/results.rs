@@ -1,6 +1,7 @@
 //! `results`: stored results and final errors by id, a page at a time (huey's
 //! `all_results()`), left in storage. Values are decoded with the result type of the task that
-//! returned them.
+//! returned them. Stored bytes that are not a result are listed as `undecodable`, with why,
+//! and the listing goes on.
 
 use std::process::ExitCode;
 
@@ -20,8 +21,9 @@ pub struct ResultsArgs {
     /// Start after this id (the last id of the previous page).
     #[arg(long, default_value = "")]
     pub after: String,
-    /// Print one JSON object per result: `{"id", "status": "ok", "task", "value"}` or
-    /// `{"id", "status": "error", "task", "error": {...}}`.
+    /// Print one JSON object per result: `{"id", "status": "ok", "task", "value"}`,
+    /// `{"id", "status": "error", "task", "error": {...}}`, or for stored bytes that are not a
+    /// result `{"id", "status": "undecodable", "error": "why"}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -30,14 +32,16 @@ pub(super) fn run(app: &Huey, a: ResultsArgs) -> Result<ExitCode> {
     let mut out = Out::new();
     for (id, stored) in app.results_page(&a.after, a.limit)? {
         let v = match stored {
-            StoredResult::Ok { task, value } => {
+            // Listed with why, and the listing goes on (the exit status stays 0).
+            Err(e) => json!({ "id": id, "status": "undecodable", "error": e.to_string() }),
+            Ok(StoredResult::Ok { task, value }) => {
                 let decoded = app
                     .task_def(&task)
                     .and_then(|d| d.handler.result_to_json(&value).ok())
                     .unwrap_or(Value::Null);
                 json!({ "id": id, "status": "ok", "task": task, "value": decoded })
             }
-            StoredResult::Err(e) => {
+            Ok(StoredResult::Err(e)) => {
                 json!({ "id": id, "status": "error", "task": e.task, "error": task_error_json(&e) })
             }
         };
@@ -46,6 +50,9 @@ pub(super) fn run(app: &Huey, a: ResultsArgs) -> Result<ExitCode> {
         } else {
             let shown = match v["status"].as_str() {
                 Some("ok") => v["value"].to_string(),
+                Some("undecodable") => {
+                    format!("undecodable: {}", v["error"].as_str().unwrap_or(""))
+                }
                 _ => format!(
                     "error: {}: {}",
                     v["error"]["kind"].as_str().unwrap_or(""),

@@ -50,6 +50,16 @@ impl Kv for MemoryStorage {
         Ok(false)
     }
 
+    fn renew_if(&self, ns: Ns, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let mut st = self.state.lock();
+        let k = (ns, key.to_string());
+        if State::live(st.kv.get(&k), now_ms()).is_some_and(|v| v == value) {
+            st.kv.insert(k, (value.to_vec(), expiry(Some(ttl))));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
         let mut st = self.state.lock();
         let now = now_ms();

@@ -95,6 +95,17 @@ impl Kv for PostgresStorage {
         })
     }
 
+    fn renew_if(&self, ns: Ns, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let now = sql_ms(now_ms());
+        self.pool.tx(|tx| {
+            Ok(tx.execute(
+                "UPDATE kv SET expires = $5 WHERE ns = $1 AND key = $2 AND value = $3
+                 AND (expires IS NULL OR expires > $4)",
+                &[&ns.as_str(), &key, &value, &now, &expiry(Some(ttl))],
+            )? > 0)
+        })
+    }
+
     fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
         let now = sql_ms(now_ms());
         self.pool.tx(|tx| {

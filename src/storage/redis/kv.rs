@@ -82,6 +82,16 @@ impl Kv for RedisStorage {
         Ok(n > 0)
     }
 
+    fn renew_if(&self, ns: Ns, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let mut inv = self.call(&self.scripts.kv_renew_if);
+        inv.arg(ns.as_str())
+            .arg(key)
+            .arg(value)
+            .arg(capped_ms(ttl).max(1).to_string());
+        let n: i64 = self.invoke(false, &inv)?;
+        Ok(n > 0)
+    }
+
     fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
         let mut inv = self.call(&self.scripts.kv_take);
         inv.arg(ns.as_str()).arg(key);

@@ -49,7 +49,8 @@
 //! prefix), and several apps can share one server. Key-value entries are `kv:<ns>:<key>` strings
 //! with Redis TTLs plus a per-namespace index sorted by expiry (`kvi:<ns>`), so `list` reads one
 //! index and never scans the keyspace; results are `r:<id>` strings indexed the same way, which
-//! keeps `counts` to a few `ZCARD`/`ZCOUNT`s. A chord's bookkeeping is `ch:<chord>:…` keys with
+//! keeps `counts` to a few `ZCARD`/`ZCOUNT`s, and also in `rids`, a sorted set of their ids all
+//! of score 0, which `list_results` pages through in id order with `ZRANGEBYLEX … LIMIT`. A chord's bookkeeping is `ch:<chord>:…` keys with
 //! Redis TTLs (marks, items, count), indexed in `chords` so a flush finds them.
 //!
 //! **Connections.** A small pool (`conn.rs`). A lost connection is an

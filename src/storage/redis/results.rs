@@ -5,8 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::{capped_ms, RedisStorage};
 
-/// The place of the index of result ids (by expiry) among the storage's keys.
-const RESULTS_INDEX: usize = 9;
 use crate::error::Result;
 use crate::storage::results::Pending;
 use crate::storage::{deadline, Results};
@@ -91,37 +89,31 @@ impl Results for RedisStorage {
         self.wake(watcher)
     }
 
-    /// Reads the index of live result ids and sorts it for each page (results have no id
-    /// order in Redis): meant for admin listings, not for hot paths.
+    /// Pages through the index of result ids in id order (`ZRANGEBYLEX ... LIMIT`), reading
+    /// only as many ids as the page needs (and any ids of results gone meanwhile, which the
+    /// script drops from the index on the way).
     fn list_results(&self, after: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
-        let now = crate::clock::now_ms();
-        let index = &self.keys[RESULTS_INDEX];
-        let mut ids: Vec<String> = self.pool.run(true, |con| {
-            ::redis::cmd("ZRANGEBYSCORE")
-                .arg(index)
-                .arg(format!("({now}"))
-                .arg("+inf")
-                .query(con)
-        })?;
-        ids.retain(|id| id.as_str() > after);
-        ids.sort_unstable();
-        ids.truncate(limit);
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        let mut from = after.to_string();
+        while out.len() < limit {
+            let want = limit - out.len();
+            let mut inv = self.call(&self.scripts.list_results);
+            inv.arg(&from)
+                .arg(want)
+                .arg(want.saturating_add(100).min(5000));
+            let reply: Vec<Vec<u8>> = self.invoke(true, &inv)?;
+            let mut it = reply.into_iter();
+            let next = it.next().unwrap_or_default();
+            while let (Some(id), Some(v)) = (it.next(), it.next()) {
+                let id = String::from_utf8(id).map_err(|_| self.corrupt("list_results"))?;
+                out.push((id, v));
+            }
+            if next.is_empty() {
+                break;
+            }
+            from = String::from_utf8(next).map_err(|_| self.corrupt("list_results"))?;
         }
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| format!("{}r:{id}", self.prefix))
-            .collect();
-        let values: Vec<Option<Vec<u8>>> = self
-            .pool
-            .run(true, |con| ::redis::cmd("MGET").arg(&keys).query(con))?;
-        // A result taken or expired between the two reads is left out.
-        Ok(ids
-            .into_iter()
-            .zip(values)
-            .filter_map(|(id, v)| v.map(|v| (id, v)))
-            .collect())
+        Ok(out)
     }
 
     fn delete_result(&self, id: &str) -> Result<bool> {

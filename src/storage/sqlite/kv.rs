@@ -101,6 +101,18 @@ impl Kv for SqliteStorage {
         })
     }
 
+    fn renew_if(&self, ns: Ns, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let now = sql_ms(now_ms());
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE kv SET expires = ?5 WHERE ns = ?1 AND key = ?2 AND value = ?3
+                 AND (expires IS NULL OR expires > ?4)",
+            )?
+            .execute(params![ns.as_str(), key, value, now, expiry(Some(ttl))])
+            .map(|n| n > 0)
+        })
+    }
+
     fn take(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>> {
         let now = sql_ms(now_ms());
         self.write(|tx| {

@@ -242,3 +242,46 @@ fn may_hold_any_is_never_false_while_an_entry_lives() {
     assert_eq!(b.take(Ns::Revoked, "id:x").unwrap(), Some(b"r".to_vec()));
     assert!(b.may_hold_any(Ns::Revoked).unwrap(), "one entry left");
 }
+
+#[test]
+fn renew_if_extends_only_the_holders_entry() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    let ttl = Duration::from_millis(500);
+    assert!(a
+        .put_if_empty(Ns::Locks, "permit", b"mine", Some(ttl))
+        .unwrap());
+    assert!(!b
+        .renew_if(Ns::Locks, "permit", b"theirs", Duration::from_secs(60))
+        .unwrap());
+    // Renewed past its first TTL, it lives on.
+    for _ in 0..5 {
+        thread::sleep(Duration::from_millis(150));
+        assert!(a.renew_if(Ns::Locks, "permit", b"mine", ttl).unwrap());
+    }
+    assert_eq!(b.get(Ns::Locks, "permit").unwrap(), Some(b"mine".to_vec()));
+    assert!(!b
+        .put_if_empty(Ns::Locks, "permit", b"theirs", Some(ttl))
+        .unwrap());
+    // Left alone, it expires, and an expired or absent entry is not renewed.
+    thread::sleep(Duration::from_millis(800));
+    assert!(!a
+        .renew_if(Ns::Locks, "permit", b"mine", Duration::from_secs(60))
+        .unwrap());
+    assert_eq!(b.get(Ns::Locks, "permit").unwrap(), None);
+    assert!(!a
+        .renew_if(Ns::Locks, "nothing", b"mine", Duration::from_secs(60))
+        .unwrap());
+    // The renewed TTL also governs listings.
+    assert!(a
+        .put_if_empty(Ns::Locks, "listed", b"v", Some(ttl))
+        .unwrap());
+    assert!(a
+        .renew_if(Ns::Locks, "listed", b"v", Duration::from_secs(60))
+        .unwrap());
+    thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        b.list(Ns::Locks).unwrap(),
+        vec![("listed".to_string(), b"v".to_vec())]
+    );
+}

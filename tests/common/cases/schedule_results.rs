@@ -137,3 +137,46 @@ fn delete_result_reports_whether_there_was_one() {
     assert!(!s.delete_result("r").unwrap());
     assert_eq!(s.result("r", false).unwrap(), None);
 }
+
+#[test]
+fn results_are_listed_in_id_order_a_page_at_a_time() {
+    let s = crate::factory();
+    let (a, b) = (s(), s());
+    for n in (0..30).rev() {
+        put_result(&*a, &format!("r-{n:02}"), format!("{n}").as_bytes(), None);
+    }
+    put_result(&*a, "gone-soon", b"x", Some(Duration::from_millis(100)));
+    // Results that leave meanwhile (taken, deleted, expired) are not listed, and their gaps
+    // do not end a page early.
+    for n in 5..15 {
+        assert!(a.result(&format!("r-{n:02}"), true).unwrap().is_some());
+    }
+    assert!(a.delete_result("r-20").unwrap());
+    thread::sleep(Duration::from_millis(200));
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = b.list_results(&after, 4).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        if seen.len() + page.len() < 19 {
+            assert_eq!(page.len(), 4, "a short page before the end: {page:?}");
+        }
+        after = page.last().unwrap().0.clone();
+        seen.extend(page);
+    }
+    let want: Vec<(String, Vec<u8>)> = (0..30)
+        .filter(|n| !(5..15).contains(n) && *n != 20)
+        .map(|n| (format!("r-{n:02}"), format!("{n}").into_bytes()))
+        .collect();
+    assert_eq!(seen, want);
+    // Written again, an id is listed again; listing left everything in place.
+    put_result(&*a, "r-07", b"again", None);
+    let page = b.list_results("r-04", 2).unwrap();
+    assert_eq!(page[0], ("r-07".to_string(), b"again".to_vec()));
+    assert_eq!(page[1].0, "r-15");
+    assert_eq!(b.list_results("", 1).unwrap()[0].0, "r-00");
+    assert_eq!(b.list_results("", 0).unwrap(), vec![]);
+}

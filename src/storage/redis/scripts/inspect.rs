@@ -105,7 +105,10 @@ if ARGV[2] == '1' then
   redis.call('DEL', K_QUEUES, K_LEASES, K_MSG, prefix .. 'state')
 end
 if ARGV[3] == '1' then redis.call('DEL', K_SCHED, K_SMSG) end
-if ARGV[4] == '1' then delete_indexed(K_RESULTS, prefix .. 'r:') end
+if ARGV[4] == '1' then
+  delete_indexed(K_RESULTS, prefix .. 'r:')
+  redis.call('DEL', K_RESULT_IDS)
+end
 if ARGV[5] == '1' then delete_indexed(prefix .. 'kvi:locks', prefix .. 'kv:locks:') end
 if ARGV[6] == '1' then redis.call('DEL', K_DEAD, K_DINFO, K_DBODY) end
 if ARGV[7] == '1' then

@@ -18,6 +18,7 @@ end
 if ARGV[3] == '1' then
   redis.call('DEL', key)
   redis.call('ZREM', K_RESULTS, id)
+  redis.call('ZREM', K_RESULT_IDS, id)
 elseif v and ARGV[4] == '1' then
   -- Other waiters on the same result: pass the wake-up on.
   local wake = prefix .. 'w:' .. id
@@ -30,6 +31,7 @@ return v
 /// delete_result. ARGV: prefix, id. Returns 1 when there was a result.
 pub(super) const DELETE_RESULT: &str = r#"
 redis.call('ZREM', K_RESULTS, ARGV[2])
+redis.call('ZREM', K_RESULT_IDS, ARGV[2])
 return redis.call('DEL', prefix .. 'r:' .. ARGV[2])
 "#;
 
@@ -68,6 +70,53 @@ redis.call('ZREM', prefix .. 'kvi:' .. ARGV[2], ARGV[3])
 return 1
 "#;
 
+/// renew_if. ARGV: prefix, ns, key, value, ttl ms. Returns 1 when it held the value and was
+/// given the new TTL.
+pub(super) const KV_RENEW_IF: &str = r#"
+local key = prefix .. 'kv:' .. ARGV[2] .. ':' .. ARGV[3]
+if redis.call('GET', key) ~= ARGV[4] then return 0 end
+redis.call('PEXPIRE', key, ARGV[5])
+redis.call('ZADD', prefix .. 'kvi:' .. ARGV[2], int(now_ms() + tonumber(ARGV[5])), ARGV[3])
+return 1
+"#;
+
+/// list_results. ARGV: prefix, after (exclusive; "" from the start), limit, scan. Returns
+/// {next, id, value, id, value, ...}: up to `limit` stored results whose ids sort after
+/// `after`, in id order, read from at most `scan` ids of the id index; `next` is where to go on
+/// when that scan ended before the page was full and more ids may follow ("" otherwise).
+/// Ids whose result is gone are dropped from the index on the way. The index is built from
+/// `results` the first time (for results stored before it existed).
+pub(super) const LIST_RESULTS: &str = r#"
+local built = prefix .. 'rids:built'
+if redis.call('EXISTS', built) == 0 then
+  local z = {}
+  for _, id in ipairs(redis.call('ZRANGE', K_RESULTS, 0, -1)) do
+    z[#z + 1] = '0'; z[#z + 1] = id
+  end
+  chunked('ZADD', K_RESULT_IDS, z)
+  redis.call('SET', built, '1')
+end
+local limit, scan = tonumber(ARGV[3]), tonumber(ARGV[4])
+local from = '-'
+if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+local ids = redis.call('ZRANGEBYLEX', K_RESULT_IDS, from, '+', 'LIMIT', 0, scan)
+local out, stale = {''}, {}
+local n = 0
+for _, id in ipairs(ids) do
+  local v = redis.call('GET', prefix .. 'r:' .. id)
+  if v then
+    out[#out + 1] = id; out[#out + 1] = v
+    n = n + 1
+    if n >= limit then break end
+  else
+    stale[#stale + 1] = id
+  end
+end
+chunked('ZREM', K_RESULT_IDS, stale)
+if n < limit and #ids == scan then out[1] = ids[#ids] end
+return out
+"#;
+
 /// incr_expiring. ARGV: prefix, key, by, ttl ms. Returns the new value.
 pub(super) const INCR_EXPIRING: &str = r#"
 local key = prefix .. 'ctr:' .. ARGV[2]
@@ -103,6 +152,7 @@ for _, index in ipairs(indexes) do
   if n >= max then break end
   local gone = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, max - n)
   chunked('ZREM', index, gone)
+  if index == K_RESULTS then chunked('ZREM', K_RESULT_IDS, gone) end
   n = n + #gone
 end
 return n

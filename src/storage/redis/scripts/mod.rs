@@ -51,6 +51,9 @@ local prefix = ARGV[1]
 local K_LEASES, K_MSG, K_SEQ, K_QUEUES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_SCHED, K_SMSG, K_DEAD, K_DINFO, K_DBODY, K_RESULTS = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_COUNTERS, K_CHORDS = KEYS[11], KEYS[12]
+-- ZSET id -> 0: the ids of stored results, for pages in id order (ZRANGEBYLEX). Kept with
+-- `results`; an id whose result is gone is dropped by whoever meets it (purge, listing).
+local K_RESULT_IDS = prefix .. 'rids'
 local sub, find, unpack, min = string.sub, string.find, unpack, math.min
 
 -- Variadic commands get at most this many arguments after the key (an even number, so
@@ -251,6 +254,8 @@ pub struct Scripts {
     pub kv_take: Lua,
     pub kv_list: Lua,
     pub kv_delete_if: Lua,
+    pub kv_renew_if: Lua,
+    pub list_results: Lua,
     pub incr_expiring: Lua,
     pub purge: Lua,
     pub counts: Lua,
@@ -283,6 +288,8 @@ impl Scripts {
             kv_take: script(KV_TAKE),
             kv_list: script(KV_LIST),
             kv_delete_if: script(KV_DELETE_IF),
+            kv_renew_if: script(KV_RENEW_IF),
+            list_results: script(LIST_RESULTS),
             incr_expiring: script(INCR_EXPIRING),
             purge: script(PURGE),
             counts: script(COUNTS),

@@ -164,7 +164,7 @@ local function schedule(n)
 end
 local results_written = false
 local function results(n)
-  local index = {}
+  local index, ids = {}, {}
   for _ = 1, n do
     local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local key = prefix .. 'r:' .. id
@@ -176,6 +176,8 @@ local function results(n)
       index[#index + 1] = int(now + tonumber(ttl))
     end
     index[#index + 1] = id
+    ids[#ids + 1] = '0'
+    ids[#ids + 1] = id
     -- Wake whoever waits for this result. A waiter registers (`wt:<id>`) in the same script
     -- as its read, so one that read nothing is registered by now; the token outlives the race
     -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS.
@@ -188,6 +190,7 @@ local function results(n)
     i = i + 3
   end
   chunked('ZADD', K_RESULTS, index)
+  chunked('ZADD', K_RESULT_IDS, ids)
   results_written = true
 end
 local chords_pruned = false
@@ -258,7 +261,12 @@ if #acked > 0 then
   chunked('ZREM', K_LEASES, acked)
   chunked('HDEL', K_MSG, acked_msgs)
 end
-if results_written then redis.call('ZREMRANGEBYSCORE', K_RESULTS, '-inf', int(now)) end
+if results_written then
+  -- Expired results leave both indexes (a bounded part here; the purge takes the rest).
+  local gone = redis.call('ZRANGEBYSCORE', K_RESULTS, '-inf', int(now), 'LIMIT', 0, 100)
+  chunked('ZREM', K_RESULTS, gone)
+  chunked('ZREM', K_RESULT_IDS, gone)
+end
 flush_dead(now)
 flush_ready()
 notify()
