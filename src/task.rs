@@ -441,6 +441,7 @@ impl TaskBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    #[cfg(feature = "async")]
     pub fn register_async<A, R, E, F, Fut>(self, f: F) -> Result<Task<A, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -454,6 +455,7 @@ impl TaskBuilder {
 
     /// Register an async function of the arguments and the [`TaskContext`] (owned, so the
     /// future can keep it across awaits).
+    #[cfg(feature = "async")]
     pub fn register_async_with_context<A, R, E, F, Fut>(self, f: F) -> Result<Task<A, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -512,6 +514,7 @@ impl Huey {
     }
 }
 
+#[cfg(feature = "async")]
 mod async_enqueue;
 #[cfg(feature = "postgres")]
 mod enqueue_in;
