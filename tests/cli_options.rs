@@ -468,7 +468,12 @@ fn a_consumer_refused_for_its_flags_creates_no_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
     let storage = sqlite(dir.path());
-    let bad: [&[&str]; 2] = [&["-w", "2000"], &["-k", "thread", "--concurrency", "4"]];
+    let bad: [&[&str]; 4] = [
+        &["-w", "2000"],
+        &["-k", "thread", "--concurrency", "4"],
+        &["-Q", ""],
+        &["-Q", "high,,low"],
+    ];
     for flags in bad {
         let mut args = vec!["--storage", storage.as_str(), "-n"];
         args.extend_from_slice(flags);

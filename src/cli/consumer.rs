@@ -175,6 +175,12 @@ impl ConsumerArgs {
                 self.workers
             )));
         }
+        if self.queues.iter().any(|q| q.trim().is_empty()) {
+            return Err(Error::Config(format!(
+                "--queue {:?}: a queue name is empty (a stray comma in -Q or HUEY_QUEUE?)",
+                self.queues.join(",")
+            )));
+        }
         if self.kind != WorkerKind::Process && self.concurrency > 1 {
             return Err(Error::Config(
                 "--concurrency is for process workers (-k process); -k async runs --workers attempts at once".into(),
