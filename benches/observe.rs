@@ -22,15 +22,18 @@ fn bench_counting(c: &mut Criterion) {
         ("heartbeat_and_metrics", true, true),
     ] {
         let app = Huey::open("bench", "memory:").unwrap();
-        let metrics = metrics.then(|| Arc::new(Metrics::new()));
         let cfg = ObserverConfig {
             kind: "thread".into(),
             workers: 1,
             queues: vec!["default".into()],
             heartbeat,
         };
-        let observer = Observer::start(&app, cfg, metrics);
-        let counter = (heartbeat || observer.metrics().is_some()).then(|| observer.counter());
+        let observer = if metrics {
+            Observer::start_with_metrics(&app, cfg, Arc::new(Metrics::new()))
+        } else {
+            Observer::start(&app, cfg)
+        };
+        let counter = (heartbeat || metrics).then(|| observer.counter());
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut done = Event::for_message(EventKind::Complete, black_box(&msg));

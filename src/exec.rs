@@ -212,6 +212,7 @@ impl Huey {
     /// as [`Huey::run_attempt`], the storage calls of the rate limit and the lock on the
     /// runtime's blocking pool, and the task's future dropped at its deadline. Dropping this
     /// future cancels the attempt and releases its lock.
+    #[cfg(feature = "async")]
     pub(crate) async fn run_attempt_async(
         self,
         msg: Message,
@@ -261,6 +262,7 @@ impl Huey {
         def.handler.run(&msg.args, ctx)
     }
 
+    #[cfg(feature = "async")]
     async fn run_guarded_async(
         &self,
         def: Arc<TaskDef>,

@@ -36,10 +36,15 @@
 //! # Features
 //!
 //! `sqlite`, `redis` and `postgres` bring the storages; `consumer` the supervisor and its
-//! workers (Linux only); `cli` the command line (`cli::main`, `hueyd`); `web` the dashboard.
+//! workers (Linux only); `async` async tasks (`register_async`, `--kind async`,
+//! `--concurrency`) and the async producer API (`enqueue_async`, `wait_async`,
+//! `enqueue_in_async`), with tokio; `metrics` the consumer's Prometheus endpoint
+//! (`--metrics-bind`); `cli` the command line (`cli::main`, `hueyd`); `web` the dashboard.
 //! All are on by default. An app that only enqueues and reads results takes
-//! `default-features = false` and one storage; a URL naming a storage left out of the build is
-//! refused with [`Error::Unsupported`].
+//! `default-features = false` and one storage (and `async` to do so from async code); a URL
+//! naming a storage left out of the build is refused with [`Error::Unsupported`], and a
+//! consumer configured for what its build lacks (`--kind async`, `--metrics-bind`) with a
+//! clear [`Error::Config`].
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // The consumer's helpers in the core modules (attempt running, revocation checks, counters)

@@ -14,9 +14,12 @@ use crate::message::{new_id, Message};
 use crate::options::{Expires, When};
 use crate::revoke::Revoke;
 
+#[cfg(feature = "async")]
 mod hub;
+#[cfg(feature = "async")]
 mod wait_async;
 
+#[cfg(feature = "async")]
 pub(crate) use wait_async::run_blocking;
 
 /// A handle on one task instance's result.

@@ -442,6 +442,7 @@ impl TaskBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    #[cfg(feature = "async")]
     pub fn register_async<A, R, E, F, Fut>(self, f: F) -> Result<Task<A, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -455,6 +456,7 @@ impl TaskBuilder {
 
     /// Register an async function of the arguments and the [`TaskContext`] (owned, so the
     /// future can keep it across awaits).
+    #[cfg(feature = "async")]
     pub fn register_async_with_context<A, R, E, F, Fut>(self, f: F) -> Result<Task<A, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -513,6 +515,7 @@ impl Huey {
     }
 }
 
+#[cfg(feature = "async")]
 mod async_enqueue;
 #[cfg(feature = "postgres")]
 mod enqueue_in;

@@ -176,6 +176,21 @@ fn variables_set_consumer_flags() {
 }
 
 #[test]
+fn every_consumer_flag_has_its_variable() {
+    use clap::Args;
+    let cmd = huey::cli::ConsumerArgs::augment_args(clap::Command::new("consumer"));
+    let mut checked = 0;
+    for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let long = arg.get_long().expect("a long flag");
+        let want = format!("HUEY_{}", long.to_uppercase().replace('-', "_"));
+        let env = arg.get_env().and_then(|e| e.to_str());
+        assert_eq!(env, Some(want.as_str()), "--{long}");
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked}");
+}
+
+#[test]
 fn config_file_unknown_keys_and_bad_values_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
@@ -419,4 +434,51 @@ fn a_pidfile_left_by_a_killed_consumer_is_taken_over() {
     assert!(next.log().contains("taking over pidfile"), "{}", next.log());
     assert!(next.stop());
     assert!(!pidfile.exists(), "removed at exit");
+}
+
+#[test]
+fn a_pidfile_path_that_is_no_plain_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sqlite(dir.path());
+    // A link (say, planted in a shared directory) to a file the consumer may write as root.
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep me\n").unwrap();
+    let link = dir.path().join("hueyd.pid");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let missing_dir = dir.path().join("no-such-dir").join("hueyd.pid");
+    let cases = [
+        (link.clone(), "is a symbolic link"),
+        (dir.path().to_path_buf(), "Is a directory"),
+        (missing_dir.clone(), "No such file or directory"),
+    ];
+    for (path, says) in cases {
+        let pf = path.to_str().unwrap();
+        let out = output(&["--storage", &storage, "-n", "--pidfile", pf]);
+        assert_eq!(out.status.code(), Some(2), "{pf}: {out:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(pf) && err.contains(says), "{pf}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert!(!missing_dir.parent().unwrap().exists());
+}
+
+#[test]
+fn a_consumer_refused_for_its_flags_creates_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let storage = sqlite(dir.path());
+    let bad: [&[&str]; 4] = [
+        &["-w", "2000"],
+        &["-k", "thread", "--concurrency", "4"],
+        &["-Q", ""],
+        &["-Q", "high,,low"],
+    ];
+    for flags in bad {
+        let mut args = vec!["--storage", storage.as_str(), "-n"];
+        args.extend_from_slice(flags);
+        let out = output(&args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {out:?}");
+        assert!(!db.exists(), "{flags:?} created the database");
+    }
 }

@@ -38,29 +38,34 @@ impl Web {
     }
 
     /// (status, JSON body) of a request; error statuses are answers too.
-    fn call(&self, req: ureq::Request, body: Option<&str>) -> (u16, Value) {
+    fn call(&self, path: &str, body: Option<&str>) -> (u16, Value) {
+        // Error statuses are answers too.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
         let out = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(b),
-            None => req.call(),
+            Some(b) => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(b),
+            None => agent.get(&url).call(),
         };
-        let resp = match out {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{e}"),
-        };
-        let status = resp.status();
-        let text = resp.into_string().unwrap();
+        let mut resp = out.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap();
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("status {status}, body {text:?} is not JSON: {e}"));
         (status, body)
     }
 
     fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        self.call(ureq::post(&format!("{}{path}", self.base)), Some(body))
+        self.call(path, Some(body))
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        self.call(ureq::get(&format!("{}{path}", self.base)), None)
+        self.call(path, None)
     }
 }
 
@@ -84,7 +89,13 @@ fn enqueue_then_await(b: &Backend) {
     // A request that waits while the consumer starts gets the result when it is written.
     let waiting = {
         let url = format!("{}/tasks/{id}?timeout=60", web.base);
-        std::thread::spawn(move || ureq::get(&url).call().unwrap().into_json::<Value>())
+        std::thread::spawn(move || {
+            ureq::get(&url)
+                .call()
+                .unwrap()
+                .into_body()
+                .read_json::<Value>()
+        })
     };
     let _consumer = Hueyd::start(&b.url(), &["-k", "thread", "-w", "2"]);
     let body = waiting.join().unwrap().unwrap();

@@ -54,7 +54,7 @@ pub struct ConsumerArgs {
     /// Seconds a process worker may send nothing (it sends a heartbeat every second, also while
     /// a task runs) before it is taken for frozen (stopped, or hung): it is killed and
     /// replaced, and its running tasks count as lost with it (retries apply). 0: never.
-    #[arg(long, default_value = "30", value_parser = seconds_or_zero)]
+    #[arg(long, env = "HUEY_WORKER_STALL_TIMEOUT", default_value = "30", value_parser = seconds_or_zero)]
     worker_stall_timeout: Duration,
     /// Replace a worker after it has run this many tasks.
     #[arg(short = 'M', long, env = "HUEY_MAX_TASKS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -175,6 +175,12 @@ impl ConsumerArgs {
                 self.workers
             )));
         }
+        if self.queues.iter().any(|q| q.trim().is_empty()) {
+            return Err(Error::Config(format!(
+                "--queue {:?}: a queue name is empty (a stray comma in -Q or HUEY_QUEUE?)",
+                self.queues.join(",")
+            )));
+        }
         if self.kind != WorkerKind::Process && self.concurrency > 1 {
             return Err(Error::Config(
                 "--concurrency is for process workers (-k process); -k async runs --workers attempts at once".into(),
@@ -232,8 +238,9 @@ pub(super) fn run(c: &ConsumerArgs, open: impl FnOnce() -> Result<Huey>) -> Resu
     if c.disable_health_check {
         tracing::info!("-C is ignored: dead workers are always replaced");
     }
-    let app = open()?;
+    // Flags first: a bad one is refused before the storage is opened (or created).
     let cfg = c.config()?;
+    let app = open()?;
     if cfg.kind == WorkerKind::Process && app.storage_url().is_some_and(|u| u.backend() == "memory")
     {
         tracing::warn!("memory storage is private to the supervisor: tasks enqueued by task code in process workers go nowhere");

@@ -17,6 +17,7 @@ mod admin;
 mod config;
 mod consumer;
 mod pidfile;
+#[cfg(feature = "web")]
 mod web;
 
 use std::ffi::OsString;
@@ -55,6 +56,7 @@ impl StorageArgs {
     pub fn url(&self) -> Result<String> {
         match &self.pg_schema {
             None => Ok(self.storage.clone()),
+            #[cfg(feature = "postgres")]
             Some(schema) => {
                 crate::storage::postgres::with_schema(&self.storage, schema).map_err(|reason| {
                     Error::StorageUrl {
@@ -63,6 +65,9 @@ impl StorageArgs {
                     }
                 })
             }
+            // A schema is for the Postgres storage, which this build lacks.
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => Err(Error::Unsupported("postgres")),
         }
     }
 }
@@ -88,6 +93,7 @@ enum Command {
     /// Run a short demonstration on the embedded storage.
     Demo(crate::demo::DemoArgs),
     /// Serve the web dashboard (loopback by default; any other address needs --token).
+    #[cfg(feature = "web")]
     Web(web::WebArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
@@ -257,6 +263,7 @@ impl<R: Fn(&Huey) -> Result<()>> Cli<R> {
                 };
                 crate::demo::run(&self.app, url, args, &self.register)
             })()),
+            #[cfg(feature = "web")]
             Some(Command::Web(args)) => self.finish(
                 storage
                     .url()

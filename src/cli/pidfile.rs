@@ -4,11 +4,13 @@
 //! taken over at once, and a pid reused by an unrelated process means nothing.
 //!
 //! The descriptor is opened close-on-exec (as every file the standard library opens), so no
-//! process worker or task subprocess keeps the lock after the consumer is gone.
+//! process worker or task subprocess keeps the lock after the consumer is gone. A symbolic link
+//! at the path is not followed, and anything but a regular file is refused: a consumer running
+//! as root with its pidfile in a shared directory truncates no file that a link points to.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -37,8 +39,15 @@ impl Pidfile {
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
                 .open(path)
-                .map_err(|e| err("open", &e))?;
+                .map_err(|e| match e.raw_os_error() {
+                    Some(nix::libc::ELOOP) => err("open", &"it is a symbolic link"),
+                    _ => err("open", &e),
+                })?;
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(err("use", &"it is not a regular file"));
+            }
             let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => l,
                 Err((mut file, Errno::EWOULDBLOCK)) => {

@@ -41,34 +41,6 @@ struct Series {
     duration: Histogram,
 }
 
-/// Worker changes counted by the pool (process-wide: one supervisor per process).
-static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
-/// Workers that died (killed, crashed) rather than being stopped.
-static WORKER_DEATHS: AtomicU64 = AtomicU64::new(0);
-/// Workers replaced on purpose: `--max-tasks`, `--max-memory`, SIGHUP, timeouts, revocations.
-static WORKER_RECYCLES: AtomicU64 = AtomicU64::new(0);
-
-/// A change in a consumer's pool of workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerChange {
-    /// Started (at boot, or to replace one).
-    Start,
-    /// Died (killed, crashed) rather than being stopped.
-    Death,
-    /// Replaced on purpose (`--max-tasks`, `--max-memory`, SIGHUP, a timeout, a revocation).
-    Recycle,
-}
-
-/// Count a worker change (the pool calls it; the metrics read the counts).
-pub fn count_worker(change: WorkerChange) {
-    let c = match change {
-        WorkerChange::Start => &WORKER_STARTS,
-        WorkerChange::Death => &WORKER_DEATHS,
-        WorkerChange::Recycle => &WORKER_RECYCLES,
-    };
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The consumer's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -319,11 +291,7 @@ impl Metrics {
 
     /// Bring the worker change counters up to the pool's counts.
     fn sync_workers(&self) {
-        let now = [
-            WORKER_STARTS.load(Ordering::Relaxed),
-            WORKER_DEATHS.load(Ordering::Relaxed),
-            WORKER_RECYCLES.load(Ordering::Relaxed),
-        ];
+        let now = super::workers::counts();
         let mut seen = self.worker_seen.lock();
         for (i, change) in ["start", "death", "recycle"].into_iter().enumerate() {
             let labels = vec![("change", change.to_string())];

@@ -9,7 +9,7 @@
 //! - [`MinuteStats`]: outcomes counted per minute by the consumers, with a bounded history
 //!   ([`Huey::throughput`](crate::Huey::throughput));
 //! - the consumer's side: the heartbeat and counter thread ([`Observer`]) and the Prometheus
-//!   metrics it serves with `--metrics-bind`.
+//!   metrics it serves with `--metrics-bind` (feature `metrics`).
 //!
 //! The consumer writes all of it from a thread of its own, never from its main loop, so a slow
 //! storage cannot stall dispatch; the main loop only adds to counters in memory.
@@ -36,26 +36,27 @@
 //! ```
 
 mod consumers;
-#[cfg(feature = "consumer")]
+#[cfg(feature = "metrics")]
 mod metrics;
 #[cfg(feature = "consumer")]
 mod observer;
-#[cfg(feature = "consumer")]
+#[cfg(feature = "metrics")]
 mod scrape;
 mod state;
 mod stats;
 mod types;
-
 #[cfg(feature = "consumer")]
-pub use metrics::{
-    count_worker, Metrics, WorkerChange, MAX_QUEUE_LABELS, MAX_TASK_SERIES, OTHER_LABEL,
-    UNKNOWN_TASK,
-};
+mod workers;
+
+#[cfg(feature = "metrics")]
+pub use metrics::{Metrics, MAX_QUEUE_LABELS, MAX_TASK_SERIES, OTHER_LABEL, UNKNOWN_TASK};
 #[cfg(feature = "consumer")]
 pub use observer::{Observer, ObserverConfig};
-#[cfg(feature = "consumer")]
+#[cfg(feature = "metrics")]
 pub use scrape::{serve_metrics, MetricsServer};
 pub use types::{ConsumerInfo, MinuteStats, TaskState, WorkerInfo};
+#[cfg(feature = "consumer")]
+pub use workers::{count_worker, WorkerChange};
 
 /// How often a consumer writes its heartbeat record.
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);

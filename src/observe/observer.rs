@@ -9,12 +9,29 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+#[cfg(feature = "metrics")]
 use super::metrics::Metrics;
 use super::stats::{outcome_of, Pending};
 use super::{consumers, ConsumerInfo, WorkerInfo, HEARTBEAT_INTERVAL};
 use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::events::Event;
+
+/// Without the `metrics` feature an observer feeds no metrics: this stands for them, and is
+/// never made.
+#[cfg(not(feature = "metrics"))]
+enum Metrics {}
+
+#[cfg(not(feature = "metrics"))]
+impl Metrics {
+    fn on_outcome(&self, _e: &Event, _outcome: usize) {
+        match *self {}
+    }
+
+    fn storage_write(&self, _op: &'static str, _took: Duration, _ok: bool) {
+        match *self {}
+    }
+}
 
 /// What the consumer tells about itself in its heartbeat record.
 #[derive(Debug, Clone)]
@@ -33,9 +50,11 @@ pub struct ObserverConfig {
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the queue gauges are read (each read counts every queue in the storage), while
 /// the metrics are scraped.
+#[cfg(feature = "metrics")]
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 /// The gauges are read only if the metrics were scraped this recently: nobody pays for counts
 /// nobody reads.
+#[cfg(feature = "metrics")]
 const SCRAPED_WITHIN: Duration = Duration::from_secs(300);
 
 struct Shared {
@@ -72,8 +91,19 @@ fn host_name() -> String {
 
 impl Observer {
     /// Start observing a consumer of `app`: the events given to [`Observer::count`] (or its
-    /// [`Observer::counter`]) are counted per minute in storage, and in `metrics` when given.
-    pub fn start(app: &Huey, cfg: ObserverConfig, metrics: Option<Arc<Metrics>>) -> Observer {
+    /// [`Observer::counter`]) are counted per minute in storage.
+    pub fn start(app: &Huey, cfg: ObserverConfig) -> Observer {
+        Observer::begin(app, cfg, None)
+    }
+
+    /// [`Observer::start`], the events also counted in `metrics` (whose queue gauges the
+    /// observer refreshes while they are scraped).
+    #[cfg(feature = "metrics")]
+    pub fn start_with_metrics(app: &Huey, cfg: ObserverConfig, metrics: Arc<Metrics>) -> Observer {
+        Observer::begin(app, cfg, Some(metrics))
+    }
+
+    fn begin(app: &Huey, cfg: ObserverConfig, metrics: Option<Arc<Metrics>>) -> Observer {
         let now = now_ms();
         let info = ConsumerInfo {
             id: consumer_id(),
@@ -133,6 +163,7 @@ impl Observer {
     }
 
     /// The metrics this observer feeds, if any.
+    #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.shared.metrics.as_ref()
     }
@@ -168,6 +199,7 @@ impl Drop for Observer {
 fn run(app: &Huey, s: &Shared) {
     let storage = app.storage();
     let mut next_beat = Instant::now();
+    #[cfg(feature = "metrics")]
     let mut next_gauges = Instant::now();
     let mut beating = true;
     loop {
@@ -197,6 +229,7 @@ fn run(app: &Huey, s: &Shared) {
             next_beat = now + HEARTBEAT_INTERVAL;
         }
         flush(app, s);
+        #[cfg(feature = "metrics")]
         if let Some(m) = s
             .metrics
             .as_ref()

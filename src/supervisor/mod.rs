@@ -16,6 +16,7 @@
 //! The loop itself keeps only what spans them: the stop state and the stats.
 
 mod dispatcher;
+mod features;
 mod observing;
 mod outbox;
 mod pool;
@@ -51,7 +52,7 @@ pub enum WorkerKind {
     Process,
     /// Futures on one tokio runtime in the supervisor's process: `--workers` attempts at once
     /// (hundreds or thousands) for I/O-bound async tasks; sync tasks run on a bounded pool of
-    /// blocking threads beside them (huey's greenlets).
+    /// blocking threads beside them (huey's greenlets). Needs the `async` feature.
     Async,
 }
 
@@ -63,7 +64,7 @@ pub struct Config {
     /// Where task code runs: threads, processes or futures.
     pub kind: WorkerKind,
     /// Attempts each process worker runs at once, as futures on a runtime of its own (1: one
-    /// at a time, on its main thread).
+    /// at a time, on its main thread; over 1 needs the `async` feature).
     pub concurrency: usize,
     /// Queues served, in order.
     pub queues: Vec<String>,
@@ -91,7 +92,7 @@ pub struct Config {
     pub log_tasks: bool,
     /// The binary started for process workers (default: this one).
     pub worker_exe: Option<PathBuf>,
-    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (needs the `metrics` feature).
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Write a heartbeat record and per-minute counters to storage (see [`crate::observe`]).
     pub heartbeat: bool,
@@ -252,6 +253,7 @@ impl Supervisor {
                     .into(),
             ));
         }
+        features::check(&cfg)?;
         if cfg.kind == WorkerKind::Process && app.storage_url().is_none() {
             return Err(Error::Config(
                 "process workers open the app's storage by its URL: open the app with Huey::open"

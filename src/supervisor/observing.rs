@@ -2,6 +2,7 @@
 //! counters, metrics), handing it what each worker runs about once a second, and the systemd
 //! watchdog pings, sent from the main loop so a stalled loop stops them.
 
+#[cfg(feature = "metrics")]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use super::pool::Pool;
 use super::{notify_systemd, Config, Every, Supervisor, WorkerKind};
 use crate::app::Huey;
 use crate::error::Result;
-use crate::observe::{serve_metrics, Metrics, MetricsServer, Observer, ObserverConfig};
+#[cfg(feature = "metrics")]
+use crate::observe::{serve_metrics, Metrics, MetricsServer};
+use crate::observe::{Observer, ObserverConfig};
 
 /// How often the workers' snapshot goes to the observer.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
@@ -17,6 +20,7 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) struct Observing {
     observer: Observer,
     /// Serving `/metrics`, until dropped.
+    #[cfg(feature = "metrics")]
     _server: Option<MetricsServer>,
     snapshot: Every,
     /// `WATCHDOG=1` at half the interval systemd asked for (`WATCHDOG_USEC`).
@@ -26,6 +30,7 @@ pub(super) struct Observing {
 impl Observing {
     /// Start the observer, and the metrics server when `cfg.metrics_bind` is set.
     pub fn start(app: &Huey, cfg: &Config) -> Result<Observing> {
+        #[cfg(feature = "metrics")]
         let (metrics, server) = match cfg.metrics_bind {
             Some(addr) => {
                 // Tasks this app does not register share one label (their names come from
@@ -46,19 +51,23 @@ impl Observing {
             WorkerKind::Process => "process",
             WorkerKind::Async => "async",
         };
-        let observer = Observer::start(
-            app,
-            ObserverConfig {
-                kind: kind.into(),
-                workers: cfg.workers,
-                queues: cfg.queues.clone(),
-                heartbeat: cfg.heartbeat,
-            },
-            metrics,
-        );
+        let ocfg = ObserverConfig {
+            kind: kind.into(),
+            workers: cfg.workers,
+            queues: cfg.queues.clone(),
+            heartbeat: cfg.heartbeat,
+        };
+        #[cfg(feature = "metrics")]
+        let observer = match metrics {
+            Some(m) => Observer::start_with_metrics(app, ocfg, m),
+            None => Observer::start(app, ocfg),
+        };
+        #[cfg(not(feature = "metrics"))]
+        let observer = Observer::start(app, ocfg);
         let now = Instant::now();
         Ok(Observing {
             observer,
+            #[cfg(feature = "metrics")]
             _server: server,
             snapshot: Every::new(SNAPSHOT_INTERVAL, now),
             watchdog: watchdog_interval().map(|i| Every::new(i, now)),
@@ -80,11 +89,16 @@ impl Supervisor {
     /// Start observing: the outcomes the outbox tells are counted.
     pub(super) fn start_observing(&mut self) -> Result<()> {
         let o = Observing::start(&self.app, &self.cfg)?;
-        if self.cfg.heartbeat || o.observer.metrics().is_some() {
+        #[cfg(feature = "metrics")]
+        let metrics = o.observer.metrics().cloned();
+        #[cfg(not(feature = "metrics"))]
+        let metrics: Option<()> = None;
+        if self.cfg.heartbeat || metrics.is_some() {
             self.outbox.set_tap(o.observer.counter());
         }
-        if let Some(m) = o.observer.metrics() {
-            self.outbox.set_metrics(m.clone());
+        #[cfg(feature = "metrics")]
+        if let Some(m) = metrics {
+            self.outbox.set_metrics(m);
         }
         self.observing = Some(o);
         Ok(())

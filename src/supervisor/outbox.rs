@@ -13,6 +13,7 @@
 //! resend reports it written (and writes nothing), so its events are told exactly once.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+#[cfg(feature = "metrics")]
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::app::Huey;
 use crate::clock::now_ms;
 use crate::events::{Event, EventKind};
 use crate::lifecycle::{self, Effects};
+#[cfg(feature = "metrics")]
 use crate::observe::Metrics;
 use crate::storage::Batch;
 
@@ -30,6 +32,7 @@ enum ToWriter {
     Complete(Box<Ended>),
     Add(Box<Effects>),
     Tap(EventTap),
+    #[cfg(feature = "metrics")]
     Metrics(Arc<Metrics>),
     /// Write everything handed over before (trying a few times), then say so.
     Drain(Sender<()>),
@@ -80,6 +83,7 @@ impl OutboxWriter {
     }
 
     /// Time each write in these metrics.
+    #[cfg(feature = "metrics")]
     pub fn set_metrics(&self, m: Arc<Metrics>) {
         self.send(ToWriter::Metrics(m));
     }
@@ -105,6 +109,7 @@ impl Drop for OutboxWriter {
 /// The writer thread: take what the loop hands over, as much as has arrived, then write it in
 /// one call; after a failed write, wait for the backoff (taking what arrives meanwhile).
 fn write_loop(app: &Huey, mut outbox: Outbox, rx: &Receiver<ToWriter>) {
+    #[cfg(feature = "metrics")]
     let mut metrics: Option<Arc<Metrics>> = None;
     loop {
         let first = if outbox.pending.is_empty() {
@@ -128,6 +133,7 @@ fn write_loop(app: &Huey, mut outbox: Outbox, rx: &Receiver<ToWriter>) {
                 ToWriter::Complete(ended) => outbox.complete(app, *ended),
                 ToWriter::Add(fx) => outbox.add(app, *fx),
                 ToWriter::Tap(tap) => outbox.set_tap(tap),
+                #[cfg(feature = "metrics")]
                 ToWriter::Metrics(m) => metrics = Some(m),
                 ToWriter::Drain(ack) => {
                     outbox.drain(app);
@@ -136,9 +142,11 @@ fn write_loop(app: &Huey, mut outbox: Outbox, rx: &Receiver<ToWriter>) {
             }
             next = rx.try_recv().ok();
         }
+        #[cfg(feature = "metrics")]
         let (pending, failures) = (outbox.pending_len(), outbox.failures());
         let started = Instant::now();
         outbox.write(app, started);
+        #[cfg(feature = "metrics")]
         if let Some(m) = metrics.as_ref().filter(|_| pending > 0) {
             let ok = outbox.pending_len() == 0;
             if ok || outbox.failures() != failures {
@@ -225,11 +233,13 @@ impl Outbox {
     }
 
     /// How many outcomes wait to be written.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
 
     /// Failed writes in a row.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub fn failures(&self) -> u32 {
         self.failures
     }

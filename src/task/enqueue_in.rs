@@ -3,6 +3,7 @@
 //! the storage's own enqueue writes, with a `NOTIFY` that Postgres delivers at commit, so a
 //! waiting consumer takes the task at once then; a rollback leaves nothing.
 
+#[cfg(feature = "async")]
 use std::future::Future;
 
 use serde::de::DeserializeOwned;
@@ -87,6 +88,7 @@ impl Prepared {
         Ok(self)
     }
 
+    #[cfg(feature = "async")]
     async fn write_async(self, tx: &tokio_postgres::Transaction<'_>) -> Result<Self> {
         crate::storage::postgres::write_in_transaction_async(tx, &self.schema, &self.batch).await?;
         Ok(self)
@@ -104,6 +106,7 @@ fn enqueue_calls_in<A: Serialize, R: DeserializeOwned>(
 
 /// Write the calls' messages in the async `tx`; their handles in order. The calls are encoded
 /// before the future is made, so it holds neither them nor their arguments.
+#[cfg(feature = "async")]
 fn enqueue_calls_in_async<'t, A: Serialize, R: DeserializeOwned>(
     app: &Huey,
     tx: &'t tokio_postgres::Transaction<'_>,
@@ -135,7 +138,8 @@ impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
     }
 
     /// [`Task::enqueue_in`] inside the application's async Postgres transaction (a
-    /// `tokio_postgres::Transaction`): written if and only if `tx` commits.
+    /// `tokio_postgres::Transaction`): written if and only if `tx` commits. Feature `async`.
+    #[cfg(feature = "async")]
     pub fn enqueue_in_async<'t>(
         &self,
         tx: &'t tokio_postgres::Transaction<'_>,
@@ -145,7 +149,8 @@ impl<A: Serialize, R: DeserializeOwned> Task<A, R> {
     }
 
     /// [`Task::enqueue_many_in`] inside the application's async Postgres transaction, in one
-    /// statement.
+    /// statement. Feature `async`.
+    #[cfg(feature = "async")]
     pub fn enqueue_many_in_async<'t>(
         &self,
         tx: &'t tokio_postgres::Transaction<'_>,
@@ -166,7 +171,8 @@ impl<A: Serialize, R: DeserializeOwned> Call<A, R> {
     }
 
     /// Enqueue this call inside the application's async Postgres transaction (see
-    /// [`Task::enqueue_in_async`]).
+    /// [`Task::enqueue_in_async`]). Feature `async`.
+    #[cfg(feature = "async")]
     pub fn enqueue_in_async<'t>(
         self,
         tx: &'t tokio_postgres::Transaction<'_>,

@@ -1,12 +1,17 @@
 //! Workers: where task code runs. Process workers are separate processes of the app's own
 //! binary, spoken to over pipes ([`ipc`]); thread workers run in the supervisor's process;
-//! async workers ([`runtime`]) run many attempts at once as futures, in the supervisor's
-//! process or inside a process worker started with a concurrency. All report to the
+//! async workers ([`runtime`], feature `async`) run many attempts at once as futures, in the
+//! supervisor's process or inside a process worker started with a concurrency. All report to the
 //! supervisor on one channel with the same events.
 
 pub mod ipc;
 pub mod process;
+#[cfg(feature = "async")]
 pub mod runtime;
+#[cfg(not(feature = "async"))]
+#[path = "runtime_off.rs"]
+pub mod runtime;
+#[cfg(feature = "async")]
 mod stall;
 pub mod thread;
 

@@ -141,29 +141,40 @@ pub struct Resp {
 }
 
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>) -> Resp {
-    let agent = ureq::AgentBuilder::new()
-        .redirects(0)
-        .timeout(Duration::from_secs(30))
-        .build();
-    let mut req = agent.request(method, url);
+    // Redirects and error statuses are answers to look at, not errors.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
-        req = req.set(k, v);
+        req = req.header(*k, *v);
     }
     let res = match body {
-        Some((ctype, b)) => req.set("Content-Type", ctype).send_string(b),
-        None => req.call(),
+        Some((ctype, b)) => agent.run(
+            req.header("Content-Type", ctype)
+                .body(b.to_string())
+                .unwrap(),
+        ),
+        None => agent.run(req.body(()).unwrap()),
     };
-    let r = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
+    let mut r = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     };
+    let (location, cookie) = (header("location"), header("set-cookie"));
+    let content_type = header("content-type").unwrap_or_default();
     Resp {
-        status: r.status(),
-        location: r.header("location").map(str::to_string),
-        cookie: r.header("set-cookie").map(str::to_string),
-        content_type: r.header("content-type").unwrap_or("").to_string(),
-        body: r.into_string().unwrap_or_default(),
+        status: r.status().as_u16(),
+        location,
+        cookie,
+        content_type,
+        body: r.body_mut().read_to_string().unwrap_or_default(),
     }
 }
 

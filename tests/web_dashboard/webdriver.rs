@@ -85,9 +85,11 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(60))
-            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
         let base = format!("http://127.0.0.1:{port}");
         let mut b = Browser {
             driver,
@@ -100,7 +102,7 @@ impl Browser {
                 .get(&format!("{}/status", b.base))
                 .call()
                 .ok()
-                .and_then(|r| r.into_json::<Value>().ok())
+                .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
                 .is_some_and(|v| v["value"]["ready"] == json!(true))
         });
         assert!(ready, "chromedriver did not become ready");
@@ -122,19 +124,28 @@ impl Browser {
 
     fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
-        let req = self.agent.request(method, &url);
+        let req = ureq::http::Request::builder().method(method).uri(&url);
         let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
+            Some(b) => {
+                let req = req.header("Content-Type", "application/json");
+                self.agent.run(req.body(b.to_string()).unwrap())
+            }
+            None => self.agent.run(req.body(()).unwrap()),
         };
-        match resp {
-            Ok(r) => Ok(r.into_json::<Value>().map_err(|e| e.to_string())?["value"].clone()),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "webdriver {method} {path}: {code} {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("webdriver {method} {path}: {e}")),
+        let mut r = resp.map_err(|e| format!("webdriver {method} {path}: {e}"))?;
+        let code = r.status().as_u16();
+        // A screenshot comes as base64 in the JSON: allow more than the default 10 MB.
+        let text = r
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        if code >= 400 {
+            return Err(format!("webdriver {method} {path}: {code} {text}"));
         }
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        Ok(v["value"].clone())
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {

@@ -114,6 +114,7 @@ pub(crate) fn write_in_transaction(
 }
 
 /// [`write_in_transaction`] in an application's async (`tokio-postgres`) transaction.
+#[cfg(feature = "async")]
 pub(crate) async fn write_in_transaction_async(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &str,

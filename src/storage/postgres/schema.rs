@@ -173,12 +173,11 @@ impl PgTarget {
 fn tls_config(root_cert: Option<&str>) -> std::result::Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     // A system without a readable store still connects with `sslrootcert=`.
-    if let Ok(certs) = rustls_native_certs::load_native_certs() {
-        roots.add_parsable_certificates(certs);
-    }
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(path) = root_cert {
+        use rustls::pki_types::pem::PemObject;
         let pem = std::fs::read(path).map_err(|e| format!("sslrootcert={path}: {e}"))?;
-        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| format!("sslrootcert={path}: {e}"))?;
         if certs.is_empty() {

@@ -96,6 +96,7 @@ pub(crate) fn producer_rows(
 }
 
 /// [`producer_rows`] in an application's async (`tokio-postgres`) transaction.
+#[cfg(feature = "async")]
 pub(crate) async fn producer_rows_async(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &str,

@@ -208,6 +208,7 @@ fn large_jobs_wait_for_an_idle_worker_and_small_ones_fill_a_byte_budget() {
 }
 
 /// A pool with one async worker running up to `concurrency` attempts of `nap(ms)` at once.
+#[cfg(feature = "async")]
 fn async_pool(concurrency: usize) -> (Huey, Pool, Receiver<Tagged>) {
     let app = Huey::open("pool", "memory:").unwrap();
     app.task("nap")
@@ -228,6 +229,7 @@ fn async_pool(concurrency: usize) -> (Huey, Pool, Receiver<Tagged>) {
     (app, pool, rx)
 }
 
+#[cfg(feature = "async")]
 fn hand(pool: &mut Pool, job: Box<Job>) {
     let i = pool.emptiest(1, 0, job.payload.len()).expect("room");
     pool.hand_over(i, job)
@@ -235,6 +237,7 @@ fn hand(pool: &mut Pool, job: Box<Job>) {
 }
 
 #[test]
+#[cfg(feature = "async")]
 fn a_concurrent_worker_runs_its_jobs_at_once_and_they_end_in_any_order() {
     let (_app, mut pool, rx) = async_pool(3);
     for (id, ms) in [(1, 400u64), (2, 10), (3, 150)] {
@@ -257,6 +260,7 @@ fn a_concurrent_worker_runs_its_jobs_at_once_and_they_end_in_any_order() {
 }
 
 #[test]
+#[cfg(feature = "async")]
 fn a_concurrent_worker_cancels_a_revoked_job_and_its_others_go_on() {
     let (app, mut pool, rx) = async_pool(2);
     let long = job(1, "nap", &60_000u64, None);
@@ -282,6 +286,7 @@ fn a_concurrent_worker_cancels_a_revoked_job_and_its_others_go_on() {
 }
 
 #[test]
+#[cfg(feature = "async")]
 fn an_attempt_a_concurrent_worker_does_not_end_is_given_up_after_the_grace() {
     let (_app, mut pool, rx) = async_pool(2);
     hand(&mut pool, job(1, "nap", &60_000u64, Some(60_000)));
