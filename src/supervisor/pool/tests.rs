@@ -312,6 +312,7 @@ fn an_attempt_a_concurrent_worker_does_not_end_is_given_up_after_the_grace() {
 }
 
 /// `nap(ms)` that also records the most attempts of it running at once.
+#[cfg(feature = "async")]
 fn counting_app() -> (Huey, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let app = Huey::open("pool", "memory:").unwrap();
@@ -331,6 +332,7 @@ fn counting_app() -> (Huey, Arc<std::sync::atomic::AtomicUsize>) {
     (app, seen)
 }
 
+#[cfg(feature = "async")]
 #[test]
 fn an_async_worker_holds_jobs_ahead_and_starts_them_itself_never_past_its_concurrency() {
     let (app, most) = counting_app();
@@ -366,6 +368,7 @@ fn an_async_worker_holds_jobs_ahead_and_starts_them_itself_never_past_its_concur
     );
 }
 
+#[cfg(feature = "async")]
 #[test]
 fn a_runner_starts_waiting_attempts_in_order_and_a_cancelled_waiting_one_never_starts() {
     use crate::worker::runtime::Runner;
