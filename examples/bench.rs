@@ -10,6 +10,7 @@
 //!             [--revocations R]                   with R revocations of other ids stored
 //!   cpu       --workers W --tasks N --iters I     the same with `cpu(I)` tasks, process workers
 //!   enqueue   --tasks N --batch B                 enqueue rate, one at a time and in batches
+//!                                                 (Postgres: also inside app transactions)
 //!   latency   --kind K --workers W --count C      enqueue `echo` + wait for the result, C times
 //!   startup   --kind K --workers W --repeat R     launch `hueyd` to first task finished
 //!   memory    --kind K --workers W --tasks N      peak RSS of supervisor and worker
@@ -18,6 +19,7 @@
 //! Every consumer is the release `hueyd` binary (next to this example, or `--hueyd PATH`),
 //! started as a subprocess with `-q -n`, as users run it. SQLite files given with
 //! `--storage sqlite:PATH` are deleted first so each run starts from an empty database.
+//! Storage URLs: `sqlite:PATH`, `redis://127.0.0.1:PORT/0`, `postgres://USER@HOST:PORT/DB`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +40,7 @@ const WAIT: Duration = Duration::from_secs(300);
 struct Args {
     #[arg(value_enum)]
     scenario: Scenario,
-    /// Storage URL: sqlite:PATH or redis://127.0.0.1:PORT/0.
+    /// Storage URL: sqlite:PATH, redis://127.0.0.1:PORT/0 or postgres://USER@HOST:PORT/DB.
     #[arg(long, default_value = "sqlite:target/bench.db")]
     storage: String,
     /// Worker kind for the consumer.
@@ -125,6 +127,8 @@ fn backend(url: &str) -> &'static str {
         "sqlite"
     } else if url.starts_with("redis") {
         "redis"
+    } else if url.starts_with("postgres") {
+        "postgres"
     } else {
         "other"
     }
@@ -330,6 +334,7 @@ fn drain(a: &Args, cpu: bool) -> Res<Value> {
 
 /// Enqueue rate without a consumer: N `noop` calls one at a time (`Task::enqueue`, one storage
 /// write each), then N more with `enqueue_many` in chunks of `batch` (one write per chunk).
+/// On Postgres, then N more inside the application's own transactions (see [`enqueue_in_tx`]).
 fn enqueue(a: &Args) -> Res<Value> {
     let app = fresh_app(&a.storage)?;
     let noop: Task<(), ()> = Task::from_name(&app, "noop")?;
@@ -351,11 +356,72 @@ fn enqueue(a: &Args) -> Res<Value> {
     if ready != a.tasks as u64 {
         return Err(format!("{ready} tasks ready after enqueueing {}", a.tasks).into());
     }
-    Ok(json!({
+    let mut out = json!({
         "tasks": a.tasks, "batch": a.batch,
         "single_per_s": round(a.tasks as f64 / single, 1),
         "batch_per_s": round(a.tasks as f64 / batched, 1),
-    }))
+    });
+    if backend(&a.storage) == "postgres" {
+        let one = enqueue_in_tx(a, &app, &noop, 1)?;
+        let many = enqueue_in_tx(a, &app, &noop, a.batch)?;
+        out["tx_one_per_s"] = json!(round(a.tasks as f64 / one, 1));
+        out["tx_batch_per_s"] = json!(round(a.tasks as f64 / many, 1));
+    }
+    Ok(out)
+}
+
+/// Transactional enqueue: N `noop` calls in application transactions of `per_tx` calls each
+/// (`enqueue_in`, or `enqueue_many_in` for more than one), every transaction also inserting
+/// one row into an application table, then committing; the seconds taken.
+fn enqueue_in_tx(a: &Args, app: &Huey, noop: &Task<(), ()>, per_tx: usize) -> Res<f64> {
+    let mut client = postgres::Client::connect(&client_url(&a.storage), postgres::NoTls)?;
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS bench_orders(id bigserial PRIMARY KEY, total integer NOT NULL);
+         TRUNCATE bench_orders",
+    )?;
+    app.storage().flush(Flush::all())?;
+    let t = Instant::now();
+    let mut left = a.tasks;
+    while left > 0 {
+        let n = left.min(per_tx.max(1));
+        let mut tx = client.transaction()?;
+        tx.execute("INSERT INTO bench_orders(total) VALUES ($1)", &[&42i32])?;
+        if n == 1 {
+            noop.enqueue_in(&mut tx, ())?;
+        } else {
+            noop.enqueue_many_in(&mut tx, std::iter::repeat_n((), n))?;
+        }
+        tx.commit()?;
+        left -= n;
+    }
+    let elapsed = secs(t.elapsed());
+    let ready = app.storage().counts()?.ready;
+    let orders: i64 = client
+        .query_one("SELECT count(*) FROM bench_orders", &[])?
+        .get(0);
+    let expected = a.tasks.div_ceil(per_tx.max(1)) as i64;
+    if ready != a.tasks as u64 || orders != expected {
+        return Err(
+            format!("{ready} tasks and {orders} orders after {expected} transactions").into(),
+        );
+    }
+    Ok(elapsed)
+}
+
+/// The storage URL without the storage's own `schema=` option, for the application's client.
+fn client_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("schema="))
+        .collect();
+    if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -15,9 +15,18 @@ Same scenarios, same definitions, same storage, one JSON line per run:
                                                 N tasks that each sleep S ms (time.sleep under
                                                 gevent), drained by W greenlets
 
-Storage URLs: sqlite:PATH (SqliteHuey on that file, deleted first) or
+Storage URLs: sqlite:PATH (SqliteHuey on that file, deleted first),
 redis://127.0.0.1:PORT/0 (RedisHuey, blocking dequeue, notify_result=True so result waits
-use BLPOP instead of polling, a connection pool large enough for every greenlet worker).
+use BLPOP instead of polling, a connection pool large enough for every greenlet worker), or
+postgres://USER@127.0.0.1:PORT/DB (huey's own Postgres storage: SqlHuey from
+huey.contrib.sql_huey, over peewee and psycopg2; it polls, like SqliteHuey, and dequeues with
+FOR UPDATE SKIP LOCKED; its tables live in the database's default schema).
+
+On Postgres the enqueue scenario also enqueues inside the application's own transaction: N
+transactions that each insert one row into an application table (bench_orders) and enqueue
+one task, then the same with 1000 tasks (noop.map) per transaction; huey's SqlStorage writes
+through the same peewee connection, so `with database.atomic():` makes its enqueue part of the
+application's transaction.
 
 The consumer is huey's own `huey_consumer` (from the same virtualenv as this interpreter),
 started as a subprocess with `-q -n -d 0.001 -m 0.01`: warnings only, no periodic tasks, and
@@ -56,7 +65,18 @@ def _make_huey(url):
         # BRPOP holds one, so allow as many as the largest -w.
         return RedisHuey("bench", host=host, port=int(port), db=int(db or 0),
                          notify_result=True, max_connections=20000)
+    if url.startswith(("postgres://", "postgresql://")):
+        from huey.contrib.sql_huey import SqlHuey
+        return SqlHuey("bench", database="postgresql://" + url.split("://", 1)[1])
     raise SystemExit("unknown storage URL %r" % url)
+
+
+def storage_kind(url):
+    if url.startswith("sqlite:"):
+        return "sqlite"
+    if url.startswith("redis://"):
+        return "redis"
+    return "postgres"
 
 
 if __name__ != "__main__":
@@ -247,11 +267,43 @@ def sc_enqueue(args):
     ready = huey.pending_count()
     if ready != args.tasks:
         raise SystemExit("%d tasks ready after enqueueing %d" % (ready, args.tasks))
-    return {
+    out = {
         "tasks": args.tasks, "batch": args.batch,
         "single_per_s": round(args.tasks / single, 1),
         "batch_per_s": round(args.tasks / batched, 1),
     }
+    if storage_kind(args.storage) == "postgres":
+        out["tx_one_per_s"] = round(args.tasks / enqueue_in_tx(args, 1), 1)
+        out["tx_batch_per_s"] = round(args.tasks / enqueue_in_tx(args, args.batch), 1)
+    return out
+
+
+def enqueue_in_tx(args, per_tx):
+    """N tasks enqueued inside application transactions of `per_tx` tasks each, every
+    transaction also inserting one application row; seconds taken."""
+    db = huey.storage.database
+    db.execute_sql("CREATE TABLE IF NOT EXISTS bench_orders("
+                   "id bigserial PRIMARY KEY, total integer NOT NULL)")
+    db.execute_sql("TRUNCATE bench_orders")
+    huey.flush()
+    t = now()
+    left = args.tasks
+    while left > 0:
+        n = min(left, per_tx)
+        with db.atomic():
+            db.execute_sql("INSERT INTO bench_orders(total) VALUES (%s)", (42,))
+            if n == 1:
+                noop()
+            else:
+                noop.map([()] * n)
+        left -= n
+    elapsed = now() - t
+    ready = huey.pending_count()
+    orders = db.execute_sql("SELECT count(*) FROM bench_orders").fetchone()[0]
+    expected = (args.tasks + per_tx - 1) // per_tx
+    if ready != args.tasks or orders != expected:
+        raise SystemExit("%d tasks and %d orders after %d transactions" % (ready, orders, expected))
+    return elapsed
 
 
 def sc_latency(args):
@@ -426,7 +478,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_huey as app  # noqa: E402  (this file, as the consumer sees it)
 
-    out["storage"] = "sqlite" if args.storage.startswith("sqlite:") else "redis"
+    out["storage"] = storage_kind(args.storage)
     out.update(app.SCENARIOS[args.scenario](args))
     print(json.dumps(out, sort_keys=True), flush=True)
 

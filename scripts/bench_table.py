@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Turn the JSON lines of `scripts/bench` into a comparison table.
 
-    bench_table.py RESULTS.jsonl OUT.md OUT.json [REDIS_BENCHMARK.txt]
+    bench_table.py RESULTS.jsonl OUT.md OUT.json [SERVER_LIMITS.txt ...]
 
-Prints the markdown table, and writes it (with the redis-benchmark figures) to OUT.md and the
-rows to OUT.json. The ratio is huey-rs / huey-py; the `better` column says whether a higher or
+Prints the markdown table, and writes it (with the figures of the servers' own benchmarks,
+redis-benchmark.txt and pgbench.txt, when given) to OUT.md and the rows to OUT.json. The ratio is huey-rs / huey-py; the `better` column says whether a higher or
 a lower figure is the better one.
 """
 
@@ -34,8 +34,14 @@ def figures(r):
     if s in ("drain", "cpu"):
         return [("throughput", r["tasks_per_s"], "tasks/s", "higher")]
     if s == "enqueue":
-        return [("one at a time", r["single_per_s"], "tasks/s", "higher"),
-                ("batch of %d" % r["batch"], r["batch_per_s"], "tasks/s", "higher")]
+        out = [("one at a time", r["single_per_s"], "tasks/s", "higher"),
+               ("batch of %d" % r["batch"], r["batch_per_s"], "tasks/s", "higher")]
+        if "tx_one_per_s" in r:
+            out += [("in the app's transaction, 1 per transaction", r["tx_one_per_s"],
+                     "tasks/s", "higher"),
+                    ("in the app's transaction, %d per transaction" % r["batch"],
+                     r["tx_batch_per_s"], "tasks/s", "higher")]
+        return out
     if s == "latency":
         return [("p50", r["p50_ms"], "ms", "lower"), ("p99", r["p99_ms"], "ms", "lower")]
     if s == "io":
@@ -137,11 +143,16 @@ def main():
                          % (sysname, "{:,}".format(c["iters"]), c["check_ms"]))
     table = "\n".join(lines) + enqueue_async_table(runs)
     text = table + "\n\n" + "\n".join("- " + n for n in notes) + "\n"
-    if len(sys.argv) > 4:
-        with open(sys.argv[4]) as f:
-            rb = f.read().strip()
-        if rb:
-            text += "\nredis-benchmark on the same redis-server:\n\n```\n" + rb + "\n```\n"
+    for path in sys.argv[4:]:
+        with open(path) as f:
+            limits = f.read().strip()
+        if not limits:
+            continue
+        if "pgbench" in path:
+            title = "pgbench on the same Postgres server (select-only, its limit):"
+        else:
+            title = "redis-benchmark on the same redis-server:"
+        text += "\n" + title + "\n\n```\n" + limits + "\n```\n"
     print(text)
     with open(sys.argv[2], "w") as f:
         f.write(text)
