@@ -339,7 +339,11 @@ fn main() {
         }
     }
     let (x_ok, x_failed, x_lost, x_wrong) = extras.settle(settle_end);
-    let dead = app.storage().counts().map(|c| c.dead).unwrap_or(0);
+    let counts = app.storage().counts().ok();
+    let dead = counts.as_ref().map_or(0, |c| c.dead);
+    // Tasks the consumers had not finished when the settle window closed (counted as lost
+    // above): still waiting, leased or scheduled for a retry, not gone.
+    let queued = counts.map_or(0, |c| c.ready + c.in_flight + c.scheduled);
     for mut c in consumers {
         let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
         let _ = c.wait();
@@ -350,7 +354,7 @@ fn main() {
     }
     drop(postgres);
     println!(
-        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, server restarts {server_restarts}), pauses {pauses}, lost {lost}, ran twice {twice}, dead-lettered {dead}; large/long/spawning tasks {}, completed {x_ok}, failed {x_failed}, lost {x_lost}, wrong {x_wrong}",
+        "soak {backend} {seconds}s: tasks {}, completed {ok}, failed {failed}, kills {} (workers {worker_kills}, supervisors {supervisor_kills}, server restarts {server_restarts}), pauses {pauses}, lost {lost} (still queued {queued}), ran twice {twice}, dead-lettered {dead}; large/long/spawning tasks {}, completed {x_ok}, failed {x_failed}, lost {x_lost}, wrong {x_wrong}",
         handles.len(),
         worker_kills + supervisor_kills + server_restarts,
         extras.large.len() + extras.long.len() + extras.spawned.len(),
