@@ -281,6 +281,13 @@ fn is_transient(e: &::postgres::Error) -> bool {
         .is_some_and(|db| matches!(db.code().code(), "40P01" | "40001"))
 }
 
+/// The server ended the session before it read anything more from it: an administrator's
+/// termination, a shutdown or a crash (the FATAL message a backend leaves as it goes).
+fn closed_while_idle(e: &::postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| matches!(db.code().code(), "57P01" | "57P02" | "57P03"))
+}
+
 /// A few open connections shared by the threads of one storage handle.
 pub(super) struct Pool {
     pub(super) target: PgTarget,
@@ -354,6 +361,32 @@ impl Pool {
                     let out = out.map_err(|e| self.err(&e));
                     self.put(client);
                     return out;
+                }
+            }
+        }
+    }
+
+    /// Run the one statement `f` sends, in its own implicit transaction (the statement commits
+    /// or writes nothing). A pooled connection that the server had closed while it sat idle
+    /// (a restart, `pg_terminate_backend`: the backend's goodbye is already waiting when the
+    /// statement goes out, so it never ran) is replaced and the statement sent again; any
+    /// other error is returned, never repeated, since the statement may have committed.
+    pub(super) fn once<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let (mut client, pooled) = self.take()?;
+            match f(&mut client) {
+                Ok(v) => {
+                    self.put(client);
+                    return Ok(v);
+                }
+                Err(e) if pooled && closed_while_idle(&e) && tries <= IDLE => tries += 1,
+                Err(e) => {
+                    self.put(client);
+                    return Err(self.err(&e));
                 }
             }
         }

@@ -55,6 +55,48 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Insert ready rows and notify listeners in one statement of its own (committed with its
+/// implicit transaction): a producer's enqueue is one round trip.
+pub(super) fn enqueue_alone(
+    c: &mut ::postgres::Client,
+    schema: &str,
+    rows: &[&Ready],
+) -> PgResult<()> {
+    let cols = Columns {
+        ids: rows.iter().map(|r| r.id.as_str()).collect(),
+        queues: rows.iter().map(|r| r.queue.as_str()).collect(),
+        prios: rows.iter().map(|r| r.priority).collect(),
+        payloads: rows.iter().map(|r| r.payload.as_slice()).collect(),
+    };
+    let sql = format!(
+        "WITH ins AS ({} RETURNING 1) SELECT pg_notify($5, '') WHERE EXISTS (SELECT 1 FROM ins)",
+        enqueue_sql(schema)
+    );
+    c.query_typed(
+        &sql,
+        &[
+            (&cols.ids, Type::TEXT_ARRAY),
+            (&cols.queues, Type::TEXT_ARRAY),
+            (&cols.prios, Type::INT4_ARRAY),
+            (&cols.payloads, Type::BYTEA_ARRAY),
+            (&listen::channel(schema), Type::TEXT),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Whether a batch only enqueues ready messages (a producer's usual write).
+pub(super) fn only_enqueues(b: &Batch) -> bool {
+    b.lease.is_none()
+        && b.claim.is_none()
+        && !b.enqueue.is_empty()
+        && b.schedule.is_empty()
+        && b.results.is_empty()
+        && b.dead.is_empty()
+        && b.chords.is_empty()
+        && b.release.is_empty()
+}
+
 /// Insert ready rows and notify listeners; the caller's transaction makes them visible.
 pub(crate) fn enqueue_rows(
     tx: &mut impl GenericClient,
