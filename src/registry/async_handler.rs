@@ -111,7 +111,8 @@ impl<F: Future> Future for CatchUnwind<F> {
 }
 
 /// An attempt cut short at its deadline: the future is dropped there, and the attempt fails
-/// with [`FailureKind::Timeout`].
+/// with [`FailureKind::Timeout`]. A value whose `Drop` panics as the future is dropped does
+/// not turn the timeout into something else: the panic is logged, the attempt timed out.
 pub(crate) async fn within(
     deadline: Option<Instant>,
     fut: impl Future<Output = Result<Output, Failure>>,
@@ -119,12 +120,19 @@ pub(crate) async fn within(
     let Some(at) = deadline else {
         return fut.await;
     };
-    match tokio::time::timeout_at(at.into(), fut).await {
+    let mut timed = Box::pin(tokio::time::timeout_at(at.into(), fut));
+    match (&mut timed).await {
         Ok(out) => out,
-        Err(_) => Err(Failure::new(
-            FailureKind::Timeout,
-            "ran past its timeout; its future was dropped at the deadline",
-        )),
+        Err(_) => {
+            let mut message =
+                "ran past its timeout; its future was dropped at the deadline".to_string();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || drop(timed))) {
+                let p = panic_message(&*p);
+                tracing::warn!("dropping a timed-out task's future panicked: {p}");
+                message.push_str(&format!(" (and dropping it panicked: {p})"));
+            }
+            Err(Failure::new(FailureKind::Timeout, message))
+        }
     }
 }
 

@@ -11,8 +11,12 @@
 //! as with thread workers); one that timed out before a blocking thread took it never starts.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -20,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::{EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
-use crate::failure::{Failure, FailureKind};
+use crate::failure::{panic_message, Failure, FailureKind};
 use crate::message::{Message, Output};
 
 /// Where a runner reports each attempt's end: (job, outcome).
@@ -167,15 +171,8 @@ impl Shared {
             // be held twice (as `track`'s argument and its pinned copy): with 10,000 attempts
             // in flight that was 20 MiB.
             let run = Box::pin(attempt(shared.app.clone(), msg));
-            let run = shared.polls.clone().track(polling, run);
-            let outcome = tokio::select! {
-                biased;
-                _ = rx => Err(Failure::new(
-                    FailureKind::Revoked,
-                    "revoked while running: its future was dropped",
-                )),
-                out = run => out,
-            };
+            let run = std::pin::pin!(Some(shared.polls.clone().track(polling, run)));
+            let outcome = contained(rx, run).await;
             shared.polls.attempts.lock().remove(&job);
             // Reported before it leaves the running set, so an idle runner has no answer left
             // to give.
@@ -202,6 +199,50 @@ impl Drop for Runner {
             rt.shutdown_background();
         }
     }
+}
+
+/// An attempt run to its end, or until `cancel` fires (it ends as `Revoked`, its future
+/// dropped). A panic anywhere in it ends it as `Panic` rather than ending the runtime's task
+/// without a report (an attempt that never reports holds its worker up until the supervisor
+/// gives it up, and keeps a stop waiting): a panic in a poll outside the task's own code (its
+/// result's encoding, say), or in a `Drop` run as a cancelled future is dropped.
+async fn contained<F: Future<Output = Result<Output, Failure>>>(
+    mut cancel: oneshot::Receiver<()>,
+    mut fut: Pin<&mut Option<F>>,
+) -> Result<Output, Failure> {
+    let ended = std::future::poll_fn(|cx| {
+        if Pin::new(&mut cancel).poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        let Some(f) = fut.as_mut().as_pin_mut() else {
+            return Poll::Ready(Some(Err(Failure::new(FailureKind::Error, "no attempt"))));
+        };
+        match catch_unwind(AssertUnwindSafe(|| f.poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Some(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(p) => Poll::Ready(Some(Err(Failure::new(
+                FailureKind::Panic,
+                panic_message(&*p),
+            )))),
+        }
+    })
+    .await;
+    let dropped = catch_unwind(AssertUnwindSafe(move || fut.set(None)));
+    let mut outcome = ended.unwrap_or_else(|| {
+        Err(Failure::new(
+            FailureKind::Revoked,
+            "revoked while running: its future was dropped",
+        ))
+    });
+    if let Err(p) = dropped {
+        let p = panic_message(&*p);
+        tracing::warn!("dropping a task's future panicked: {p}");
+        if let Err(f) = &mut outcome {
+            f.message
+                .push_str(&format!(" (and dropping it panicked: {p})"));
+        }
+    }
+    outcome
 }
 
 /// One attempt: an async task as its future, a sync task on the blocking pool.

@@ -169,7 +169,8 @@ fn count_run(ms: u64, ctx: &TaskContext) -> Result<u32, String> {
 /// `in_flight(ms)` (adds 1 to the counter `in-flight` for `ms`; returns the count it saw on
 /// arrival, so the largest answer is the most that ran at once) and `async_block(ms)` (a
 /// broken async task: it blocks its runtime thread for `ms` without ever yielding, so it
-/// cannot be cancelled in the meantime).
+/// cannot be cancelled in the meantime) and `async_drop_panic(ms)` (waits `ms` holding a
+/// value whose `Drop` panics: cancelling it panics).
 pub fn register_async(app: &Huey) -> huey::Result<()> {
     app.task("async_sleep")
         .register_async(|ms: u64| async move {
@@ -226,6 +227,13 @@ pub fn register_async(app: &Huey) -> huey::Result<()> {
             std::thread::sleep(Duration::from_millis(ms));
             Ok::<_, String>(ms)
         })?;
+    app.task("async_drop_panic")
+        .register_async(|ms: u64| async move {
+            let bomb = PanicOnDrop;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            std::mem::forget(bomb);
+            Ok::<_, String>(ms)
+        })?;
     app.task("in_flight")
         .register_async_with_context(|ms: u64, ctx: TaskContext| async move {
             let seen = incr(&ctx, "in-flight".into(), 1).await?;
@@ -234,6 +242,16 @@ pub fn register_async(app: &Huey) -> huey::Result<()> {
             Ok::<_, String>(seen)
         })?;
     Ok(())
+}
+
+/// Held across an `.await` by `async_drop_panic`: its `Drop` panics, so cancelling the
+/// future there panics.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a value of the cancelled future panicked in drop");
+    }
 }
 
 /// Add to a counter in storage off the runtime's threads (a storage call blocks).

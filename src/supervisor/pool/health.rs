@@ -221,6 +221,10 @@ impl Pool {
         if self.kind != WorkerKind::Process {
             for id in stuck {
                 let cancelled = self.slots[i].cancelling.contains_key(&id);
+                // Dropped as soon as the runtime polls it again: an attempt recorded as ended
+                // (and perhaps retried) must not go on afterwards. One that never got a
+                // runtime thread (all of them held by tasks that block) then never starts.
+                self.slots[i].cancel(id, now);
                 if let Some((job, _)) = self.slots[i].end(id) {
                     tracing::warn!(id = %job.msg.id, task = %job.msg.task, "an attempt did not stop: given up on");
                     let f = why(&job, cancelled);
