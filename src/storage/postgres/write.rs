@@ -179,31 +179,35 @@ const ACK_AND_STORE: &str = "WITH acked AS (
      WHERE r.seq IN (SELECT seq FROM acked)
      ORDER BY r.id, r.n DESC
      ON CONFLICT(id) DO UPDATE SET value = excluded.value, expires = excluded.expires)
- SELECT seq FROM acked";
+ SELECT seq FROM acked
+ UNION ALL
+ SELECT NULL FROM (
+     SELECT pg_notify($7, '') WHERE EXISTS (SELECT 1 FROM acked WHERE seq = ANY($3::bigint[]))
+ ) AS woken";
 
-/// Write `batches` in `tx`: those that only acknowledge and store results (the usual outcome
-/// of a task) in one statement, the others one by one in order. Per batch, whether it was
-/// written.
-pub(super) fn apply_batches(
-    tx: &mut ::postgres::Transaction<'_>,
+/// Whether a batch only acknowledges its lease and stores results (a task's usual outcome).
+pub(super) fn only_acks(b: &Batch) -> bool {
+    b.lease.as_ref().and_then(parse_lease).is_some()
+        && b.claim.is_none()
+        && b.enqueue.is_empty()
+        && b.schedule.is_empty()
+        && b.dead.is_empty()
+        && b.chords.is_empty()
+        && b.release.is_empty()
+}
+
+/// Acknowledge the leases of the [`only_acks`] batches among `batches` and store the results
+/// of those acknowledged, in one statement, which also tells listeners (at commit) when a
+/// result was stored. Returns the seqs acknowledged.
+pub(super) fn ack_and_store(
+    c: &mut impl GenericClient,
     batches: &[&Batch],
-    now: i64,
     schema: &str,
-) -> PgResult<Vec<bool>> {
-    let simple = |b: &Batch| {
-        b.lease.as_ref().and_then(parse_lease).is_some()
-            && b.claim.is_none()
-            && b.enqueue.is_empty()
-            && b.schedule.is_empty()
-            && b.dead.is_empty()
-            && b.chords.is_empty()
-            && b.release.is_empty()
-    };
-    lock_claims(tx, batches, schema)?;
+) -> PgResult<HashSet<i64>> {
     let (mut seqs, mut tokens) = (Vec::new(), Vec::new());
     let (mut r_seqs, mut r_ids, mut r_values, mut r_expires) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for b in batches.iter().filter(|b| simple(b)) {
+    for b in batches.iter().filter(|b| only_acks(b)) {
         if let Some((seq, token)) = b.lease.as_ref().and_then(parse_lease) {
             seqs.push(seq);
             tokens.push(token);
@@ -216,28 +220,54 @@ pub(super) fn apply_batches(
         }
     }
     let mut acked = HashSet::new();
-    if !seqs.is_empty() {
-        for r in tx.query_typed(
-            ACK_AND_STORE,
-            &[
-                (&seqs, Type::INT8_ARRAY),
-                (&tokens, Type::INT8_ARRAY),
-                (&r_seqs, Type::INT8_ARRAY),
-                (&r_ids, Type::TEXT_ARRAY),
-                (&r_values, Type::BYTEA_ARRAY),
-                (&r_expires, Type::INT8_ARRAY),
-            ],
-        )? {
-            acked.insert(r.get::<_, i64>(0));
-        }
-        if !r_ids.is_empty() && r_seqs.iter().any(|s| acked.contains(s)) {
-            notify(tx, schema)?;
+    if seqs.is_empty() {
+        return Ok(acked);
+    }
+    for r in c.query_typed(
+        ACK_AND_STORE,
+        &[
+            (&seqs, Type::INT8_ARRAY),
+            (&tokens, Type::INT8_ARRAY),
+            (&r_seqs, Type::INT8_ARRAY),
+            (&r_ids, Type::TEXT_ARRAY),
+            (&r_values, Type::BYTEA_ARRAY),
+            (&r_expires, Type::INT8_ARRAY),
+            (&listen::channel(schema), Type::TEXT),
+        ],
+    )? {
+        if let Some(seq) = r.get::<_, Option<i64>>(0) {
+            acked.insert(seq);
         }
     }
+    Ok(acked)
+}
+
+/// Per batch, whether it was written, for batches that are all [`only_acks`].
+pub(super) fn acked_each(batches: &[&Batch], acked: &HashSet<i64>) -> Vec<bool> {
     batches
         .iter()
         .map(|b| {
-            if simple(b) {
+            let seq = b.lease.as_ref().and_then(parse_lease).map(|l| l.0);
+            seq.is_some_and(|s| acked.contains(&s))
+        })
+        .collect()
+}
+
+/// Write `batches` in `tx`: those that only acknowledge and store results (the usual outcome
+/// of a task) in one statement, the others one by one in order. Per batch, whether it was
+/// written.
+pub(super) fn apply_batches(
+    tx: &mut ::postgres::Transaction<'_>,
+    batches: &[&Batch],
+    now: i64,
+    schema: &str,
+) -> PgResult<Vec<bool>> {
+    lock_claims(tx, batches, schema)?;
+    let acked = ack_and_store(tx, batches, schema)?;
+    batches
+        .iter()
+        .map(|b| {
+            if only_acks(b) {
                 let seq = b.lease.as_ref().and_then(parse_lease).map(|l| l.0);
                 Ok(seq.is_some_and(|s| acked.contains(&s)))
             } else {
