@@ -322,9 +322,16 @@ fn counting_app() -> (Huey, Arc<std::sync::atomic::AtomicUsize>) {
         .register_async(move |ms: u64| {
             let (now, most) = (now.clone(), most.clone());
             async move {
+                /// Leaves the count however the attempt ends (a cancelled one is dropped).
+                struct Leave(Arc<AtomicUsize>);
+                impl Drop for Leave {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
                 most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let _leave = Leave(now);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                now.fetch_sub(1, Ordering::SeqCst);
                 Ok::<_, String>(ms)
             }
         })
