@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::hueyd::{Backend, Kind};
-use huey::flow::Group;
+use huey::flow::{Chord, Group};
+use huey::message::MAX_DEPTH;
 use huey::{FailureKind, Huey, Task, TaskError};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -125,4 +126,67 @@ fn nested_members_run_in_immediate_mode() {
         .unwrap();
     // deepest: 3; middle: 3 + 10; top: 13 + (-1 for the failed pipeline)
     assert_eq!(top.callback.wait(LONG).unwrap(), 12);
+}
+
+type Sum = Task<Vec<Result<i64, TaskError>>, i64>;
+
+/// Chords nested `levels` deep: the innermost of a pipeline `1 + 1 -> + 1`, each one above of
+/// the one below and a call returning 1, each callback the sum of its members' outcomes (so
+/// the top callback returns `levels + 2`).
+fn nest(app: &Huey, add: &Task<(i64, i64), i64>, sum: &Sum, levels: usize) -> Chord<i64, i64> {
+    let mut c = Group::new(app)
+        .push(add.s((1, 1)).then(add, 1))
+        .then_with(sum);
+    for _ in 1..levels {
+        c = Group::new(app).push(c).push(add.s((1, 0))).then_with(sum);
+    }
+    c
+}
+
+/// The deepest nest of chords that can be enqueued: each level nests its callback two levels
+/// deeper in its members' messages.
+const DEEPEST: usize = MAX_DEPTH / 2;
+
+both!(
+    chords_nested_as_deep_as_allowed_run_and_deeper_ones_are_refused,
+    |b: Backend| {
+        let app = b.app();
+        let _c = kind(&b).testbed(&b.url(), &["-w", "2"]);
+        let add: Task<(i64, i64), i64> = task(&app, "add");
+        let collect: Sum = task(&app, "collect");
+        let r = nest(&app, &add, &collect, 50).enqueue().unwrap();
+        assert_eq!(r.callback.wait(LONG).unwrap(), 52);
+        let r = nest(&app, &add, &collect, DEEPEST).enqueue().unwrap();
+        assert_eq!(r.callback.wait(LONG).unwrap(), DEEPEST as i64 + 2);
+        // One more level could not be decoded by a consumer within its limit: refused, with
+        // nothing written.
+        let before = app.storage().counts().unwrap();
+        let e = nest(&app, &add, &collect, DEEPEST + 1)
+            .enqueue()
+            .unwrap_err();
+        assert!(e.to_string().contains("nest"), "{e}");
+        assert_eq!(app.storage().counts().unwrap(), before);
+    }
+);
+
+#[test]
+fn deeply_nested_chords_in_immediate_mode_run_or_are_refused_without_overflowing() {
+    let app = Huey::immediate("t");
+    let add = app
+        .task("add")
+        .register(|(a, b): (i64, i64)| a.checked_add(b).ok_or("overflow"))
+        .unwrap();
+    let sum: Sum = app
+        .task("sum")
+        .register(|o: Vec<Result<i64, TaskError>>| {
+            Ok::<_, String>(o.iter().map(|r| r.as_ref().map_or(-1, |v| *v)).sum::<i64>())
+        })
+        .unwrap();
+    // Every level is put together, encoded, decoded and run in this thread.
+    let r = nest(&app, &add, &sum, DEEPEST).enqueue().unwrap();
+    assert_eq!(r.callback.wait(LONG).unwrap(), DEEPEST as i64 + 2);
+    for levels in [DEEPEST + 1, DEEPEST + 2, 100_000] {
+        let e = nest(&app, &add, &sum, levels).enqueue().unwrap_err();
+        assert!(e.to_string().contains("nest"), "{levels} levels: {e}");
+    }
 }
