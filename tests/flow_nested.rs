@@ -190,3 +190,64 @@ fn deeply_nested_chords_in_immediate_mode_run_or_are_refused_without_overflowing
         assert!(e.to_string().contains("nest"), "{levels} levels: {e}");
     }
 }
+
+both!(
+    a_pipeline_members_middle_stage_retried_or_failed_counts_once,
+    |b: Backend| {
+        // Run in this thread (`common::drain`), with tasks of the test's own.
+        let app = b.app();
+        let add: Task<(i64, i64), i64> = app
+            .task("add_then")
+            .register(|(a, b): (i64, i64)| Ok::<_, String>(a + b))
+            .unwrap();
+        let flaky: Task<(i64, i64), i64> = app
+            .task("fails_first")
+            .retries(2)
+            .retry_delay(Duration::ZERO)
+            .register_with_context(|(a, b): (i64, i64), ctx: &huey::TaskContext| {
+                if ctx.attempt() == 1 {
+                    Err("the first attempt fails".to_string())
+                } else {
+                    Ok(a * b)
+                }
+            })
+            .unwrap();
+        let bad: Task<(i64, i64), i64> = app
+            .task("always_fails")
+            .retries(1)
+            .retry_delay(Duration::ZERO)
+            .register(|_: (i64, i64)| Err::<i64, _>("always".to_string()))
+            .unwrap();
+        let sum: Sum = app
+            .task("sum_or_minus_1000")
+            .register(|o: Vec<Result<i64, TaskError>>| {
+                Ok::<_, String>(
+                    o.iter()
+                        .map(|r| r.as_ref().map_or(-1000, |v| *v))
+                        .sum::<i64>(),
+                )
+            })
+            .unwrap();
+        let inner = Group::new(&app)
+            .push(add.s((2, 2)).then(&flaky, 3))
+            .push(add.s((0, 1)))
+            .then_with(&sum);
+        let chord = Group::new(&app)
+            // (1 + 2) * 10 on the retry, + 5
+            .push(add.s((1, 2)).then(&flaky, 10).then(&add, 5))
+            // Fails for good in its middle stage: its last stage never runs.
+            .push(add.s((1, 1)).then(&bad, 1).then(&add, 5))
+            // 4 * 3 on the retry, + 1
+            .push(inner)
+            .then_with(&sum)
+            .enqueue()
+            .unwrap();
+        assert!(common::drain(&app, &["default"]) > 0);
+        assert_eq!(chord.callback.wait(LONG).unwrap(), 35 - 1000 + 13);
+        let outcomes = chord.members.wait_outcomes(LONG).unwrap();
+        assert_eq!(outcomes[0], Ok(35));
+        let e = outcomes[1].as_ref().unwrap_err();
+        assert_eq!((e.task.as_str(), e.attempt), ("always_fails", 2));
+        assert_eq!(outcomes[2], Ok(13));
+    }
+);
