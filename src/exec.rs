@@ -70,6 +70,11 @@ impl Huey {
         for m in msgs {
             let ready_now = m.eta_ms.is_none_or(|eta| eta <= now);
             let inline = immediate && ready_now;
+            if inline {
+                // Not written, but refused as a write would be (too large, nested too deep):
+                // what it leads to is encoded as it runs, and would be lost there.
+                m.encode()?;
+            }
             if m.options.unique {
                 let eta_in = m.eta_ms.map_or(0, |eta| eta.saturating_sub(now));
                 let mut own = Batch {

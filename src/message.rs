@@ -27,9 +27,10 @@ pub const VERSION: u8 = 2;
 /// dead-letters one found in storage (it would not fit in a worker's pipe frame).
 pub const MAX_MESSAGE_BYTES: usize = (64 << 20) - 1024;
 
-/// The deepest nesting of messages (pipeline continuations, error handlers, chord callbacks)
-/// that is encoded or decoded: a longer pipeline is refused at enqueue, and a deeper message
-/// found in storage is dead-lettered, so no input can exhaust a decoder's stack.
+/// The deepest nesting of messages (pipeline continuations, error handlers, chord callbacks,
+/// each callback two levels: see [`Message::depth`]) that is encoded or decoded: a longer
+/// pipeline or deeper nest of chords is refused at enqueue, and a deeper message found in
+/// storage is dead-lettered, so no input can exhaust a decoder's stack.
 pub const MAX_DEPTH: usize = 500;
 
 /// The name of the queue a task goes to unless it says otherwise.
@@ -171,6 +172,7 @@ pub struct ChordMember {
     /// How many members the chord has.
     pub size: u32,
     /// The callback, enqueued with every member's outcome prepended to its arguments.
+    #[serde(deserialize_with = "nested_callback")]
     pub callback: Message,
 }
 
@@ -216,19 +218,21 @@ impl Message {
         Ok(out)
     }
 
-    /// How many messages deep the continuations, error handlers and chord callbacks below
-    /// this one nest (0: none). Walks without recursion.
+    /// How many levels deep the continuations, error handlers and chord callbacks below this
+    /// one nest (0: none): a continuation or error handler is one level, a chord callback two
+    /// (the membership and the callback in it, each a level of decoding). Walks without
+    /// recursion.
     pub fn depth(&self) -> usize {
         let mut deepest = 0;
         let mut stack = vec![(self, 0)];
         while let Some((m, d)) = stack.pop() {
             deepest = deepest.max(d);
             let below = [
-                m.on_complete.as_deref(),
-                m.on_error.as_deref(),
-                m.chord.as_deref().map(|c| &c.callback),
+                m.on_complete.as_deref().map(|n| (n, d + 1)),
+                m.on_error.as_deref().map(|n| (n, d + 1)),
+                m.chord.as_deref().map(|c| (&c.callback, d + 2)),
             ];
-            stack.extend(below.into_iter().flatten().map(|n| (n, d + 1)));
+            stack.extend(below.into_iter().flatten());
         }
         deepest
     }
@@ -384,6 +388,17 @@ where
 {
     let _level = Level::enter::<D::Error>()?;
     Option::<Box<T>>::deserialize(d)
+}
+
+/// Decode a chord's callback, counting its level: a membership and its callback are two
+/// levels, as [`Message::depth`] counts them, so a chord nested in chords costs the decoder no
+/// more stack per counted level than a pipeline does.
+fn nested_callback<'de, D>(d: D) -> std::result::Result<Message, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let _level = Level::enter::<D::Error>()?;
+    Message::deserialize(d)
 }
 
 /// Refuse `levels` messages nested in one another (a pipeline's stages) beyond [`MAX_DEPTH`]:

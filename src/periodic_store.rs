@@ -121,12 +121,21 @@ pub struct RuntimeSchedules {
 }
 
 impl RuntimeSchedules {
-    /// Add a schedule. Refused (with nothing written) when its name is empty or taken, its
-    /// expression or timezone is wrong (the error names the field), its task is not registered
-    /// in this app, or its arguments do not fit the task's argument type.
+    /// Add a schedule. Refused (with nothing written) when its name is empty, taken or holds a
+    /// control character, its expression or timezone is wrong (the error names the field), its
+    /// task is not registered in this app, or its arguments do not fit the task's argument
+    /// type or are larger encoded than [`Huey::max_message_bytes`].
     pub fn add(&self, s: RuntimeSchedule) -> Result<()> {
         if s.name.is_empty() {
             return Err(Error::Config("a schedule needs a name".into()));
+        }
+        // The name is printed one schedule a line (`hueyd periodic list`) and typed back to
+        // pause or remove it.
+        if s.name.chars().any(char::is_control) {
+            return Err(Error::Config(format!(
+                "the schedule name {:?} contains a control character",
+                s.name
+            )));
         }
         s.crontab()?;
         if self.app.task_def(&s.task).is_none() {
@@ -146,7 +155,19 @@ impl RuntimeSchedules {
                 }
             )));
         }
-        s.encoded_args(&self.app)?;
+        // Each run is a message carrying these arguments: one over the app's limit could never
+        // be enqueued.
+        let args = s.encoded_args(&self.app)?;
+        let limit = self.app.max_message_bytes();
+        if args.len() > limit {
+            return Err(Error::Encode {
+                what: "a periodic schedule's arguments",
+                message: format!(
+                    "{} bytes encoded, over the message limit of {limit} bytes",
+                    args.len()
+                ),
+            });
+        }
         let value = encode(&s)?;
         if !self
             .app

@@ -285,14 +285,20 @@ fn read_only_commands_refuse_a_sqlite_database_that_does_not_exist() {
     let db = dir.path().join("typo.db");
     let storage = format!("sqlite:{}", db.display());
     let id = "6a1f0c8e-0000-4000-8000-000000000000";
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 13] = [
         &["status"],
         &["inspect", id],
         &["consumers"],
         &["result", id],
+        &["results"],
         &["pending"],
         &["scheduled"],
         &["dead"],
+        &["locks"],
+        &["periodic", "list"],
+        &["periodic", "pause", "nightly"],
+        &["periodic", "resume", "nightly"],
+        &["periodic", "remove", "nightly"],
     ];
     for cmd in commands {
         let mut args = vec!["--storage", storage.as_str()];

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::hueyd::{exe, wait_until, Backend, Hueyd};
 use huey::command::{CommandOutput, TAIL_BYTES};
 use huey::{Error, Huey};
+use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -108,3 +109,25 @@ fn commands_run(b: Backend, kind: &str) {
     let e = outcome(&app, &missing).unwrap_err();
     assert!(e.message.contains("cannot run"), "{e}");
 }
+
+both!(
+    a_process_that_leaves_the_group_with_the_pipes_does_not_hold_the_task,
+    |b: Backend| {
+        let app = b.app();
+        let _h = Hueyd::start(&b.url(), &["--allow-commands"]);
+        // `setsid` puts the sleep in a session (and process group) of its own, out of reach of the
+        // group kill, with the program's stdout and stderr still open: a daemon started by a
+        // script. The task ends when the script does, with what it printed.
+        let id = enqueue(
+            &b,
+            &[],
+            &["/bin/sh", "-c", "setsid sleep 300 & echo $!; echo done >&2"],
+        );
+        let out = outcome(&app, &id);
+        if let Some(pid) = out.as_ref().ok().and_then(|o| o.stdout.trim().parse().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let out = out.unwrap();
+        assert_eq!((out.status, out.stderr.as_str()), (0, "done\n"));
+    }
+);

@@ -65,6 +65,27 @@ both!(
             .add(RuntimeSchedule::new("s", "* * * * *", "add", json!("x")))
             .unwrap_err();
         assert!(matches!(e, Error::BadArguments { .. }), "{e}");
+        let e = p
+            .add(RuntimeSchedule::new(
+                "two\nlines",
+                "* * * * *",
+                "add",
+                json!([1, 2]),
+            ))
+            .unwrap_err();
+        assert!(e.to_string().contains("control character"), "{e}");
+        // Arguments too large for any run's message.
+        app.set_max_message_bytes(4096);
+        let e = p
+            .add(RuntimeSchedule::new(
+                "s",
+                "* * * * *",
+                "echo",
+                json!("x".repeat(5000)),
+            ))
+            .unwrap_err();
+        assert!(e.to_string().contains("over the message limit"), "{e}");
+        app.set_max_message_bytes(huey::message::MAX_MESSAGE_BYTES);
         assert!(p.list().unwrap().is_empty());
         p.add(RuntimeSchedule::new("s", "* * * * *", "add", json!([1, 2])))
             .unwrap();

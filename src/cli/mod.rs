@@ -358,15 +358,15 @@ fn program_name(cmd: &clap::Command) -> String {
     cmd.get_display_name().unwrap_or(bin).to_string()
 }
 
-/// A command that only reads must not create the storage it reads: a mistyped SQLite path
-/// would otherwise report an empty queue.
+/// A command that only reads (or changes only what must be there already) must not create the
+/// storage it reads: a mistyped SQLite path would otherwise report an empty queue.
 fn refuse_missing(url: &str, command: &str) -> Result<()> {
     let parsed: crate::storage::StorageUrl = url.parse()?;
     if let Some(path) = parsed.sqlite_path() {
         let in_memory = path.starts_with(":memory:") || path.starts_with("file:");
         if !in_memory && !std::path::Path::new(path).exists() {
             return Err(Error::Config(format!(
-                "{url}: no such SQLite database ({command} only reads and does not create one; check --storage or HUEY_STORAGE)"
+                "{url}: no such SQLite database ({command} does not create one; check --storage or HUEY_STORAGE)"
             )));
         }
     }

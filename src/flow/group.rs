@@ -24,7 +24,7 @@ use super::result_group::MemberHandle;
 use super::{encode, follow_up, Outcomes, Pipeline, ResultGroup};
 use crate::app::Huey;
 use crate::error::{Error, Result};
-use crate::message::{ChordMember, Message};
+use crate::message::{ChordMember, Message, MAX_DEPTH};
 use crate::result::TaskResult;
 use crate::task::{Call, Task};
 
@@ -47,7 +47,19 @@ enum Kind {
     Chord {
         members: Vec<Member>,
         callback: Message,
+        /// How many chords deep it is, itself included.
+        nesting: usize,
     },
+}
+
+impl Member {
+    /// How many chords deep the member is (0 for a call or a pipeline).
+    fn nesting(&self) -> usize {
+        match &self.0 {
+            Kind::Message { .. } => 0,
+            Kind::Chord { nesting, .. } => *nesting,
+        }
+    }
 }
 
 /// Something a group or chord can have as a member: a [`Call`], a [`Pipeline`] or a
@@ -98,19 +110,53 @@ impl<R, R2> GroupMember for Chord<R, R2> {
             ..
         } = self;
         group.check()?;
+        // Each chord level nests its callback (two levels: the membership and the callback)
+        // once more in its members' messages: deeper than a message may nest, no member could
+        // be encoded, and the levels are refused here, before anything walks them.
+        let nesting = 1 + group.members.iter().map(Member::nesting).max().unwrap_or(0);
+        if 2 * nesting > MAX_DEPTH {
+            return Err(Error::Encode {
+                what: "a chord",
+                message: format!(
+                    "chords nested {nesting} deep, over the limit of {} (each nests its \
+                     callback two levels deeper in its members' messages, which nest at most \
+                     {MAX_DEPTH} levels)",
+                    MAX_DEPTH / 2
+                ),
+            });
+        }
         Ok(Member(Kind::Chord {
             members: group.members,
             callback: callback?,
+            nesting,
         }))
     }
 }
 
 /// Put `member` together, as the member `place` of an enclosing chord if any: its messages go
-/// to `out`; returns where its outcome is found.
+/// to `out`; returns where its outcome is found. Chords nested in it are put together from a
+/// work list, not by recursion, so their depth costs no stack.
 fn assemble(
     member: Member,
     place: Option<ChordMember>,
     out: &mut Vec<Message>,
+) -> Result<MemberHandle> {
+    let mut todo = Vec::new();
+    let handle = place_member(member, place, out, &mut todo)?;
+    while let Some((m, place)) = todo.pop() {
+        place_member(m, Some(place), out, &mut todo)?;
+    }
+    Ok(handle)
+}
+
+/// Put one member in place: a message goes to `out`; a chord's own members go to `todo` with
+/// their places (last first, so that they are taken in order). Returns where its outcome is
+/// found.
+fn place_member(
+    member: Member,
+    place: Option<ChordMember>,
+    out: &mut Vec<Message>,
+    todo: &mut Vec<(Member, ChordMember)>,
 ) -> Result<MemberHandle> {
     match member.0 {
         Kind::Message {
@@ -127,9 +173,12 @@ fn assemble(
                 earlier,
             })
         }
-        Kind::Chord { members, callback } => {
+        Kind::Chord {
+            members, callback, ..
+        } => {
             let id = callback.id.clone();
-            assemble_chord(members, callback, place, out)?;
+            let placed = chord_places(members, callback, place, out)?;
+            todo.extend(placed.into_iter().rev());
             Ok(MemberHandle {
                 id,
                 message: None,
@@ -144,10 +193,24 @@ fn assemble(
 /// each member's outcome is found.
 fn assemble_chord(
     members: Vec<Member>,
-    mut callback: Message,
+    callback: Message,
     place: Option<ChordMember>,
     out: &mut Vec<Message>,
 ) -> Result<Vec<MemberHandle>> {
+    chord_places(members, callback, place, out)?
+        .into_iter()
+        .map(|(m, place)| assemble(m, Some(place), out))
+        .collect()
+}
+
+/// A chord's members, each with its place in the chord (its callback the member `place` of an
+/// enclosing chord, if any). An empty chord's callback goes to `out` at once.
+fn chord_places(
+    members: Vec<Member>,
+    mut callback: Message,
+    place: Option<ChordMember>,
+    out: &mut Vec<Message>,
+) -> Result<Vec<(Member, ChordMember)>> {
     callback.chord = place.map(Box::new);
     let size = u32::try_from(members.len())
         .map_err(|_| Error::Config("a chord has at most 2^32 - 1 members".into()))?;
@@ -160,17 +223,19 @@ fn assemble_chord(
         return Ok(Vec::new());
     }
     let chord = crate::message::new_id();
-    let mut handles = Vec::with_capacity(members.len());
-    for (i, m) in members.into_iter().enumerate() {
-        let place = ChordMember {
-            chord: chord.clone(),
-            index: i as u32,
-            size,
-            callback: callback.clone(),
-        };
-        handles.push(assemble(m, Some(place), out)?);
-    }
-    Ok(handles)
+    Ok(members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let place = ChordMember {
+                chord: chord.clone(),
+                index: i as u32,
+                size,
+                callback: callback.clone(),
+            };
+            (m, place)
+        })
+        .collect())
 }
 
 /// Many calls, pipelines or chords whose results have one type, enqueued in one storage write.

@@ -89,8 +89,9 @@ pub enum AdminCommand {
 }
 
 impl AdminCommand {
-    /// The command's name when it only reads the storage (so must not create one). `tasks`
-    /// and `cron` do not use the storage at all.
+    /// The command's name when it only reads the storage, or changes only what must be in it
+    /// already (a periodic schedule to pause, resume or remove), so must not create one.
+    /// `tasks` and `cron` do not use the storage at all.
     pub(crate) fn reads_only(&self) -> Option<&'static str> {
         Some(match self {
             AdminCommand::Result(_) => "result",
@@ -102,8 +103,14 @@ impl AdminCommand {
             AdminCommand::Inspect(_) => "inspect",
             AdminCommand::Results(_) => "results",
             AdminCommand::Locks(_) => "locks",
+            AdminCommand::Periodic(p) => match p.command {
+                periodic::PeriodicCommand::Add { .. } => return None,
+                periodic::PeriodicCommand::List { .. } => "periodic list",
+                periodic::PeriodicCommand::Pause { .. } => "periodic pause",
+                periodic::PeriodicCommand::Resume { .. } => "periodic resume",
+                periodic::PeriodicCommand::Remove { .. } => "periodic remove",
+            },
             AdminCommand::Enqueue(_)
-            | AdminCommand::Periodic(_)
             | AdminCommand::Revoke(_)
             | AdminCommand::Restore(_)
             | AdminCommand::Flush(_)
