@@ -501,3 +501,46 @@ fn a_sync_task_that_timed_out_waiting_for_a_blocking_thread_never_starts() {
         "the four that had no thread before their timeout never ran"
     );
 }
+
+/// Jobs an async worker holds beyond its lanes (tasks were short, so it takes more than it
+/// runs), revoked while they wait behind long ones: cancelled where they wait, they end as
+/// `Revoked` and never run.
+#[test]
+fn jobs_revoked_while_waiting_for_a_lane_of_an_async_worker_never_run() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let h = Kind::Async.testbed(&b.url(), &["-w", "2", "-c", "0.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    // A fast pace: the worker then takes as many jobs again as it has lanes.
+    let warm: Vec<_> = (0..200)
+        .map(|i| touch(&app).enqueue((path(&format!("w{i}")), 0)).unwrap())
+        .collect();
+    for r in &warm {
+        r.wait(LONG).unwrap();
+    }
+    let longs: Vec<_> = (0..2)
+        .map(|i| touch(&app).enqueue((path(&format!("l{i}")), 4000)).unwrap())
+        .collect();
+    let held: Vec<_> = (0..2)
+        .map(|i| touch(&app).enqueue((path(&format!("h{i}")), 10)).unwrap())
+        .collect();
+    // All four leased: the long ones run, the others were handed over to wait for a lane.
+    assert!(
+        wait_until(LONG, || app.storage().counts().unwrap().in_flight == 4),
+        "{}",
+        h.log()
+    );
+    for r in &held {
+        r.revoke().unwrap();
+    }
+    for (i, r) in held.iter().enumerate() {
+        let e = failure(r, &h);
+        assert_eq!(e.kind, FailureKind::Revoked, "{e}");
+        assert!(e.message.contains("before it started"), "{e}");
+        assert!(!dir.path().join(format!("h{i}")).exists(), "it ran");
+    }
+    for r in &longs {
+        r.wait(LONG).unwrap();
+    }
+}

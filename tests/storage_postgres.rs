@@ -231,6 +231,84 @@ fn terminated_connections_are_replaced_and_the_listener_comes_back() {
     assert_eq!(names(&waiter.join().unwrap()), ["after"]);
 }
 
+/// A pooled connection the server ended while it sat idle is found closed before a producer's
+/// one-statement enqueue goes out on it: the enqueue runs on a new connection and succeeds.
+#[test]
+fn an_enqueue_after_its_pooled_connection_was_terminated_goes_through() {
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    enqueue(&*s, vec![ready("first", "default", 0)]);
+    assert!(terminate_huey_connections(&schema) >= 1);
+    let mut c = app_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("huey/{schema}")],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the sessions did not end");
+        thread::sleep(Duration::from_millis(10));
+    }
+    enqueue(&*s, vec![ready("second", "default", 0)]);
+    assert_eq!(s.counts().unwrap().ready, 2);
+}
+
+/// A producer's enqueue whose session is ended while its commit waits for a synchronous
+/// standby (kept on the primary: the server warns that it committed locally, then closes the
+/// connection without a FATAL message) is an error, and not sent again: sent again, it would
+/// be enqueued twice. Its own server, set to wait for a standby that never comes.
+#[test]
+fn an_enqueue_cut_off_after_its_commit_is_an_error_and_not_written_twice() {
+    let own = PgServer::start();
+    let url = format!("{}?schema=syncrep", own.url());
+    let s = open(&url);
+    // A pooled connection, which takes the setting before its next statement.
+    assert_eq!(s.counts().unwrap().ready, 0);
+    own.psql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    own.psql("SELECT pg_reload_conf()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while own.psql("SHOW synchronous_standby_names") != "nobody" {
+        assert!(Instant::now() < deadline, "the setting was not loaded");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let producer = s.clone();
+    let enqueued = thread::spawn(move || {
+        producer.apply(&huey::storage::Batch {
+            enqueue: vec![ready("once", "default", 0)],
+            ..Default::default()
+        })
+    });
+    let waiting = "SELECT pid FROM pg_stat_activity \
+                   WHERE application_name = 'huey/syncrep' AND wait_event = 'SyncRep'";
+    let pid = loop {
+        let pid = own.psql(waiting);
+        if !pid.is_empty() {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the commit did not wait for the standby"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    own.psql(&format!("SELECT pg_terminate_backend({pid})"));
+    // Commits no longer wait: one sent again would be written now.
+    own.psql("ALTER SYSTEM RESET synchronous_standby_names");
+    own.psql("SELECT pg_reload_conf()");
+    let outcome = enqueued.join().unwrap();
+    let e = outcome.expect_err("the session ended under the statement");
+    assert!(e.to_string().contains("syncrep"), "names the schema: {e}");
+    assert_eq!(
+        own.psql("SELECT COUNT(*) FROM syncrep.queue"),
+        "1",
+        "committed once, never twice"
+    );
+}
+
 /// A consumer drains while the server is stopped and started again under it (its own server:
 /// the others of this binary share one): calls fail while it is down, then work again, and
 /// every message is delivered and acknowledged; none is lost.
@@ -696,4 +774,74 @@ fn outcomes_written_together_store_results_only_for_held_leases() {
     assert_eq!(s.result("stale", false).unwrap(), None);
     let counts = s.counts().unwrap();
     assert_eq!((counts.ready, counts.in_flight), (0, 0));
+}
+
+/// The notifications up to a marker sent now on the same channel (notifications arrive in
+/// commit order, so those of writes committed before it arrive before it).
+fn notified_before_marker(listener: &mut postgres::Client, channel: &str) -> usize {
+    use postgres::fallible_iterator::FallibleIterator;
+    app_client()
+        .execute(&format!("NOTIFY {channel}, 'marker'"), &[])
+        .unwrap();
+    let mut seen = 0;
+    let mut notifications = listener.notifications();
+    let mut it = notifications.timeout_iter(Duration::from_secs(30));
+    loop {
+        let n = it.next().unwrap().expect("the marker in time");
+        if n.payload() == "marker" {
+            return seen;
+        }
+        seen += 1;
+    }
+}
+
+/// An outcome that stores a result wakes waiters (one notification on the schema's channel);
+/// one that stores none, or whose lease was lost (its result not stored), sends none.
+#[test]
+fn an_outcome_notifies_only_when_it_stores_a_result() {
+    use huey::storage::{Batch, ResultPut};
+    let schema = fresh_schema();
+    let s = open(&url_in(&schema));
+    let channel = format!("huey_{schema}");
+    enqueue(
+        &*s,
+        (0..3)
+            .map(|i| ready(&format!("n{i}"), "default", 0))
+            .collect(),
+    );
+    let ds = s
+        .dequeue(&request("m", &["default"], 3, LONG_LEASE))
+        .unwrap();
+    assert_eq!(ds.len(), 3);
+    let mut listener = app_client();
+    listener.execute(&format!("LISTEN {channel}"), &[]).unwrap();
+    assert_eq!(notified_before_marker(&mut listener, &channel), 0);
+    assert!(s.apply(&Batch::ack(ds[0].lease.clone())).unwrap());
+    assert_eq!(
+        notified_before_marker(&mut listener, &channel),
+        0,
+        "an acknowledgement without a result wakes nobody"
+    );
+    let with_result = |i: usize| Batch {
+        results: vec![ResultPut {
+            id: format!("r{i}"),
+            value: b"v".to_vec(),
+            ttl: None,
+        }],
+        ..Batch::ack(ds[i].lease.clone())
+    };
+    assert_eq!(ack(&*open(&url_in(&schema)), vec![ds[1].lease.clone()]), 1);
+    assert!(!s.apply(&with_result(1)).unwrap(), "its lease is gone");
+    assert_eq!(
+        notified_before_marker(&mut listener, &channel),
+        0,
+        "a result not stored wakes nobody"
+    );
+    assert!(s.apply(&with_result(2)).unwrap());
+    assert_eq!(
+        notified_before_marker(&mut listener, &channel),
+        1,
+        "a stored result wakes the waiters"
+    );
+    assert_eq!(s.result("r2", false).unwrap(), Some(b"v".to_vec()));
 }

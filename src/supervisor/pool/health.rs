@@ -19,7 +19,7 @@ pub(super) const GRACE: Duration = Duration::from_secs(5);
 
 impl Pool {
     /// Once per health-check interval: running tasks revoked since they started are cancelled
-    /// (concurrent workers) or their process worker is killed and replaced (sequential ones);
+    /// (concurrent workers; an async worker's jobs waiting for a lane too, so they never start) or their process worker is killed and replaced (sequential ones);
     /// the task is recorded as revoked. One read of the running tasks' revocations per check,
     /// only while busy.
     pub fn cancel_revoked(&mut self, now: Instant) -> Returns {
@@ -27,12 +27,17 @@ impl Pool {
         if !self.revocation_check.due(now) || self.kind == WorkerKind::Thread || self.busy() == 0 {
             return out;
         }
-        let running = self
+        // An in-process runner's waiting jobs too: cancelled there, they never start.
+        let handed = self
             .slots
             .iter()
-            .flat_map(|s| s.running.values())
+            .flat_map(|s| {
+                s.running
+                    .values()
+                    .chain(s.queued.iter().filter(|_| s.in_process))
+            })
             .map(|j| &j.msg);
-        let rev = match self.app.revocations_for(running) {
+        let rev = match self.app.revocations_for(handed) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("could not read revocations: {e}");
@@ -43,6 +48,20 @@ impl Pool {
             return out;
         }
         for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.in_process {
+                let waiting: Vec<u64> = slot
+                    .queued
+                    .iter()
+                    .filter(|j| !slot.cancelling.contains_key(&j.id))
+                    .filter(|j| self.app.is_revoked(&j.msg, &rev).unwrap_or(false))
+                    .map(|j| j.id)
+                    .collect();
+                for id in waiting {
+                    // Its end (Revoked, never started) comes back as the runner's report.
+                    self.slots[i].cancel(id, now);
+                }
+            }
             let slot = &self.slots[i];
             let revoked: Vec<u64> = slot
                 .running

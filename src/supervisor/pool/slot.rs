@@ -178,11 +178,11 @@ impl Slot {
     /// starts queued jobs on its own as lanes free up, so one may end (cancelled before it
     /// started) while still queued here.
     pub(super) fn end(&mut self, job: u64) -> Option<(Box<Job>, Option<u64>)> {
+        self.cancelling.remove(&job);
         let Some(j) = self.running.remove(&job) else {
             let at = self.queued.iter().position(|q| q.id == job)?;
             return self.queued.remove(at).map(|j| (j, None));
         };
-        self.cancelling.remove(&job);
         let next = match self.queued.pop_front() {
             Some(n) if self.running.len() < self.concurrency => {
                 let id = n.id;

@@ -311,6 +311,17 @@ fn an_attempt_a_concurrent_worker_does_not_end_is_given_up_after_the_grace() {
     );
 }
 
+/// Takes one off a count of attempts running when dropped.
+#[cfg(feature = "async")]
+struct Leaves(Arc<std::sync::atomic::AtomicUsize>);
+
+#[cfg(feature = "async")]
+impl Drop for Leaves {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// `nap(ms)` that also records the most attempts of it running at once.
 #[cfg(feature = "async")]
 fn counting_app() -> (Huey, Arc<std::sync::atomic::AtomicUsize>) {
@@ -322,15 +333,9 @@ fn counting_app() -> (Huey, Arc<std::sync::atomic::AtomicUsize>) {
         .register_async(move |ms: u64| {
             let (now, most) = (now.clone(), most.clone());
             async move {
-                /// Leaves the count however the attempt ends (a cancelled one is dropped).
-                struct Leave(Arc<AtomicUsize>);
-                impl Drop for Leave {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
                 most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                let _leave = Leave(now);
+                // Counted out when its future is dropped, cancelled or not.
+                let _out = Leaves(now);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok::<_, String>(ms)
             }
@@ -411,4 +416,48 @@ fn a_runner_starts_waiting_attempts_in_order_and_a_cancelled_waiting_one_never_s
     assert!(ends[1].1.is_ok() && ends[2].1.is_ok());
     runner.wait_idle();
     assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn a_job_revoked_while_waiting_in_an_async_worker_is_cancelled_there_and_never_starts() {
+    let (app, most) = counting_app();
+    let cfg = Config {
+        kind: WorkerKind::Async,
+        workers: 1,
+        log_tasks: false,
+        ..Config::default()
+    };
+    let (mut pool, rx) = pool(&app, cfg);
+    pool.add();
+    until(&mut pool, &rx, |p| p.room(1, 1) == 2);
+    let long = job(1, "nap", &60_000u64, None);
+    let waiting = job(2, "nap", &10u64, None);
+    app.revoke_id(&waiting.msg.id, crate::revoke::Revoke::default())
+        .unwrap();
+    for j in [long, waiting] {
+        let i = pool.emptiest(1, 1, j.payload.len()).expect("room");
+        pool.hand_over(i, j).unwrap_or_else(|_| panic!("up"));
+    }
+    assert_eq!(
+        (pool.busy(), pool.jobs().count()),
+        (1, 2),
+        "1 runs, 1 waits"
+    );
+    let later = Instant::now() + Duration::from_secs(2);
+    assert!(pool.cancel_revoked(later).ended.is_empty(), "asked");
+    let r = until(&mut pool, &rx, |p| p.jobs().count() == 1);
+    let [ended] = &r.ended[..] else {
+        panic!("one job ended")
+    };
+    assert_eq!(ended.job.id, 2, "the waiting one");
+    let f = ended.outcome.as_ref().expect_err("revoked");
+    assert_eq!(f.kind, FailureKind::Revoked, "{f:?}");
+    assert!(
+        pool.slots[0].cancelling.is_empty(),
+        "nothing left to wait for"
+    );
+    assert!(f.message.contains("before it started"), "{f:?}");
+    assert_eq!(pool.busy(), 1, "the long one still runs");
+    assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 1);
 }
