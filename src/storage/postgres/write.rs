@@ -45,13 +45,20 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of(rows: &'a [Ready]) -> Columns<'a> {
-        Columns {
-            ids: rows.iter().map(|r| r.id.as_str()).collect(),
-            queues: rows.iter().map(|r| r.queue.as_str()).collect(),
-            prios: rows.iter().map(|r| r.priority).collect(),
-            payloads: rows.iter().map(|r| r.payload.as_slice()).collect(),
+    fn of(rows: impl IntoIterator<Item = &'a Ready>) -> Columns<'a> {
+        let mut c = Columns {
+            ids: Vec::new(),
+            queues: Vec::new(),
+            prios: Vec::new(),
+            payloads: Vec::new(),
+        };
+        for r in rows {
+            c.ids.push(r.id.as_str());
+            c.queues.push(r.queue.as_str());
+            c.prios.push(r.priority);
+            c.payloads.push(r.payload.as_slice());
         }
+        c
     }
 }
 
@@ -62,12 +69,7 @@ pub(super) fn enqueue_alone(
     schema: &str,
     rows: &[&Ready],
 ) -> PgResult<()> {
-    let cols = Columns {
-        ids: rows.iter().map(|r| r.id.as_str()).collect(),
-        queues: rows.iter().map(|r| r.queue.as_str()).collect(),
-        prios: rows.iter().map(|r| r.priority).collect(),
-        payloads: rows.iter().map(|r| r.payload.as_slice()).collect(),
-    };
+    let cols = Columns::of(rows.iter().copied());
     let sql = format!(
         "WITH ins AS ({} RETURNING 1) SELECT pg_notify($5, '') WHERE EXISTS (SELECT 1 FROM ins)",
         enqueue_sql(schema)
