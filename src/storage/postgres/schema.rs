@@ -373,7 +373,17 @@ impl Pool {
     /// other error is returned, never repeated, since the statement may have committed.
     pub(super) fn once<T>(
         &self,
+        f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        self.outside_tx(f, |e, _| closed_while_idle(e))
+    }
+
+    /// Run `f` on a pooled (or new) connection outside a transaction; when it fails on a
+    /// pooled connection and `again` says so, run it again on another one.
+    fn outside_tx<T>(
+        &self,
         mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+        again: impl Fn(&::postgres::Error, &Client) -> bool,
     ) -> Result<T> {
         let mut tries = 0;
         loop {
@@ -383,7 +393,7 @@ impl Pool {
                     self.put(client);
                     return Ok(v);
                 }
-                Err(e) if pooled && closed_while_idle(&e) && tries <= IDLE => tries += 1,
+                Err(e) if pooled && again(&e, &client) && tries <= IDLE => tries += 1,
                 Err(e) => {
                     self.put(client);
                     return Err(self.err(&e));
@@ -396,23 +406,9 @@ impl Pool {
     /// connection found closed runs again on another one (reads are safe to repeat).
     pub(super) fn read<T>(
         &self,
-        mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+        f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
     ) -> Result<T> {
-        let mut tries = 0;
-        loop {
-            let (mut client, pooled) = self.take()?;
-            match f(&mut client) {
-                Ok(v) => {
-                    self.put(client);
-                    return Ok(v);
-                }
-                Err(_) if pooled && client.is_closed() && tries <= IDLE => tries += 1,
-                Err(e) => {
-                    self.put(client);
-                    return Err(self.err(&e));
-                }
-            }
-        }
+        self.outside_tx(f, |_, client| client.is_closed())
     }
 }
 
