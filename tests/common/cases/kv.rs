@@ -247,7 +247,8 @@ fn may_hold_any_is_never_false_while_an_entry_lives() {
 fn renew_if_extends_only_the_holders_entry() {
     let s = crate::factory();
     let (a, b) = (s(), s());
-    let ttl = Duration::from_millis(500);
+    // Long enough that a loaded machine's pauses between renewals stay well inside it.
+    let ttl = Duration::from_secs(2);
     assert!(a
         .put_if_empty(Ns::Locks, "permit", b"mine", Some(ttl))
         .unwrap());
@@ -255,8 +256,9 @@ fn renew_if_extends_only_the_holders_entry() {
         .renew_if(Ns::Locks, "permit", b"theirs", Duration::from_secs(60))
         .unwrap());
     // Renewed past its first TTL, it lives on.
-    for _ in 0..5 {
-        thread::sleep(Duration::from_millis(150));
+    let first_ttl_over = std::time::Instant::now() + ttl + Duration::from_millis(500);
+    while std::time::Instant::now() < first_ttl_over {
+        thread::sleep(Duration::from_millis(200));
         assert!(a.renew_if(Ns::Locks, "permit", b"mine", ttl).unwrap());
     }
     assert_eq!(b.get(Ns::Locks, "permit").unwrap(), Some(b"mine".to_vec()));
@@ -264,7 +266,14 @@ fn renew_if_extends_only_the_holders_entry() {
         .put_if_empty(Ns::Locks, "permit", b"theirs", Some(ttl))
         .unwrap());
     // Left alone, it expires, and an expired or absent entry is not renewed.
-    thread::sleep(Duration::from_millis(800));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while b.get(Ns::Locks, "permit").unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the entry never expired"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     assert!(!a
         .renew_if(Ns::Locks, "permit", b"mine", Duration::from_secs(60))
         .unwrap());
@@ -273,12 +282,14 @@ fn renew_if_extends_only_the_holders_entry() {
         .renew_if(Ns::Locks, "nothing", b"mine", Duration::from_secs(60))
         .unwrap());
     // The renewed TTL also governs listings.
+    let short = Duration::from_millis(500);
     assert!(a
-        .put_if_empty(Ns::Locks, "listed", b"v", Some(ttl))
+        .put_if_empty(Ns::Locks, "listed", b"v", Some(short))
         .unwrap());
     assert!(a
         .renew_if(Ns::Locks, "listed", b"v", Duration::from_secs(60))
         .unwrap());
+    // Past the first TTL: only the renewal keeps it listed.
     thread::sleep(Duration::from_millis(800));
     assert_eq!(
         b.list(Ns::Locks).unwrap(),
