@@ -215,6 +215,19 @@ fn terminated_connections_are_replaced_and_the_listener_comes_back() {
         .unwrap();
     assert_eq!(names(&ds), ["before"]);
     assert_eq!(ack(&*s, ds.into_iter().map(|d| d.lease).collect()), 1);
+    // Again and again: the server's goodbye may be read as the answer to the next statement
+    // before the connection is seen closed, and that statement still runs again elsewhere.
+    for round in 0..20 {
+        enqueue(&*s, vec![ready(&format!("r{round}"), "default", 0)]);
+        terminate_huey_connections(&schema);
+        let ds = s
+            .dequeue(&request("c", &["default"], 5, LONG_LEASE))
+            .unwrap();
+        assert_eq!(names(&ds), [format!("r{round}")]);
+        assert_eq!(ack(&*s, ds.into_iter().map(|d| d.lease).collect()), 1);
+        terminate_huey_connections(&schema);
+        assert_eq!(s.counts().unwrap().ready, 0);
+    }
     // A blocked dequeue is still woken by another handle's enqueue after the listener died.
     terminate_huey_connections(&schema);
     let other = open(&url);

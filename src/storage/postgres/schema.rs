@@ -402,13 +402,15 @@ impl Pool {
         }
     }
 
-    /// Run the read `f` on a connection outside a transaction; a read that fails on a pooled
-    /// connection found closed runs again on another one (reads are safe to repeat).
+    /// Run `f` on a connection outside a transaction, where running it again is safe: a read,
+    /// or a lease (a row leased by a call whose answer was lost is delivered again once that
+    /// lease expires). A failure on a pooled connection that the server ended (its goodbye
+    /// read as the answer, or the connection already seen closed) runs again on another one.
     pub(super) fn read<T>(
         &self,
         f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
     ) -> Result<T> {
-        self.outside_tx(f, |_, client| client.is_closed())
+        self.outside_tx(f, |e, client| closed_while_idle(e) || client.is_closed())
     }
 }
 
