@@ -69,22 +69,15 @@ pub(super) fn enqueue_alone(
     schema: &str,
     rows: &[&Ready],
 ) -> PgResult<()> {
-    let cols = Columns::of(rows.iter().copied());
-    let sql = format!(
+    enqueue_rows(c, schema, rows.iter().copied())
+}
+
+/// [`enqueue_sql`] and the notification of listeners (delivered at commit) as one statement.
+fn enqueue_notify_sql(schema: &str) -> String {
+    format!(
         "WITH ins AS ({} RETURNING 1) SELECT pg_notify($5, '') WHERE EXISTS (SELECT 1 FROM ins)",
         enqueue_sql(schema)
-    );
-    c.query_typed(
-        &sql,
-        &[
-            (&cols.ids, Type::TEXT_ARRAY),
-            (&cols.queues, Type::TEXT_ARRAY),
-            (&cols.prios, Type::INT4_ARRAY),
-            (&cols.payloads, Type::BYTEA_ARRAY),
-            (&listen::channel(schema), Type::TEXT),
-        ],
-    )?;
-    Ok(())
+    )
 }
 
 /// Whether a batch only enqueues ready messages (a producer's usual write).
@@ -100,25 +93,26 @@ pub(super) fn only_enqueues(b: &Batch) -> bool {
 }
 
 /// Insert ready rows and notify listeners; the caller's transaction makes them visible.
-pub(crate) fn enqueue_rows(
+pub(crate) fn enqueue_rows<'a>(
     tx: &mut impl GenericClient,
     schema: &str,
-    rows: &[Ready],
+    rows: impl IntoIterator<Item = &'a Ready>,
 ) -> PgResult<()> {
-    if rows.is_empty() {
+    let c = Columns::of(rows);
+    if c.ids.is_empty() {
         return Ok(());
     }
-    let c = Columns::of(rows);
     tx.query_typed(
-        &enqueue_sql(schema),
+        &enqueue_notify_sql(schema),
         &[
             (&c.ids, Type::TEXT_ARRAY),
             (&c.queues, Type::TEXT_ARRAY),
             (&c.prios, Type::INT4_ARRAY),
             (&c.payloads, Type::BYTEA_ARRAY),
+            (&listen::channel(schema), Type::TEXT),
         ],
     )?;
-    notify(tx, schema)
+    Ok(())
 }
 
 /// Write the enqueues and schedule entries of `batch` (the parts a producer writes) in an
@@ -131,9 +125,16 @@ pub(crate) fn producer_rows(
     enqueue_rows(tx, schema, &batch.enqueue)?;
     for s in &batch.schedule {
         let r = &s.ready;
-        tx.execute(
+        let eta = sql_ms(s.eta_ms);
+        tx.query_typed(
             &schedule_sql(schema),
-            &[&r.id, &r.queue, &r.priority, &sql_ms(s.eta_ms), &r.payload],
+            &[
+                (&r.id, Type::TEXT),
+                (&r.queue, Type::TEXT),
+                (&r.priority, Type::INT4),
+                (&eta, Type::INT8),
+                (&r.payload, Type::BYTEA),
+            ],
         )?;
     }
     Ok(())
@@ -148,18 +149,30 @@ pub(crate) async fn producer_rows_async(
 ) -> PgResult<()> {
     if !batch.enqueue.is_empty() {
         let c = Columns::of(&batch.enqueue);
-        tx.execute(
-            &enqueue_sql(schema),
-            &[&c.ids, &c.queues, &c.prios, &c.payloads],
+        tx.query_typed(
+            &enqueue_notify_sql(schema),
+            &[
+                (&c.ids, Type::TEXT_ARRAY),
+                (&c.queues, Type::TEXT_ARRAY),
+                (&c.prios, Type::INT4_ARRAY),
+                (&c.payloads, Type::BYTEA_ARRAY),
+                (&listen::channel(schema), Type::TEXT),
+            ],
         )
         .await?;
-        tx.execute(NOTIFY, &[&listen::channel(schema)]).await?;
     }
     for s in &batch.schedule {
         let r = &s.ready;
-        tx.execute(
+        let eta = sql_ms(s.eta_ms);
+        tx.query_typed(
             &schedule_sql(schema),
-            &[&r.id, &r.queue, &r.priority, &sql_ms(s.eta_ms), &r.payload],
+            &[
+                (&r.id, Type::TEXT),
+                (&r.queue, Type::TEXT),
+                (&r.priority, Type::INT4),
+                (&eta, Type::INT8),
+                (&r.payload, Type::BYTEA),
+            ],
         )
         .await?;
     }
