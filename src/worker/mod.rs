@@ -45,14 +45,35 @@ pub struct Tagged {
 /// Where workers send their events (the supervisor's main loop); false once it is gone.
 pub type EventSink = std::sync::Arc<dyn Fn(Tagged) -> bool + Send + Sync>;
 
-/// Resident memory of this process in KiB (0 where unknown).
+/// Resident memory of this process in KiB (0 where unknown). Read after every attempt of a
+/// process worker, so it costs one `pread` of `/proc/self/statm`, kept open (opening, reading
+/// and closing it each time was five system calls per task). A worker forked from a process
+/// that had opened it reads its own figures anyway: `/proc/self` is resolved at open, so the
+/// file is opened again when the pid it was opened by is not ours.
 #[cfg(target_os = "linux")]
 pub fn rss_kib() -> u64 {
-    let page_kib = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4, |bytes| (bytes / 1024).max(1) as u64);
-    std::fs::read_to_string("/proc/self/statm")
+    use std::os::unix::fs::FileExt;
+    static STATM: parking_lot::Mutex<Option<(u32, std::fs::File)>> = parking_lot::Mutex::new(None);
+    static PAGE_KIB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let page_kib = *PAGE_KIB.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map_or(4, |bytes| (bytes / 1024).max(1) as u64)
+    });
+    let pid = std::process::id();
+    let mut statm = STATM.lock();
+    if statm.as_ref().is_none_or(|(by, _)| *by != pid) {
+        *statm = std::fs::File::open("/proc/self/statm")
+            .ok()
+            .map(|f| (pid, f));
+    }
+    let Some((_, file)) = statm.as_ref() else {
+        return 0;
+    };
+    let mut buf = [0u8; 128];
+    let n = file.read_at(&mut buf, 0).unwrap_or(0);
+    std::str::from_utf8(&buf[..n])
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map(|pages| pages * page_kib)

@@ -8,7 +8,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{rss_kib, EventSink, Tagged, WorkerEvent};
+use super::{EventSink, Tagged, WorkerEvent};
 use crate::app::Huey;
 use crate::message::Message;
 
@@ -50,7 +50,8 @@ impl ThreadWorker {
                     if !send(WorkerEvent::Done {
                         job,
                         outcome,
-                        rss_kib: rss_kib(),
+                        // The process's memory is the supervisor's: nothing to recycle.
+                        rss_kib: 0,
                     }) {
                         return;
                     }
