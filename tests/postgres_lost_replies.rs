@@ -91,9 +91,7 @@ fn cut_off_after_commit(
         .unwrap();
     wait_for(
         &mut c,
-        &format!(
-            "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {pid})"
-        ),
+        &format!("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {pid})"),
         "the session ended",
     );
     kill(child, Signal::SIGCONT).unwrap();
@@ -121,7 +119,10 @@ fn an_enqueue_whose_answer_is_lost_with_its_session_is_an_error_and_written_once
         1,
         "enqueued once, never twice (exit {code}, {out}{err})"
     );
-    assert_ne!(code, 0, "the enqueue cannot be known to have gone through: {out}");
+    assert_ne!(
+        code, 0,
+        "the enqueue cannot be known to have gone through: {out}"
+    );
     assert!(err.contains(&schema), "the error names the storage: {err}");
 }
 
