@@ -245,12 +245,14 @@ fn terminated_connections_are_replaced_and_the_listener_comes_back() {
 }
 
 /// A pooled connection the server ended while it sat idle is found closed before a producer's
-/// one-statement enqueue goes out on it: the enqueue runs on a new connection and succeeds.
+/// one-statement enqueue goes out on it (one idle for 100 ms or more is checked first): the
+/// enqueue runs on a new connection and succeeds.
 #[test]
 fn an_enqueue_after_its_pooled_connection_was_terminated_goes_through() {
     let schema = fresh_schema();
     let s = open(&url_in(&schema));
     enqueue(&*s, vec![ready("first", "default", 0)]);
+    let idle_since = Instant::now();
     assert!(terminate_huey_connections(&schema) >= 1);
     let mut c = app_client();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -266,6 +268,8 @@ fn an_enqueue_after_its_pooled_connection_was_terminated_goes_through() {
         assert!(Instant::now() < deadline, "the sessions did not end");
         thread::sleep(Duration::from_millis(10));
     }
+    // Idle past the pool's check (the sessions ending took some of it).
+    thread::sleep(Duration::from_millis(150).saturating_sub(idle_since.elapsed()));
     enqueue(&*s, vec![ready("second", "default", 0)]);
     assert_eq!(s.counts().unwrap().ready, 2);
 }

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::postgres::config::SslMode;
 use ::postgres::{Client, Config, NoTls, Transaction};
@@ -20,6 +20,11 @@ pub const DEFAULT_SCHEMA: &str = "huey";
 
 /// Connections kept open between calls (more are opened when needed, then closed).
 const IDLE: usize = 16;
+
+/// A pooled connection idle this long is checked (one round trip) before a one-statement write
+/// goes out on it (see [`Pool::once`]); one used more recently is not, and a write on it that
+/// meets the server's goodbye is an error.
+const CHECK_AFTER: Duration = Duration::from_millis(100);
 
 /// Tables and indexes, created in the storage's own schema (the connection's search path).
 const TABLES: &str = "
@@ -291,7 +296,7 @@ fn closed_while_idle(e: &::postgres::Error) -> bool {
 /// A few open connections shared by the threads of one storage handle.
 pub(super) struct Pool {
     pub(super) target: PgTarget,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<(Client, Instant)>>,
 }
 
 impl Pool {
@@ -306,12 +311,13 @@ impl Pool {
         storage_err(describe(&self.target.name, e))
     }
 
-    fn take(&self) -> Result<(Client, bool)> {
-        if let Some(c) = self.idle.lock().pop() {
-            return Ok((c, true));
+    /// A pooled connection and how long it sat idle, or a new one (`None`).
+    fn take(&self) -> Result<(Client, Option<Duration>)> {
+        if let Some((c, since)) = self.idle.lock().pop() {
+            return Ok((c, Some(since.elapsed())));
         }
         let c = self.target.connect().map_err(|e| self.err(&e))?;
-        Ok((c, false))
+        Ok((c, None))
     }
 
     fn put(&self, c: Client) {
@@ -320,7 +326,7 @@ impl Pool {
         }
         let mut idle = self.idle.lock();
         if idle.len() < IDLE {
-            idle.push(c);
+            idle.push((c, Instant::now()));
         }
     }
 
@@ -338,7 +344,8 @@ impl Pool {
         let mut tries = 0;
         let mut reruns = 0u32;
         loop {
-            let (mut client, pooled) = self.take()?;
+            let (mut client, idle_for) = self.take()?;
+            let pooled = idle_for.is_some();
             let out = match client.transaction() {
                 Ok(mut tx) => f(&mut tx).and_then(|v| tx.commit().map(|_| v)),
                 Err(e) => {
@@ -367,27 +374,52 @@ impl Pool {
     }
 
     /// Run the one statement `f` sends, in its own implicit transaction (the statement commits
-    /// or writes nothing). A pooled connection that the server had closed while it sat idle
-    /// (a restart, `pg_terminate_backend`: the backend's goodbye is already waiting when the
-    /// statement goes out, so it never ran) is replaced and the statement sent again; any
-    /// other error is returned, never repeated, since the statement may have committed.
+    /// or writes nothing). It is sent once: after any error it may have committed, so the error
+    /// is returned. Even the server's goodbye (`pg_terminate_backend`, a shutdown) read as the
+    /// answer says nothing: the client reads a reply together with a goodbye that followed it
+    /// and is told only of the goodbye, so an enqueue sent again would be written twice and a
+    /// take sent again would lose its result. A pooled connection that sat idle for
+    /// [`CHECK_AFTER`] or longer (long enough for a restart, or a termination, to have ended its
+    /// session meanwhile) is checked first with an empty query, and replaced if it is gone.
     pub(super) fn once<T>(
         &self,
-        f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
-    ) -> Result<T> {
-        self.outside_tx(f, |e, _| closed_while_idle(e))
-    }
-
-    /// Run `f` on a pooled (or new) connection outside a transaction; when it fails on a
-    /// pooled connection and `again` says so, run it again on another one.
-    fn outside_tx<T>(
-        &self,
         mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
-        again: impl Fn(&::postgres::Error, &Client) -> bool,
     ) -> Result<T> {
         let mut tries = 0;
         loop {
-            let (mut client, pooled) = self.take()?;
+            let (mut client, idle_for) = self.take()?;
+            if idle_for.is_some_and(|d| d >= CHECK_AFTER) {
+                let timeout = self
+                    .target
+                    .config
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(Duration::from_secs(10));
+                if client.is_valid(timeout).is_err() && tries <= IDLE {
+                    tries += 1;
+                    continue; // gone while idle: nothing was sent on it
+                }
+            }
+            let out = f(&mut client).map_err(|e| self.err(&e));
+            self.put(client);
+            return out;
+        }
+    }
+
+    /// Run `f` on a connection outside a transaction, where running it again is safe: a read,
+    /// or a lease (a row leased by a call whose answer was lost is delivered again once that
+    /// lease expires). A failure on a pooled connection that the server ended (its goodbye
+    /// read as the answer, or the connection already seen closed) runs again on another one.
+    pub(super) fn read<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        let again =
+            |e: &::postgres::Error, client: &Client| closed_while_idle(e) || client.is_closed();
+        let mut tries = 0;
+        loop {
+            let (mut client, idle_for) = self.take()?;
+            let pooled = idle_for.is_some();
             match f(&mut client) {
                 Ok(v) => {
                     self.put(client);
@@ -400,17 +432,6 @@ impl Pool {
                 }
             }
         }
-    }
-
-    /// Run `f` on a connection outside a transaction, where running it again is safe: a read,
-    /// or a lease (a row leased by a call whose answer was lost is delivered again once that
-    /// lease expires). A failure on a pooled connection that the server ended (its goodbye
-    /// read as the answer, or the connection already seen closed) runs again on another one.
-    pub(super) fn read<T>(
-        &self,
-        f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
-    ) -> Result<T> {
-        self.outside_tx(f, |e, client| closed_while_idle(e) || client.is_closed())
     }
 }
 
