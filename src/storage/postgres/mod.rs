@@ -78,29 +78,33 @@ impl PostgresStorage {
         self.signal.wait(generation, deadline);
     }
 
-    /// Read a live result, deleting it when `take`.
+    /// Read a live result, deleting it when `take`. A take is a read and then a delete of the
+    /// row version read (`xmin`): both are safe to send again when the server's goodbye was read
+    /// as the answer (a `DELETE … RETURNING` is not: its reply can arrive together with that
+    /// goodbye, and the client is told only of the goodbye, so the result would be deleted and
+    /// lost). A result stored again for the same id meanwhile is a new row version, and stays.
     fn read_result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
         let now = sql_ms(now_ms());
-        if !take {
-            return self.pool.read(|c| {
-                Ok(c.query_typed_opt(
-                    "SELECT value FROM results WHERE id = $1 AND (expires IS NULL OR expires > $2)",
-                    &[(&id, Type::TEXT), (&now, Type::INT8)],
-                )?
-                .map(|r| r.get(0)))
-            });
+        let found = self.pool.read(|c| {
+            Ok(c.query_typed_opt(
+                "SELECT value, xmin::text FROM results \
+                 WHERE id = $1 AND (expires IS NULL OR expires > $2)",
+                &[(&id, Type::TEXT), (&now, Type::INT8)],
+            )?
+            .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, String>(1))))
+        })?;
+        let Some((value, version)) = found else {
+            return Ok(None);
+        };
+        if take {
+            self.pool.read(|c| {
+                c.execute_typed(
+                    "DELETE FROM results WHERE id = $1 AND xmin = $2::xid",
+                    &[(&id, Type::TEXT), (&version, Type::TEXT)],
+                )
+            })?;
         }
-        // One statement, committed on its own: a take is one round trip.
-        self.pool.once(|c| {
-            let row = c.query_typed_opt(
-                "DELETE FROM results WHERE id = $1 RETURNING value, expires",
-                &[(&id, Type::TEXT)],
-            )?;
-            Ok(row.and_then(|r| {
-                let exp: Option<i64> = r.get(1);
-                exp.is_none_or(|e| e > now).then(|| r.get(0))
-            }))
-        })
+        Ok(Some(value))
     }
 }
 

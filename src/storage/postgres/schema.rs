@@ -407,8 +407,8 @@ impl Pool {
     }
 
     /// Run `f` on a connection outside a transaction, where running it again is safe: a read,
-    /// or a lease (a row leased by a call whose answer was lost is delivered again once that
-    /// lease expires). A failure on a pooled connection that the server ended (its goodbye
+    /// a lease (a row leased by a call whose answer was lost is delivered again once that
+    /// lease expires), or the delete of one row version. A failure on a pooled connection that the server ended (its goodbye
     /// read as the answer, or the connection already seen closed) runs again on another one.
     pub(super) fn read<T>(
         &self,
