@@ -24,7 +24,7 @@ use crate::events::{Event, EventKind};
 use crate::failure::{Failure, FailureKind};
 use crate::message::Output;
 use crate::storage::Lease;
-use crate::worker::process::ProcessWorker;
+use crate::worker::process::{self, ProcessWorker};
 use crate::worker::runtime::AsyncWorker;
 use crate::worker::thread::ThreadWorker;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
@@ -259,7 +259,12 @@ impl Pool {
                 let beat = self
                     .stall_timeout
                     .map_or(Duration::ZERO, heartbeat_interval);
-                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, n, beat, i, gen, events))
+                let settings = process::Settings {
+                    concurrency: n,
+                    heartbeat: beat,
+                    measure_memory: self.max_memory_kib.is_some(),
+                };
+                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, settings, i, gen, events))
                     .map(Worker::Process)
             }
         };

@@ -40,6 +40,8 @@ pub enum ToWorker {
         concurrency: u32,
         /// How often the worker tells it is alive, in milliseconds (0: never).
         heartbeat_ms: u64,
+        /// Whether each answer carries the worker's resident memory (a memory limit is set).
+        measure_memory: bool,
     },
     /// Cancel a running attempt (a concurrent worker drops its future and answers `Done` with
     /// a `Revoked` failure); a job not running is ignored.
@@ -168,6 +170,7 @@ mod tests {
             storage_url: "redis://u:p@h:1/0".into(),
             concurrency: 64,
             heartbeat_ms: 1000,
+            measure_memory: true,
         };
         write_frame(&mut buf, &setup).unwrap();
         let payload = serde_bytes::Bytes::new(&[1, 2, 3]);

@@ -72,15 +72,38 @@ fn clock_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// How a process worker is set up (sent in its first frame).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Attempts it runs at once (over 1: as futures, see [`super::runtime`]).
+    pub concurrency: usize,
+    /// How often it tells it is alive (never if zero).
+    pub heartbeat: Duration,
+    /// Whether it reports its resident memory with each answer (only a memory limit reads it).
+    pub measure_memory: bool,
+}
+
+/// Whether this worker process reports its resident memory (its setup frame said so).
+static MEASURE_MEMORY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This worker's resident memory in KiB for an answer, or 0 when nobody asked for it: reading
+/// `/proc/self/statm` is a system call per task that a worker without a memory limit skips.
+pub(super) fn reported_rss_kib() -> u64 {
+    if MEASURE_MEMORY.load(Ordering::Relaxed) {
+        rss_kib()
+    } else {
+        0
+    }
+}
+
 impl ProcessWorker {
     /// Start `exe` as a worker for a slot, on the storage at `storage_url`. A reader thread
     /// forwards its frames as events and, at end of stream, reaps it and reports how it exited.
-    /// Once ready, the worker sends a heartbeat every `heartbeat` (never if zero).
+    /// Once ready, the worker sends a heartbeat every `settings.heartbeat` (never if zero).
     pub fn spawn(
         exe: &Path,
         storage_url: &StorageUrl,
-        concurrency: usize,
-        heartbeat: Duration,
+        settings: Settings,
         slot: usize,
         gen: u64,
         events: EventSink,
@@ -154,8 +177,9 @@ impl ProcessWorker {
         };
         let setup = ToWorker::Setup {
             storage_url: storage_url.to_string(),
-            concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
-            heartbeat_ms: heartbeat.as_millis() as u64,
+            concurrency: u32::try_from(settings.concurrency).unwrap_or(u32::MAX),
+            heartbeat_ms: settings.heartbeat.as_millis() as u64,
+            measure_memory: settings.measure_memory,
         };
         // A URL is far below the frame limit.
         let _ = write_frame(&mut worker.outbound, &setup);
@@ -409,11 +433,15 @@ pub fn worker_main(build: impl FnOnce(StorageUrl) -> Result<Huey>) -> i32 {
             storage_url,
             concurrency,
             heartbeat_ms,
-        })) => (
-            storage_url.parse::<StorageUrl>(),
-            concurrency as usize,
-            Duration::from_millis(heartbeat_ms),
-        ),
+            measure_memory,
+        })) => {
+            MEASURE_MEMORY.store(measure_memory, Ordering::Relaxed);
+            (
+                storage_url.parse::<StorageUrl>(),
+                concurrency as usize,
+                Duration::from_millis(heartbeat_ms),
+            )
+        }
         Ok(None) => return 0,
         Ok(Some(other)) => {
             eprintln!("huey worker {pid}: expected the setup frame first, got {other:?}");
@@ -530,7 +558,7 @@ fn answer(
     job: u64,
     outcome: std::result::Result<crate::message::Output, Failure>,
 ) -> std::result::Result<(), FrameError> {
-    write_answer(output, job, outcome, rss_kib())?;
+    write_answer(output, job, outcome, reported_rss_kib())?;
     output.flush().map_err(FrameError::from)
 }
 

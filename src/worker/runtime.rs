@@ -416,7 +416,7 @@ fn write_answers(
     output: &mut impl std::io::Write,
 ) -> Result<(), super::ipc::FrameError> {
     while let Ok(first) = rx.recv() {
-        let rss = super::rss_kib();
+        let rss = super::process::reported_rss_kib();
         let mut next = Some(first);
         while let Some(out) = next {
             match out {
