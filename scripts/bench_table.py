@@ -5,7 +5,8 @@
 
 Prints the markdown table, and writes it (with the figures of the servers' own benchmarks,
 redis-benchmark.txt and pgbench.txt, when given) to OUT.md and the rows to OUT.json. The ratio is huey-rs / huey-py; the `better` column says whether a higher or
-a lower figure is the better one.
+a lower figure is the better one. On the rows apalis ran too (drain and latency), its figure
+and huey-rs / apalis; other rows show "—" there.
 """
 
 import json
@@ -102,18 +103,25 @@ def main():
     for label in labels:
         rs = by.get((label, "huey-rs"))
         py = by.get((label, "huey-py"))
+        ap = by.get((label, "apalis"))
         frs = {f[0]: f for f in figures(rs)} if rs else {}
         fpy = {f[0]: f for f in figures(py)} if py else {}
-        for name in list(dict.fromkeys(list(frs) + list(fpy))):
+        fap = {f[0]: f for f in figures(ap)} if ap else {}
+        for name in list(dict.fromkeys(list(frs) + list(fpy) + list(fap))):
             a = frs.get(name, (name, None, "", ""))
             b = fpy.get(name, (name, None, "", ""))
-            unit = a[2] or b[2]
-            better = a[3] or b[3]
+            c = fap.get(name, (name, None, "", ""))
+            unit = a[2] or b[2] or c[2]
+            better = a[3] or b[3] or c[3]
             ratio = None
             if a[1] and b[1]:
                 ratio = round(a[1] / b[1], 2)
-            rows.append({"scenario": label, "figure": name, "unit": unit,
-                         "huey_rs": a[1], "huey_py": b[1], "ratio": ratio, "better": better})
+            row = {"scenario": label, "figure": name, "unit": unit,
+                   "huey_rs": a[1], "huey_py": b[1], "ratio": ratio, "better": better}
+            if ap:
+                row["apalis"] = c[1]
+                row["ratio_apalis"] = round(a[1] / c[1], 2) if a[1] and c[1] else None
+            rows.append(row)
 
         # cpu: speed-up from 1 to 2 workers, per system
         if label.startswith("cpu") and label.endswith("w2"):
@@ -129,12 +137,16 @@ def main():
                          "ratio": round(a / b, 2) if a and b else None, "better": "higher"})
 
     calib = {r["system"]: r for r in runs if r.get("scenario") == "calibrate"}
-    lines = ["| scenario | figure | huey-rs | huey-py | rs/py | better |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = ["| scenario | figure | huey-rs | huey-py | rs/py | apalis | rs/apalis | better |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append("| %s | %s (%s) | %s | %s | %s | %s |" % (
+        if "apalis" in r:
+            ap, ap_ratio = fmt(r["apalis"]), fmt(r["ratio_apalis"])
+        else:
+            ap, ap_ratio = "\u2014", "\u2014"
+        lines.append("| %s | %s (%s) | %s | %s | %s | %s | %s | %s |" % (
             r["scenario"], r["figure"], r["unit"], fmt(r["huey_rs"]), fmt(r["huey_py"]),
-            fmt(r["ratio"]), r["better"]))
+            fmt(r["ratio"]), ap, ap_ratio, r["better"]))
     notes = []
     for sysname in ("huey-rs", "huey-py"):
         c = calib.get(sysname)
@@ -154,7 +166,7 @@ def main():
             title = "redis-benchmark on the same redis-server:"
         text += "\n" + title + "\n\n```\n" + limits + "\n```\n"
     print(text)
-    with open(sys.argv[2], "w") as f:
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
         f.write(text)
     with open(sys.argv[3], "w") as f:
         json.dump({"rows": rows, "calibration": calib, "runs": runs}, f, indent=1)
