@@ -39,7 +39,10 @@ fn stand_in_while_down(port: u16, attempts: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
     while seen < attempts {
-        assert!(Instant::now() < deadline, "only {seen} connection attempts while down");
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} connection attempts while down"
+        );
         match listener.accept() {
             Ok((conn, _)) => {
                 drop(conn);
