@@ -22,12 +22,9 @@ fn hueyd(args: &[&str]) -> (i32, String) {
 
 fn schema_exists(schema: &str) -> bool {
     let mut c = postgres::Client::connect(&server().url(), postgres::NoTls).unwrap();
-    c.query_opt(
-        "SELECT 1 FROM pg_namespace WHERE nspname = $1",
-        &[&schema],
-    )
-    .unwrap()
-    .is_some()
+    c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .unwrap()
+        .is_some()
 }
 
 #[test]
@@ -59,7 +56,14 @@ fn a_command_that_only_reads_refuses_a_schema_that_does_not_exist() {
     assert!(!schema_exists(&missing), "tasks created the schema");
 
     // Once a write created it, the same commands read it.
-    let (code, err) = hueyd(&["--storage", &url, "--pg-schema", &missing, "enqueue", "noop"]);
+    let (code, err) = hueyd(&[
+        "--storage",
+        &url,
+        "--pg-schema",
+        &missing,
+        "enqueue",
+        "noop",
+    ]);
     assert_eq!(code, 0, "{err}");
     let (code, err) = hueyd(&["--storage", &url, "--pg-schema", &missing, "status"]);
     assert_eq!(code, 0, "{err}");

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use ::postgres::types::Type;
 
 use self::listen::Signal;
+pub(crate) use self::schema::schema_exists;
 use self::schema::{migrate, Pool};
 pub use self::schema::{with_schema, PgTarget, DEFAULT_SCHEMA};
 pub(crate) use self::write::notify;

@@ -482,6 +482,23 @@ impl Pool {
     }
 }
 
+/// Whether the schema `url` names holds the storage (its `meta` table), without creating it.
+pub(crate) fn schema_exists(url: &str) -> Result<bool> {
+    let target = PgTarget::parse(url).map_err(|reason| Error::StorageUrl {
+        url: url.to_string(),
+        reason,
+    })?;
+    let err = |e: ::postgres::Error| storage_err(describe(&target.name, &e));
+    let mut client = target.connect().map_err(err)?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL",
+            &[&target.schema],
+        )
+        .map_err(err)?;
+    Ok(row.get(0))
+}
+
 /// Create the schema and its tables, or check the version of those already there. Runs under
 /// an advisory lock, so many processes starting at once create it once.
 pub(super) fn migrate(pool: &Pool) -> Result<()> {
