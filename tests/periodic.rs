@@ -200,3 +200,37 @@ fn a_storage_error_claims_nothing_and_the_runs_are_written_on_the_next_turn() {
     );
     assert_eq!(app.storage().counts().unwrap().ready, 2);
 }
+
+/// While the storage is down, the runs whose write failed are tried again after a pause that
+/// grows with each failure (not on every turn of the consumer's loop, 20 times a second, each
+/// a connection attempt and an error logged), and once it is back they are enqueued once.
+#[test]
+fn runs_whose_write_failed_are_tried_again_after_a_growing_pause() {
+    use common::pg_server::PgServer;
+    let ms = chrono::Duration::milliseconds;
+    let mut own = PgServer::start();
+    let app = app_on(&format!("{}?schema=ticker", own.url()));
+    let mut t = Ticker::new(&app);
+    own.kill();
+    let start = at(10, 6, 0);
+    assert!(t.enqueue_due(start).is_err(), "the server is down");
+    assert_eq!(
+        t.enqueue_due(start + ms(50)).unwrap(),
+        Vec::<String>::new(),
+        "the next turn waits, sending nothing"
+    );
+    assert!(
+        t.enqueue_due(start + ms(150)).is_err(),
+        "tried again after a pause"
+    );
+    assert_eq!(
+        t.enqueue_due(start + ms(250)).unwrap(),
+        Vec::<String>::new(),
+        "the pause has grown"
+    );
+    own.restart();
+    let mut names = t.enqueue_due(start + ms(5_000)).unwrap();
+    names.sort();
+    assert_eq!(names, ["every_10s", "every_minute"], "enqueued once");
+    assert_eq!(app.storage().counts().unwrap().ready, 2);
+}

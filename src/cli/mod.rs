@@ -311,8 +311,8 @@ impl<R: Fn(&Huey) -> Result<()>> Cli<R> {
                 // The registry, and the schedules kept in the storage if it exists: a SQLite
                 // file that does not exist holds none, and is not created to say so.
                 let url = match refuse_missing(&url, "tasks") {
-                    Ok(()) => url,
-                    Err(_) => "memory:".to_string(),
+                    Err(Error::Config(_)) => "memory:".to_string(),
+                    _ => url,
                 };
                 let app = Huey::open_lazy(&self.app, url.parse()?);
                 self.register_on(&app)?;
@@ -369,6 +369,13 @@ fn refuse_missing(url: &str, command: &str) -> Result<()> {
                 "{url}: no such SQLite database ({command} does not create one; check --storage or HUEY_STORAGE)"
             )));
         }
+    }
+    if parsed.postgres_schema_exists()? == Some(false) {
+        let schema = parsed.postgres_schema().unwrap_or_default();
+        return Err(Error::Config(format!(
+            "the Postgres schema {schema} does not exist in that database ({command} does not \
+             create it; check --pg-schema, HUEY_PG_SCHEMA or the URL's ?schema=)"
+        )));
     }
     Ok(())
 }

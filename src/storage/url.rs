@@ -85,6 +85,16 @@ impl StorageUrl {
         }
     }
 
+    /// For a `postgres://` URL, whether its schema holds a storage (a connection to the
+    /// server, creating nothing); `None` for other backends.
+    pub(crate) fn postgres_schema_exists(&self) -> Result<Option<bool>> {
+        match &self.0 {
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(url) => super::postgres::schema_exists(url).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Open the storage for the app `app` (backends that several apps may share, Redis,
     /// prefix their keys with it).
     pub fn open(&self, app: &str) -> Result<Arc<dyn Storage>> {

@@ -5,8 +5,9 @@
 //! (written only if the claim is not held, claim and enqueue in one atomic write), so a restart
 //! within the same minute does not enqueue it again, several consumers sharing one storage
 //! enqueue it once between them, and a storage error cannot claim a run without enqueuing it.
-//! The runs due in one second are one storage call; if it fails they are tried again on the
-//! next turns (for up to a minute), which the claims make safe.
+//! The runs due in one second are one storage call; if it fails they are tried again (for up
+//! to a minute, after a pause that grows with each failure in a row), which the claims make
+//! safe.
 //!
 //! The schedules kept in the storage (see [`crate::periodic_store`]) run the same way, each
 //! claimed under its own name; the ticker reads them again within a second of any change.
@@ -34,6 +35,12 @@ const CLAIM_TTL: Duration = Duration::from_secs(10 * 60);
 /// How long runs whose write failed are tried again (well within the claim's life).
 const RETRY_FOR_SECS: i64 = 60;
 
+/// The pause before runs whose write failed are tried again: this, doubled after each failure
+/// in a row up to [`RETRY_PAUSE_MAX_MS`] (a storage that is down is not sent a write, nor an error
+/// logged, on every turn of the consumer's loop).
+const RETRY_PAUSE_MS: i64 = 100;
+const RETRY_PAUSE_MAX_MS: i64 = 3_200;
+
 /// What a periodic run is of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Run {
@@ -49,6 +56,9 @@ pub struct Ticker {
     last_second: Option<i64>,
     /// Runs whose write failed, to try again.
     unwritten: Vec<(Run, DateTime<Utc>)>,
+    /// Writes failed in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<DateTime<Utc>>,
     /// The schedules kept in the storage, as last read, and the version they were read at.
     schedules: Vec<(RuntimeSchedule, Crontab)>,
     version: Option<Option<Vec<u8>>>,
@@ -61,6 +71,8 @@ impl Ticker {
             app: app.clone(),
             last_second: None,
             unwritten: Vec::new(),
+            failures: 0,
+            retry_at: None,
             schedules: Vec::new(),
             version: None,
         }
@@ -206,11 +218,17 @@ impl Ticker {
 
     /// Claim and enqueue each due run (and those whose write failed before, for up to a
     /// minute) in one storage call; returns the names enqueued by this call. A run that cannot
-    /// be encoded is logged and does not keep the others from being enqueued.
+    /// be encoded is logged and does not keep the others from being enqueued. After a failed
+    /// write nothing is sent for a pause that grows with each failure in a row (100 ms doubled
+    /// up to 3.2 s): runs due meanwhile wait with the others.
     pub fn enqueue_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let mut runs = std::mem::take(&mut self.unwritten);
         runs.retain(|(_, at)| (now - *at).num_seconds() < RETRY_FOR_SECS);
         runs.extend(self.due_runs(now));
+        if self.retry_at.is_some_and(|at| now < at) {
+            self.unwritten = runs;
+            return Ok(Vec::new());
+        }
         let written_at = now_ms();
         let mut batches = Vec::new();
         let mut msgs = Vec::new();
@@ -244,9 +262,16 @@ impl Ticker {
             return Ok(Vec::new());
         }
         let written = match self.app.storage().apply_all(&batches) {
-            Ok(w) => w,
+            Ok(w) => {
+                self.failures = 0;
+                self.retry_at = None;
+                w
+            }
             Err(e) => {
                 self.unwritten = msgs.into_iter().map(|(n, at, _)| (n, at)).collect();
+                let pause = (RETRY_PAUSE_MS << self.failures.min(5)).min(RETRY_PAUSE_MAX_MS);
+                self.failures = self.failures.saturating_add(1);
+                self.retry_at = Some(now + chrono::Duration::milliseconds(pause));
                 return Err(e);
             }
         };

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use ::postgres::types::Type;
 
 use self::listen::Signal;
+pub(crate) use self::schema::schema_exists;
 use self::schema::{migrate, Pool};
 pub use self::schema::{with_schema, PgTarget, DEFAULT_SCHEMA};
 pub(crate) use self::write::notify;
@@ -83,9 +84,11 @@ impl PostgresStorage {
     /// as the answer (a `DELETE … RETURNING` is not: its reply can arrive together with that
     /// goodbye, and the client is told only of the goodbye, so the result would be deleted and
     /// lost). A result stored again for the same id meanwhile is a new row version, and stays.
-    fn read_result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
+    /// With `until` (a wait's deadline), an unreachable or restarting server is tried again
+    /// until then (see [`Pool::read_until`]).
+    fn read_result(&self, id: &str, take: bool, until: Option<Instant>) -> Result<Option<Vec<u8>>> {
         let now = sql_ms(now_ms());
-        let found = self.pool.read(|c| {
+        let found = self.pool.read_until(until, |c| {
             Ok(c.query_typed_opt(
                 "SELECT value, xmin::text FROM results \
                  WHERE id = $1 AND (expires IS NULL OR expires > $2)",
@@ -97,7 +100,7 @@ impl PostgresStorage {
             return Ok(None);
         };
         if take {
-            self.pool.read(|c| {
+            self.pool.read_until(until, |c| {
                 c.execute_typed(
                     "DELETE FROM results WHERE id = $1 AND xmin = $2::xid",
                     &[(&id, Type::TEXT), (&version, Type::TEXT)],
@@ -379,14 +382,14 @@ impl Schedule for PostgresStorage {
 
 impl Results for PostgresStorage {
     fn result(&self, id: &str, take: bool) -> Result<Option<Vec<u8>>> {
-        self.read_result(id, take)
+        self.read_result(id, take, None)
     }
 
     fn wait_result(&self, id: &str, take: bool, timeout: Duration) -> Result<Option<Vec<u8>>> {
         let deadline = deadline(timeout);
         loop {
             let generation = self.signal.generation();
-            if let Some(v) = self.read_result(id, take)? {
+            if let Some(v) = self.read_result(id, take, Some(deadline))? {
                 return Ok(Some(v));
             }
             if Instant::now() >= deadline {
@@ -401,7 +404,7 @@ impl Results for PostgresStorage {
         let generation = self.signal.generation();
         let ids = pending();
         let now = sql_ms(now_ms());
-        let ready = self.pool.read(|c| {
+        let ready = self.pool.read_until(Some(deadline), |c| {
             let rows = c.query(
                 "SELECT id FROM results WHERE id = ANY($1) AND (expires IS NULL OR expires > $2)",
                 &[&ids, &now],

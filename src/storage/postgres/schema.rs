@@ -293,6 +293,19 @@ fn closed_while_idle(e: &::postgres::Error) -> bool {
         .is_some_and(|db| matches!(db.code().code(), "57P01" | "57P02" | "57P03"))
 }
 
+/// The server cannot be reached, or ended or refused the session because it is shutting down,
+/// starting or crashed (`57P01`–`57P03`, a connection exception `08…`), or the connection
+/// broke: what a restart looks like from the client.
+fn unreachable(e: &::postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08");
+    }
+    e.is_closed()
+        || std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+}
+
 /// A few open connections shared by the threads of one storage handle.
 pub(super) struct Pool {
     pub(super) target: PgTarget,
@@ -313,11 +326,14 @@ impl Pool {
 
     /// A pooled connection and how long it sat idle, or a new one (`None`).
     fn take(&self) -> Result<(Client, Option<Duration>)> {
+        self.take_raw().map_err(|e| self.err(&e))
+    }
+
+    fn take_raw(&self) -> std::result::Result<(Client, Option<Duration>), ::postgres::Error> {
         if let Some((c, since)) = self.idle.lock().pop() {
             return Ok((c, Some(since.elapsed())));
         }
-        let c = self.target.connect().map_err(|e| self.err(&e))?;
-        Ok((c, None))
+        Ok((self.target.connect()?, None))
     }
 
     fn put(&self, c: Client) {
@@ -412,13 +428,44 @@ impl Pool {
     /// read as the answer, or the connection already seen closed) runs again on another one.
     pub(super) fn read<T>(
         &self,
+        f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        self.read_raw(f).map_err(|e| self.err(&e))
+    }
+
+    /// [`read`](Self::read) for a caller that waits until `deadline` anyway (a result wait):
+    /// while the server cannot be reached or is going away or starting (a restart), it tries
+    /// again, less often as the outage lasts, and returns the error only once `deadline` has
+    /// passed. Other errors are returned at once. Without a deadline, [`read`](Self::read).
+    pub(super) fn read_until<T>(
+        &self,
+        deadline: Option<Instant>,
         mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
     ) -> Result<T> {
+        let Some(deadline) = deadline else {
+            return self.read(f);
+        };
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.read_raw(&mut f) {
+                Err(e) if unreachable(&e) && Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                out => return out.map_err(|e| self.err(&e)),
+            }
+        }
+    }
+
+    fn read_raw<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> std::result::Result<T, ::postgres::Error> {
         let again =
             |e: &::postgres::Error, client: &Client| closed_while_idle(e) || client.is_closed();
         let mut tries = 0;
         loop {
-            let (mut client, idle_for) = self.take()?;
+            let (mut client, idle_for) = self.take_raw()?;
             let pooled = idle_for.is_some();
             match f(&mut client) {
                 Ok(v) => {
@@ -428,11 +475,28 @@ impl Pool {
                 Err(e) if pooled && again(&e, &client) && tries <= IDLE => tries += 1,
                 Err(e) => {
                     self.put(client);
-                    return Err(self.err(&e));
+                    return Err(e);
                 }
             }
         }
     }
+}
+
+/// Whether the schema `url` names holds the storage (its `meta` table), without creating it.
+pub(crate) fn schema_exists(url: &str) -> Result<bool> {
+    let target = PgTarget::parse(url).map_err(|reason| Error::StorageUrl {
+        url: url.to_string(),
+        reason,
+    })?;
+    let err = |e: ::postgres::Error| storage_err(describe(&target.name, &e));
+    let mut client = target.connect().map_err(err)?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL",
+            &[&target.schema],
+        )
+        .map_err(err)?;
+    Ok(row.get(0))
 }
 
 /// Create the schema and its tables, or check the version of those already there. Runs under
