@@ -35,6 +35,18 @@ def ok(r):
     return r is not None and not r.get("error")
 
 
+def cpu_rate(r):
+    """cpu tasks/s: the cpu tasks alone, until the storage showed none ready or running.
+
+    The drain figure ends at the last end marker, when up to W - 1 tasks may still run; with
+    more workers than cores those take several task lengths (they share the cores), and the
+    cheap end markers themselves would count as tasks.
+    """
+    if not ok(r) or not r.get("empty_s"):
+        return None
+    return r["tasks"] / r["empty_s"]
+
+
 def main():
     src, out = sys.argv[1], sys.argv[2]
     runs = load(src)
@@ -87,18 +99,18 @@ def main():
         w("| workers | noop drained (tasks/s) | cpu tasks (tasks/s) | cpu speed-up over 1 worker "
           "| cpu, of the ideal for %d cores (%%) |" % cores)
         w("|---:|---:|---:|---:|---:|")
-        one = by.get("workers cpu w1")
-        base = one["tasks_per_s"] if ok(one) else None
+        one = cpu_rate(by.get("workers cpu w1"))
         for n in counts:
-            noop, cpu = by.get("workers noop w%d" % n), by.get("workers cpu w%d" % n)
+            noop = by.get("workers noop w%d" % n)
+            rate = cpu_rate(by.get("workers cpu w%d" % n))
             noop_s = num(noop["tasks_per_s"]) if ok(noop) else "-"
-            cpu_s = num(cpu["tasks_per_s"], 1) if ok(cpu) else "-"
-            up = num(cpu["tasks_per_s"] / base, 2) if ok(cpu) and base else "-"
+            cpu_s = num(rate, 1)
+            up = num(rate / one, 2) if rate and one else "-"
             ideal = "-"
-            if ok(cpu) and base:
+            if rate and one:
                 # One worker's rate is the single-core rate; the ideal is that times the
                 # workers that can run at once.
-                ideal = num(100 * cpu["tasks_per_s"] / (base * min(n, cores)), 1)
+                ideal = num(100 * rate / (one * min(n, cores)), 1)
             w("| %d | %s | %s | %s | %s |" % (n, noop_s, cpu_s, up, ideal))
         w("")
         if cal:
