@@ -172,10 +172,23 @@ pub(super) fn connect(path: &str, opts: &SqliteOptions) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(p, flags).map_err(err)?;
-    // SQLite counts it in milliseconds as a 32-bit number: longer is clamped, not a panic.
-    let most = Duration::from_millis(i32::MAX as u64);
-    conn.busy_timeout(opts.busy_timeout.min(most))
-        .map_err(err)?;
+    // SQLite's own busy handler sleeps longer the longer it has waited (up to 100 ms between
+    // tries), so under steady contention a long waiter tries least often and can lose to
+    // newer ones until its timeout. Retrying at a short, even pace keeps every waiter's chance
+    // the same.
+    let timeout = opts.busy_timeout;
+    let mut since = Instant::now();
+    conn.busy_handler(Some(move |count: i32| {
+        if count == 0 {
+            since = Instant::now();
+        }
+        if since.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        true
+    }))
+    .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     if conn.is_readonly(MAIN_DB).map_err(err)? {
         return Err(storage_err(format!(
