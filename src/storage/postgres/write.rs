@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use ::postgres::types::Type;
+use ::postgres::types::{ToSql, Type};
 use ::postgres::GenericClient;
 
 use super::{expiry, kv, listen, parse_lease, sql_ms, PgResult};
@@ -62,6 +62,30 @@ impl<'a> Columns<'a> {
     }
 }
 
+impl Columns<'_> {
+    /// The parameters of [`enqueue_notify_sql`]: the columns, then the channel to notify.
+    fn params<'p>(&'p self, channel: &'p String) -> [(&'p (dyn ToSql + Sync), Type); 5] {
+        [
+            (&self.ids, Type::TEXT_ARRAY),
+            (&self.queues, Type::TEXT_ARRAY),
+            (&self.prios, Type::INT4_ARRAY),
+            (&self.payloads, Type::BYTEA_ARRAY),
+            (channel, Type::TEXT),
+        ]
+    }
+}
+
+/// The parameters of [`schedule_sql`] for a row due at `eta` (milliseconds, as stored).
+fn schedule_params<'p>(r: &'p Ready, eta: &'p i64) -> [(&'p (dyn ToSql + Sync), Type); 5] {
+    [
+        (&r.id, Type::TEXT),
+        (&r.queue, Type::TEXT),
+        (&r.priority, Type::INT4),
+        (eta, Type::INT8),
+        (&r.payload, Type::BYTEA),
+    ]
+}
+
 /// Insert ready rows and notify listeners in one statement of its own (committed with its
 /// implicit transaction): a producer's enqueue is one round trip.
 pub(super) fn enqueue_alone(
@@ -102,16 +126,8 @@ pub(crate) fn enqueue_rows<'a>(
     if c.ids.is_empty() {
         return Ok(());
     }
-    tx.query_typed(
-        &enqueue_notify_sql(schema),
-        &[
-            (&c.ids, Type::TEXT_ARRAY),
-            (&c.queues, Type::TEXT_ARRAY),
-            (&c.prios, Type::INT4_ARRAY),
-            (&c.payloads, Type::BYTEA_ARRAY),
-            (&listen::channel(schema), Type::TEXT),
-        ],
-    )?;
+    let channel = listen::channel(schema);
+    tx.query_typed(&enqueue_notify_sql(schema), &c.params(&channel))?;
     Ok(())
 }
 
@@ -126,16 +142,7 @@ pub(crate) fn producer_rows(
     for s in &batch.schedule {
         let r = &s.ready;
         let eta = sql_ms(s.eta_ms);
-        tx.query_typed(
-            &schedule_sql(schema),
-            &[
-                (&r.id, Type::TEXT),
-                (&r.queue, Type::TEXT),
-                (&r.priority, Type::INT4),
-                (&eta, Type::INT8),
-                (&r.payload, Type::BYTEA),
-            ],
-        )?;
+        tx.query_typed(&schedule_sql(schema), &schedule_params(r, &eta))?;
     }
     Ok(())
 }
@@ -149,32 +156,15 @@ pub(crate) async fn producer_rows_async(
 ) -> PgResult<()> {
     if !batch.enqueue.is_empty() {
         let c = Columns::of(&batch.enqueue);
-        tx.query_typed(
-            &enqueue_notify_sql(schema),
-            &[
-                (&c.ids, Type::TEXT_ARRAY),
-                (&c.queues, Type::TEXT_ARRAY),
-                (&c.prios, Type::INT4_ARRAY),
-                (&c.payloads, Type::BYTEA_ARRAY),
-                (&listen::channel(schema), Type::TEXT),
-            ],
-        )
-        .await?;
+        let channel = listen::channel(schema);
+        tx.query_typed(&enqueue_notify_sql(schema), &c.params(&channel))
+            .await?;
     }
     for s in &batch.schedule {
         let r = &s.ready;
         let eta = sql_ms(s.eta_ms);
-        tx.query_typed(
-            &schedule_sql(schema),
-            &[
-                (&r.id, Type::TEXT),
-                (&r.queue, Type::TEXT),
-                (&r.priority, Type::INT4),
-                (&eta, Type::INT8),
-                (&r.payload, Type::BYTEA),
-            ],
-        )
-        .await?;
+        tx.query_typed(&schedule_sql(schema), &schedule_params(r, &eta))
+            .await?;
     }
     Ok(())
 }
