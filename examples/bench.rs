@@ -21,16 +21,18 @@
 //! `--storage sqlite:PATH` are deleted first so each run starts from an empty database.
 //! Storage URLs: `sqlite:PATH`, `redis://127.0.0.1:PORT/0`, `postgres://USER@HOST:PORT/DB`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use huey::storage::Flush;
 use huey::{Huey, Task, TaskResult};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
+
+#[path = "common/bench.rs"]
+mod common;
+use common::{fresh_app, hueyd_path, round, Res};
 
 /// How long any single wait may take before the scenario fails.
 const WAIT: Duration = Duration::from_secs(300);
@@ -85,8 +87,6 @@ enum Scenario {
     Memory,
 }
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
 fn main() {
     let args = Args::parse();
     match run(&args) {
@@ -136,41 +136,6 @@ fn backend(url: &str) -> &'static str {
 
 // ----- setup --------------------------------------------------------------------------------
 
-/// An empty storage with the demo tasks registered, under `hueyd`'s app name (Redis keys are
-/// prefixed with it).
-fn fresh_app(url: &str) -> Res<Huey> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
-        }
-    }
-    let app = Huey::open("hueyd", url)?;
-    huey::demo::register(&app)?;
-    app.storage().flush(Flush::all())?;
-    Ok(app)
-}
-
-fn hueyd_path(a: &Args) -> Res<PathBuf> {
-    if let Some(p) = &a.hueyd {
-        return Ok(p.clone());
-    }
-    // target/release/examples/bench -> target/release/hueyd
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    let p = dir.join("hueyd");
-    if !p.exists() {
-        return Err(format!(
-            "{} not found: build it with cargo build --release",
-            p.display()
-        )
-        .into());
-    }
-    Ok(p)
-}
-
 /// A running `hueyd`, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
 struct Consumer {
     child: Child,
@@ -178,7 +143,7 @@ struct Consumer {
 
 impl Consumer {
     fn start(a: &Args, workers: u32) -> Res<Consumer> {
-        let child = Command::new(hueyd_path(a)?)
+        let child = Command::new(hueyd_path(a.hueyd.as_ref())?)
             .args(["--storage", &a.storage, "-k", &a.kind, "-q", "-n"])
             .args(["-w", &workers.to_string()])
             .stdin(Stdio::null())
@@ -192,30 +157,14 @@ impl Consumer {
     }
 
     fn stop(mut self) -> Res<()> {
-        self.stop_inner();
+        common::stop(&mut self.child);
         Ok(())
-    }
-
-    fn stop_inner(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.stop_inner();
+        common::stop(&mut self.child);
     }
 }
 
@@ -229,11 +178,6 @@ fn echo(app: &Huey) -> Res<Task<String, String>> {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 // ----- scenarios ----------------------------------------------------------------------------

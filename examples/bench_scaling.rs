@@ -19,16 +19,17 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
-use huey::storage::Flush;
 use huey::{Huey, Message, Task};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
+
+#[path = "common/bench.rs"]
+mod common;
+use common::{fresh_app, hueyd_path, round, Res};
 
 /// How long any single wait may take before the scenario fails.
 const WAIT: Duration = Duration::from_secs(300);
@@ -69,8 +70,6 @@ enum Scenario {
     Produce,
 }
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
 fn main() {
     let args = Args::parse();
     let out = match args.scenario {
@@ -100,36 +99,6 @@ fn main() {
 
 // ----- setup --------------------------------------------------------------------------------
 
-/// An empty storage with the demo tasks registered, under `hueyd`'s app name.
-fn fresh_app(url: &str) -> Res<Huey> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
-        }
-    }
-    let app = Huey::open("hueyd", url)?;
-    huey::demo::register(&app)?;
-    app.storage().flush(Flush::all())?;
-    Ok(app)
-}
-
-fn hueyd_path(a: &Args) -> Res<PathBuf> {
-    if let Some(p) = &a.hueyd {
-        return Ok(p.clone());
-    }
-    // target/release/examples/bench_scaling -> target/release/hueyd
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    let p = dir.join("hueyd");
-    if !p.exists() {
-        return Err(format!("{} not found: cargo build --release", p.display()).into());
-    }
-    Ok(p)
-}
-
 /// A running `hueyd`, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
 struct Consumer {
     child: Child,
@@ -137,7 +106,7 @@ struct Consumer {
 
 impl Consumer {
     fn start(a: &Args, extra: &[&str]) -> Res<Consumer> {
-        let child = Command::new(hueyd_path(a)?)
+        let child = Command::new(hueyd_path(a.hueyd.as_ref())?)
             .args(["--storage", &a.storage, "-q", "-n"])
             .args(extra)
             .stdin(Stdio::null())
@@ -164,25 +133,8 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if self.exited() {
-            return;
-        }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.exited() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop(&mut self.child);
     }
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 fn mib(kib: Option<u64>) -> Option<f64> {
