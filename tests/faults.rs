@@ -368,6 +368,30 @@ fn worker_writing_a_corrupt_or_oversized_frame_is_replaced() {
     );
 }
 
+/// A worker that writes into its result pipe without pause cannot hold the supervisor's loop:
+/// the other worker's tasks complete meanwhile, and the flooding task's timeout is enforced.
+#[test]
+fn a_worker_flooding_its_result_pipe_does_not_starve_the_others() {
+    let b = Backend::sqlite();
+    let app = b.app();
+    let _h = Hueyd::testbed(&b.url(), &["-k", "process", "-w", "2", "-q"]);
+    let flood: Task<u64, u64> = Task::from_name(&app, "flood").unwrap();
+    let flooding = flood
+        .call(600_000)
+        .timeout(Duration::from_secs(3))
+        .enqueue()
+        .unwrap();
+    let others = record(&app)
+        .enqueue_many(std::iter::repeat_n(1, 200))
+        .unwrap();
+    let (ok, _, missing, _) = tally(&settle(&others, LONG));
+    assert_eq!((ok, missing), (200, 0));
+    let Err(Error::Task(e)) = flooding.wait(LONG) else {
+        panic!("expected a timeout")
+    };
+    assert_eq!(e.kind, FailureKind::Timeout, "{e}");
+}
+
 fn hueyd_fails_cleanly(storage: &str, needle: &str) {
     let out = std::process::Command::new(common::hueyd::exe())
         .args(["--storage", storage])

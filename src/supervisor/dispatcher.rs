@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
+use super::inbox::Post;
 use super::outbox::OutboxWriter;
 use super::pool::Pool;
 use super::{Config, Every, Input};
@@ -148,7 +149,7 @@ pub(super) struct Dispatcher {
 
 impl Dispatcher {
     /// Start the fetcher thread, which sends what it leases to `out`.
-    pub fn new(app: &Huey, cfg: &Config, out: Sender<Input>) -> Result<Dispatcher> {
+    pub fn new(app: &Huey, cfg: &Config, out: Post) -> Result<Dispatcher> {
         Ok(Dispatcher {
             app: app.clone(),
             fetcher: Fetcher::spawn(app, cfg, out)?,
@@ -391,7 +392,7 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    fn spawn(app: &Huey, cfg: &Config, out: Sender<Input>) -> Result<Fetcher> {
+    fn spawn(app: &Huey, cfg: &Config, out: Post) -> Result<Fetcher> {
         let (want, want_rx) = mpsc::channel::<usize>();
         let app = app.clone();
         let mut req = DequeueRequest {
@@ -419,7 +420,7 @@ impl Fetcher {
                         }
                     };
                     backoff = Duration::from_millis(100);
-                    if out.send(Input::Fetched(fetched)).is_err() {
+                    if !out.send(Input::Fetched(fetched)) {
                         break;
                     }
                 }

@@ -1,8 +1,9 @@
 //! The supervisor: the parent process of a consumer. It owns the storage traffic of the queue
 //! (dequeue, acks, results, the schedule), hands tasks to its workers, and keeps them healthy.
 //!
-//! One main loop, fed by one channel (worker events and fetched batches arrive there), over
-//! parts that each own their state:
+//! One main loop, which waits in one place (`inbox`: a `poll` over the process workers' result
+//! pipes and a bell that the fetcher, thread workers and stop handles ring), over parts that
+//! each own their state:
 //! - `pool`: the worker slots; spawns, reaps, replaces and recycles workers, kills the ones
 //!   past a timeout or running a revoked task;
 //! - `dispatcher`: the fetcher thread, the line of leased messages waiting for a worker, their
@@ -17,6 +18,7 @@
 
 mod dispatcher;
 mod features;
+mod inbox;
 mod observing;
 mod outbox;
 mod pool;
@@ -25,7 +27,6 @@ mod signals;
 pub mod ticker;
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ use crate::storage::Flush;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
 
 use dispatcher::{Dispatcher, Fetched};
+use inbox::{Inbox, Post};
 use observing::Observing;
 use outbox::OutboxWriter;
 use pool::{Ended, Exiting, Pool, Returns};
@@ -140,16 +142,16 @@ pub enum Stopped {
 
 /// A handle that stops a running supervisor from another thread (e.g. `hueyd demo`).
 #[derive(Clone)]
-pub struct StopHandle(Sender<Input>);
+pub struct StopHandle(Post);
 
 impl StopHandle {
     /// Ask for a graceful stop.
     pub fn stop(&self) {
-        let _ = self.0.send(Input::Stop);
+        self.0.send(Input::Stop);
     }
 }
 
-/// What arrives on the main loop's channel.
+/// What the main loop takes in.
 enum Input {
     Worker(Tagged),
     Fetched(Fetched),
@@ -181,8 +183,10 @@ enum Input {
 pub struct Supervisor {
     app: Huey,
     cfg: Config,
-    tx: Sender<Input>,
-    rx: Receiver<Input>,
+    inbox: Inbox,
+    post: Post,
+    /// Scratch: the inputs of one turn.
+    inputs: Vec<Input>,
     pool: Pool,
     dispatcher: Dispatcher,
     outbox: OutboxWriter,
@@ -260,12 +264,14 @@ impl Supervisor {
                     .into(),
             ));
         }
-        let (tx, rx) = mpsc::channel();
-        // Workers report straight onto the main loop's channel.
-        let events = tx.clone();
-        let worker_tx: EventSink = Arc::new(move |t| events.send(Input::Worker(t)).is_ok());
+        let (inbox, post) =
+            Inbox::new().map_err(|e| Error::io("creating the main loop's bell", e))?;
+        // Thread and async workers post their events straight to the main loop (process
+        // workers' come through their pipes).
+        let events = post.clone();
+        let worker_tx: EventSink = Arc::new(move |t| events.send(Input::Worker(t)));
         Ok(Supervisor {
-            dispatcher: Dispatcher::new(&app, &cfg, tx.clone())?,
+            dispatcher: Dispatcher::new(&app, &cfg, post.clone())?,
             pool: Pool::new(&app, &cfg, worker_tx),
             outbox: OutboxWriter::start(&app, cfg.log_tasks)
                 .map_err(|e| Error::io("starting the outcome writer", e))?,
@@ -273,8 +279,9 @@ impl Supervisor {
             ticker: Ticker::new(&app),
             app,
             cfg,
-            tx,
-            rx,
+            inbox,
+            post,
+            inputs: Vec::new(),
             stopping: None,
             immediate: false,
             signals: Some(
@@ -287,7 +294,7 @@ impl Supervisor {
 
     /// A handle that can stop this supervisor from another thread.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.tx.clone())
+        StopHandle(self.post.clone())
     }
 
     /// Run until stopped by a signal or a [`StopHandle`].
@@ -297,7 +304,8 @@ impl Supervisor {
             None => Signals::install().map_err(|e| Error::io("installing signal handlers", e))?,
         };
         self.start()?;
-        while self.receive() {
+        loop {
+            self.receive();
             self.dispatcher.dispatch(&mut self.pool);
             self.dispatcher.request_more(&self.pool);
             self.run_timers();
@@ -344,23 +352,20 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Wait a short while for input, then take everything already queued, so completions
-    /// batch up before the write. False once no sender is left.
-    fn receive(&mut self) -> bool {
+    /// Wait a short while for input, then take everything already there, so completions
+    /// batch up before the write.
+    fn receive(&mut self) {
         let turn = if self.pool.flush_unsent() {
             UNSENT_TURN
         } else {
             TURN
         };
-        match self.rx.recv_timeout(turn) {
-            Ok(input) => self.handle(input),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return false,
-        }
-        while let Ok(input) = self.rx.try_recv() {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        self.inbox.wait(&mut self.pool, turn, &mut inputs);
+        for input in inputs.drain(..) {
             self.handle(input);
         }
-        true
+        self.inputs = inputs;
     }
 
     fn handle(&mut self, input: Input) {
@@ -515,14 +520,18 @@ impl Supervisor {
                 tracing::warn!(workers = exiting.len(), "shutdown hooks cut short");
                 exiting.clear();
             }
-            match self.rx.recv_timeout(left.min(TURN)) {
-                Ok(Input::Worker(t)) if matches!(t.event, WorkerEvent::Exited { .. }) => {
-                    exiting.retain(|w| (w.slot, w.gen) != (t.slot, t.gen));
+            let mut inputs = std::mem::take(&mut self.inputs);
+            self.inbox.wait(&mut self.pool, left.min(TURN), &mut inputs);
+            for input in inputs.drain(..) {
+                match input {
+                    Input::Worker(t) if matches!(t.event, WorkerEvent::Exited { .. }) => {
+                        exiting.retain(|w| (w.slot, w.gen) != (t.slot, t.gen));
+                    }
+                    Input::Fetched(f) => self.dispatcher.on_fetched(&self.app, f, &self.outbox),
+                    _ => {}
                 }
-                Ok(Input::Fetched(f)) => self.dispatcher.on_fetched(&self.app, f, &self.outbox),
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
             }
+            self.inputs = inputs;
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::events::{Event, EventKind};
 use crate::failure::{Failure, FailureKind};
 use crate::message::Output;
 use crate::storage::Lease;
-use crate::worker::process::{self, ProcessWorker};
+use crate::worker::process::{self, ProcessWorker, ResultPipe};
 use crate::worker::runtime::AsyncWorker;
 use crate::worker::thread::ThreadWorker;
 use crate::worker::{EventSink, Tagged, WorkerEvent};
@@ -84,9 +84,12 @@ pub(super) struct Pool {
     log_tasks: bool,
     /// How many attempts each worker runs at once.
     concurrency: usize,
-    /// Where workers send their events.
+    /// Where thread and async workers send their events.
     events: EventSink,
     slots: Vec<Slot>,
+    /// The result pipes of process workers not yet seen to exit (stopped ones included), read
+    /// by the supervisor's loop ([`Pool::pipes`], [`Pool::read_pipes`]).
+    pipes: Vec<ResultPipe>,
     /// When to look for running tasks revoked since they started.
     revocation_check: Every,
     /// No respawning: the supervisor is stopping.
@@ -94,7 +97,7 @@ pub(super) struct Pool {
     /// How long a process worker may send nothing before it is taken for frozen.
     stall_timeout: Option<Duration>,
     /// The last health check, and until when frozen workers are not looked for (after a
-    /// pause of the supervisor itself, its reader threads first catch up on the heartbeats).
+    /// pause of the supervisor itself, its loop first reads the heartbeats waiting in the pipes).
     last_check: Instant,
     stall_checks_from: Instant,
 }
@@ -117,6 +120,7 @@ impl Pool {
             .max(1),
             events,
             slots: Vec::new(),
+            pipes: Vec::new(),
             revocation_check: Every::new(interval, Instant::now() + interval),
             stopping: false,
             stall_timeout: cfg.worker_stall_timeout.filter(|t| !t.is_zero()),
@@ -176,6 +180,23 @@ impl Pool {
             }
         }
         left
+    }
+
+    /// The result pipes to poll for reading, in the order [`Pool::read_pipes`] takes.
+    pub fn pipes(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        self.pipes.iter().map(ResultPipe::fd)
+    }
+
+    /// Read the result pipes that `poll` found ready (`ready[k]` for the k-th of
+    /// [`Pool::pipes`]), appending their workers' events to `out`; the pipes of workers seen to
+    /// exit are dropped (their `Exited` event is in `out`).
+    pub fn read_pipes(&mut self, ready: &[bool], out: &mut Vec<Tagged>) {
+        let mut k = 0;
+        self.pipes.retain_mut(|p| {
+            let gone = ready.get(k).copied().unwrap_or(false) && p.read(out);
+            k += 1;
+            !gone
+        });
     }
 
     /// Every job handed to a worker (running ones first in each slot).
@@ -264,8 +285,12 @@ impl Pool {
                     heartbeat: beat,
                     measure_memory: self.max_memory_kib.is_some(),
                 };
-                exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, settings, i, gen, events))
-                    .map(Worker::Process)
+                let started =
+                    exe.and_then(|exe| ProcessWorker::spawn(&exe, url?, settings, i, gen));
+                started.map(|(worker, pipe)| {
+                    self.pipes.push(pipe);
+                    Worker::Process(worker)
+                })
             }
         };
         match started {

@@ -13,9 +13,11 @@
 //! the supervisor's, so whatever task code prints cannot corrupt the protocol. It dies with the
 //! supervisor (`PR_SET_PDEATHSIG`, and end of file on fd 3).
 //!
-//! The supervisor never blocks on a worker: its end of fd 3 is non-blocking, and frames wait in
-//! a buffer of the handle until the pipe takes them ([`ProcessWorker::flush`]). A worker's death
-//! is seen from the process itself: a watcher thread waits on its pidfd and then writes an exit
+//! The supervisor never blocks on a worker: its ends of both pipes are non-blocking. Frames to
+//! the worker wait in a buffer of the handle until the pipe takes them
+//! ([`ProcessWorker::flush`]); frames from it are read by the supervisor's loop when `poll`
+//! finds its [`ResultPipe`] readable, with no thread per worker in between. A worker's death is
+//! seen from the process itself: a watcher thread waits on its pidfd and then writes an exit
 //! marker into the result pipe, so a task's child that keeps the pipe open cannot hide it.
 //!
 //! Task code runs in a clean process context: the protocol descriptors are close-on-exec in
@@ -28,7 +30,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,12 +44,15 @@ use nix::unistd::{pipe2, Pid};
 use super::ipc::{
     read_frame, write_frame, FrameError, FromWorker, ToWorker, ToWorkerRef, EXIT_MARKER, MAX_FRAME,
 };
-use super::{rss_kib, EventSink, Tagged, WorkerEvent};
+use super::rss_kib;
 use crate::app::Huey;
 use crate::error::Result;
 use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
 use crate::storage::StorageUrl;
+
+mod result_pipe;
+pub use result_pipe::ResultPipe;
 
 /// Set in a worker's environment: the process runs the worker loop instead of its `main`.
 pub const WORKER_ENV: &str = "HUEY_WORKER";
@@ -62,7 +67,7 @@ pub struct ProcessWorker {
     /// Frames not yet taken by the pipe, from `written` on.
     outbound: Vec<u8>,
     written: usize,
-    /// When a frame last came from it ([`clock_ms`]), kept by its reader thread.
+    /// When a frame last came from it ([`clock_ms`]), kept by its [`ResultPipe`].
     heard: Arc<AtomicU64>,
 }
 
@@ -97,22 +102,23 @@ pub(super) fn reported_rss_kib() -> u64 {
 }
 
 impl ProcessWorker {
-    /// Start `exe` as a worker for a slot, on the storage at `storage_url`. A reader thread
-    /// forwards its frames as events and, at end of stream, reaps it and reports how it exited.
-    /// Once ready, the worker sends a heartbeat every `settings.heartbeat` (never if zero).
+    /// Start `exe` as a worker for a slot, on the storage at `storage_url`. Returns its handle
+    /// and the reading end of its result pipe, which the supervisor's loop reads (see
+    /// [`ResultPipe`]) until the worker has exited. Once ready, the worker sends a heartbeat
+    /// every `settings.heartbeat` (never if zero).
     pub fn spawn(
         exe: &Path,
         storage_url: &StorageUrl,
         settings: Settings,
         slot: usize,
         gen: u64,
-        events: EventSink,
-    ) -> std::io::Result<ProcessWorker> {
+    ) -> std::io::Result<(ProcessWorker, ResultPipe)> {
         let (task_r, task_w) = pipe2(OFlag::O_CLOEXEC)?;
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
-        // The parent's end only (each end is its own open file): the supervisor never waits
-        // on a full pipe; the worker's end stays blocking.
+        // The parent's ends only (each end is its own open file): the supervisor never waits
+        // on a full pipe nor on an empty one; the worker's ends stay blocking.
         fcntl(&task_w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        fcntl(&out_r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         let mut cmd = Command::new(exe);
         cmd.env(WORKER_ENV, "1")
             .envs(crate::logging::child_env())
@@ -164,10 +170,7 @@ impl ProcessWorker {
         }
         drop((task_r, out_w));
         let heard = Arc::new(AtomicU64::new(clock_ms()));
-        let seen = heard.clone();
-        std::thread::Builder::new()
-            .name(format!("huey-reader-{pid}"))
-            .spawn(move || read_worker(child, out_r, slot, gen, &seen, events))?;
+        let pipe = ResultPipe::new(slot, gen, File::from(out_r), child, heard.clone());
         let mut worker = ProcessWorker {
             pid,
             to_worker: Some(File::from(task_w)),
@@ -184,7 +187,7 @@ impl ProcessWorker {
         // A URL is far below the frame limit.
         let _ = write_frame(&mut worker.outbound, &setup);
         worker.flush();
-        Ok(worker)
+        Ok((worker, pipe))
     }
 
     /// The worker's pid.
@@ -226,7 +229,7 @@ impl ProcessWorker {
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // The worker is gone; its reader reports the exit.
+                // The worker is gone; its result pipe reports the exit.
                 Err(_) => self.written = self.outbound.len(),
             }
         }
@@ -251,7 +254,7 @@ impl ProcessWorker {
     }
 
     /// SIGKILL it and whatever its task started in its process group (the worker leads one),
-    /// so a timed-out or revoked task leaves no orphans behind (its reader thread reaps the
+    /// so a timed-out or revoked task leaves no orphans behind (its result pipe reaps the
     /// worker and reports the exit).
     pub fn kill(&mut self) {
         self.to_worker = None;
@@ -279,69 +282,14 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     }
 }
 
-/// No pidfd outside Linux: the reader learns of the worker's exit from the end of its pipe.
+/// No pidfd outside Linux: the supervisor learns of the worker's exit from the end of its pipe.
 #[cfg(not(target_os = "linux"))]
 fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
     None
 }
 
-/// The reader thread: forwards the worker's frames as events until the worker has exited (the
-/// exit marker its watcher writes) or its pipe ends, then reaps it and reports how it exited.
-fn read_worker(
-    mut child: Child,
-    out_r: OwnedFd,
-    slot: usize,
-    gen: u64,
-    heard: &AtomicU64,
-    events: EventSink,
-) {
-    let send = |event| {
-        let _ = events(Tagged { slot, gen, event });
-    };
-    let mut r = BufReader::new(File::from(out_r));
-    let mut problem = None;
-    loop {
-        let frame = read_frame::<FromWorker>(&mut r);
-        if let Ok(Some(_)) = frame {
-            heard.store(clock_ms(), Ordering::Relaxed);
-        }
-        match frame {
-            Ok(Some(FromWorker::Heartbeat)) => {}
-            Ok(Some(FromWorker::Ready { pid })) => send(WorkerEvent::Ready { pid }),
-            Ok(Some(FromWorker::Done {
-                job,
-                outcome,
-                rss_kib,
-            })) => send(WorkerEvent::Done {
-                job,
-                outcome,
-                rss_kib,
-            }),
-            Ok(None) => break,
-            // The watcher writes the marker only once the process is gone; from a live worker
-            // it is a broken protocol like any other.
-            Err(FrameError::Empty) if matches!(child.try_wait(), Ok(Some(_))) => break,
-            Err(e) => {
-                // A worker that breaks the protocol cannot be trusted with another task.
-                let _ = child.kill();
-                problem = Some(format!("protocol error: {e}"));
-                break;
-            }
-        }
-    }
-    let status = match child.wait() {
-        Ok(s) => describe_exit(s),
-        Err(e) => format!("could not be reaped: {e}"),
-    };
-    let status = match problem {
-        Some(p) => format!("{p}; {status}"),
-        None => status,
-    };
-    send(WorkerEvent::Exited { status });
-}
-
 /// The watcher thread: waits (idle) for the worker process to exit, then writes the exit
-/// marker into its result pipe, after everything the worker wrote. The reader stops there even
+/// marker into its result pipe, after everything the worker wrote. The supervisor stops reading there even
 /// if a child of a task still holds the pipe open, so no end of file ever comes.
 fn watch_exit(pidfd: OwnedFd, mut marker: File) {
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
@@ -350,7 +298,7 @@ fn watch_exit(pidfd: OwnedFd, mut marker: File) {
             return; // the pipe's end of file stays the sign of its death
         }
     }
-    // Fails only once the reader is gone (a broken protocol), when no one needs it.
+    // Fails only once the pipe's reading end is gone, when no one needs the marker.
     let _ = marker.write_all(&EXIT_MARKER);
 }
 

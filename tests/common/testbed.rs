@@ -73,6 +73,7 @@ pub fn register(app: &Huey) -> huey::Result<()> {
         },
     )?;
     app.task("garble").register(garble)?;
+    app.task("flood").register(flood)?;
     app.task("capped")
         .semaphore("capped", 2)
         .semaphore_ttl(Duration::from_secs(60))
@@ -129,6 +130,27 @@ fn garble(len: u32) -> Result<(), String> {
     drop(pipe);
     std::thread::sleep(Duration::from_secs(5));
     Ok(())
+}
+
+/// Write heartbeat frames into the worker's result pipe without pause for `ms` milliseconds,
+/// as a worker gone wild would: valid frames, 4,095 bytes a write (under `PIPE_BUF`, so no
+/// write mixes with the worker's own heartbeats). Returns how many bytes went out.
+fn flood(ms: u64) -> Result<u64, String> {
+    use std::io::Write;
+    let mut pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/fd/4")
+        .map_err(|e| e.to_string())?;
+    let beats: Vec<u8> = std::iter::repeat_n([1u8, 0, 0, 0, 2], 819)
+        .flatten()
+        .collect();
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut sent = 0;
+    while std::time::Instant::now() < end {
+        pipe.write_all(&beats).map_err(|e| e.to_string())?;
+        sent += beats.len() as u64;
+    }
+    Ok(sent)
 }
 
 /// Run `argv`; with `wait`, to its end: (pid, exit code, stdout). Without, the child is left

@@ -126,7 +126,7 @@ impl Pool {
 
     /// The stall timeout, when frozen workers are to be looked for in this check: not right
     /// after the supervisor itself was paused (stopped, or starved of CPU for half the
-    /// timeout), until its reader threads have had time to catch up on the heartbeats.
+    /// timeout), until its loop has had time to read the heartbeats waiting in the pipes.
     fn stall_check(&mut self, now: Instant) -> Option<Duration> {
         let limit = self.stall_timeout?;
         let gap = now.saturating_duration_since(self.last_check);
