@@ -179,8 +179,21 @@ impl TaskOptions {
     }
 }
 
-/// A uniform random value in `[0, 1)` (53 random bits), for retry jitter.
+/// A uniform random value in `[0, 1)` (53 random bits), for retry jitter. Taken for every
+/// outcome decided (most never use it), so it is a thread's xorshift generator seeded once
+/// from the system's randomness, not a fresh random UUID each time.
 pub(crate) fn uniform_random() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u64_pair().0 >> 11;
-    bits as f64 / (1u64 << 53) as f64
+    thread_local! {
+        static STATE: std::cell::Cell<u64> =
+            std::cell::Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+    }
+    let x = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    });
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }

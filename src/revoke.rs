@@ -159,6 +159,12 @@ impl Huey {
         &self,
         msgs: impl IntoIterator<Item = &'a Message>,
     ) -> Result<Revocations> {
+        let mut msgs = msgs.into_iter().peekable();
+        // Usually there is no revocation at all: one cheap question instead of many keys (and
+        // no key is built for a batch that needs none).
+        if msgs.peek().is_none() || !self.storage().may_hold_any(Ns::Revoked)? {
+            return Ok(Revocations::default());
+        }
         let mut keys: Vec<String> = Vec::new();
         let mut names: HashSet<&str> = HashSet::new();
         for m in msgs {
@@ -166,10 +172,6 @@ impl Huey {
             if names.insert(&m.task) {
                 keys.push(task_key(&m.task));
             }
-        }
-        // Usually there is no revocation at all: one cheap question instead of many keys.
-        if keys.is_empty() || !self.storage().may_hold_any(Ns::Revoked)? {
-            return Ok(Revocations::default());
         }
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let values = self.storage().get_many(Ns::Revoked, &refs)?;
