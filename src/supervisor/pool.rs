@@ -229,10 +229,13 @@ impl Pool {
 
     /// Retire one worker (SIGTTOU); keeps at least one.
     pub fn remove(&mut self) {
-        if self.slots.iter().filter(|s| s.live()).count() <= 1 {
+        // A slot already retiring (busy, it finishes its task first) is not counted or picked
+        // again: each SIGTTOU retires one more worker.
+        let staying = |s: &Slot| s.live() && !s.retired;
+        if self.slots.iter().filter(|s| staying(s)).count() <= 1 {
             return;
         }
-        if let Some(s) = self.slots.iter_mut().rev().find(|s| s.live()) {
+        if let Some(s) = self.slots.iter_mut().rev().find(|s| staying(s)) {
             if !s.is_idle() {
                 s.recycle = true;
             } else {

@@ -461,3 +461,24 @@ fn a_job_revoked_while_waiting_in_an_async_worker_is_cancelled_there_and_never_s
     assert_eq!(pool.busy(), 1, "the long one still runs");
     assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 1);
 }
+
+#[test]
+fn each_removal_retires_one_more_busy_worker_and_one_always_stays() {
+    let app = Huey::open("pool", "memory:").unwrap();
+    let (mut pool, _rx) = pool(&app, Config::default());
+    for id in 1..=3 {
+        let mut slot = Slot::new(1, false, Instant::now());
+        (slot.gen, slot.state) = (1, State::Up);
+        slot.running.insert(id, job(id, "long", &(), None));
+        pool.slots.push(slot);
+    }
+    let retired = |p: &Pool| p.slots.iter().filter(|s| s.retired).count();
+    pool.remove();
+    assert_eq!(retired(&pool), 1);
+    // Still busy, the first retiring slot is not picked again.
+    pool.remove();
+    assert_eq!(retired(&pool), 2);
+    pool.remove();
+    assert_eq!(retired(&pool), 2, "the last worker stays");
+    assert!(!pool.slots[0].retired && pool.slots[1].retired && pool.slots[2].retired);
+}

@@ -179,6 +179,12 @@ impl ResultPipe {
         }
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
+            // A buffer grown for a large frame goes back to its size once that frame is
+            // taken: many workers' pipes would otherwise each keep their largest frame's
+            // worth (up to the frame limit) for as long as the worker lives.
+            if self.buf.len() > READ_CHUNK {
+                self.buf = vec![0; READ_CHUNK];
+            }
         }
         Parsed::Frames(any)
     }
@@ -339,6 +345,11 @@ mod tests {
         }
         assert!(matches!(events[0].event, WorkerEvent::Ready { pid: 1 }));
         assert_eq!(jobs(&events), [(1, 10), (2, 3 * READ_CHUNK), (3, 0)]);
+        assert_eq!(
+            pipe.buf.len(),
+            READ_CHUNK,
+            "the buffer grown for a large frame shrinks"
+        );
         assert!(events.iter().all(|t| (t.slot, t.gen) == (2, 7)));
         assert!(
             heard.load(Ordering::Relaxed) <= clock_ms(),
