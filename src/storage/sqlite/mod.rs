@@ -273,10 +273,14 @@ fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<
             now.saturating_add(sql_ms(ms(c.ttl)))
         ])?;
     }
-    let mut insert = tx
-        .prepare_cached("INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)")?;
-    for r in &batch.enqueue {
-        insert.execute(params![r.id, r.queue, r.priority, r.payload])?;
+    const INSERT: &str = "INSERT INTO queue(id, queue, priority, payload) VALUES(?1, ?2, ?3, ?4)";
+    // Statements are taken from the cache only when the batch has rows for them: most batches
+    // are a bare ack, and each lookup hashes its SQL text.
+    if !batch.enqueue.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT)?;
+        for r in &batch.enqueue {
+            insert.execute(params![r.id, r.queue, r.priority, r.payload])?;
+        }
     }
     if !batch.schedule.is_empty() {
         let mut st = tx.prepare_cached(
@@ -311,7 +315,8 @@ fn apply_one(tx: &Transaction<'_>, batch: &Batch, now: i64) -> rusqlite::Result<
     }
     for c in &batch.chords {
         if let Some(r) = kv::count_chord(tx, c, now)? {
-            insert.execute(params![r.id, r.queue, r.priority, r.payload])?;
+            tx.prepare_cached(INSERT)?
+                .execute(params![r.id, r.queue, r.priority, r.payload])?;
         }
     }
     if !batch.release.is_empty() {
