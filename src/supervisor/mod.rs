@@ -187,6 +187,8 @@ pub struct Supervisor {
     post: Post,
     /// Scratch: the inputs of one turn.
     inputs: Vec<Input>,
+    /// Attempts that ended this turn, for the outbox (handed over together: see `post_ended`).
+    ended: Vec<Ended>,
     pool: Pool,
     dispatcher: Dispatcher,
     outbox: OutboxWriter,
@@ -282,6 +284,7 @@ impl Supervisor {
             inbox,
             post,
             inputs: Vec::new(),
+            ended: Vec::new(),
             stopping: None,
             immediate: false,
             signals: Some(
@@ -366,6 +369,12 @@ impl Supervisor {
             self.handle(input);
         }
         self.inputs = inputs;
+        self.post_ended();
+    }
+
+    /// Hand the attempts that ended to the outbox, in order.
+    fn post_ended(&mut self) {
+        self.outbox.complete(std::mem::take(&mut self.ended));
     }
 
     fn handle(&mut self, input: Input) {
@@ -374,7 +383,11 @@ impl Supervisor {
                 let returns = self.pool.on_event(t);
                 self.settle(returns);
             }
-            Input::Fetched(f) => self.dispatcher.on_fetched(&self.app, f, &self.outbox),
+            Input::Fetched(f) => {
+                // What ended before goes to the outbox before this batch's own outcomes.
+                self.post_ended();
+                self.dispatcher.on_fetched(&self.app, f, &self.outbox);
+            }
             Input::Stop => self.begin_stop(),
         }
     }
@@ -388,7 +401,7 @@ impl Supervisor {
         for ended in returns.ended {
             self.dispatcher.record_pace(ended.elapsed);
             self.stats.count(&ended);
-            self.outbox.complete(ended);
+            self.ended.push(ended);
         }
     }
 
@@ -405,6 +418,7 @@ impl Supervisor {
         self.settle(returns);
         let returns = self.pool.cancel_revoked(now);
         self.settle(returns);
+        self.post_ended();
         if let Some(o) = &mut self.observing {
             o.tick(&self.pool, now);
         }
@@ -479,6 +493,7 @@ impl Supervisor {
     fn shutdown(&mut self, signals: &mut Signals) {
         self.dispatcher.release_waiting(&self.app);
         let exiting = self.pool.stop_all();
+        self.post_ended();
         self.outbox.drain();
         self.await_exits(exiting, signals);
         self.observing = None; // its last counts written, its record removed

@@ -29,7 +29,8 @@ use crate::storage::Batch;
 
 /// What the main loop hands the writer thread, in order.
 enum ToWriter {
-    Complete(Box<Ended>),
+    /// The attempts that ended in one turn of the main loop, in order.
+    Complete(Vec<Ended>),
     Add(Box<Effects>),
     Tap(EventTap),
     #[cfg(feature = "metrics")]
@@ -67,9 +68,12 @@ impl OutboxWriter {
         }
     }
 
-    /// Record a finished (or failed, timed out, lost) attempt.
-    pub fn complete(&self, ended: Ended) {
-        self.send(ToWriter::Complete(Box::new(ended)));
+    /// Record finished (or failed, timed out, lost) attempts, in the order they ended: the
+    /// main loop hands over a turn's worth at once (one message, one wake-up of the writer).
+    pub fn complete(&self, ended: Vec<Ended>) {
+        if !ended.is_empty() {
+            self.send(ToWriter::Complete(ended));
+        }
     }
 
     /// Outcomes decided elsewhere (see [`Outbox::add`]).
@@ -130,7 +134,11 @@ fn write_loop(app: &Huey, mut outbox: Outbox, rx: &Receiver<ToWriter>) {
         let mut next = first;
         while let Some(m) = next {
             match m {
-                ToWriter::Complete(ended) => outbox.complete(app, *ended),
+                ToWriter::Complete(ended) => {
+                    for e in ended {
+                        outbox.complete(app, e);
+                    }
+                }
                 ToWriter::Add(fx) => outbox.add(app, *fx),
                 ToWriter::Tap(tap) => outbox.set_tap(tap),
                 #[cfg(feature = "metrics")]
