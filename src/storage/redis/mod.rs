@@ -267,17 +267,21 @@ impl RedisStorage {
             push_batch(&mut inv, b, &mut packed);
         }
         // Not resent by the pool on a lost reply: the caller's resend is another call.
-        let reply: Result<Vec<i64>> = self.invoke(false, &inv);
+        // One `1` or `0` per batch: written or fenced off.
+        let reply: Result<Vec<u8>> = self.invoke(false, &inv);
         let leases = batches.iter().filter_map(|b| b.lease.as_ref());
         let mut uncertain = self.uncertain.lock();
         match reply {
-            Ok(written) if written.len() == batches.len() => {
+            Ok(written)
+                if written.len() == batches.len()
+                    && written.iter().all(|w| matches!(w, b'0' | b'1')) =>
+            {
                 if !uncertain.is_empty() {
                     for l in leases {
                         uncertain.remove(&l.0);
                     }
                 }
-                Ok(written.into_iter().map(|w| w == 1).collect())
+                Ok(written.into_iter().map(|w| w == b'1').collect())
             }
             Ok(_) => Err(self.corrupt("apply")),
             Err(e) => {

@@ -9,15 +9,15 @@
 /// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
 /// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
 /// payload head, payload tail, args head, args tail and missing item), claims released
-/// (key). Returns 1 or 0 per
-/// batch: written, or fenced off because its lease was no longer held (then nothing of it is
-/// written). A batch whose lease is gone but that a check names, in an earlier call whose
-/// record says it was written there, is reported written (and writes nothing again): that call's
-/// reply was lost, and this is the same outcome sent again.
+/// (key). Returns one string with a `1` or `0` per batch: written, or fenced off because its
+/// lease was no longer held (then nothing of it is written). A batch whose lease is gone but
+/// that a check names, in an earlier call whose record says it was written there, is reported
+/// written (and writes nothing again): that call's reply was lost, and this is the same
+/// outcome sent again.
 ///
-/// The answers of a call that carries a lease are recorded as `call:<token>` (a string of
-/// 1s and 0s, one per batch) for [`CALL_RECORD_MS`], so that a resend after a lost reply can
-/// learn what the first send wrote.
+/// The answers of a call that carries a lease are recorded as `call:<token>` (that same
+/// string) for [`CALL_RECORD_MS`], so that a resend after a lost reply can learn what the
+/// first send wrote.
 ///
 /// A chord's bookkeeping is one key per entry, each with a Redis TTL: `ch:<chord>:m:<index>`
 /// marks a counted member, `ch:<chord>:i:<index>` holds its item, `ch:<chord>:n` the count.
@@ -116,26 +116,34 @@ local leases_at = i
 i = i + nb
 local held = {}
 do
-  local asked = {}
-  for b = 0, nb - 1 do
-    local lease = ARGV[leases_at + b]
-    if lease ~= '' then asked[#asked + 1] = lease end
+  -- The leases are asked straight from ARGV unless some batch has none.
+  local asked, na, first = ARGV, 0, leases_at
+  for b = leases_at, leases_at + nb - 1 do
+    if ARGV[b] == '' then
+      asked, na, first = {}, 0, 1
+      for c = leases_at, leases_at + nb - 1 do
+        if ARGV[c] ~= '' then na = na + 1; asked[na] = ARGV[c] end
+      end
+      break
+    end
+    na = na + 1
   end
-  for c = 1, #asked, CHUNK do
-    local last = min(#asked, c + CHUNK - 1)
+  for c = first, first + na - 1, CHUNK do
+    local last = min(first + na - 1, c + CHUNK - 1)
     local scores = redis.call('ZMSCORE', K_LEASES, unpack(asked, c, last))
     for k = 1, last - c + 1 do
       if scores[k] then held[asked[c + k - 1]] = true end
     end
   end
 end
-local acked, acked_msgs = {}, {}
+local acked, acked_msgs, nacked = {}, {}, 0
 local function fence(lease)
   if lease == '' then return true end
   if not held[lease] then return false end
   held[lease] = nil
-  acked[#acked + 1] = lease
-  acked_msgs[#acked_msgs + 1] = sub(lease, 1, 16)
+  nacked = nacked + 1
+  acked[nacked] = lease
+  acked_msgs[nacked] = sub(lease, 1, 16)
   return true
 end
 local function enqueue(n)
@@ -215,7 +223,6 @@ local function release(n)
 end
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13},
   {release, 1}}
-local no_sections = {}
 local written = {}
 local any_lease = false
 for b = 1, nb do
@@ -236,28 +243,31 @@ for b = 1, nb do
   else
     live = fence(lease)
   end
-  written[b] = live and 1 or 0
+  written[b] = live and '1' or '0'
   if lease ~= '' then
     any_lease = true
-    if not live and written_before(b) then written[b] = 1 end
+    if not live and written_before(b) then written[b] = '1' end
   end
-  for _, sec in ipairs(whole and sections or no_sections) do
-    local n = count()
-    if n > 0 and live then
-      if sec[1] then
-        sec[1](n)
-      else
-        for _ = 1, n do
-          add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
-          i = i + 4
+  if whole then
+    for s = 1, #sections do
+      local sec = sections[s]
+      local n = count()
+      if n > 0 and live then
+        if sec[1] then
+          sec[1](n)
+        else
+          for _ = 1, n do
+            add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
+            i = i + 4
+          end
         end
+      else
+        i = i + n * sec[2]
       end
-    else
-      i = i + n * sec[2]
     end
   end
 end
-if #acked > 0 then
+if nacked > 0 then
   chunked('ZREM', K_LEASES, acked)
   chunked('HDEL', K_MSG, acked_msgs)
 end
@@ -270,8 +280,9 @@ end
 flush_dead(now)
 flush_ready()
 notify()
+written = table.concat(written)
 if any_lease then
-  redis.call('SET', prefix .. 'call:' .. call_token, table.concat(written), 'PX', CALL_RECORD_MS)
+  redis.call('SET', prefix .. 'call:' .. call_token, written, 'PX', 'CALL_RECORD_MS')
 end
 return written
 "#;
