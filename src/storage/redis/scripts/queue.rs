@@ -323,30 +323,31 @@ for qi = 5, #ARGV do
     for k = 1, n do
       local m = msgs[k]
       if m then
-        local d = deliveries(members[k])
         if not tail then tail = '.' .. int(redis.call('INCR', K_SEQ)) end
+        -- Most members were never delivered ("<seq>.0"): no number to parse nor format.
+        local member = members[k]
+        local d, lease = 0, nil
+        if #member == 18 and byte(member, 18) == 48 then
+          lease = seqs[k] .. '.1' .. tail
+        else
+          d = deliveries(member)
+        end
         if d >= max_deliveries then
           -- Over the limit: leased to this call without counting a delivery, for the caller
           -- to dead-letter (and count in its chord) in a batch fenced by this lease.
-          local lease = seqs[k] .. '.' .. d .. tail
-          z[zn + 1] = until_ms
-          z[zn + 2] = lease
-          zn = zn + 2
-          out[o + 1] = lease
+          lease = seqs[k] .. '.' .. int(d) .. tail
           out[o + 2] = -qn
-          out[o + 3] = m
-          o = o + 3
         else
-          local lease = seqs[k] .. '.' .. (d + 1) .. tail
-          z[zn + 1] = until_ms
-          z[zn + 2] = lease
-          zn = zn + 2
-          out[o + 1] = lease
+          lease = lease or seqs[k] .. '.' .. int(d + 1) .. tail
           out[o + 2] = qn
-          out[o + 3] = m
-          o = o + 3
           got = got + 1
         end
+        z[zn + 1] = until_ms
+        z[zn + 2] = lease
+        zn = zn + 2
+        out[o + 1] = lease
+        out[o + 3] = m
+        o = o + 3
       end
     end
     if zn > 0 then redis.call('ZADD', K_LEASES, unpack(z)) end
