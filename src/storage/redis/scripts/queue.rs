@@ -3,13 +3,13 @@
 
 /// apply(batches). ARGV after the prefix: this call's token, the number of checks then each
 /// (batch number, token of an earlier call, position in it), the number of batches, every
-/// batch's lease ("" for none: a producer's write), then per batch `0` when it is only an ack,
-/// or `1`, its claim key ("" for none) and claim TTL ms, and its sections, each a count then
-/// its items: enqueues (queue, score = -priority, packed message), schedule (eta,
-/// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
-/// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
-/// payload head, payload tail, args head, args tail and missing item), claims released
-/// (key). Returns one string with a `1` or `0` per batch: written, or fenced off because its
+/// batch's lease ("" for none: a producer's write), one string with a character per batch (`0`
+/// when it is only an ack, else `1`), then for each `1` batch its claim key ("" for none) and
+/// claim TTL ms, and its sections, each a count then its items: enqueues (queue,
+/// score = -priority, packed message), schedule (eta, packed message), results (id, ttl ms or
+/// "", value), dead (id, queue, error, payload), chord counts (chord, index, size, ttl ms,
+/// outcome, then the callback's id, queue, priority, payload head, payload tail, args head,
+/// args tail and missing item), claims released (key). Returns one string with a `1` or `0` per batch: written, or fenced off because its
 /// lease was no longer held (then nothing of it is written). A batch whose lease is gone but
 /// that a check names, in an earlier call whose record says it was written there, is reported
 /// written (and writes nothing again): that call's reply was lost, and this is the same
@@ -225,10 +225,12 @@ local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 
   {release, 1}}
 local written = {}
 local any_lease = false
+-- One character per batch: '1' (49) when it writes more than its ack.
+local kinds = ARGV[i]
+i = i + 1
 for b = 1, nb do
   local lease = ARGV[leases_at + b - 1]
-  local whole = ARGV[i] == '1'
-  i = i + 1
+  local whole = byte(kinds, b) == 49
   local live
   if whole then
     -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
