@@ -170,36 +170,26 @@ local function schedule(n)
   chunked('ZADD', K_SCHED, z)
   chunked('HSET', K_SMSG, hset)
 end
-local results_written = false
+-- Results of the whole call: their index entries (written once, at the end) and their ids.
+local result_index, result_ids, nres = {}, {}, 0
 local function results(n)
-  local index, ids = {}, {}
   for _ = 1, n do
     local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local key = prefix .. 'r:' .. id
+    local at = 2 * nres
     if ttl == '' then
       redis.call('SET', key, value)
-      index[#index + 1] = 'inf'
+      result_index[at + 1] = 'inf'
     else
       redis.call('SET', key, value, 'PX', ttl)
-      index[#index + 1] = int(now + tonumber(ttl))
+      result_index[at + 1] = int(now + tonumber(ttl))
     end
-    index[#index + 1] = id
-    ids[#ids + 1] = '0'
-    ids[#ids + 1] = id
-    -- Wake whoever waits for this result. A waiter registers (`wt:<id>`) in the same script
-    -- as its read, so one that read nothing is registered by now; the token outlives the race
-    -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS.
-    if redis.call('EXISTS', prefix .. 'wt:' .. id) == 1 then
-      local wake = prefix .. 'w:' .. id
-      redis.call('DEL', wake)
-      redis.call('LPUSH', wake, '1')
-      redis.call('PEXPIRE', wake, 10000)
-    end
+    result_index[at + 2] = id
+    result_ids[at + 1] = '0'
+    result_ids[at + 2] = id
+    nres = nres + 1
     i = i + 3
   end
-  chunked('ZADD', K_RESULTS, index)
-  chunked('ZADD', K_RESULT_IDS, ids)
-  results_written = true
 end
 local chords_pruned = false
 local function chords(n)
@@ -273,7 +263,28 @@ if nacked > 0 then
   chunked('ZREM', K_LEASES, acked)
   chunked('HDEL', K_MSG, acked_msgs)
 end
-if results_written then
+if nres > 0 then
+  chunked('ZADD', K_RESULTS, result_index)
+  chunked('ZADD', K_RESULT_IDS, result_ids)
+  -- Wake whoever waits for these results. A waiter registers (`wt:<id>`) in the same script
+  -- as its read, so one that read nothing is registered by now; the token outlives the race
+  -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS for all of them, and
+  -- one per result only when some waiter is registered.
+  local waits, waited = {}, 0
+  for k = 1, nres do waits[k] = prefix .. 'wt:' .. result_ids[2 * k] end
+  for c = 1, nres, CHUNK do
+    waited = waited + redis.call('EXISTS', unpack(waits, c, min(nres, c + CHUNK - 1)))
+  end
+  if waited > 0 then
+    for k = 1, nres do
+      if redis.call('EXISTS', waits[k]) == 1 then
+        local wake = prefix .. 'w:' .. result_ids[2 * k]
+        redis.call('DEL', wake)
+        redis.call('LPUSH', wake, '1')
+        redis.call('PEXPIRE', wake, 10000)
+      end
+    end
+  end
   -- Expired results leave both indexes (a bounded part here; the purge takes the rest).
   local gone = redis.call('ZRANGEBYSCORE', K_RESULTS, '-inf', int(now), 'LIMIT', 0, 100)
   chunked('ZREM', K_RESULTS, gone)
