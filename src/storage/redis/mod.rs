@@ -262,22 +262,31 @@ impl RedisStorage {
         for b in batches {
             inv.arg(b.lease.as_ref().map(|l| l.0.as_str()).unwrap_or(""));
         }
+        let kinds: String = batches
+            .iter()
+            .map(|b| if ack_only(b) { '0' } else { '1' })
+            .collect();
+        inv.arg(kinds);
         let mut packed = Vec::new();
-        for b in batches {
+        for b in batches.iter().filter(|b| !ack_only(b)) {
             push_batch(&mut inv, b, &mut packed);
         }
         // Not resent by the pool on a lost reply: the caller's resend is another call.
-        let reply: Result<Vec<i64>> = self.invoke(false, &inv);
+        // One `1` or `0` per batch: written or fenced off.
+        let reply: Result<Vec<u8>> = self.invoke(false, &inv);
         let leases = batches.iter().filter_map(|b| b.lease.as_ref());
         let mut uncertain = self.uncertain.lock();
         match reply {
-            Ok(written) if written.len() == batches.len() => {
+            Ok(written)
+                if written.len() == batches.len()
+                    && written.iter().all(|w| matches!(w, b'0' | b'1')) =>
+            {
                 if !uncertain.is_empty() {
                     for l in leases {
                         uncertain.remove(&l.0);
                     }
                 }
-                Ok(written.into_iter().map(|w| w == 1).collect())
+                Ok(written.into_iter().map(|w| w == b'1').collect())
             }
             Ok(_) => Err(self.corrupt("apply")),
             Err(e) => {
@@ -339,22 +348,9 @@ fn push_leases(call: &mut Call<'_>, leases: &[Lease], counted: bool) {
     }
 }
 
-/// One batch as arguments of the apply script (its lease goes before, with the others): `0`
-/// when it writes nothing but its ack, else `1`, its claim key ("" for none) and TTL, then its
-/// sections.
+/// One batch that writes more than its ack as arguments of the apply script (its lease and
+/// kind go before, with the others'): its claim key ("" for none) and TTL, then its sections.
 fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
-    let ack_only = batch.claim.is_none()
-        && batch.enqueue.is_empty()
-        && batch.schedule.is_empty()
-        && batch.results.is_empty()
-        && batch.dead.is_empty()
-        && batch.chords.is_empty()
-        && batch.release.is_empty();
-    if ack_only {
-        inv.arg(0);
-        return;
-    }
-    inv.arg(1);
     match &batch.claim {
         Some(c) => inv.arg(&c.key).arg(capped_ms(c.ttl)),
         None => inv.arg("").arg(0),
@@ -555,4 +551,15 @@ impl Schedule for RedisStorage {
 /// numbers are doubles and scores are formatted as integers; larger values would wrap).
 fn capped_ms(d: Duration) -> u64 {
     ms(d).clamp(1, 100 * 365 * 86_400_000)
+}
+
+/// True when the batch writes nothing but its ack (or nothing at all).
+fn ack_only(batch: &Batch) -> bool {
+    batch.claim.is_none()
+        && batch.enqueue.is_empty()
+        && batch.schedule.is_empty()
+        && batch.results.is_empty()
+        && batch.dead.is_empty()
+        && batch.chords.is_empty()
+        && batch.release.is_empty()
 }

@@ -54,7 +54,7 @@ local K_COUNTERS, K_CHORDS = KEYS[11], KEYS[12]
 -- ZSET id -> 0: the ids of stored results, for pages in id order (ZRANGEBYLEX). Kept with
 -- `results`; an id whose result is gone is dropped by whoever meets it (purge, listing).
 local K_RESULT_IDS = prefix .. 'rids'
-local sub, find, unpack, min = string.sub, string.find, unpack, math.min
+local sub, find, byte, unpack, min = string.sub, string.find, string.byte, unpack, math.min
 
 -- Variadic commands get at most this many arguments after the key (an even number, so
 -- field/value and score/member pairs are never split).

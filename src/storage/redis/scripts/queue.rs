@@ -3,21 +3,21 @@
 
 /// apply(batches). ARGV after the prefix: this call's token, the number of checks then each
 /// (batch number, token of an earlier call, position in it), the number of batches, every
-/// batch's lease ("" for none: a producer's write), then per batch `0` when it is only an ack,
-/// or `1`, its claim key ("" for none) and claim TTL ms, and its sections, each a count then
-/// its items: enqueues (queue, score = -priority, packed message), schedule (eta,
-/// packed message), results (id, ttl ms or "", value), dead (id, queue, error, payload),
-/// chord counts (chord, index, size, ttl ms, outcome, then the callback's id, queue, priority,
-/// payload head, payload tail, args head, args tail and missing item), claims released
-/// (key). Returns 1 or 0 per
-/// batch: written, or fenced off because its lease was no longer held (then nothing of it is
-/// written). A batch whose lease is gone but that a check names, in an earlier call whose
-/// record says it was written there, is reported written (and writes nothing again): that call's
-/// reply was lost, and this is the same outcome sent again.
+/// batch's lease ("" for none: a producer's write), one string with a character per batch (`0`
+/// when it is only an ack, else `1`), then for each `1` batch its claim key ("" for none) and
+/// claim TTL ms, and its sections, each a count then its items: enqueues (queue,
+/// score = -priority, packed message), schedule (eta, packed message), results (id, ttl ms or
+/// "", value), dead (id, queue, error, payload), chord counts (chord, index, size, ttl ms,
+/// outcome, then the callback's id, queue, priority, payload head, payload tail, args head,
+/// args tail and missing item), claims released (key). Returns one string with a `1` or `0` per batch: written, or fenced off because its
+/// lease was no longer held (then nothing of it is written). A batch whose lease is gone but
+/// that a check names, in an earlier call whose record says it was written there, is reported
+/// written (and writes nothing again): that call's reply was lost, and this is the same
+/// outcome sent again.
 ///
-/// The answers of a call that carries a lease are recorded as `call:<token>` (a string of
-/// 1s and 0s, one per batch) for [`CALL_RECORD_MS`], so that a resend after a lost reply can
-/// learn what the first send wrote.
+/// The answers of a call that carries a lease are recorded as `call:<token>` (that same
+/// string) for [`CALL_RECORD_MS`], so that a resend after a lost reply can learn what the
+/// first send wrote.
 ///
 /// A chord's bookkeeping is one key per entry, each with a Redis TTL: `ch:<chord>:m:<index>`
 /// marks a counted member, `ch:<chord>:i:<index>` holds its item, `ch:<chord>:n` the count.
@@ -116,26 +116,34 @@ local leases_at = i
 i = i + nb
 local held = {}
 do
-  local asked = {}
-  for b = 0, nb - 1 do
-    local lease = ARGV[leases_at + b]
-    if lease ~= '' then asked[#asked + 1] = lease end
+  -- The leases are asked straight from ARGV unless some batch has none.
+  local asked, na, first = ARGV, 0, leases_at
+  for b = leases_at, leases_at + nb - 1 do
+    if ARGV[b] == '' then
+      asked, na, first = {}, 0, 1
+      for c = leases_at, leases_at + nb - 1 do
+        if ARGV[c] ~= '' then na = na + 1; asked[na] = ARGV[c] end
+      end
+      break
+    end
+    na = na + 1
   end
-  for c = 1, #asked, CHUNK do
-    local last = min(#asked, c + CHUNK - 1)
+  for c = first, first + na - 1, CHUNK do
+    local last = min(first + na - 1, c + CHUNK - 1)
     local scores = redis.call('ZMSCORE', K_LEASES, unpack(asked, c, last))
     for k = 1, last - c + 1 do
       if scores[k] then held[asked[c + k - 1]] = true end
     end
   end
 end
-local acked, acked_msgs = {}, {}
+local acked, acked_msgs, nacked = {}, {}, 0
 local function fence(lease)
   if lease == '' then return true end
   if not held[lease] then return false end
   held[lease] = nil
-  acked[#acked + 1] = lease
-  acked_msgs[#acked_msgs + 1] = sub(lease, 1, 16)
+  nacked = nacked + 1
+  acked[nacked] = lease
+  acked_msgs[nacked] = sub(lease, 1, 16)
   return true
 end
 local function enqueue(n)
@@ -162,36 +170,26 @@ local function schedule(n)
   chunked('ZADD', K_SCHED, z)
   chunked('HSET', K_SMSG, hset)
 end
-local results_written = false
+-- Results of the whole call: their index entries (written once, at the end) and their ids.
+local result_index, result_ids, nres = {}, {}, 0
 local function results(n)
-  local index, ids = {}, {}
   for _ = 1, n do
     local id, ttl, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local key = prefix .. 'r:' .. id
+    local at = 2 * nres
     if ttl == '' then
       redis.call('SET', key, value)
-      index[#index + 1] = 'inf'
+      result_index[at + 1] = 'inf'
     else
       redis.call('SET', key, value, 'PX', ttl)
-      index[#index + 1] = int(now + tonumber(ttl))
+      result_index[at + 1] = int(now + tonumber(ttl))
     end
-    index[#index + 1] = id
-    ids[#ids + 1] = '0'
-    ids[#ids + 1] = id
-    -- Wake whoever waits for this result. A waiter registers (`wt:<id>`) in the same script
-    -- as its read, so one that read nothing is registered by now; the token outlives the race
-    -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS.
-    if redis.call('EXISTS', prefix .. 'wt:' .. id) == 1 then
-      local wake = prefix .. 'w:' .. id
-      redis.call('DEL', wake)
-      redis.call('LPUSH', wake, '1')
-      redis.call('PEXPIRE', wake, 10000)
-    end
+    result_index[at + 2] = id
+    result_ids[at + 1] = '0'
+    result_ids[at + 2] = id
+    nres = nres + 1
     i = i + 3
   end
-  chunked('ZADD', K_RESULTS, index)
-  chunked('ZADD', K_RESULT_IDS, ids)
-  results_written = true
 end
 local chords_pruned = false
 local function chords(n)
@@ -215,13 +213,14 @@ local function release(n)
 end
 local sections = {{enqueue, 3}, {schedule, 2}, {results, 3}, {nil, 4}, {chords, 13},
   {release, 1}}
-local no_sections = {}
 local written = {}
 local any_lease = false
+-- One character per batch: '1' (49) when it writes more than its ack.
+local kinds = ARGV[i]
+i = i + 1
 for b = 1, nb do
   local lease = ARGV[leases_at + b - 1]
-  local whole = ARGV[i] == '1'
-  i = i + 1
+  local whole = byte(kinds, b) == 49
   local live
   if whole then
     -- A claimed batch: only while the claim is not held, taking it (indexed like any kv entry).
@@ -236,32 +235,56 @@ for b = 1, nb do
   else
     live = fence(lease)
   end
-  written[b] = live and 1 or 0
+  written[b] = live and '1' or '0'
   if lease ~= '' then
     any_lease = true
-    if not live and written_before(b) then written[b] = 1 end
+    if not live and written_before(b) then written[b] = '1' end
   end
-  for _, sec in ipairs(whole and sections or no_sections) do
-    local n = count()
-    if n > 0 and live then
-      if sec[1] then
-        sec[1](n)
-      else
-        for _ = 1, n do
-          add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
-          i = i + 4
+  if whole then
+    for s = 1, #sections do
+      local sec = sections[s]
+      local n = count()
+      if n > 0 and live then
+        if sec[1] then
+          sec[1](n)
+        else
+          for _ = 1, n do
+            add_dead(ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 2])
+            i = i + 4
+          end
         end
+      else
+        i = i + n * sec[2]
       end
-    else
-      i = i + n * sec[2]
     end
   end
 end
-if #acked > 0 then
+if nacked > 0 then
   chunked('ZREM', K_LEASES, acked)
   chunked('HDEL', K_MSG, acked_msgs)
 end
-if results_written then
+if nres > 0 then
+  chunked('ZADD', K_RESULTS, result_index)
+  chunked('ZADD', K_RESULT_IDS, result_ids)
+  -- Wake whoever waits for these results. A waiter registers (`wt:<id>`) in the same script
+  -- as its read, so one that read nothing is registered by now; the token outlives the race
+  -- between that read and its BLPOP. No waiter, no wake-up: one EXISTS for all of them, and
+  -- one per result only when some waiter is registered.
+  local waits, waited = {}, 0
+  for k = 1, nres do waits[k] = prefix .. 'wt:' .. result_ids[2 * k] end
+  for c = 1, nres, CHUNK do
+    waited = waited + redis.call('EXISTS', unpack(waits, c, min(nres, c + CHUNK - 1)))
+  end
+  if waited > 0 then
+    for k = 1, nres do
+      if redis.call('EXISTS', waits[k]) == 1 then
+        local wake = prefix .. 'w:' .. result_ids[2 * k]
+        redis.call('DEL', wake)
+        redis.call('LPUSH', wake, '1')
+        redis.call('PEXPIRE', wake, 10000)
+      end
+    end
+  end
   -- Expired results leave both indexes (a bounded part here; the purge takes the rest).
   local gone = redis.call('ZRANGEBYSCORE', K_RESULTS, '-inf', int(now), 'LIMIT', 0, 100)
   chunked('ZREM', K_RESULTS, gone)
@@ -270,8 +293,9 @@ end
 flush_dead(now)
 flush_ready()
 notify()
+written = table.concat(written)
 if any_lease then
-  redis.call('SET', prefix .. 'call:' .. call_token, table.concat(written), 'PX', CALL_RECORD_MS)
+  redis.call('SET', prefix .. 'call:' .. call_token, written, 'PX', 'CALL_RECORD_MS')
 end
 return written
 "#;
@@ -312,30 +336,31 @@ for qi = 5, #ARGV do
     for k = 1, n do
       local m = msgs[k]
       if m then
-        local d = deliveries(members[k])
         if not tail then tail = '.' .. int(redis.call('INCR', K_SEQ)) end
+        -- Most members were never delivered ("<seq>.0"): no number to parse nor format.
+        local member = members[k]
+        local d, lease = 0, nil
+        if #member == 18 and byte(member, 18) == 48 then
+          lease = seqs[k] .. '.1' .. tail
+        else
+          d = deliveries(member)
+        end
         if d >= max_deliveries then
           -- Over the limit: leased to this call without counting a delivery, for the caller
           -- to dead-letter (and count in its chord) in a batch fenced by this lease.
-          local lease = seqs[k] .. '.' .. d .. tail
-          z[zn + 1] = until_ms
-          z[zn + 2] = lease
-          zn = zn + 2
-          out[o + 1] = lease
+          lease = seqs[k] .. '.' .. int(d) .. tail
           out[o + 2] = -qn
-          out[o + 3] = m
-          o = o + 3
         else
-          local lease = seqs[k] .. '.' .. (d + 1) .. tail
-          z[zn + 1] = until_ms
-          z[zn + 2] = lease
-          zn = zn + 2
-          out[o + 1] = lease
+          lease = lease or seqs[k] .. '.' .. int(d + 1) .. tail
           out[o + 2] = qn
-          out[o + 3] = m
-          o = o + 3
           got = got + 1
         end
+        z[zn + 1] = until_ms
+        z[zn + 2] = lease
+        zn = zn + 2
+        out[o + 1] = lease
+        out[o + 3] = m
+        o = o + 3
       end
     end
     if zn > 0 then redis.call('ZADD', K_LEASES, unpack(z)) end
