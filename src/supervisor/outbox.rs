@@ -428,8 +428,10 @@ mod tests {
         let ended: Vec<Ended> = (0..20).map(|_| run_one(&app)).collect();
         let order: Vec<String> = ended.iter().map(|e| e.job.msg.id.clone()).collect();
         let writer = OutboxWriter::start(&app, false).unwrap();
-        for e in ended {
-            writer.complete(e);
+        // Handed over in turns of different sizes, as the main loop does.
+        let mut ended = ended.into_iter();
+        for size in [1, 3, 0, 7, 9] {
+            writer.complete(ended.by_ref().take(size).collect());
         }
         writer.drain();
         assert_eq!(*emitted.lock().unwrap(), order, "each told once, in order");
