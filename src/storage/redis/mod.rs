@@ -64,6 +64,7 @@ mod conn;
 mod inspect;
 mod kv;
 mod locate;
+mod packed;
 mod results;
 mod scripts;
 mod watch;
@@ -74,6 +75,7 @@ use std::time::{Duration, Instant};
 use ::redis::{Cmd, Connection, ErrorKind, ToRedisArgs, Value};
 
 use self::conn::Pool;
+use self::packed::{lease_deliveries, next_delivery, pack, split_packed};
 use self::scripts::{Lua, Scripts, KEY_NAMES};
 use super::*;
 use crate::clock::ms;
@@ -179,23 +181,23 @@ impl RedisStorage {
         }
         let reply: Vec<Value> = self.invoke(false, &inv)?;
         let mut it = reply.into_iter();
-        let hint = it
-            .next()
-            .and_then(int)
-            .ok_or_else(|| self.corrupt("dequeue"))?;
-        let mut out = Vec::with_capacity(it.len() / 3);
+        let (Some(hint), Some(blob), None) = (
+            it.next().and_then(int),
+            it.next().and_then(bytes),
+            it.next(),
+        ) else {
+            return Err(self.corrupt("dequeue"));
+        };
+        let mut out = Vec::new();
         let mut overdue = Vec::new();
-        while let Some(lease) = it.next() {
-            let (Some(lease), Some(qi), Some(packed)) = (
-                string(lease),
-                it.next().and_then(int),
-                it.next().and_then(bytes),
-            ) else {
+        let mut rest = &blob[..];
+        while !rest.is_empty() {
+            let Some((qi, lease, packed)) = next_delivery(&mut rest) else {
                 return Err(self.corrupt("dequeue"));
             };
             let deliveries = lease_deliveries(&lease).ok_or_else(|| self.corrupt("dequeue"))?;
             let (id, payload) = split_packed(packed);
-            let queue = usize::try_from(qi.abs() - 1)
+            let queue = usize::try_from(i64::from(qi).abs() - 1)
                 .ok()
                 .and_then(|i| req.queues.get(i))
                 .ok_or_else(|| self.corrupt("dequeue"))?;
@@ -397,55 +399,6 @@ fn push_batch(inv: &mut Call<'_>, batch: &Batch, packed: &mut Vec<u8>) {
     for key in &batch.release {
         inv.arg(key);
     }
-}
-
-/// The delivery count in a lease `<seq>.<deliveries>.<token>`.
-fn lease_deliveries(lease: &str) -> Option<u32> {
-    let mut parts = lease.split('.');
-    let (_seq, d, _token) = (parts.next()?, parts.next()?, parts.next()?);
-    d.parse().ok()
-}
-
-/// A ready message packed the way the scripts store it:
-/// `<priority>|<#queue>|<#id>|<queue><id><payload>`.
-fn pack(out: &mut Vec<u8>, r: &Ready) {
-    use std::io::Write;
-    out.clear();
-    let _ = write!(out, "{}|{}|{}|", r.priority, r.queue.len(), r.id.len());
-    out.extend_from_slice(r.queue.as_bytes());
-    out.extend_from_slice(r.id.as_bytes());
-    out.extend_from_slice(&r.payload);
-}
-
-/// The task id and payload of a packed message (no id and the whole value if it is not
-/// packed).
-fn split_packed(mut packed: Vec<u8>) -> (String, Vec<u8>) {
-    let (at, id_len) = match head_len(&packed) {
-        Some(h) => h,
-        None => return (String::new(), packed),
-    };
-    let id = String::from_utf8_lossy(&packed[at - id_len..at]).into_owned();
-    packed.drain(..at);
-    (id, packed)
-}
-
-/// Where the payload of a packed message starts, and the id's length before it.
-fn head_len(packed: &[u8]) -> Option<(usize, usize)> {
-    let mut fields = [0usize; 3];
-    let mut at = 0;
-    for (n, field) in fields.iter_mut().enumerate() {
-        let len = packed[at..].iter().position(|&b| b == b'|')?;
-        let text = std::str::from_utf8(&packed[at..at + len]).unwrap_or("");
-        let parsed = if n == 0 {
-            text.parse::<i64>().map(|_| 0)
-        } else {
-            text.parse::<usize>()
-        };
-        *field = parsed.ok()?;
-        at += len + 1;
-    }
-    let start = at.saturating_add(fields[1]).saturating_add(fields[2]);
-    (start <= packed.len()).then_some((start, fields[2]))
 }
 
 fn int(v: Value) -> Option<i64> {

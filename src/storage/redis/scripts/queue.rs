@@ -313,9 +313,14 @@ if #expired > 0 then
   chunked('ZREM', K_LEASES, expired)
   requeue(expired)
 end
-local out = {0}
-local o = 1
+-- The reply is the hint and one string: per message its queue's number (negative: over the
+-- delivery limit), its lease and its packed message, each length-prefixed, so that the client
+-- parses one bulk string instead of three values a message.
+local hint = 0
+local parts = {}
+local o = 0
 local got = 0
+local spack = struct.pack
 local until_ms = int(now + lease_ms)
 local tail = nil
 for qi = 5, #ARGV do
@@ -349,18 +354,19 @@ for qi = 5, #ARGV do
           -- Over the limit: leased to this call without counting a delivery, for the caller
           -- to dead-letter (and count in its chord) in a batch fenced by this lease.
           lease = seqs[k] .. '.' .. int(d) .. tail
-          out[o + 2] = -qn
+          parts[o + 1] = spack('<i4I4', -qn, #lease)
         else
           lease = lease or seqs[k] .. '.' .. int(d + 1) .. tail
-          out[o + 2] = qn
+          parts[o + 1] = spack('<i4I4', qn, #lease)
           got = got + 1
         end
         z[zn + 1] = until_ms
         z[zn + 2] = lease
         zn = zn + 2
-        out[o + 1] = lease
-        out[o + 3] = m
-        o = o + 3
+        parts[o + 2] = lease
+        parts[o + 3] = spack('<I4', #m)
+        parts[o + 4] = m
+        o = o + 4
       end
     end
     if zn > 0 then redis.call('ZADD', K_LEASES, unpack(z)) end
@@ -369,10 +375,10 @@ for qi = 5, #ARGV do
 end
 if got == 0 then
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
-  if #first == 0 then out[1] = -1 else out[1] = math.max(0, tonumber(first[2]) - now) end
+  if #first == 0 then hint = -1 else hint = math.max(0, tonumber(first[2]) - now) end
 end
 notify()
-return out
+return {hint, table.concat(parts)}
 "#;
 
 /// extend. ARGV: prefix, lease ms, then leases. Only leases still held (members) are updated.
