@@ -138,7 +138,7 @@ impl Huey {
         }
         let private = format!("immediate:{}", crate::message::new_id());
         while let Some((lease, msg)) = todo.pop() {
-            let rev = self.revocations_for([&msg])?;
+            let rev = self.revocations_for([&msg], None)?;
             let mut fx = Effects::default();
             let lease = lease.as_ref();
             if let Some(msg) = self.admit(lease, msg, &rev, now_ms(), &mut fx)? {
@@ -187,7 +187,7 @@ impl Huey {
         let mut fx = Effects::default();
         let lease = Some(&d.lease);
         if let Some(msg) = lifecycle::decode(lease, &d.queue, &d.payload, &mut fx) {
-            let rev = self.revocations_for([&msg])?;
+            let rev = self.revocations_for([&msg], None)?;
             if let Some(msg) = self.admit(lease, msg, &rev, now_ms(), &mut fx)? {
                 fx.events
                     .push(Event::for_message(EventKind::Executing, &msg));

@@ -154,15 +154,25 @@ impl Huey {
 
     /// The revocations that could apply to `msgs` (by their ids and their task names), read
     /// in one storage call. Only these keys are read, so the cost follows the batch, never the
-    /// number of revocations stored.
+    /// number of revocations stored. `may_hold_any`: whether any revocation may be stored, if
+    /// already known (from the dequeue that leased `msgs`); asked of the storage if `None`.
     pub(crate) fn revocations_for<'a>(
         &self,
         msgs: impl IntoIterator<Item = &'a Message>,
+        may_hold_any: Option<bool>,
     ) -> Result<Revocations> {
         let mut msgs = msgs.into_iter().peekable();
         // Usually there is no revocation at all: one cheap question instead of many keys (and
-        // no key is built for a batch that needs none).
-        if msgs.peek().is_none() || !self.storage().may_hold_any(Ns::Revoked)? {
+        // no key is built for a batch that needs none), or none when the dequeue that leased
+        // the batch already answered it.
+        if msgs.peek().is_none() {
+            return Ok(Revocations::default());
+        }
+        let may_hold_any = match may_hold_any {
+            Some(known) => known,
+            None => self.storage().may_hold_any(Ns::Revoked)?,
+        };
+        if !may_hold_any {
             return Ok(Revocations::default());
         }
         let mut keys: Vec<String> = Vec::new();

@@ -47,6 +47,7 @@ macro_rules! delegate {
 delegate!(Queue {
     fn apply_all(&self, batches: &[Batch]) -> Result<Vec<bool>>;
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
+    fn dequeue_seeing_revocations(&self, req: &DequeueRequest) -> Result<(Vec<Delivery>, Option<bool>)>;
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
     fn release(&self, leases: &[Lease], started: bool) -> Result<()>;
 });

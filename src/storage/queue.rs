@@ -178,6 +178,17 @@ pub trait Queue {
     /// Lease up to `req.max` ready messages, blocking up to `req.wait` when there are none.
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>>;
 
+    /// [`Queue::dequeue`], and whether any revocation may be stored ([`super::Kv::may_hold_any`] of
+    /// [`super::Ns::Revoked`]), read by the same storage call where the backend can (the consumer's
+    /// fetch then needs no second round trip to learn that none applies). `None`: not read;
+    /// ask `may_hold_any`.
+    fn dequeue_seeing_revocations(
+        &self,
+        req: &DequeueRequest,
+    ) -> Result<(Vec<Delivery>, Option<bool>)> {
+        Ok((self.dequeue(req)?, None))
+    }
+
     /// Push the expiry of these leases to now + `lease`, and say, per lease, whether it is still
     /// held. `false`: it is lost — its message was acknowledged, released, or (its lease having
     /// expired) delivered to another consumer — and is not renewed; the task must not start

@@ -439,9 +439,8 @@ impl Fetcher {
 /// its ids and task names, in one storage call (never a listing of every revocation).
 fn fetch(app: &Huey, req: &DequeueRequest) -> Result<Fetched> {
     let leased_at = Instant::now();
-    let items: Vec<FetchedItem> = app
-        .storage()
-        .dequeue(req)?
+    let (deliveries, may_hold_any) = app.storage().dequeue_seeing_revocations(req)?;
+    let items: Vec<FetchedItem> = deliveries
         .into_iter()
         .map(|delivery| {
             let mut fx = Effects::default();
@@ -450,7 +449,7 @@ fn fetch(app: &Huey, req: &DequeueRequest) -> Result<Fetched> {
             FetchedItem { delivery, msg, fx }
         })
         .collect();
-    match app.revocations_for(items.iter().filter_map(|i| i.msg.as_ref())) {
+    match app.revocations_for(items.iter().filter_map(|i| i.msg.as_ref()), may_hold_any) {
         Ok(revocations) => Ok(Fetched {
             leased_at,
             items,

@@ -171,7 +171,9 @@ impl RedisStorage {
         }
     }
 
-    fn dequeue_once(&self, req: &DequeueRequest) -> Result<(i64, Vec<Delivery>)> {
+    /// One dequeue call: the hint (ms until the first lease expires, -1: none), the deliveries,
+    /// and whether any revocation is stored (read only when something was leased).
+    fn dequeue_once(&self, req: &DequeueRequest) -> Result<(i64, Vec<Delivery>, bool)> {
         let mut inv = self.call(&self.scripts.dequeue);
         inv.arg(req.max.min(i64::MAX as usize) as i64)
             .arg(capped_ms(req.lease))
@@ -181,9 +183,10 @@ impl RedisStorage {
         }
         let reply: Vec<Value> = self.invoke(false, &inv)?;
         let mut it = reply.into_iter();
-        let (Some(hint), Some(blob), None) = (
+        let (Some(hint), Some(blob), Some(revoked), None) = (
             it.next().and_then(int),
             it.next().and_then(bytes),
+            it.next().and_then(int),
             it.next(),
         ) else {
             return Err(self.corrupt("dequeue"));
@@ -214,7 +217,7 @@ impl RedisStorage {
             }
         }
         self.bury(&overdue);
-        Ok((hint, out))
+        Ok((hint, out, revoked != 0))
     }
 
     /// Dead-letter messages delivered too often (leased to us by the dequeue script for this),
@@ -431,15 +434,22 @@ impl Queue for RedisStorage {
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        Ok(self.dequeue_seeing_revocations(req)?.0)
+    }
+
+    fn dequeue_seeing_revocations(
+        &self,
+        req: &DequeueRequest,
+    ) -> Result<(Vec<Delivery>, Option<bool>)> {
         if req.max == 0 || req.queues.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let deadline = deadline(req.wait);
         loop {
-            let (hint, out) = self.dequeue_once(req)?;
+            let (hint, out, revoked) = self.dequeue_once(req)?;
             let now = Instant::now();
             if !out.is_empty() || now >= deadline {
-                return Ok(out);
+                return Ok((out, Some(revoked)));
             }
             let mut block = deadline - now;
             if hint >= 0 {

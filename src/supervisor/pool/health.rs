@@ -37,7 +37,7 @@ impl Pool {
                     .chain(s.queued.iter().filter(|_| s.in_process))
             })
             .map(|j| &j.msg);
-        let rev = match self.app.revocations_for(handed) {
+        let rev = match self.app.revocations_for(handed, None) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("could not read revocations: {e}");

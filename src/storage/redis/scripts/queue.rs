@@ -301,10 +301,12 @@ return written
 "#;
 
 /// dequeue. ARGV: prefix, max, lease ms, max deliveries, queue names...
-/// Returns {wait hint ms (-1: no lease to expire), then lease (`<seq>.<deliveries>.<token>`),
-/// queue index, packed message for each delivery}. A message already delivered `max
-/// deliveries` times comes with its queue index negated: it is leased (its count unchanged)
-/// for the caller to dead-letter under that lease.
+/// Returns {wait hint ms (-1: no lease to expire), the deliveries, whether any revocation is
+/// stored (1 when nothing was leased)}. The deliveries are one string: per delivery its queue
+/// index (i32), its lease (`<seq>.<deliveries>.<token>`) and its packed message, each length
+/// prefixed (u32), little-endian (see `packed::next_delivery`). A message already delivered
+/// `max deliveries` times comes with its queue index negated: it is leased (its count
+/// unchanged) for the caller to dead-letter under that lease.
 pub(super) const DEQUEUE: &str = r#"
 local max, lease_ms, max_deliveries = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -377,8 +379,13 @@ if got == 0 then
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
   if #first == 0 then hint = -1 else hint = math.max(0, tonumber(first[2]) - now) end
 end
+-- Whether any revocation is stored (its namespace's index is not empty; `Ns::Revoked` is
+-- "revoked"), read with the lease so the consumer needs no second call to learn that none
+-- applies. 1 ("may be") when nothing was leased: not read then.
+local revoked = 1
+if o > 0 then revoked = redis.call('ZCARD', prefix .. 'kvi:revoked') end
 notify()
-return {hint, table.concat(parts)}
+return {hint, table.concat(parts), revoked}
 "#;
 
 /// extend. ARGV: prefix, lease ms, then leases. Only leases still held (members) are updated.
