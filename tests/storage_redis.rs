@@ -56,33 +56,6 @@ fn blocking_dequeue_takes_back_a_lease_that_expires_while_it_waits() {
     );
 }
 
-/// The consumer's fetch learns from the dequeue itself whether any revocation is stored, and
-/// skips its second call only when none is.
-#[test]
-fn a_dequeue_says_whether_any_revocation_is_stored() {
-    let server = RedisServer::start();
-    let s = open(&server);
-    enqueue(
-        &*s,
-        vec![ready("a", "default", 0), ready("b", "default", 0)],
-    );
-    let (got, revoked) = s
-        .dequeue_seeing_revocations(&req("c", &["default"], 1))
-        .unwrap();
-    assert_eq!(
-        (payloads(&got), revoked),
-        (vec!["a".to_string()], Some(false))
-    );
-    s.put(Ns::Revoked, "id:x", b"r", None).unwrap();
-    let (got, revoked) = s
-        .dequeue_seeing_revocations(&req("c", &["default"], 1))
-        .unwrap();
-    assert_eq!(
-        (payloads(&got), revoked),
-        (vec!["b".to_string()], Some(true))
-    );
-}
-
 #[test]
 fn two_waiters_on_one_result_both_wake() {
     let server = RedisServer::start();

@@ -152,20 +152,24 @@ const LEASE: &str = "WITH picked AS (
  UPDATE queue q SET lease_owner = $4, lease_token = $5, lease_until = $6,
      deliveries = q.deliveries + 1
  FROM picked WHERE q.seq = picked.seq
- RETURNING q.seq, q.payload, q.deliveries - 1, q.id, q.priority";
+ RETURNING q.seq, q.payload, q.deliveries - 1, q.id, q.priority,
+     EXISTS(SELECT 1 FROM kv WHERE ns = 'revoked')";
 
-/// Rows leased by [`LEASE`], in dequeue order.
-type Leased = Vec<(i64, Vec<u8>, i32, String, i32)>;
+/// Rows leased by [`LEASE`], in dequeue order; the last column says whether any revocation is
+/// stored (`Ns::Revoked`), read in the same statement (an init plan: once, not per row).
+type Leased = Vec<(i64, Vec<u8>, i32, String, i32, bool)>;
 
 impl PostgresStorage {
-    /// Lease up to `req.max` ready rows, burying those delivered too often.
-    fn lease_ready(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+    /// Lease up to `req.max` ready rows, burying those delivered too often; and whether any
+    /// revocation is stored, as the statements that leased rows saw it (`None`: none leased).
+    fn lease_ready(&self, req: &DequeueRequest) -> Result<(Vec<Delivery>, Option<bool>)> {
         let now_u = now_ms();
         let now = sql_ms(now_u);
         let until = sql_ms(now_u.saturating_add(ms(req.lease)));
         let token = new_token();
         let max_deliveries = i32::try_from(req.max_deliveries).unwrap_or(i32::MAX);
         let mut out = Vec::new();
+        let mut revoked: Option<bool> = None;
         for q in &req.queues {
             while out.len() < req.max {
                 let want = limit(req.max - out.len());
@@ -182,13 +186,16 @@ impl PostgresStorage {
                         ],
                     )?
                     .into_iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
                     .collect())
                 })?;
+                if let Some(row) = rows.first() {
+                    revoked = Some(revoked.unwrap_or(false) || row.5);
+                }
                 let got = rows.len();
                 rows.sort_by_key(|r| (std::cmp::Reverse(r.4), r.0));
                 let mut overdue = Vec::new();
-                for (seq, payload, deliveries, id, _) in rows {
+                for (seq, payload, deliveries, id, _, _) in rows {
                     if deliveries >= max_deliveries {
                         overdue.push((seq, payload, deliveries, id));
                         continue;
@@ -208,7 +215,7 @@ impl PostgresStorage {
                 }
             }
         }
-        Ok(out)
+        Ok((out, revoked))
     }
 
     /// Dead-letter rows this call leased that were delivered too often (and count each in its
@@ -271,15 +278,22 @@ impl Queue for PostgresStorage {
     }
 
     fn dequeue(&self, req: &DequeueRequest) -> Result<Vec<Delivery>> {
+        Ok(self.dequeue_seeing_revocations(req)?.0)
+    }
+
+    fn dequeue_seeing_revocations(
+        &self,
+        req: &DequeueRequest,
+    ) -> Result<(Vec<Delivery>, Option<bool>)> {
         if req.max == 0 || req.queues.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let deadline = deadline(req.wait);
         loop {
             let generation = self.signal.generation();
-            let out = self.lease_ready(req)?;
+            let (out, revoked) = self.lease_ready(req)?;
             if !out.is_empty() || Instant::now() >= deadline {
-                return Ok(out);
+                return Ok((out, revoked));
             }
             self.wait(generation, deadline);
         }

@@ -19,6 +19,29 @@ fn enqueued_message_is_delivered_once_with_its_payload() {
         .is_empty());
 }
 
+/// A dequeue that says whether any revocation is stored never says "none" while one is (the
+/// consumer then skips reading revocations); Redis and Postgres read it with the lease.
+#[test]
+fn a_dequeue_never_hides_a_stored_revocation() {
+    let s = crate::factory();
+    let s = s();
+    enqueue(
+        &*s,
+        vec![ready("a", "default", 0), ready("b", "default", 0)],
+    );
+    let one = request("c1", &["default"], 1, LONG_LEASE);
+    let (ds, revoked) = s.dequeue_seeing_revocations(&one).unwrap();
+    assert_eq!(names(&ds), ["a"]);
+    assert_ne!(revoked, Some(true), "none is stored");
+    s.put(Ns::Revoked, "id:x", b"r", None).unwrap();
+    let (ds, revoked) = s.dequeue_seeing_revocations(&one).unwrap();
+    assert_eq!(names(&ds), ["b"]);
+    assert_ne!(revoked, Some(false), "one is stored");
+    if matches!(s.backend(), "redis" | "postgres") {
+        assert_eq!(revoked, Some(true), "read with the lease");
+    }
+}
+
 #[test]
 fn priority_orders_dequeue_and_fifo_within_priority() {
     let s = crate::factory();
