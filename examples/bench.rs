@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 #[path = "common/bench.rs"]
 mod common;
-use common::{fresh_app, hueyd_path, round, Res};
+use common::{fresh_app, hueyd_path, round, status_kib, Res};
 
 /// How long any single wait may take before the scenario fails.
 const WAIT: Duration = Duration::from_secs(300);
@@ -429,16 +429,7 @@ fn startup(a: &Args) -> Res<Value> {
 
 /// `VmHWM` and `VmRSS` of a process, in KiB.
 fn mem_kib(pid: u32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
+    Some((status_kib(pid, "VmHWM:")?, status_kib(pid, "VmRSS:")?))
 }
 
 /// Direct children of a process (its worker processes).

@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use huey::storage::Flush;
 use huey::{Huey, Task, TaskResult};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
+
+#[path = "common/bench.rs"]
+#[allow(dead_code)] // the other drivers' parts of it
+mod common;
+use common::{fresh_app_with, status_kib, Res};
 
 /// How long any single wait may take before the scenario fails.
 const WAIT: Duration = Duration::from_secs(300);
@@ -58,8 +61,6 @@ enum Scenario {
     Io,
     EnqueueAsync,
 }
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// The consumer's tasks: `hueyd`'s demo tasks and an async sleep.
 fn register(app: &Huey) -> huey::Result<()> {
@@ -103,19 +104,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// An empty storage with the tasks registered, under `hueyd`'s app name.
-fn fresh_app(url: &str) -> Res<Huey> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
-        }
-    }
-    let app = Huey::open("hueyd", url)?;
-    register(&app)?;
-    app.storage().flush(Flush::all())?;
-    Ok(app)
-}
-
 /// This binary as a consumer, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
 struct Consumer {
     child: Child,
@@ -140,38 +128,16 @@ impl Consumer {
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         let child_max = children
             .split_whitespace()
-            .filter_map(|p| hwm_kib(p.parse().ok()?))
+            .filter_map(|p| status_kib(p.parse().ok()?, "VmHWM:"))
             .max();
-        (hwm_kib(pid).unwrap_or(0), child_max)
+        (status_kib(pid, "VmHWM:").unwrap_or(0), child_max)
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop(&mut self.child);
     }
-}
-
-fn hwm_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn wait<R: serde::de::DeserializeOwned>(r: &TaskResult<R>) -> Res<R> {
@@ -188,7 +154,7 @@ fn round(x: f64, digits: i32) -> f64 {
 /// runs from the start marker's result to the last end marker's. The ideal interval is
 /// N × S / W (every worker always sleeping); `ideal_pct` is ideal / measured.
 fn io(a: &Args) -> Res<Value> {
-    let app = fresh_app(&a.storage)?;
+    let app = fresh_app_with(&a.storage, register)?;
     let echo: Task<String, String> = Task::from_name(&app, "echo")?;
     let sleep: Task<u64, ()> = Task::from_name(&app, "sleep_async")?;
     let start = echo.enqueue("start".into())?;
@@ -225,7 +191,7 @@ fn io(a: &Args) -> Res<Value> {
 /// tasks). Each figure is the best of four rounds; each pair runs back to back, sync first in
 /// even rounds and async first in odd ones.
 fn enqueue(a: &Args) -> Res<Value> {
-    let app = fresh_app(&a.storage)?;
+    let app = fresh_app_with(&a.storage, register)?;
     let noop: Task<(), ()> = Task::from_name(&app, "noop")?;
     let rt = tokio::runtime::Runtime::new()?;
     let (n, c) = (a.tasks, a.concurrency.max(1));

@@ -117,13 +117,7 @@ impl Consumer {
 
     /// Peak RSS (VmHWM) of the consumer process, in KiB.
     fn hwm_kib(&self) -> Option<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        s.lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        common::status_kib(self.child.id(), "VmHWM:")
     }
 
     fn exited(&mut self) -> bool {

@@ -8,19 +8,10 @@ Prints the markdown tables and writes them to OUT.md. Lines are labelled by scri
 and "calibrate". A failed run shows as "-" with its error listed under the tables.
 """
 
-import json
 import os
 import sys
 
-
-def load(path):
-    runs = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("{"):
-                runs.append(json.loads(line))
-    return runs
+from bench_table import load  # the same JSON lines (this script's directory is on the path)
 
 
 def num(x, digits=0):
@@ -33,6 +24,13 @@ def num(x, digits=0):
 
 def ok(r):
     return r is not None and not r.get("error")
+
+
+def row(first, r, width, cells):
+    """A table row: `first`, then the `width` figures `cells(r)` of a run that succeeded, or
+    as many dashes for one that failed."""
+    values = cells(r) if ok(r) else ["-"] * width
+    return "| " + " | ".join([str(first)] + list(values)) + " |"
 
 
 def cpu_rate(r):
@@ -64,11 +62,8 @@ def main():
         w("|---|---:|---:|---:|---:|")
         for r in depth:
             _, st, n = r["label"].split(" ", 2)
-            if ok(r):
-                w("| %s | %s | %s | %s | %s |" % (st, num(int(n)), num(r["enqueue_s"], 2),
-                                                  num(r["drain_s"], 2), num(r["tasks_per_s"])))
-            else:
-                w("| %s | %s | - | - | - |" % (st, num(int(n))))
+            w(row("%s | %s" % (st, num(int(n))), r, 3, lambda r: [
+                num(r["enqueue_s"], 2), num(r["drain_s"], 2), num(r["tasks_per_s"])]))
         w("")
 
     sched = [r for r in runs if str(r.get("label", "")).startswith("scheduled ")]
@@ -80,13 +75,11 @@ def main():
         w("|---|---:|---:|---:|---:|---:|---:|---|")
         for r in sched:
             st = r["label"].split(" ", 1)[1]
-            if ok(r):
-                w("| %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
-                    st, num(r["tasks"]), num(r["due"]), num(r["enqueue_s"], 2),
-                    num(r["first_seen_s"], 2), num(r["moving_s"], 2), num(r["promote_s"], 2),
-                    num(r["supervisor_hwm_before_mib"], 1), num(r["supervisor_hwm_mib"], 1)))
-            else:
-                w("| %s | - | - | - | - | - | - | - |" % st)
+            w(row(st, r, 7, lambda r: [
+                num(r["tasks"]), num(r["due"]), num(r["enqueue_s"], 2),
+                num(r["first_seen_s"], 2), num(r["moving_s"], 2), num(r["promote_s"], 2),
+                "%s / %s" % (num(r["supervisor_hwm_before_mib"], 1),
+                             num(r["supervisor_hwm_mib"], 1))]))
         w("")
 
     counts = sorted({int(r["label"].rsplit("w", 1)[1]) for r in runs
@@ -127,12 +120,9 @@ def main():
         w("|---:|---:|---:|---:|---:|---:|---:|")
         for r in prod:
             p = r["label"].rsplit("p", 1)[1]
-            if ok(r):
-                w("| %s | %s | %s | %s | %s | %s | %s |" % (
-                    p, num(r["tasks"]), num(r["tasks_per_s"]), num(r["errors"]),
-                    num(r["p50_ms"], 3), num(r["p99_ms"], 3), num(r["max_ms"], 1)))
-            else:
-                w("| %s | - | - | - | - | - | - |" % p)
+            w(row(p, r, 6, lambda r: [
+                num(r["tasks"]), num(r["tasks_per_s"]), num(r["errors"]),
+                num(r["p50_ms"], 3), num(r["p99_ms"], 3), num(r["max_ms"], 1)]))
         w("")
         for r in prod:
             if ok(r) and (r["errors"] or r.get("lost")):

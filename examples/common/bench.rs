@@ -1,5 +1,6 @@
-//! Setup shared by the benchmark drivers (`examples/bench.rs`, `examples/bench_scaling.rs`):
-//! a fresh storage with the demo tasks, the `hueyd` to run, and stopping it.
+//! Setup shared by the benchmark drivers (`examples/bench.rs`, `examples/bench_scaling.rs`,
+//! `examples/bench_async.rs`): a fresh storage with the tasks, the `hueyd` to run, stopping
+//! it, and reading a process's memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -15,13 +16,18 @@ pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// An empty storage with the demo tasks registered, under `hueyd`'s app name (Redis keys are
 /// prefixed with it). A SQLite file is deleted first, so each run starts from an empty one.
 pub fn fresh_app(url: &str) -> Res<Huey> {
+    fresh_app_with(url, huey::demo::register)
+}
+
+/// [`fresh_app`] with the tasks `register` adds.
+pub fn fresh_app_with(url: &str, register: impl Fn(&Huey) -> huey::Result<()>) -> Res<Huey> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
         }
     }
     let app = Huey::open("hueyd", url)?;
-    huey::demo::register(&app)?;
+    register(&app)?;
     app.storage().flush(Flush::all())?;
     Ok(app)
 }
@@ -63,6 +69,17 @@ pub fn stop(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A memory figure of a process from `/proc/PID/status` (`field` such as `"VmHWM:"`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 pub fn round(x: f64, digits: i32) -> f64 {

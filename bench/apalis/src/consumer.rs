@@ -65,6 +65,18 @@ pub fn consume(a: &Args) -> Res<()> {
         };
         let pid = std::process::id();
         let mut runs = Vec::new();
+        // One worker on `backend` (its type differs by storage, the rest does not).
+        macro_rules! spawn_worker {
+            ($backend:expr, $i:expr) => {{
+                let worker = WorkerBuilder::new(format!("bench-{pid}-{}", $i))
+                    .backend($backend)
+                    .concurrency(concurrency)
+                    .build(run_job);
+                runs.push(tokio::spawn(async move {
+                    worker.run().await.map_err(|e| e.to_string())
+                }));
+            }};
+        }
         if let Some(path) = sqlite_path(&a.storage) {
             // What an apalis application does at start (its examples all do): `setup`, i.e.
             // migrations, pragmas and `PRAGMA optimize`, which gathers the table statistics
@@ -81,13 +93,7 @@ pub fn consume(a: &Args) -> Res<()> {
                 let backend = SqliteStorage::<Job>::new(&pool)
                     .with_config(sqlite_config(a.batch_size))
                     .poll_with_strategy(Every::new(a.poll_ms));
-                let worker = WorkerBuilder::new(format!("bench-{pid}-{i}"))
-                    .backend(backend)
-                    .concurrency(concurrency)
-                    .build(run_job);
-                runs.push(tokio::spawn(async move {
-                    worker.run().await.map_err(|e| e.to_string())
-                }));
+                spawn_worker!(backend, i);
             }
         } else {
             // apalis-redis 1.0.0 clamps every task's run_at to the present second, so each
@@ -98,13 +104,7 @@ pub fn consume(a: &Args) -> Res<()> {
                 let backend = RedisStorage::<Job>::new(conn)
                     .with_config(redis_config(a.batch_size))
                     .poll_with_strategy(Every::new(a.poll_ms));
-                let worker = WorkerBuilder::new(format!("bench-{pid}-{i}"))
-                    .backend(backend)
-                    .concurrency(concurrency)
-                    .build(run_job);
-                runs.push(tokio::spawn(async move {
-                    worker.run().await.map_err(|e| e.to_string())
-                }));
+                spawn_worker!(backend, i);
             }
         }
         for r in runs {
